@@ -69,6 +69,26 @@ impl<T> Sender<T> {
         Ok(())
     }
 
+    /// Queues past the bound. Only for messages whose number is bounded elsewhere (one per
+    /// session lifecycle event, say), where dropping would break an invariant.
+    pub fn force_send(&self, msg: T) {
+        let mut inner = self.0.borrow_mut();
+        inner.queue.push_back(msg);
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+    }
+
+    /// Closes from the producer side: the actor drains what is queued, then `recv` yields
+    /// `None`. Used to stop an actor that cannot keep up.
+    pub fn close(&self) {
+        let mut inner = self.0.borrow_mut();
+        inner.closed = true;
+        if let Some(w) = inner.waker.take() {
+            w.wake();
+        }
+    }
+
     pub fn is_closed(&self) -> bool {
         self.0.borrow().closed
     }

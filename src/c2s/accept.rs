@@ -1,0 +1,84 @@
+//! Accepting connections on one core: per-address limits, the handshake deadline, then the
+//! phases of [`super::negotiate`] and the bound session.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::net::{TcpListener, TcpStream};
+use shards::listener::{tune_stream, StreamOptions};
+
+use super::conn::{Conn, ConnEnd};
+use super::negotiate::Unauthenticated;
+use super::stream_error::StreamError;
+use super::transport::Transport;
+use crate::router::CoreState;
+
+/// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
+
+pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls: bool) {
+    let opts = StreamOptions::default();
+    loop {
+        let stream = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("core {}: accept failed: {e}", core.id);
+                glommio::timer::sleep(ACCEPT_RETRY_DELAY).await;
+                continue;
+            }
+        };
+        let Ok(peer) = stream.peer_addr() else { continue };
+        if let Err(e) = tune_stream(&stream, &opts) {
+            log::debug!("{peer}: socket options not set: {e}");
+        }
+        glommio::spawn_local(connection(core.clone(), stream, peer, direct_tls)).detach();
+    }
+}
+
+async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let domain = core.cfg.domain.clone();
+    if !core.peers.try_open(peer.ip()) {
+        core.counters.connections_refused.inc();
+        if !direct_tls {
+            let mut conn = Conn::new(Transport::Plain(stream), peer, core.cfg.limits.stanza_bytes_max);
+            conn.fail(&domain, StreamError::PolicyViolation, "too many connections from this address").await;
+        }
+        return;
+    }
+    core.counters.connections.add(1);
+    serve(&core, stream, peer, direct_tls).await;
+    core.counters.connections.add(-1);
+    core.peers.close(peer.ip());
+}
+
+async fn serve(core: &Rc<CoreState>, stream: TcpStream, peer: SocketAddr, direct_tls: bool) {
+    let limits = &core.cfg.limits;
+    let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let transport = if direct_tls {
+        match super::conn::until(deadline, async { core.tls.accept(stream).await.map_err(ConnEnd::Io) }).await {
+            Ok(tls) => Transport::Tls(Box::new(tls)),
+            Err(_) => return, // no XMPP stream yet to carry an error
+        }
+    } else {
+        Transport::Plain(stream)
+    };
+    let mut conn = Conn::new(transport, peer, limits.stanza_bytes_max);
+    conn.deadline = Some(deadline);
+    let authenticated = match Unauthenticated::new(core.clone(), conn).authenticate().await {
+        Ok(a) => a,
+        Err((conn, end)) => return close(core, conn, end).await,
+    };
+    match authenticated.bind().await {
+        Ok(session) => session.run().await,
+        Err((conn, end)) => close(core, conn, end).await,
+    }
+}
+
+async fn close(core: &CoreState, mut conn: Conn, end: ConnEnd) {
+    match end {
+        ConnEnd::Error(err, text) => conn.fail(&core.cfg.domain, err, &text).await,
+        ConnEnd::StreamClosed => conn.close().await,
+        ConnEnd::Io(_) => {}
+    }
+}

@@ -1,0 +1,172 @@
+//! One XMPP connection's byte-level half: the transport, the incremental parser, the stream
+//! header, and sending. Negotiation and the bound session drive it; neither touches bytes.
+
+use std::io;
+use std::time::Instant;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use minidom::Element;
+
+use super::stream_error::{escape, StreamError};
+use super::transport::Transport;
+use crate::stanza::to_xml;
+use crate::xml::stream_parser::{StreamEvent, StreamParser};
+
+/// Bytes read per read call. Small on purpose: a million idle sessions each holding a large
+/// buffer is the memory bill of the whole server; big stanzas just take a few more reads.
+const READ_CHUNK_BYTES: usize = 2048;
+
+/// Why a connection stops.
+#[derive(Debug)]
+pub enum ConnEnd {
+    /// The peer closed the TCP connection or the transport failed.
+    Io(io::Error),
+    /// The peer closed the stream with `</stream:stream>`.
+    StreamClosed,
+    /// We close the stream with this error.
+    Error(StreamError, String),
+}
+
+impl From<io::Error> for ConnEnd {
+    fn from(e: io::Error) -> Self {
+        ConnEnd::Io(e)
+    }
+}
+
+pub struct Conn {
+    pub transport: Transport,
+    parser: StreamParser,
+    read_buf: Vec<u8>,
+    stanza_bytes_max: usize,
+    header_sent: bool,
+    /// When bytes last arrived: whitespace pings count (RFC 6120 §4.6.1).
+    pub last_rx: Instant,
+    /// Reads past this instant end the stream with `<connection-timeout/>`: the handshake
+    /// deadline, so a client that opens a stream and stalls (slowloris) is dropped.
+    pub deadline: Option<Instant>,
+    pub peer: std::net::SocketAddr,
+}
+
+impl Conn {
+    pub fn new(transport: Transport, peer: std::net::SocketAddr, stanza_bytes_max: usize) -> Self {
+        Conn {
+            transport,
+            parser: StreamParser::new(stanza_bytes_max),
+            read_buf: vec![0; READ_CHUNK_BYTES],
+            stanza_bytes_max,
+            header_sent: false,
+            last_rx: Instant::now(),
+            deadline: None,
+            peer,
+        }
+    }
+
+    /// A stream restart (RFC 6120 §4.3.3, after TLS and after SASL): a fresh parser.
+    pub fn restart(&mut self) {
+        self.parser = StreamParser::new(self.stanza_bytes_max);
+        self.header_sent = false;
+    }
+
+    /// Takes the transport out for a TLS handshake (STARTTLS); put the result back with
+    /// `conn.transport = ...` and restart the stream.
+    pub fn take_transport(&mut self) -> Transport {
+        std::mem::replace(&mut self.transport, Transport::Closed)
+    }
+
+    /// The next stream event, reading as needed.
+    pub async fn next_event(&mut self) -> Result<StreamEvent, ConnEnd> {
+        loop {
+            if let Some(ev) = self.parser.next_event() {
+                return Ok(ev);
+            }
+            self.read_more().await?;
+        }
+    }
+
+    /// A parsed event if one is complete; never reads.
+    pub fn pending_event(&mut self) -> Option<StreamEvent> {
+        self.parser.next_event()
+    }
+
+    /// Reads once and feeds the parser. Cancel-safe: a read dropped before completion loses
+    /// nothing (glommio's non-buffered TCP stream reads only when polled to completion).
+    pub async fn read_more(&mut self) -> Result<(), ConnEnd> {
+        let read = async { self.transport.read(&mut self.read_buf).await.map_err(ConnEnd::Io) };
+        let n = match self.deadline {
+            Some(deadline) => until(deadline, read).await?,
+            None => read.await?,
+        };
+        if n == 0 {
+            return Err(ConnEnd::Io(io::ErrorKind::UnexpectedEof.into()));
+        }
+        self.last_rx = Instant::now();
+        self.parser
+            .feed(&self.read_buf[..n])
+            .map_err(|e| ConnEnd::Error(StreamError::from(&e), describe(&e)))
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.transport.write_all(bytes).await?;
+        self.transport.flush().await
+    }
+
+    pub async fn send_el(&mut self, el: &Element) -> io::Result<()> {
+        self.send(to_xml(el).as_bytes()).await
+    }
+
+    /// Our stream header, answering the client's (RFC 6120 §4.7).
+    pub async fn send_header(&mut self, domain: &str, stream_id: &str, lang: &str) -> io::Result<()> {
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
+             xmlns:stream='http://etherx.jabber.org/streams' from='{}' id='{}' version='1.0' xml:lang='{}'>",
+            escape(domain),
+            stream_id,
+            escape(lang)
+        );
+        self.header_sent = true;
+        self.send(header.as_bytes()).await
+    }
+
+    /// Sends a stream error and closes (RFC 6120 §4.9.1.1); a header goes first if the
+    /// error comes before we sent ours (§4.9.1.2).
+    pub async fn fail(&mut self, domain: &str, err: StreamError, text: &str) {
+        if !self.header_sent {
+            let _ = self.send_header(domain, &new_stream_id(), "en").await;
+        }
+        let _ = self.send(err.to_xml(text).as_bytes()).await;
+        let _ = self.transport.close().await;
+    }
+
+    /// Closes our side cleanly after the peer's `</stream:stream>` or at shutdown.
+    pub async fn close(&mut self) {
+        let _ = self.send(b"</stream:stream>").await;
+        let _ = self.transport.close().await;
+    }
+
+    pub fn release_idle_memory(&mut self) {
+        self.parser.release_temporaries();
+    }
+}
+
+/// Runs `fut` unless `deadline` passes first, which ends the stream with a timeout.
+pub async fn until<T>(deadline: Instant, fut: impl std::future::Future<Output = Result<T, ConnEnd>>) -> Result<T, ConnEnd> {
+    let timeout = async {
+        glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+        Err(ConnEnd::Error(StreamError::ConnectionTimeout, "the stream was not set up in time".into()))
+    };
+    futures_lite::future::or(fut, timeout).await
+}
+
+fn describe(e: &crate::xml::stream_parser::ParseError) -> String {
+    use crate::xml::stream_parser::ParseError::*;
+    match e {
+        NotWellFormed(t) => format!("not well-formed: {t}"),
+        Restricted(t) => format!("XML that XMPP forbids: {t}"),
+        TooLarge { stanza_bytes_max } => format!("stanza larger than {stanza_bytes_max} bytes"),
+    }
+}
+
+/// A fresh random stream id (RFC 6120 §4.7.3: unpredictable).
+pub fn new_stream_id() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}

@@ -1,0 +1,252 @@
+//! Stream negotiation (RFC 6120 §4-7) as typed phases: an [`Unauthenticated`] stream can only
+//! become an [`Authenticated`] one through SASL, and only an authenticated stream can bind a
+//! resource and become a [`BoundSession`] — the one type that can route stanzas.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid};
+use minidom::Element;
+
+use super::conn::{new_stream_id, until, Conn, ConnEnd};
+use super::sasl::{self, Mechanism, Outcome};
+use super::session::BoundSession;
+use super::stream_error::StreamError;
+use super::transport::Transport;
+use crate::modules::{register, session_iq};
+use crate::router::CoreState;
+use crate::stanza::{build, StanzaError};
+use crate::xml::{ns, stream_parser::StreamEvent};
+
+/// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
+const RESOURCE_BYTES_MAX: usize = 1023;
+
+/// A connected stream before authentication.
+pub struct Unauthenticated {
+    core: Rc<CoreState>,
+    conn: Conn,
+    auth_failures: usize,
+}
+
+/// A stream whose client proved who it is; it may bind a resource and nothing else.
+pub struct Authenticated {
+    core: Rc<CoreState>,
+    conn: Conn,
+    user: BareJid,
+}
+
+fn end(err: StreamError, text: &str) -> ConnEnd {
+    ConnEnd::Error(err, text.to_owned())
+}
+
+/// Reads the client's stream header and answers with ours (RFC 6120 §4.7).
+async fn open_stream(core: &CoreState, conn: &mut Conn) -> Result<(), ConnEnd> {
+    let header = match conn.next_event().await? {
+        StreamEvent::Header(h) => h,
+        _ => return Err(end(StreamError::NotWellFormed, "expected a stream header")),
+    };
+    if header.name() != "stream" || header.ns() != ns::STREAM {
+        return Err(end(StreamError::InvalidNamespace, "the stream element is <stream:stream/> in http://etherx.jabber.org/streams"));
+    }
+    let to = header.attr("to").unwrap_or(&core.cfg.domain);
+    let served = jid::BareJid::new(to).is_ok_and(|j| j.node().is_none() && j.domain().as_str() == core.cfg.domain);
+    if !served {
+        return Err(end(StreamError::HostUnknown, "this server does not serve that domain"));
+    }
+    if header.attr("version").is_some_and(|v| !v.starts_with("1.")) {
+        return Err(end(StreamError::UnsupportedVersion, "XMPP 1.x only"));
+    }
+    let lang = header.attr_ns(rxml::Namespace::xml(), "lang").unwrap_or("en").to_owned();
+    conn.send_header(&core.cfg.domain, &new_stream_id(), &lang).await?;
+    Ok(())
+}
+
+/// A stanza-shaped element in the wrong namespace is a stream-level namespace error.
+fn check_namespace(el: &Element) -> Result<(), ConnEnd> {
+    if matches!(el.name(), "message" | "presence" | "iq") && el.ns() != ns::CLIENT {
+        return Err(end(StreamError::InvalidNamespace, "stanzas are in the jabber:client namespace"));
+    }
+    Ok(())
+}
+
+impl Unauthenticated {
+    pub fn new(core: Rc<CoreState>, conn: Conn) -> Self {
+        Unauthenticated { core, conn, auth_failures: 0 }
+    }
+
+    /// Runs STARTTLS, in-band registration and SASL until the client authenticates.
+    /// On an error the stream error is returned for the caller to send.
+    pub async fn authenticate(mut self) -> Result<Authenticated, (Conn, ConnEnd)> {
+        match self.negotiate().await {
+            Ok(user) => Ok(Authenticated { core: self.core, conn: self.conn, user }),
+            Err(e) => Err((self.conn, e)),
+        }
+    }
+
+    async fn negotiate(&mut self) -> Result<BareJid, ConnEnd> {
+        let cfg = self.core.cfg.clone();
+        loop {
+            open_stream(&self.core, &mut self.conn).await?;
+            let tls = self.conn.transport.is_tls();
+            let mechanisms = Mechanism::offered(tls, cfg.c2s.require_tls, cfg.c2s.plain_without_tls);
+            let may_auth = tls || !cfg.c2s.require_tls;
+            self.conn.send_el(&self.features(tls, may_auth, &mechanisms)).await?;
+            loop {
+                let el = match self.conn.next_event().await? {
+                    StreamEvent::Element(el) => el,
+                    StreamEvent::End => return Err(ConnEnd::StreamClosed),
+                    StreamEvent::Header(_) => return Err(end(StreamError::BadFormat, "unexpected stream header")),
+                };
+                check_namespace(&el)?;
+                if el.is("starttls", ns::TLS) && !tls {
+                    self.starttls().await?;
+                    break; // a new stream starts over TLS (RFC 6120 §5.4.3.3)
+                } else if el.is("auth", ns::SASL) {
+                    if !may_auth {
+                        let failure = build("failure", ns::SASL, &[], vec![Element::bare("encryption-required", ns::SASL)]);
+                        self.conn.send_el(&failure).await?;
+                        continue;
+                    }
+                    if let Some(user) = self.sasl(&mechanisms, &el).await? {
+                        self.conn.restart();
+                        return Ok(user);
+                    }
+                } else if el.is("iq", ns::CLIENT) && cfg.registration.enabled && may_auth {
+                    let reply = register::unauthenticated(&self.core, &el).await;
+                    self.conn.send_el(&reply).await?;
+                } else {
+                    // RFC 6120 §6.4.6 / §4.9.3.21: nothing is routed before authentication.
+                    return Err(end(StreamError::NotAuthorized, "authenticate first"));
+                }
+            }
+        }
+    }
+
+    fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Element {
+        let mut children = Vec::new();
+        if !tls {
+            let required = if self.core.cfg.c2s.require_tls { vec![Element::bare("required", ns::TLS)] } else { vec![] };
+            children.push(build("starttls", ns::TLS, &[], required));
+        }
+        if may_auth {
+            let mechs = mechanisms
+                .iter()
+                .map(|m| {
+                    let mut el = Element::bare("mechanism", ns::SASL);
+                    el.append_text(m.name().to_owned());
+                    el
+                })
+                .collect();
+            children.push(build("mechanisms", ns::SASL, &[], mechs));
+            if self.core.cfg.registration.enabled {
+                children.push(Element::bare("register", ns::REGISTER_FEATURE));
+            }
+        }
+        build("features", ns::STREAM, &[], children)
+    }
+
+    async fn starttls(&mut self) -> Result<(), ConnEnd> {
+        self.conn.send_el(&Element::bare("proceed", ns::TLS)).await?;
+        let Transport::Plain(tcp) = self.conn.take_transport() else {
+            return Err(end(StreamError::BadFormat, "TLS is already on"));
+        };
+        let accept = async { self.core.tls.accept(tcp).await.map_err(ConnEnd::Io) };
+        let tls = match self.conn.deadline {
+            Some(deadline) => until(deadline, accept).await?,
+            None => accept.await?,
+        };
+        self.conn.transport = Transport::Tls(Box::new(tls));
+        self.conn.restart();
+        Ok(())
+    }
+
+    /// One SASL attempt; `Some(user)` on success. Failures are counted per stream and per
+    /// address; past either limit the stream ends.
+    async fn sasl(&mut self, mechanisms: &[Mechanism], auth: &Element) -> Result<Option<BareJid>, ConnEnd> {
+        let ip = self.conn.peer.ip();
+        if !self.core.peers.auth_allowed(ip) {
+            return Err(end(StreamError::PolicyViolation, "too many failed authentications from this address; try again later"));
+        }
+        match sasl::authenticate(&self.core, &mut self.conn, mechanisms, auth).await? {
+            Outcome::Success(user) => Ok(Some(user)),
+            Outcome::Failure => {
+                self.core.peers.record_auth_failure(ip);
+                self.core.counters.auth_failures.inc();
+                self.auth_failures += 1;
+                if self.auth_failures >= self.core.cfg.limits.auth_failures_max {
+                    return Err(end(StreamError::NotAuthorized, "too many failed authentication attempts"));
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl Authenticated {
+    /// Resource binding (RFC 6120 §7); the legacy session IQ is answered on the way.
+    pub async fn bind(mut self) -> Result<BoundSession, (Conn, ConnEnd)> {
+        match self.negotiate_bind().await {
+            Ok(jid) => Ok(BoundSession::new(self.core, self.conn, jid)),
+            Err(e) => Err((self.conn, e)),
+        }
+    }
+
+    async fn negotiate_bind(&mut self) -> Result<FullJid, ConnEnd> {
+        open_stream(&self.core, &mut self.conn).await?;
+        let features = build(
+            "features",
+            ns::STREAM,
+            &[],
+            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()],
+        );
+        self.conn.send_el(&features).await?;
+        loop {
+            let iq = match self.conn.next_event().await? {
+                StreamEvent::Element(el) => el,
+                StreamEvent::End => return Err(ConnEnd::StreamClosed),
+                StreamEvent::Header(_) => return Err(end(StreamError::BadFormat, "unexpected stream header")),
+            };
+            check_namespace(&iq)?;
+            if !iq.is("iq", ns::CLIENT) {
+                return Err(end(StreamError::NotAuthorized, "bind a resource first"));
+            }
+            match iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set")) {
+                Some(bind) => match self.resource(bind) {
+                    Ok(full) => {
+                        let jid_el = text_child("jid", ns::BIND, &full.to_string());
+                        let id = iq.attr("id").unwrap_or("");
+                        let result = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], vec![build("bind", ns::BIND, &[], vec![jid_el])]);
+                        self.conn.send_el(&result).await?;
+                        return Ok(full);
+                    }
+                    Err(e) => self.conn.send_el(&e.reply_to(&iq)).await?,
+                },
+                None => {
+                    let reply = StanzaError::NotAuthorized.reply_to(&iq);
+                    self.conn.send_el(&reply).await?;
+                }
+            }
+        }
+    }
+
+    /// The client's resource if valid, else one made by the server (RFC 6120 §7.6).
+    fn resource(&self, bind: &Element) -> Result<FullJid, StanzaError> {
+        let asked = bind.get_child("resource", ns::BIND).map(|r| r.text()).filter(|r| !r.trim().is_empty());
+        match asked {
+            Some(r) if r.len() > RESOURCE_BYTES_MAX => Err(StanzaError::BadRequest),
+            Some(r) => self.user.with_resource_str(&r).map_err(|_| StanzaError::BadRequest),
+            None => Ok(self.user.with_resource_str(&format!("martlet-{:08x}", rand::random::<u32>())).expect("hex is a valid resource")),
+        }
+    }
+}
+
+fn text_child(name: &str, namespace: &str, text: &str) -> Element {
+    let mut el = Element::bare(name, namespace);
+    el.append_text(text.to_owned());
+    el
+}
+
+/// The resource part, shared by the session and its UserChannel.
+pub fn resource_of(jid: &FullJid) -> Arc<str> {
+    jid.resource().as_str().into()
+}

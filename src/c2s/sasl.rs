@@ -1,0 +1,279 @@
+//! SASL authentication (RFC 6120 §6): SCRAM-SHA-256 and SCRAM-SHA-1 through scram-rs,
+//! PLAIN checked against the stored salted password.
+//!
+//! Credentials are fetched from storage before the mechanism runs (the mechanism's callback
+//! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on a
+//! storage thread for the same reason: one login storm must not stall a core's routing.
+
+use std::num::NonZeroU32;
+use std::rc::Rc;
+
+use base64::Engine;
+use jid::BareJid;
+use minidom::Element;
+use scram_rs::scram_sync::{ScramServerDyn, SyncScramServer};
+use scram_rs::{
+    ScramAuthServer, ScramCbHelper, ScramHashing, ScramNonce, ScramPassword, ScramResult, ScramResultServer,
+    ScramSha1Ring, ScramSha256Ring, SCRAM_TYPES,
+};
+
+use super::conn::{Conn, ConnEnd};
+use super::stream_error::StreamError;
+use crate::router::CoreState;
+use crate::stanza::build;
+use crate::storage::Credentials;
+use crate::xml::{ns, stream_parser::StreamEvent};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mechanism {
+    ScramSha256,
+    ScramSha1,
+    Plain,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::ScramSha256 => "SCRAM-SHA-256",
+            Mechanism::ScramSha1 => "SCRAM-SHA-1",
+            Mechanism::Plain => "PLAIN",
+        }
+    }
+
+    /// Mechanisms offered on a stream, strongest first. PLAIN sends the password itself, so
+    /// it needs TLS unless the operator explicitly allows it (and does not require TLS).
+    pub fn offered(tls: bool, require_tls: bool, plain_without_tls: bool) -> Vec<Mechanism> {
+        let mut m = vec![Mechanism::ScramSha256, Mechanism::ScramSha1];
+        if tls || (plain_without_tls && !require_tls) {
+            m.push(Mechanism::Plain);
+        }
+        m
+    }
+}
+
+pub enum Outcome {
+    Success(BareJid),
+    /// The client was told `<failure/>` and may try again.
+    Failure,
+}
+
+/// Runs one SASL exchange that starts with `<auth/>` (`auth`), on `conn`.
+pub async fn authenticate(
+    core: &Rc<CoreState>,
+    conn: &mut Conn,
+    offered: &[Mechanism],
+    auth: &Element,
+) -> Result<Outcome, ConnEnd> {
+    let mech = offered.iter().copied().find(|m| Some(m.name()) == auth.attr("mechanism"));
+    let Some(mech) = mech else {
+        return fail(conn, "invalid-mechanism").await;
+    };
+    let initial = auth.text();
+    match mech {
+        Mechanism::Plain => plain(core, conn, &initial).await,
+        Mechanism::ScramSha256 => scram::<ScramSha256Ring>(core, conn, mech, &initial).await,
+        Mechanism::ScramSha1 => scram::<ScramSha1Ring>(core, conn, mech, &initial).await,
+    }
+}
+
+async fn plain(core: &Rc<CoreState>, conn: &mut Conn, initial_b64: &str) -> Result<Outcome, ConnEnd> {
+    let Some(msg) = decode(initial_b64) else { return fail(conn, "incorrect-encoding").await };
+    let mut parts = msg.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return fail(conn, "malformed-request").await;
+    };
+    let (Ok(authcid), Ok(password)) = (std::str::from_utf8(authcid), std::str::from_utf8(password)) else {
+        return fail(conn, "malformed-request").await;
+    };
+    let Some(jid) = local_jid(authcid, &core.cfg.domain) else { return fail(conn, "not-authorized").await };
+    if !authzid.is_empty() && authzid != jid.to_string().as_bytes() {
+        return fail(conn, "invalid-authzid").await;
+    }
+    match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
+        Ok(true) => succeed(conn, jid, None).await,
+        Ok(false) => fail(conn, "not-authorized").await,
+        Err(e) => {
+            log::error!("PLAIN for {jid}: storage: {e}");
+            fail(conn, "temporary-auth-failure").await
+        }
+    }
+}
+
+async fn scram<S: ScramHashing + 'static>(
+    core: &Rc<CoreState>,
+    conn: &mut Conn,
+    mech: Mechanism,
+    initial_b64: &str,
+) -> Result<Outcome, ConnEnd> {
+    let Some(first) = decode(initial_b64) else { return fail(conn, "incorrect-encoding").await };
+    let Some(jid) = scram_username(&first).and_then(|u| local_jid(&u, &core.cfg.domain)) else {
+        return fail(conn, "malformed-request").await;
+    };
+    let credentials = match core.storage.credentials(jid.to_string()).await {
+        Ok(c) => c,
+        Err(e) => {
+            log::error!("SCRAM for {jid}: storage: {e}");
+            return fail(conn, "temporary-auth-failure").await;
+        }
+    };
+    let secret = credentials.map(|c| StoredSecret::of(&c, mech));
+    let scram_type = SCRAM_TYPES.get_scramtype(mech.name()).expect("scram-rs knows SCRAM-SHA-1 and -256");
+    let nonce = ScramNonce::none().expect("the system random source works");
+    let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true)
+    else {
+        return fail(conn, "temporary-auth-failure").await;
+    };
+    let mut input = initial_b64.as_bytes().to_vec();
+    loop {
+        match server.parse_response_base64(&input) {
+            ScramResultServer::Data(ref data) => {
+                let challenge = base64::engine::general_purpose::STANDARD.encode(data);
+                conn.send_el(&text_el("challenge", &challenge)).await?;
+                match next_sasl_element(conn).await? {
+                    Some(resp) if resp.name() == "response" => input = resp.text().into_bytes(),
+                    Some(abort) if abort.name() == "abort" => return fail(conn, "aborted").await,
+                    _ => return fail(conn, "malformed-request").await,
+                }
+            }
+            ScramResultServer::Final(ref data) => {
+                let verifier = base64::engine::general_purpose::STANDARD.encode(data);
+                return succeed(conn, jid, Some(verifier)).await;
+            }
+            ScramResultServer::Error(e) => {
+                log::debug!("SCRAM for {jid} failed: {e}");
+                return fail(conn, "not-authorized").await;
+            }
+        }
+    }
+}
+
+/// The SASL element that answers a challenge; `None` for anything else.
+async fn next_sasl_element(conn: &mut Conn) -> Result<Option<Element>, ConnEnd> {
+    match conn.next_event().await? {
+        StreamEvent::Element(el) if el.ns() == ns::SASL => Ok(Some(el)),
+        StreamEvent::Element(_) => Ok(None),
+        StreamEvent::End => Err(ConnEnd::StreamClosed),
+        StreamEvent::Header(_) => Err(ConnEnd::Error(StreamError::BadFormat, "stream header inside SASL".into())),
+    }
+}
+
+/// The user's salted password for one SCRAM hash, handed to scram-rs.
+#[derive(Clone)]
+struct StoredSecret {
+    salted_password: Vec<u8>,
+    salt_b64: String,
+    iterations: NonZeroU32,
+}
+
+impl StoredSecret {
+    fn of(c: &Credentials, mech: Mechanism) -> StoredSecret {
+        let (salted, salt, iterations) = match mech {
+            Mechanism::ScramSha1 => (&c.sha1.digest, &c.sha1.salt, c.sha1.iterations),
+            _ => (&c.sha256.digest, &c.sha256.salt, c.sha256.iterations),
+        };
+        StoredSecret {
+            salted_password: salted.clone(),
+            salt_b64: base64::engine::general_purpose::STANDARD.encode(salt),
+            iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
+        }
+    }
+}
+
+/// Credentials fetched before the exchange; `None` for an unknown user, for which scram-rs
+/// makes up a consistent fake salt so that a probe cannot tell users from non-users.
+#[derive(Clone)]
+struct Prefetched(Option<StoredSecret>);
+
+impl std::fmt::Debug for Prefetched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prefetched(..)") // never print secrets
+    }
+}
+
+impl<S: ScramHashing> ScramAuthServer<S> for Prefetched {
+    fn get_password_for_user(&self, _username: &str, _authzid: Option<&str>) -> ScramResult<ScramPassword> {
+        match &self.0 {
+            Some(s) => Ok(ScramPassword::found_secret_password(
+                s.salted_password.clone(),
+                s.salt_b64.clone(),
+                s.iterations,
+                None,
+            )),
+            None => ScramPassword::not_found::<S>(),
+        }
+    }
+}
+
+/// No channel binding yet (tls-exporter is future work): the default helper refuses it.
+impl ScramCbHelper for Prefetched {}
+
+/// The `n=` attribute of a SCRAM client-first message, unescaped (RFC 5802 §5.1).
+fn scram_username(client_first: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(client_first).ok()?;
+    let mut fields = text.splitn(3, ',');
+    let (_cb, _authzid, bare) = (fields.next()?, fields.next()?, fields.next()?);
+    let name = bare.split(',').find_map(|f| f.strip_prefix("n="))?;
+    Some(name.replace("=2C", ",").replace("=3D", "="))
+}
+
+/// `user@domain` if `localpart` makes a valid JID (RFC 7622 via the jid crate).
+fn local_jid(localpart: &str, domain: &str) -> Option<BareJid> {
+    if localpart.is_empty() || localpart.contains('@') || localpart.contains('/') {
+        return None;
+    }
+    BareJid::new(&format!("{localpart}@{domain}")).ok()
+}
+
+fn decode(b64: &str) -> Option<Vec<u8>> {
+    let b64 = b64.trim();
+    if b64 == "=" || b64.is_empty() {
+        return Some(Vec::new()); // RFC 6120 §6.4.2: "=" is an empty initial response
+    }
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+fn text_el(name: &str, text: &str) -> Element {
+    let mut el = Element::bare(name, ns::SASL);
+    if !text.is_empty() {
+        el.append_text(text.to_owned());
+    }
+    el
+}
+
+async fn succeed(conn: &mut Conn, jid: BareJid, additional: Option<String>) -> Result<Outcome, ConnEnd> {
+    conn.send_el(&text_el("success", additional.as_deref().unwrap_or(""))).await?;
+    Ok(Outcome::Success(jid))
+}
+
+async fn fail(conn: &mut Conn, condition: &str) -> Result<Outcome, ConnEnd> {
+    let failure = build("failure", ns::SASL, &[], vec![Element::bare(condition, ns::SASL)]);
+    conn.send_el(&failure).await?;
+    Ok(Outcome::Failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn username_is_unescaped() {
+        assert_eq!(scram_username(b"n,,n=a=2Cb=3Dc,r=abc").as_deref(), Some("a,b=c"));
+        assert_eq!(scram_username(b"y,,n=alice,r=x").as_deref(), Some("alice"));
+        assert_eq!(scram_username(b"garbage"), None);
+    }
+
+    #[test]
+    fn plain_needs_tls_unless_allowed() {
+        assert!(!Mechanism::offered(false, true, true).contains(&Mechanism::Plain));
+        assert!(!Mechanism::offered(false, false, false).contains(&Mechanism::Plain));
+        assert!(Mechanism::offered(false, false, true).contains(&Mechanism::Plain));
+        assert!(Mechanism::offered(true, true, false).contains(&Mechanism::Plain));
+    }
+
+    #[test]
+    fn localparts_are_validated() {
+        assert!(local_jid("alice", "localhost").is_some());
+        assert!(local_jid("a@b", "localhost").is_none());
+        assert!(local_jid("", "localhost").is_none());
+    }
+}

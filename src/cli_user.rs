@@ -1,0 +1,237 @@
+//! `martlet user add|del|passwd|list`: account management from the shell,
+//! straight on the storage files. The embedded database is locked by a
+//! running server, so this is for setup and maintenance while it is stopped.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use futures_lite::future::block_on;
+
+use crate::config::Config;
+use crate::storage::{Storage, StorageError};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum UserCmd {
+    /// Create an account. Without PASSWORD, reads one line from stdin
+    /// (safer: arguments are visible to other local users).
+    Add {
+        jid: String,
+        password: Option<String>,
+    },
+    /// Delete an account with its roster and offline messages.
+    Del { jid: String },
+    /// Set a new password. Without PASSWORD, reads one line from stdin.
+    Passwd {
+        jid: String,
+        password: Option<String>,
+    },
+    /// Print every account, one per line, sorted.
+    List,
+}
+
+pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
+    match cmd {
+        UserCmd::Add { jid, password } => {
+            let jid = account_jid(&jid, &cfg.domain)?;
+            let password = password_or_stdin(password, &jid)?;
+            let added = block_on(open(cfg)?.create_user(jid.clone(), password)).map_err(text)?;
+            report(added, format!("added {jid}"), format!("{jid} exists"))
+        }
+        UserCmd::Del { jid } => {
+            let jid = account_jid(&jid, &cfg.domain)?;
+            let deleted = block_on(open(cfg)?.delete_user(jid.clone())).map_err(text)?;
+            report(
+                deleted,
+                format!("deleted {jid}"),
+                format!("{jid} does not exist"),
+            )
+        }
+        UserCmd::Passwd { jid, password } => {
+            let jid = account_jid(&jid, &cfg.domain)?;
+            let password = password_or_stdin(password, &jid)?;
+            let changed = block_on(open(cfg)?.set_password(jid.clone(), password)).map_err(text)?;
+            report(
+                changed,
+                format!("changed password of {jid}"),
+                format!("{jid} does not exist"),
+            )
+        }
+        UserCmd::List => {
+            for jid in block_on(open(cfg)?.list_users()).map_err(text)? {
+                println!("{jid}");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// The normalised bare JID of an account on `domain`. A bare localpart
+/// (`alice`) is completed with `domain`.
+pub fn account_jid(input: &str, domain: &str) -> Result<String, String> {
+    let full = if input.contains(['@', '/']) {
+        input.to_owned()
+    } else {
+        format!("{input}@{domain}")
+    };
+    let jid = jid::Jid::new(&full).map_err(|e| format!("{input:?} is not a valid JID: {e}"))?;
+    if jid.resource().is_some() {
+        return Err(format!("{input:?}: give a bare JID, without /resource"));
+    }
+    if jid.node().is_none() {
+        return Err(format!("{input:?}: missing the user part (user@{domain})"));
+    }
+    if jid.domain().as_str() != domain {
+        return Err(format!("{input:?}: this server's domain is {domain}"));
+    }
+    Ok(jid.as_str().to_owned())
+}
+
+/// The password argument, or else one line of stdin (prompting on a terminal).
+fn password_or_stdin(argument: Option<String>, jid: &str) -> Result<String, String> {
+    let password = match argument {
+        Some(password) => password,
+        None => {
+            let stdin = std::io::stdin();
+            if stdin.is_terminal() {
+                eprint!("password for {jid}: ");
+                // The prompt has no newline, so it would sit in the buffer.
+                let _ = std::io::stderr().flush();
+            }
+            read_line(&mut stdin.lock())?
+        }
+    };
+    if password.is_empty() {
+        return Err("empty password".into());
+    }
+    Ok(password)
+}
+
+/// One line without its line ending; an error at end of input.
+fn read_line(input: &mut impl BufRead) -> Result<String, String> {
+    let mut line = String::new();
+    let read = input
+        .read_line(&mut line)
+        .map_err(|e| format!("reading password from stdin: {e}"))?;
+    if read == 0 {
+        return Err("no password: give it as an argument or on stdin".into());
+    }
+    Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+fn open(cfg: &Config) -> Result<Storage, String> {
+    Storage::open(&cfg.storage).map_err(text)
+}
+
+fn text(e: StorageError) -> String {
+    e.to_string()
+}
+
+/// Prints `done` on success; `refused` becomes the error.
+fn report(succeeded: bool, done: String, refused: String) -> Result<(), String> {
+    if !succeeded {
+        return Err(refused);
+    }
+    println!("{done}");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: UserCmd,
+    }
+
+    #[test]
+    fn arguments_parse() {
+        use clap::{CommandFactory, Parser};
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from(["user", "add", "alice"]).unwrap();
+        assert!(matches!(cli.cmd, UserCmd::Add { jid, password: None } if jid == "alice"));
+        let cli = Cli::try_parse_from(["user", "passwd", "alice", "pw"]).unwrap();
+        assert!(matches!(cli.cmd, UserCmd::Passwd { password: Some(p), .. } if p == "pw"));
+        assert!(Cli::try_parse_from(["user", "del"]).is_err());
+    }
+
+    #[test]
+    fn account_jid_completes_and_checks() {
+        assert_eq!(
+            account_jid("alice", "localhost").unwrap(),
+            "alice@localhost"
+        );
+        assert_eq!(
+            account_jid("Alice@LocalHost", "localhost").unwrap(),
+            "alice@localhost"
+        );
+        for (input, error) in [
+            ("alice@example.org", "domain is localhost"),
+            ("alice@localhost/phone", "bare JID"),
+            ("@localhost", "not a valid JID"),
+            ("a b", "not a valid JID"),
+            ("localhost/x", "bare JID"),
+        ] {
+            let e = account_jid(input, "localhost").unwrap_err();
+            assert!(e.contains(error), "{input:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn read_line_strips_the_line_ending() {
+        assert_eq!(
+            read_line(&mut "s3cret\r\nrest".as_bytes()).unwrap(),
+            "s3cret"
+        );
+        assert_eq!(read_line(&mut "s3cret".as_bytes()).unwrap(), "s3cret");
+        assert!(read_line(&mut "".as_bytes()).is_err());
+    }
+
+    #[test]
+    fn commands_manage_accounts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::default();
+        cfg.storage.path = dir.path().to_owned();
+        cfg.storage.scram_iterations = 16;
+        let add = |jid: &str| UserCmd::Add {
+            jid: jid.into(),
+            password: Some("pw".into()),
+        };
+
+        run(&cfg, add("alice")).unwrap();
+        run(&cfg, add("bob@localhost")).unwrap();
+        assert_eq!(
+            run(&cfg, add("alice@localhost")).unwrap_err(),
+            "alice@localhost exists"
+        );
+        let passwd = UserCmd::Passwd {
+            jid: "alice".into(),
+            password: Some("new".into()),
+        };
+        run(&cfg, passwd).unwrap();
+        let empty = UserCmd::Passwd {
+            jid: "alice".into(),
+            password: Some(String::new()),
+        };
+        assert_eq!(run(&cfg, empty).unwrap_err(), "empty password");
+        run(&cfg, UserCmd::List).unwrap();
+        run(
+            &cfg,
+            UserCmd::Del {
+                jid: "alice".into(),
+            },
+        )
+        .unwrap();
+        let e = run(
+            &cfg,
+            UserCmd::Del {
+                jid: "alice".into(),
+            },
+        )
+        .unwrap_err();
+        assert_eq!(e, "alice@localhost does not exist");
+
+        let storage = Storage::open(&cfg.storage).unwrap();
+        assert_eq!(block_on(storage.list_users()).unwrap(), ["bob@localhost"]);
+    }
+}

@@ -1,0 +1,499 @@
+//! The server's TOML configuration: the file format users write, its defaults,
+//! and the checks that turn a bad file into an error naming the offending key
+//! before anything starts listening.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The documented configuration with every key at its default value.
+/// A unit test keeps it equal to `Config::default()`, so it can go into the
+/// README as-is.
+pub const EXAMPLE: &str = r#"domain = "localhost"          # the one XMPP domain served
+cores = 0                     # executors; 0 = all available cores
+
+[c2s]
+listen = "0.0.0.0:5222"       # RFC 6120 client port (STARTTLS)
+require_tls = true            # refuse to authenticate before STARTTLS
+plain_without_tls = false     # offer SASL PLAIN on an unencrypted stream (never when require_tls)
+backlog = 4096                # listen(2) backlog
+
+[c2s_direct_tls]
+listen = "0.0.0.0:5223"       # XEP-0368 Direct TLS; "" disables
+
+[tls]
+cert = ""                     # PEM chain; empty -> self-signed cert for `domain`, made on first start, kept in storage path
+key = ""                      # PEM private key
+
+[storage]
+backend = "embedded"          # only "embedded" for now (PostgreSQL later)
+path = "./martlet-data"       # directory; holds martlet.redb and the dev certificate
+scram_iterations = 4096       # PBKDF2 rounds for new credentials
+
+[registration]
+enabled = false               # XEP-0077 in-band registration
+
+[metrics]
+listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
+
+[limits]
+stanza_bytes_max = 262144             # larger stanza -> <policy-violation/> stream error
+handshake_timeout_secs = 30           # TCP accept to bound resource
+idle_timeout_secs = 600               # no bytes received for this long -> connection-timeout
+ping_interval_secs = 120              # server XEP-0199 ping after this much silence
+connections_per_ip_max = 200          # open connections from one IP address, per core
+auth_failures_max = 3                 # per stream; then <not-authorized/> stream error and close
+auth_failures_per_ip_per_minute = 30  # more failures from one IP in a minute -> further attempts refused until it passes
+session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> stanza dropped for that session, error to sender
+core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -> sender awaits (backpressure)
+user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
+offline_messages_max = 1000           # per user; beyond -> <resource-constraint/> error to sender
+roster_items_max = 2000               # per user
+"#;
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The one XMPP domain served, normalised (nameprep) by `Config::load`.
+    pub domain: String,
+    /// Executors to run; 0 means one per available core.
+    pub cores: usize,
+    pub c2s: C2s,
+    pub c2s_direct_tls: DirectTls,
+    pub tls: Tls,
+    pub storage: StorageConfig,
+    pub registration: Registration,
+    pub metrics: Metrics,
+    pub limits: Limits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct C2s {
+    pub listen: String,
+    pub require_tls: bool,
+    pub plain_without_tls: bool,
+    pub backlog: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DirectTls {
+    /// Empty disables the Direct TLS listener.
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tls {
+    /// Empty (together with `key`) means: use the generated dev certificate.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageConfig {
+    pub backend: Backend,
+    pub path: PathBuf,
+    pub scram_iterations: u32,
+}
+
+/// Which `storage::Store` implementation holds the data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// redb file under `storage.path`.
+    #[default]
+    Embedded,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registration {
+    pub enabled: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Empty disables the endpoint; it is unauthenticated, hence off by default.
+    pub listen: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    pub stanza_bytes_max: usize,
+    pub handshake_timeout_secs: u64,
+    pub idle_timeout_secs: u64,
+    pub ping_interval_secs: u64,
+    pub connections_per_ip_max: usize,
+    pub auth_failures_max: usize,
+    pub auth_failures_per_ip_per_minute: usize,
+    pub session_mailbox_stanzas_max: usize,
+    pub core_mailbox_messages_max: usize,
+    pub user_mailbox_messages_max: usize,
+    pub offline_messages_max: usize,
+    pub roster_items_max: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "localhost".into(),
+            cores: 0,
+            c2s: C2s::default(),
+            c2s_direct_tls: DirectTls::default(),
+            tls: Tls::default(),
+            storage: StorageConfig::default(),
+            registration: Registration::default(),
+            metrics: Metrics::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for C2s {
+    fn default() -> Self {
+        C2s {
+            listen: "0.0.0.0:5222".into(),
+            require_tls: true,
+            plain_without_tls: false,
+            backlog: 4096,
+        }
+    }
+}
+
+impl Default for DirectTls {
+    fn default() -> Self {
+        DirectTls {
+            listen: "0.0.0.0:5223".into(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            backend: Backend::Embedded,
+            path: "./martlet-data".into(),
+            scram_iterations: 4096,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            stanza_bytes_max: 262_144,
+            handshake_timeout_secs: 30,
+            idle_timeout_secs: 600,
+            ping_interval_secs: 120,
+            connections_per_ip_max: 200,
+            auth_failures_max: 3,
+            auth_failures_per_ip_per_minute: 30,
+            session_mailbox_stanzas_max: 1024,
+            core_mailbox_messages_max: 16_384,
+            user_mailbox_messages_max: 4096,
+            offline_messages_max: 1000,
+            roster_items_max: 2000,
+        }
+    }
+}
+
+/// Why the configuration was refused; `Display` names the file or the key.
+#[derive(Debug)]
+pub enum ConfigError {
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The text is not TOML at all; toml's message carries line and column.
+    Syntax(String),
+    /// A key has a wrong type, is unknown, or has a value that cannot work.
+    Key { key: String, message: String },
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => write!(f, "{}: {source}", path.display()),
+            ConfigError::Syntax(message) => write!(f, "{message}"),
+            ConfigError::Key { key, message } => write!(f, "{key}: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn key_error(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`; `None` gives the built-in defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Config::parse(&text)
+    }
+
+    /// Parses and checks TOML text.
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut config: Config = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                let inner = e.into_inner();
+                // serde_path_to_error reports "." when the error is not tied to a key.
+                if key == "." {
+                    ConfigError::Syntax(inner.to_string())
+                } else {
+                    key_error(&key, inner.message())
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Executors to start: `cores`, or every core the OS lets us use.
+    pub fn cores_effective(&self) -> usize {
+        match self.cores {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Checks what serde cannot: values that parse but cannot work.
+    /// Normalises `domain` so every later comparison sees one spelling.
+    fn validate(&mut self) -> Result<(), ConfigError> {
+        self.domain = jid::DomainPart::new(&self.domain)
+            .map_err(|e| {
+                key_error(
+                    "domain",
+                    format!("{:?} is not a valid XMPP domain: {e}", self.domain),
+                )
+            })?
+            .to_string();
+        parse_addr("c2s.listen", &self.c2s.listen)?;
+        for (key, text) in [
+            ("c2s_direct_tls.listen", &self.c2s_direct_tls.listen),
+            ("metrics.listen", &self.metrics.listen),
+        ] {
+            if !text.is_empty() {
+                parse_addr(key, text)?;
+            }
+        }
+        if self.c2s.require_tls && self.c2s.plain_without_tls {
+            return Err(key_error(
+                "c2s.plain_without_tls",
+                "cannot be true while c2s.require_tls = true (no authentication happens before STARTTLS)",
+            ));
+        }
+        if self.tls.cert.as_os_str().is_empty() != self.tls.key.as_os_str().is_empty() {
+            return Err(key_error(
+                "tls",
+                "set both cert and key, or neither (dev certificate)",
+            ));
+        }
+        if self.storage.path.as_os_str().is_empty() {
+            return Err(key_error("storage.path", "must not be empty"));
+        }
+        if self.c2s.backlog == 0 {
+            return Err(key_error("c2s.backlog", POSITIVE));
+        }
+        if self.storage.scram_iterations == 0 {
+            return Err(key_error("storage.scram_iterations", POSITIVE));
+        }
+        // Every limit is a count, a size or a duration, none of which works as 0.
+        // Walking the serialised table covers limits added later, too.
+        let limits = toml::Table::try_from(&self.limits).expect("limits serialise as a table");
+        match limits
+            .iter()
+            .find(|(_, value)| value.as_integer() == Some(0))
+        {
+            Some((name, _)) => Err(key_error(&format!("limits.{name}"), POSITIVE)),
+            None => Ok(()),
+        }
+    }
+}
+
+const POSITIVE: &str = "must be greater than 0";
+
+fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    text.parse()
+        .map_err(|e| key_error(key, format!("{text:?} is not an IP:port address: {e}")))
+}
+
+impl C2s {
+    /// The STARTTLS listener address (checked by `Config::load`).
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen
+            .parse()
+            .expect("c2s.listen checked by Config::load")
+    }
+}
+
+/// An optional listen address already checked by `Config::load`; "" is `None`.
+fn optional_addr(text: &str) -> Option<SocketAddr> {
+    (!text.is_empty()).then(|| {
+        text.parse()
+            .expect("listen address checked by Config::load")
+    })
+}
+
+impl DirectTls {
+    /// The Direct TLS listener address, `None` when disabled.
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        optional_addr(&self.listen)
+    }
+}
+
+impl Config {
+    /// The metrics endpoint address, `None` when disabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        optional_addr(&self.metrics.listen)
+    }
+}
+
+impl Limits {
+    pub fn handshake_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.handshake_timeout_secs)
+    }
+
+    pub fn idle_timeout_duration(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
+    }
+
+    pub fn ping_interval_duration(&self) -> Duration {
+        Duration::from_secs(self.ping_interval_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn example_is_exactly_the_defaults() {
+        assert_eq!(Config::parse(EXAMPLE).unwrap(), Config::default());
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(Config::load(None).unwrap(), Config::default());
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let c =
+            Config::parse("domain = \"Example.ORG\"\n[limits]\nroster_items_max = 5\n").unwrap();
+        assert_eq!(c.domain, "example.org");
+        assert_eq!(c.limits.roster_items_max, 5);
+        assert_eq!(c.limits.stanza_bytes_max, 262_144);
+        assert_eq!(c.c2s.listen_addr(), "0.0.0.0:5222".parse().unwrap());
+        assert_eq!(
+            c.c2s_direct_tls.listen_addr(),
+            Some("0.0.0.0:5223".parse().unwrap())
+        );
+        assert_eq!(c.limits.ping_interval_duration(), Duration::from_secs(120));
+        assert_eq!(c.metrics_addr(), None);
+    }
+
+    #[test]
+    fn optional_listeners() {
+        let text = "[c2s_direct_tls]\nlisten = \"\"\n[metrics]\nlisten = \"[::1]:9464\"\n";
+        let c = Config::parse(text).unwrap();
+        assert_eq!(c.c2s_direct_tls.listen_addr(), None);
+        assert_eq!(c.metrics_addr(), Some("[::1]:9464".parse().unwrap()));
+    }
+
+    #[test]
+    fn type_errors_name_the_key() {
+        let e = error_of("[limits]\nstanza_bytes_max = \"big\"\n");
+        assert!(
+            e.starts_with("limits.stanza_bytes_max: invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = error_of("[limits]\nstanza_bytes = 5\n");
+        assert!(e.starts_with("limits.stanza_bytes: unknown field"), "{e}");
+        let e = error_of("colour = 1\n");
+        assert!(e.starts_with("colour: unknown field"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_key() {
+        let cases = [
+            ("domain = \"a b@c\"", "domain: "),
+            ("[c2s]\nlisten = \"nowhere\"", "c2s.listen: "),
+            (
+                "[c2s_direct_tls]\nlisten = \":5223\"",
+                "c2s_direct_tls.listen: ",
+            ),
+            ("[metrics]\nlisten = \"localhost:9464\"", "metrics.listen: "),
+            (
+                "[limits]\nuser_mailbox_messages_max = 0",
+                "limits.user_mailbox_messages_max: must be greater than 0",
+            ),
+            ("[c2s]\nplain_without_tls = true", "c2s.plain_without_tls: "),
+            ("[tls]\ncert = \"a.pem\"", "tls: "),
+            (
+                "[storage]\nbackend = \"postgres\"",
+                "storage.backend: unknown variant",
+            ),
+            (
+                "[storage]\nscram_iterations = 0",
+                "storage.scram_iterations: must be greater than 0",
+            ),
+            (
+                "[limits]\nidle_timeout_secs = 0",
+                "limits.idle_timeout_secs: must be greater than 0",
+            ),
+        ];
+        for (text, prefix) in cases {
+            let e = error_of(text);
+            assert!(e.starts_with(prefix), "{text:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let e = error_of("domain = \n");
+        assert!(e.contains("line 1"), "{e}");
+    }
+
+    #[test]
+    fn load_names_a_missing_file() {
+        let e = Config::load(Some(Path::new("/nonexistent/martlet.toml"))).unwrap_err();
+        assert!(
+            e.to_string().starts_with("/nonexistent/martlet.toml: "),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn cores_effective_is_never_zero() {
+        assert!(Config::default().cores_effective() >= 1);
+        let c = Config {
+            cores: 3,
+            ..Config::default()
+        };
+        assert_eq!(c.cores_effective(), 3);
+    }
+}

@@ -1,0 +1,33 @@
+//! # martlet — an XMPP server, thread-per-core
+//!
+//! Each core runs one executor (see the `shards` crate) that owns its client connections and
+//! its share of the users. A stanza goes from the sender's Session actor to the recipient's
+//! UserChannel on the recipient's owner core (picked by consistent hashing), and from there
+//! to each target Session: no lock, no shared session table, no lookup per message.
+//!
+//! # Layout
+//! - [`server`]   `martlet serve`: storage, TLS, one executor per core, listeners.
+//! - [`c2s`]      client streams in typed phases: accept → negotiate (STARTTLS, SASL, bind)
+//!                → bound [`c2s::session`], the Session actor.
+//! - [`router`]   the routing table, the envelopes between actors, each core's state, and
+//!                the [`router::user_channel`] actor (RFC 6121 rules live there).
+//! - [`modules`]  one protocol feature per file, labelled with its RFC/XEP; server IQs are
+//!                registered as data in [`modules::SERVER_IQS`].
+//! - [`stanza`]   the routed form of a stanza and stanza errors.
+//! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
+//! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb)
+//!                behind an async facade so disk work never blocks a core.
+//! - [`config`], [`tls`], [`metrics`], [`cli_user`]: configuration, certificates, counters,
+//!                account administration.
+
+pub mod c2s;
+pub mod cli_user;
+pub mod config;
+pub mod metrics;
+pub mod modules;
+pub mod router;
+pub mod server;
+pub mod stanza;
+pub mod storage;
+pub mod tls;
+pub mod xml;

@@ -1,0 +1,60 @@
+//! The `martlet` command: `serve`, `user add|del|passwd|list`, `check-config`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use martlet::config::Config;
+
+// mimalloc: per-thread heaps suit thread-per-core (no allocator lock shared by cores) and
+// keep fragmentation low with millions of small per-session allocations.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(name = "martlet", version, about = "Thread-per-core XMPP server")]
+struct Cli {
+    /// TOML configuration file; without one, built-in defaults serve `localhost`.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve,
+    /// Manage accounts.
+    #[command(subcommand)]
+    User(martlet::cli_user::UserCmd),
+    /// Load and validate the configuration, then exit.
+    CheckConfig,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let cfg = match Config::load(cli.config.as_deref()) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("martlet: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let result = match cli.command {
+        Command::Serve => martlet::server::serve(cfg),
+        Command::User(cmd) => martlet::cli_user::run(&cfg, cmd),
+        Command::CheckConfig => {
+            println!("configuration ok: serving {} on {}", cfg.domain, cfg.c2s.listen);
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("martlet: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

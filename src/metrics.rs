@@ -1,0 +1,136 @@
+//! Counters each core keeps about itself, and a Prometheus text endpoint that reads them.
+//!
+//! The one exception to "cores share nothing": each core writes only its own counters
+//! (relaxed atomics, no contention), and the metrics endpoint reads them all.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Default, Debug)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Default, Debug)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    pub fn add(&self, n: i64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// One core's counters. Names in the endpoint are `martlet_<field>` (+ `_total` for counters).
+#[derive(Default, Debug)]
+pub struct CoreCounters {
+    pub connections: Gauge,
+    pub sessions: Gauge,
+    pub user_channels: Gauge,
+    pub routed_stanzas: Counter,
+    pub cross_core_messages: Counter,
+    pub offline_stored: Counter,
+    pub auth_failures: Counter,
+    pub session_mailbox_full_drops: Counter,
+    pub user_mailbox_full_drops: Counter,
+    pub connections_refused: Counter,
+}
+
+impl CoreCounters {
+    fn gauges(&self) -> [(&'static str, i64); 3] {
+        [
+            ("connections", self.connections.get()),
+            ("sessions", self.sessions.get()),
+            ("user_channels", self.user_channels.get()),
+        ]
+    }
+
+    fn counters(&self) -> [(&'static str, u64); 7] {
+        [
+            ("routed_stanzas", self.routed_stanzas.get()),
+            ("cross_core_messages", self.cross_core_messages.get()),
+            ("offline_stored", self.offline_stored.get()),
+            ("auth_failures", self.auth_failures.get()),
+            ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),
+            ("user_mailbox_full_drops", self.user_mailbox_full_drops.get()),
+            ("connections_refused", self.connections_refused.get()),
+        ]
+    }
+}
+
+/// Prometheus text exposition of every core's counters.
+pub fn render(cores: &[Arc<CoreCounters>]) -> String {
+    let mut out = String::new();
+    let names_g = cores[0].gauges().map(|(n, _)| n);
+    for (i, name) in names_g.iter().enumerate() {
+        let _ = writeln!(out, "# TYPE martlet_{name} gauge");
+        for (core, c) in cores.iter().enumerate() {
+            let _ = writeln!(out, "martlet_{name}{{core=\"{core}\"}} {}", c.gauges()[i].1);
+        }
+    }
+    let names_c = cores[0].counters().map(|(n, _)| n);
+    for (i, name) in names_c.iter().enumerate() {
+        let _ = writeln!(out, "# TYPE martlet_{name}_total counter");
+        for (core, c) in cores.iter().enumerate() {
+            let _ = writeln!(out, "martlet_{name}_total{{core=\"{core}\"}} {}", c.counters()[i].1);
+        }
+    }
+    out
+}
+
+/// Largest HTTP request head read, in bytes; the endpoint only needs the request line.
+const REQUEST_HEAD_BYTES_MAX: usize = 4096;
+
+/// Serves `GET /metrics` over plain HTTP/1.0 (bind it to loopback or a management network).
+pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreCounters>>>) {
+    loop {
+        let Ok(mut stream) = listener.accept().await else { continue };
+        let cores = cores.clone();
+        glommio::spawn_local(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 512];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < REQUEST_HEAD_BYTES_MAX {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let response = if head.starts_with(b"GET /metrics ") {
+                let body = render(&cores);
+                format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+            } else {
+                "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()
+            };
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.close().await;
+        })
+        .detach();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_each_core() {
+        let cores = vec![Arc::new(CoreCounters::default()), Arc::new(CoreCounters::default())];
+        cores[1].sessions.add(3);
+        cores[0].cross_core_messages.inc();
+        let text = render(&cores);
+        assert!(text.contains("martlet_sessions{core=\"1\"} 3"), "{text}");
+        assert!(text.contains("martlet_cross_core_messages_total{core=\"0\"} 1"), "{text}");
+    }
+}

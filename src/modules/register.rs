@@ -1,0 +1,97 @@
+//! XEP-0077 In-Band Registration, off unless `[registration] enabled = true`: account
+//! creation before authentication, password change and account removal after.
+
+use std::rc::Rc;
+
+use minidom::Element;
+
+use super::{IqAnswer, IqFuture, IqRequest};
+use crate::router::CoreState;
+use crate::stanza::{build, set_attr, StanzaError};
+use crate::xml::ns;
+
+/// Longest password accepted, in bytes: PBKDF2 cost grows with it.
+const PASSWORD_BYTES_MAX: usize = 1024;
+
+fn field(query: &Element, name: &str) -> Option<String> {
+    query.get_child(name, ns::REGISTER).map(|e| e.text()).filter(|t| !t.is_empty())
+}
+
+fn text_el(name: &str, text: &str) -> Element {
+    let mut el = Element::bare(name, ns::REGISTER);
+    el.append_text(text.to_owned());
+    el
+}
+
+/// A registration IQ on a stream that has not authenticated: the form, or a new account.
+pub async fn unauthenticated(core: &Rc<CoreState>, iq: &Element) -> Element {
+    let answer = match (iq.attr("type"), iq.get_child("query", ns::REGISTER)) {
+        (Some("get"), Some(_)) => {
+            let form = vec![
+                text_el("instructions", "Choose a username and password."),
+                Element::bare("username", ns::REGISTER),
+                Element::bare("password", ns::REGISTER),
+            ];
+            Ok(Some(build("query", ns::REGISTER, &[], form)))
+        }
+        (Some("set"), Some(q)) => create(core, q).await.map(|()| None),
+        _ => Err(StanzaError::ServiceUnavailable), // nothing else before authentication
+    };
+    reply(iq, answer)
+}
+
+async fn create(core: &Rc<CoreState>, query: &Element) -> Result<(), StanzaError> {
+    let (Some(user), Some(password)) = (field(query, "username"), field(query, "password")) else {
+        return Err(StanzaError::NotAcceptable);
+    };
+    if password.len() > PASSWORD_BYTES_MAX || user.contains('@') || user.contains('/') {
+        return Err(StanzaError::NotAcceptable);
+    }
+    let jid = jid::BareJid::new(&format!("{user}@{}", core.cfg.domain)).map_err(|_| StanzaError::JidMalformed)?;
+    match core.storage.create_user(jid.to_string(), password).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(StanzaError::Conflict),
+        Err(e) => {
+            log::error!("registration of {jid}: {e}");
+            Err(StanzaError::ResourceConstraint)
+        }
+    }
+}
+
+fn reply(iq: &Element, answer: Result<Option<Element>, StanzaError>) -> Element {
+    match answer {
+        Ok(payload) => build("iq", ns::CLIENT, &[("type", "result"), ("id", iq.attr("id").unwrap_or(""))], payload.into_iter().collect()),
+        Err(e) => {
+            let mut r = e.reply_to(iq);
+            set_attr(&mut r, "to", None);
+            r
+        }
+    }
+}
+
+/// After authentication: show the account, change its password, or remove it.
+pub fn authenticated(req: IqRequest<'_>) -> IqFuture<'_> {
+    Box::pin(async move {
+        let jid = req.user.to_bare().to_string();
+        let storage = &req.core.storage;
+        match req.iq.attr("type") {
+            Some("get") => {
+                let node = req.user.node().map(|n| n.to_string()).unwrap_or_default();
+                let q = build("query", ns::REGISTER, &[], vec![Element::bare("registered", ns::REGISTER), text_el("username", &node)]);
+                IqAnswer::Result(Some(q))
+            }
+            Some("set") if req.payload.get_child("remove", ns::REGISTER).is_some() => match storage.delete_user(jid).await {
+                Ok(_) => IqAnswer::Result(None),
+                Err(_) => IqAnswer::Error(StanzaError::ResourceConstraint),
+            },
+            Some("set") => match field(req.payload, "password") {
+                Some(pw) if pw.len() <= PASSWORD_BYTES_MAX => match storage.set_password(jid, pw).await {
+                    Ok(true) => IqAnswer::Result(None),
+                    _ => IqAnswer::Error(StanzaError::ResourceConstraint),
+                },
+                _ => IqAnswer::Error(StanzaError::BadRequest),
+            },
+            _ => IqAnswer::Error(StanzaError::BadRequest),
+        }
+    })
+}

@@ -1,0 +1,496 @@
+//! The UserChannel actor: one per online user, on the user's owner core (seed 001 §2-3).
+//!
+//! It knows every session of its user, wherever they are, holds the user's roster while the
+//! user is online, and applies RFC 6121: delivery rules (§8.5), presence broadcast and probes
+//! (§4), the subscription state machine (§3), roster get/set/push (§2), and offline storage
+//! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
+//! awaited here, so only this user waits for the disk, never the core.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use jid::{BareJid, Jid};
+use minidom::Element;
+use shards::mailbox;
+
+use super::core::CoreState;
+use super::envelope::{SessionAddr, SessionMsg, UserMsg};
+use crate::modules::delivery::{self, ResourceView, Route};
+use crate::modules::subscription::{self, SubType};
+use crate::modules::{offline, roster};
+use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
+use crate::storage::{RosterItem, Subscription};
+use crate::xml::ns;
+
+/// Longest roster group name accepted, in bytes.
+const ROSTER_GROUP_BYTES_MAX: usize = 1024;
+
+struct Resource {
+    name: Arc<str>,
+    session: SessionAddr,
+    available: bool,
+    priority: i8,
+    /// The last available presence this resource broadcast, answered to probes.
+    presence: Option<Stanza>,
+    /// It asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
+    roster_interested: bool,
+}
+
+struct UserChannel {
+    core: Rc<CoreState>,
+    jid: Arc<str>,
+    bare: BareJid,
+    exists: bool,
+    roster: BTreeMap<String, RosterItem>,
+    resources: Vec<Resource>,
+}
+
+/// The actor's life: load, handle messages in order, retire when no session is left.
+pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
+    let mut uc = UserChannel::load(core.clone(), jid.clone()).await;
+    while let Some(msg) = rx.recv().await {
+        uc.handle(msg).await;
+        if uc.resources.is_empty() && rx.is_empty() {
+            break;
+        }
+    }
+    core.retire_user_channel(&jid);
+}
+
+/// A message that found the user's mailbox full: answer the sender instead of queueing.
+pub fn overloaded(core: Rc<CoreState>, msg: UserMsg) {
+    if let UserMsg::Inbound(stanza) = msg {
+        glommio::spawn_local(async move { bounce(&core, &stanza, StanzaError::ResourceConstraint).await }).detach();
+    }
+}
+
+/// Answers `stanza`'s sender with an error, unless that would answer an error or a result.
+async fn bounce(core: &Rc<CoreState>, stanza: &Stanza, err: StanzaError) {
+    let original = stanza.element();
+    if !may_answer_with_error(&original) {
+        return;
+    }
+    let reply = Stanza::seal(stanza.kind, err.reply_to(&original), stanza.to.clone(), stanza.from.clone());
+    core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::Inbound(reply)).await;
+}
+
+impl UserChannel {
+    async fn load(core: Rc<CoreState>, jid: Arc<str>) -> UserChannel {
+        let bare = BareJid::new(&jid).expect("owner keys are bare JIDs");
+        let exists = match core.storage.user_exists(jid.to_string()).await {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("{jid}: storage unavailable, treating as unknown: {e}");
+                false
+            }
+        };
+        let roster = if exists {
+            core.storage.roster(jid.to_string()).await.unwrap_or_else(|e| {
+                log::error!("{jid}: roster not loaded: {e}");
+                Vec::new()
+            })
+        } else {
+            Vec::new()
+        };
+        let roster = roster.into_iter().map(|i| (i.jid.clone(), i)).collect();
+        UserChannel { core, jid, bare, exists, roster, resources: Vec::new() }
+    }
+
+    async fn handle(&mut self, msg: UserMsg) {
+        match msg {
+            UserMsg::Bind { resource, session } => self.bind(resource, session).await,
+            UserMsg::Unbind { resource, session } => self.unbind(&resource, session).await,
+            UserMsg::OwnPresence { resource, stanza } => self.own_presence(&resource, stanza).await,
+            UserMsg::OutboundSubscription(stanza) => self.outbound_subscription(stanza).await,
+            UserMsg::RosterIq { resource, stanza } => self.roster_iq(&resource, stanza).await,
+            UserMsg::Inbound(stanza) => match stanza.kind {
+                Kind::Message => self.inbound_message(stanza).await,
+                Kind::Presence => self.inbound_presence(stanza).await,
+                Kind::Iq => self.inbound_iq(stanza).await,
+            },
+        }
+    }
+
+    // ---- sessions -------------------------------------------------------------------
+
+    async fn bind(&mut self, name: Arc<str>, session: SessionAddr) {
+        if let Some(i) = self.resources.iter().position(|r| r.name == name) {
+            // RFC 6120 §7.7.2.2: the newer session wins; the older one is told and leaves.
+            let old = self.resources.remove(i);
+            self.core.send_to_session(old.session, SessionMsg::Replaced).await;
+            if old.available {
+                self.broadcast_unavailable(&name).await;
+            }
+        }
+        self.resources.push(Resource {
+            name,
+            session,
+            available: false,
+            priority: 0,
+            presence: None,
+            roster_interested: false,
+        });
+    }
+
+    async fn unbind(&mut self, name: &str, session: SessionAddr) {
+        let Some(i) = self.resources.iter().position(|r| r.session == session) else { return };
+        let gone = self.resources.remove(i);
+        if gone.available {
+            self.broadcast_unavailable(name).await;
+        }
+    }
+
+    fn full_jid(&self, resource: &str) -> Jid {
+        Jid::from(self.bare.with_resource_str(resource).expect("bound resources are valid"))
+    }
+
+    fn index_of(&self, resource: &str) -> Option<usize> {
+        self.resources.iter().position(|r| &*r.name == resource)
+    }
+
+    async fn deliver(&self, idx: usize, xml: Arc<str>) {
+        self.core.send_to_session(self.resources[idx].session, SessionMsg::Deliver(xml)).await;
+    }
+
+    async fn deliver_el(&self, idx: usize, el: &Element) {
+        self.deliver(idx, crate::stanza::to_xml(el).into()).await;
+    }
+
+    fn views(&self) -> Vec<ResourceView<'_>> {
+        self.resources
+            .iter()
+            .map(|r| ResourceView { name: &r.name, available: r.available, priority: r.priority })
+            .collect()
+    }
+
+    // ---- presence (RFC 6121 §4) -------------------------------------------------------
+
+    async fn own_presence(&mut self, resource: &str, stanza: Stanza) {
+        let Some(idx) = self.index_of(resource) else { return };
+        match &*stanza.type_ {
+            "" => {
+                let initial = !self.resources[idx].available;
+                let priority = priority_of(&stanza.element());
+                let r = &mut self.resources[idx];
+                r.available = true;
+                r.priority = priority;
+                r.presence = Some(stanza.clone());
+                self.broadcast(&stanza).await;
+                if initial {
+                    self.after_initial_presence(idx).await;
+                }
+            }
+            "unavailable" => {
+                if self.resources[idx].available {
+                    self.resources[idx].available = false;
+                    self.resources[idx].presence = None;
+                    self.broadcast(&stanza).await;
+                }
+            }
+            _ => {} // probe or error without a 'to': nothing to do (RFC 6121 §4.3.1)
+        }
+    }
+
+    /// To contacts subscribed to this user, and to the user's own available resources.
+    async fn broadcast(&self, stanza: &Stanza) {
+        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
+            if let Ok(contact) = BareJid::new(&item.jid) {
+                let copy = stanza.readdressed(Jid::from(contact));
+                self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(copy)).await;
+            }
+        }
+        for idx in 0..self.resources.len() {
+            if self.resources[idx].available {
+                self.deliver(idx, stanza.xml.clone()).await;
+            }
+        }
+    }
+
+    async fn broadcast_unavailable(&self, resource: &str) {
+        let from = self.full_jid(resource);
+        let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
+        let stanza = Stanza::seal(Kind::Presence, el, from, Jid::from(self.bare.clone()));
+        self.broadcast(&stanza).await;
+    }
+
+    /// RFC 6121 §4.2.2 and XEP-0160: probe contacts, replay pending subscription requests,
+    /// hand over stored messages.
+    async fn after_initial_presence(&mut self, idx: usize) {
+        let me = Jid::from(self.bare.clone());
+        let probes: Vec<String> = self
+            .roster
+            .values()
+            .filter(|i| matches!(i.subscription, Subscription::To | Subscription::Both))
+            .map(|i| i.jid.clone())
+            .collect();
+        for contact in probes {
+            if let Ok(to) = BareJid::new(&contact) {
+                let el = build("presence", ns::CLIENT, &[("type", "probe")], vec![]);
+                let probe = Stanza::seal(Kind::Presence, el, me.clone(), Jid::from(to));
+                self.core.send_to_user(contact.into(), UserMsg::Inbound(probe)).await;
+            }
+        }
+        let pending: Vec<String> = self.roster.values().filter(|i| i.pending_in).map(|i| i.jid.clone()).collect();
+        for contact in pending {
+            let el = build("presence", ns::CLIENT, &[("type", "subscribe"), ("from", &contact)], vec![]);
+            self.deliver_el(idx, &el).await;
+        }
+        if self.resources[idx].priority >= 0 {
+            self.flush_offline(idx).await;
+        }
+    }
+
+    async fn flush_offline(&self, idx: usize) {
+        match self.core.storage.offline_take(self.jid.to_string()).await {
+            Ok(stored) => {
+                for xml in stored {
+                    self.deliver(idx, xml.into()).await;
+                }
+            }
+            Err(e) => log::error!("{}: offline messages not read: {e}", self.jid),
+        }
+    }
+
+    async fn inbound_presence(&mut self, stanza: Stanza) {
+        if !self.exists {
+            return; // RFC 6121 §8.5.1: presence to an unknown user is dropped
+        }
+        if let Some(t) = SubType::parse(&stanza.type_) {
+            return self.inbound_subscription(t, stanza).await;
+        }
+        match &*stanza.type_ {
+            "probe" => self.answer_probe(&stanza).await,
+            "" | "unavailable" | "error" => {
+                for idx in delivery::presence(&self.views(), stanza.to_resource()) {
+                    self.deliver(idx, stanza.xml.clone()).await;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    async fn answer_probe(&self, probe: &Stanza) {
+        let prober = probe.from.to_bare().to_string();
+        let allowed = self
+            .roster
+            .get(&prober)
+            .is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+        if !allowed {
+            return;
+        }
+        for r in self.resources.iter().filter(|r| r.available) {
+            if let Some(p) = &r.presence {
+                let copy = p.readdressed(probe.from.clone());
+                self.core.send_to_user(prober.as_str().into(), UserMsg::Inbound(copy)).await;
+            }
+        }
+    }
+
+    // ---- subscriptions (RFC 6121 §3) --------------------------------------------------
+
+    async fn outbound_subscription(&mut self, stanza: Stanza) {
+        let Some(t) = SubType::parse(&stanza.type_) else { return };
+        let contact = stanza.to_bare();
+        let key = contact.to_string();
+        let mut item = self.roster.get(&key).cloned().unwrap_or_else(|| subscription::new_item(&key));
+        let effect = subscription::outbound(&mut item, t);
+        if effect.changed {
+            self.store_and_push(item).await;
+        }
+        if !effect.forward {
+            return;
+        }
+        // Subscription stanzas carry the user's bare JID (RFC 6121 §3.1.2).
+        let sealed = Stanza::seal(Kind::Presence, stanza.element(), Jid::from(self.bare.clone()), Jid::from(contact.clone()));
+        self.core.send_to_user(key.as_str().into(), UserMsg::Inbound(sealed)).await;
+        match t {
+            SubType::Subscribed => self.send_presence_to(&contact).await,
+            SubType::Unsubscribed => self.send_unavailable_to(&contact).await,
+            _ => {}
+        }
+    }
+
+    async fn inbound_subscription(&mut self, t: SubType, stanza: Stanza) {
+        let contact = stanza.from.to_bare();
+        let key = contact.to_string();
+        let mut item = self.roster.get(&key).cloned().unwrap_or_else(|| subscription::new_item(&key));
+        let effect = subscription::inbound(&mut item, t);
+        if effect.changed {
+            self.store_and_push(item).await;
+        }
+        if let Some(reply) = effect.auto_reply {
+            let type_ = match reply {
+                SubType::Subscribed => "subscribed",
+                _ => unreachable!("only 'subscribed' is answered automatically"),
+            };
+            let el = build("presence", ns::CLIENT, &[("type", type_)], vec![]);
+            let answer = Stanza::seal(Kind::Presence, el, Jid::from(self.bare.clone()), Jid::from(contact.clone()));
+            self.core.send_to_user(key.as_str().into(), UserMsg::Inbound(answer)).await;
+        }
+        if effect.deliver {
+            for idx in delivery::presence(&self.views(), None) {
+                self.deliver(idx, stanza.xml.clone()).await;
+            }
+        }
+        if effect.send_unavailable {
+            self.send_unavailable_to(&contact).await;
+        }
+    }
+
+    /// Current presence of every available resource, to a contact who just got access.
+    async fn send_presence_to(&self, contact: &BareJid) {
+        for r in self.resources.iter().filter(|r| r.available) {
+            if let Some(p) = &r.presence {
+                let copy = p.readdressed(Jid::from(contact.clone()));
+                self.core.send_to_user(contact.to_string().into(), UserMsg::Inbound(copy)).await;
+            }
+        }
+    }
+
+    async fn send_unavailable_to(&self, contact: &BareJid) {
+        for r in self.resources.iter().filter(|r| r.available) {
+            let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
+            let gone = Stanza::seal(Kind::Presence, el, self.full_jid(&r.name), Jid::from(contact.clone()));
+            self.core.send_to_user(contact.to_string().into(), UserMsg::Inbound(gone)).await;
+        }
+    }
+
+    // ---- roster (RFC 6121 §2) ---------------------------------------------------------
+
+    async fn store_and_push(&mut self, item: RosterItem) {
+        if let Err(e) = self.core.storage.roster_put(self.jid.to_string(), item.clone()).await {
+            log::error!("{}: roster item {} not stored: {e}", self.jid, item.jid);
+        }
+        let pushed = item.listed.then(|| roster::item_xml(&item));
+        self.roster.insert(item.jid.clone(), item);
+        if let Some(item_el) = pushed {
+            self.push(item_el).await;
+        }
+    }
+
+    async fn push(&self, item_el: Element) {
+        for (idx, r) in self.resources.iter().enumerate().filter(|(_, r)| r.roster_interested) {
+            let to = self.full_jid(&r.name).to_string();
+            let id = format!("push{:x}", rand::random::<u32>());
+            let iq = build("iq", ns::CLIENT, &[("type", "set"), ("id", &id), ("to", &to)], vec![roster::query(vec![item_el.clone()])]);
+            self.deliver_el(idx, &iq).await;
+        }
+    }
+
+    async fn roster_iq(&mut self, resource: &str, stanza: Stanza) {
+        let Some(idx) = self.index_of(resource) else { return };
+        let iq = stanza.element();
+        let query = iq.get_child("query", ns::ROSTER).cloned().unwrap_or_else(|| Element::bare("query", ns::ROSTER));
+        let outcome = match &*stanza.type_ {
+            "get" => {
+                self.resources[idx].roster_interested = true;
+                let items = self.roster.values().filter(|i| i.listed).map(roster::item_xml).collect();
+                Ok(Some(roster::query(items)))
+            }
+            "set" => self.roster_set(&query).await.map(|()| None),
+            _ => Err(StanzaError::BadRequest),
+        };
+        let reply = match outcome {
+            Ok(payload) => {
+                let id = iq.attr("id").unwrap_or("");
+                build("iq", ns::CLIENT, &[("type", "result"), ("id", id), ("to", &stanza.from.to_string())], payload.into_iter().collect())
+            }
+            Err(e) => e.reply_to(&iq),
+        };
+        self.deliver_el(idx, &reply).await;
+    }
+
+    async fn roster_set(&mut self, query: &Element) -> Result<(), StanzaError> {
+        let set = roster::parse_set(query, ROSTER_GROUP_BYTES_MAX)?;
+        if set.jid == *self.jid {
+            return Err(StanzaError::NotAllowed);
+        }
+        if set.remove {
+            let item = self.roster.remove(&set.jid).ok_or(StanzaError::ItemNotFound)?;
+            if let Err(e) = self.core.storage.roster_remove(self.jid.to_string(), set.jid.clone()).await {
+                log::error!("{}: roster removal not stored: {e}", self.jid);
+            }
+            self.push(roster::removed_item(&set.jid)).await;
+            self.cancel_subscriptions(&item).await;
+            return Ok(());
+        }
+        let listed = self.roster.values().filter(|i| i.listed).count();
+        let mut item = match self.roster.get(&set.jid) {
+            Some(existing) => existing.clone(),
+            None if listed >= self.core.cfg.limits.roster_items_max => return Err(StanzaError::ResourceConstraint),
+            None => subscription::new_item(&set.jid),
+        };
+        item.name = set.name;
+        item.groups = set.groups;
+        item.listed = true;
+        self.store_and_push(item).await;
+        Ok(())
+    }
+
+    /// RFC 6121 §2.5.2: removing a contact cancels the subscriptions both ways.
+    async fn cancel_subscriptions(&self, item: &RosterItem) {
+        let Ok(contact) = BareJid::new(&item.jid) else { return };
+        let mut types = Vec::new();
+        if item.ask_out || matches!(item.subscription, Subscription::To | Subscription::Both) {
+            types.push("unsubscribe");
+        }
+        if item.pending_in || matches!(item.subscription, Subscription::From | Subscription::Both) {
+            types.push("unsubscribed");
+            self.send_unavailable_to(&contact).await;
+        }
+        for t in types {
+            let el = build("presence", ns::CLIENT, &[("type", t)], vec![]);
+            let s = Stanza::seal(Kind::Presence, el, Jid::from(self.bare.clone()), Jid::from(contact.clone()));
+            self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(s)).await;
+        }
+    }
+
+    // ---- messages and IQs (RFC 6121 §8.5) --------------------------------------------
+
+    async fn inbound_message(&mut self, stanza: Stanza) {
+        if !self.exists {
+            return bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await;
+        }
+        match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
+            Route::Resources(targets) => {
+                for idx in targets {
+                    self.deliver(idx, stanza.xml.clone()).await;
+                }
+            }
+            Route::Offline => self.store_offline(&stanza).await,
+            Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
+            Route::Drop => {}
+        }
+    }
+
+    async fn store_offline(&self, stanza: &Stanza) {
+        let stored = offline::stored_form(stanza.element(), &self.core.cfg.domain);
+        let max = self.core.cfg.limits.offline_messages_max;
+        match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
+            Ok(true) => self.core.counters.offline_stored.inc(),
+            Ok(false) => bounce(&self.core, stanza, StanzaError::ResourceConstraint).await,
+            Err(e) => {
+                log::error!("{}: offline message not stored: {e}", self.jid);
+                bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await
+            }
+        }
+    }
+
+    async fn inbound_iq(&mut self, stanza: Stanza) {
+        let target = stanza.to_resource().and_then(|r| self.index_of(r));
+        match target {
+            Some(idx) if self.exists => self.deliver(idx, stanza.xml.clone()).await,
+            // No such resource, or an IQ to the bare JID that no module answers for the user.
+            _ => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
+        }
+    }
+}
+
+/// `<priority/>` of a presence, -128..=127, 0 when absent or malformed (RFC 6121 §4.7.2.3).
+fn priority_of(presence: &Element) -> i8 {
+    presence
+        .get_child("priority", ns::CLIENT)
+        .and_then(|p| p.text().trim().parse::<i8>().ok())
+        .unwrap_or(0)
+}

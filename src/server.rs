@@ -1,0 +1,87 @@
+//! `martlet serve`: opens storage and TLS once, then starts one executor per core, each with
+//! its listeners (SO_REUSEPORT), its routing state and its end of the core mesh.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use shards::listener::bind_reuseport;
+use shards::ring::TwoLevelRing;
+use shards::runtime::{self, Core, RuntimeConfig};
+
+use crate::c2s::accept::accept_loop;
+use crate::config::Config;
+use crate::metrics::{self, CoreCounters};
+use crate::router::{CoreMsg, CoreState};
+use crate::storage::Storage;
+
+/// How long a task may run before the executor checks for I/O: short, because a messaging
+/// server is many small tasks and latency is the product.
+const PREEMPT_TIMER: Duration = Duration::from_millis(1);
+
+pub fn serve(cfg: Config) -> Result<(), String> {
+    let cfg = Arc::new(cfg);
+    let storage = Storage::open(&cfg.storage).map_err(|e| format!("storage at {}: {e}", cfg.storage.path.display()))?;
+    let tls = crate::tls::server_config(&cfg).map_err(|e| format!("TLS: {e}"))?;
+    let cores = cfg.cores_effective();
+    let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
+    log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
+    let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
+    runtime::run(&rt, move |core: Core<CoreMsg>| {
+        let (cfg, storage, tls, counters) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone());
+        async move { core_main(core, cfg, storage, tls, counters).await }
+    })
+    .map_err(|e| e.to_string())
+}
+
+async fn core_main(
+    core: Core<CoreMsg>,
+    cfg: Arc<Config>,
+    storage: Storage,
+    tls: Arc<rustls::ServerConfig>,
+    counters: Arc<Vec<Arc<CoreCounters>>>,
+) {
+    let id = core.mesh.core_id();
+    // The node's name on the ring is its client address; the cluster (issue 4) will put
+    // more nodes on the first level without changing this lookup.
+    let ring = TwoLevelRing::single_node(&cfg.c2s.listen, core.mesh.cores());
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, storage, tls.into(), counters[id].clone());
+    for (_peer, inbound) in core.inbound {
+        let state = state.clone();
+        glommio::spawn_local(async move {
+            while let Some(msg) = inbound.recv().await {
+                state.dispatch(msg);
+            }
+        })
+        .detach();
+    }
+    listen(&state, cfg.c2s.listen_addr(), false);
+    if let Some(addr) = cfg.c2s_direct_tls.listen_addr() {
+        listen(&state, addr, true);
+    }
+    if let (0, Some(addr)) = (id, cfg.metrics_addr()) {
+        match glommio::net::TcpListener::bind(addr) {
+            Ok(l) => {
+                glommio::spawn_local(metrics::serve(l, counters)).detach();
+            }
+            Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
+        }
+    }
+    futures_lite::future::pending::<()>().await;
+}
+
+fn listen(state: &Rc<CoreState>, addr: SocketAddr, direct_tls: bool) {
+    match bind_reuseport(addr, state.cfg.c2s.backlog as i32) {
+        Ok(listener) => {
+            glommio::spawn_local(accept_loop(state.clone(), listener, direct_tls)).detach();
+        }
+        Err(e) => fatal(&format!("listener on {addr}: {e}")),
+    }
+}
+
+/// A core that cannot listen cannot serve: stop the whole process with a clear reason.
+fn fatal(what: &str) -> ! {
+    eprintln!("martlet: {what}");
+    std::process::exit(2);
+}

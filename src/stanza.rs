@@ -1,0 +1,185 @@
+//! The routed form of a stanza, and the errors that answer one (RFC 6120 §8.3).
+//!
+//! A session parses what its client sent once, stamps `from` (so no client can speak for
+//! another), serialises it once, and from then on the stanza travels as that text plus the
+//! few header fields routing decisions need. Fan-out to many sessions shares one `Arc<str>`.
+
+use std::sync::Arc;
+
+use jid::{BareJid, FullJid, Jid};
+use minidom::Element;
+
+use crate::xml::ns;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Message,
+    Presence,
+    Iq,
+}
+
+impl Kind {
+    pub fn of(el: &Element) -> Option<Kind> {
+        if el.ns() != ns::CLIENT {
+            return None;
+        }
+        match el.name() {
+            "message" => Some(Kind::Message),
+            "presence" => Some(Kind::Presence),
+            "iq" => Some(Kind::Iq),
+            _ => None,
+        }
+    }
+}
+
+/// A stanza on its way through the server.
+#[derive(Clone, Debug)]
+pub struct Stanza {
+    pub kind: Kind,
+    /// The `type` attribute ("" when absent: normal message, available presence).
+    pub type_: Arc<str>,
+    pub from: Jid,
+    pub to: Jid,
+    /// The stanza as it goes on the wire, `from` stamped.
+    pub xml: Arc<str>,
+}
+
+impl Stanza {
+    /// Serialises `el` after stamping `from` and `to`.
+    pub fn seal(kind: Kind, mut el: Element, from: Jid, to: Jid) -> Stanza {
+        set_attr(&mut el, "from", Some(from.to_string()));
+        set_attr(&mut el, "to", Some(to.to_string()));
+        let type_: Arc<str> = el.attr("type").unwrap_or("").into();
+        Stanza { kind, type_, from, to, xml: to_xml(&el).into() }
+    }
+
+    /// The element again, for the rarer paths that must look inside (presence, roster).
+    pub fn element(&self) -> Element {
+        self.xml.parse().expect("a sealed stanza is well-formed")
+    }
+
+    /// The same stanza addressed to someone else (presence broadcast to each contact).
+    pub fn readdressed(&self, to: Jid) -> Stanza {
+        Stanza::seal(self.kind, self.element(), self.from.clone(), to)
+    }
+
+    pub fn to_bare(&self) -> BareJid {
+        self.to.to_bare()
+    }
+
+    pub fn to_resource(&self) -> Option<&str> {
+        self.to.resource().map(|r| r.as_str())
+    }
+}
+
+/// Sets (`Some`) or removes (`None`) an attribute without a namespace.
+pub fn set_attr(el: &mut Element, name: &str, value: Option<String>) {
+    let name = rxml::NcName::try_from(name).expect("attribute names here are valid NCNames");
+    let attrs = el.attrs_mut();
+    match value {
+        Some(v) => {
+            attrs.insert(rxml::Namespace::NONE, name, v);
+        }
+        None => {
+            attrs.remove(&rxml::Namespace::NONE, &name);
+        }
+    }
+}
+
+/// `<name xmlns=ns attr=value...>children</name>` in one call, for the replies modules build.
+pub fn build(name: &str, namespace: &str, attrs: &[(&str, &str)], children: Vec<Element>) -> Element {
+    let mut el = Element::bare(name, namespace);
+    for (k, v) in attrs {
+        set_attr(&mut el, k, Some((*v).to_owned()));
+    }
+    for c in children {
+        el.append_child(c);
+    }
+    el
+}
+
+pub fn to_xml(el: &Element) -> String {
+    let mut out = Vec::with_capacity(256);
+    el.write_to(&mut out).expect("writing to memory cannot fail");
+    String::from_utf8(out).expect("minidom writes UTF-8")
+}
+
+/// Stanza error conditions martlet sends, with the error type RFC 6120 §8.3.3 gives each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StanzaError {
+    BadRequest,
+    FeatureNotImplemented,
+    Forbidden,
+    ItemNotFound,
+    JidMalformed,
+    NotAcceptable,
+    NotAllowed,
+    NotAuthorized,
+    RemoteServerNotFound,
+    ResourceConstraint,
+    ServiceUnavailable,
+    Conflict,
+}
+
+impl StanzaError {
+    pub fn condition(self) -> &'static str {
+        match self {
+            StanzaError::BadRequest => "bad-request",
+            StanzaError::FeatureNotImplemented => "feature-not-implemented",
+            StanzaError::Forbidden => "forbidden",
+            StanzaError::ItemNotFound => "item-not-found",
+            StanzaError::JidMalformed => "jid-malformed",
+            StanzaError::NotAcceptable => "not-acceptable",
+            StanzaError::NotAllowed => "not-allowed",
+            StanzaError::NotAuthorized => "not-authorized",
+            StanzaError::RemoteServerNotFound => "remote-server-not-found",
+            StanzaError::ResourceConstraint => "resource-constraint",
+            StanzaError::ServiceUnavailable => "service-unavailable",
+            StanzaError::Conflict => "conflict",
+        }
+    }
+
+    fn error_type(self) -> &'static str {
+        match self {
+            StanzaError::BadRequest
+            | StanzaError::FeatureNotImplemented
+            | StanzaError::JidMalformed
+            | StanzaError::NotAcceptable
+            | StanzaError::Conflict
+            | StanzaError::ItemNotFound => "modify",
+            StanzaError::Forbidden | StanzaError::NotAllowed | StanzaError::NotAuthorized => "auth",
+            StanzaError::RemoteServerNotFound | StanzaError::ServiceUnavailable => "cancel",
+            StanzaError::ResourceConstraint => "wait",
+        }
+    }
+
+    /// The error reply to `original` (RFC 6120 §8.3.1): same kind and id, addresses swapped,
+    /// `type='error'`, the original payload kept, and the `<error/>` appended.
+    pub fn reply_to(self, original: &Element) -> Element {
+        let mut reply = original.clone();
+        let (from, to) = (original.attr("to").map(str::to_owned), original.attr("from").map(str::to_owned));
+        set_attr(&mut reply, "from", from);
+        set_attr(&mut reply, "to", to);
+        set_attr(&mut reply, "type", Some("error".into()));
+        let mut error = Element::bare("error", ns::CLIENT);
+        set_attr(&mut error, "type", Some(self.error_type().into()));
+        error.append_child(Element::bare(self.condition(), ns::STANZA_ERRORS));
+        reply.append_child(error);
+        reply
+    }
+}
+
+/// Messages and presences of type error, and IQ results/errors, never get an error back
+/// (RFC 6120 §8.3.1: no error loops).
+pub fn may_answer_with_error(el: &Element) -> bool {
+    match (el.name(), el.attr("type")) {
+        (_, Some("error")) => false,
+        ("iq", Some("result")) => false,
+        _ => true,
+    }
+}
+
+/// `Some(full)` when `jid` names a resource.
+pub fn as_full(jid: &Jid) -> Option<FullJid> {
+    jid.clone().try_into_full().ok()
+}

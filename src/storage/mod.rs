@@ -1,0 +1,241 @@
+//! Account data (credentials, rosters, offline messages) behind an async
+//! facade. A backend (`Store`) is synchronous; `Storage` runs it on a few
+//! worker threads fed through a bounded channel, so disk I/O and PBKDF2 never
+//! block a core's event loop. The facade only awaits flume channels, which
+//! works under any executor: glommio on the cores, and
+//! `futures_lite::future::block_on` in the CLI.
+
+mod model;
+mod redb_store;
+mod secrets;
+
+use std::fmt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crate::config::{Backend, StorageConfig};
+
+pub use model::{Credentials, RosterItem, Subscription};
+pub use redb_store::RedbStore;
+
+/// Threads running backend calls. Two keep one slow PBKDF2 derivation from
+/// stalling every other lookup, while writes serialise in the backend anyway.
+const WORKERS: usize = 2;
+
+/// Jobs waiting for a worker; when full, callers await (backpressure).
+const JOB_QUEUE_JOBS_MAX: usize = 4096;
+
+#[derive(Debug)]
+pub enum StorageError {
+    /// The database could not be opened or created.
+    Open { path: PathBuf, reason: String },
+    /// The backend failed a read or a write.
+    Backend(String),
+    /// A stored value could not be decoded: corruption, or another schema.
+    Corrupt(String),
+    /// The password is refused by SASLprep (RFC 4013), e.g. control characters.
+    InvalidPassword(String),
+    /// No worker thread is left to run the call.
+    Unavailable,
+}
+
+impl fmt::Display for StorageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StorageError::Open { path, reason } => write!(f, "{}: {reason}", path.display()),
+            StorageError::Backend(reason) => write!(f, "storage: {reason}"),
+            StorageError::Corrupt(reason) => write!(f, "storage corrupt: {reason}"),
+            StorageError::InvalidPassword(reason) => write!(f, "invalid password: {reason}"),
+            StorageError::Unavailable => write!(f, "storage workers unavailable"),
+        }
+    }
+}
+
+impl std::error::Error for StorageError {}
+
+/// A storage backend. Calls block; `Storage` keeps them off the cores.
+/// Users are keyed by normalised bare JID strings ("alice@localhost").
+/// Shared by the workers, hence `Sync`; each call is one atomic transaction.
+pub trait Store: Send + Sync + 'static {
+    /// Adds the user; false if it already exists.
+    fn create_user(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError>;
+    /// Replaces the user's credentials; false if there is no such user.
+    fn set_credentials(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError>;
+    /// Removes the user with roster and offline messages; false if unknown.
+    fn delete_user(&self, jid: &str) -> Result<bool, StorageError>;
+    /// All users, sorted.
+    fn list_users(&self) -> Result<Vec<String>, StorageError>;
+    fn credentials(&self, jid: &str) -> Result<Option<Credentials>, StorageError>;
+    /// The roster, sorted by contact JID.
+    fn roster(&self, jid: &str) -> Result<Vec<RosterItem>, StorageError>;
+    /// Inserts the item, or replaces the one with the same contact JID.
+    fn roster_put(&self, jid: &str, item: &RosterItem) -> Result<(), StorageError>;
+    /// False if the contact was not in the roster.
+    fn roster_remove(&self, jid: &str, contact: &str) -> Result<bool, StorageError>;
+    /// Stores the stanza unless `max` are already stored (then false).
+    fn offline_push(&self, jid: &str, stanza_xml: &str, max: usize) -> Result<bool, StorageError>;
+    /// Removes and returns all stored stanzas, oldest first.
+    fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError>;
+    fn offline_count(&self, jid: &str) -> Result<usize, StorageError>;
+}
+
+type Job = Box<dyn FnOnce(&dyn Store) + Send>;
+
+/// Async handle on the storage workers; cheap to clone, one per core is fine.
+/// Dropping the last handle lets queued jobs finish, then joins the workers,
+/// which closes the backend (so the database can be opened again at once).
+#[derive(Clone)]
+pub struct Storage {
+    jobs: flume::Sender<Job>,
+    scram_iterations: u32,
+    // Declared after `jobs` so the last handle drops its sender before
+    // joining: the workers leave their loop once every sender is gone.
+    _workers: Arc<Workers>,
+}
+
+struct Workers(Vec<JoinHandle<()>>);
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for worker in self.0.drain(..) {
+            // A worker only ends by the channel closing; a panic was caught.
+            let _ = worker.join();
+        }
+    }
+}
+
+impl Storage {
+    /// Opens the configured backend and starts the workers.
+    pub fn open(cfg: &StorageConfig) -> Result<Storage, StorageError> {
+        let store: Arc<dyn Store> = match cfg.backend {
+            Backend::Embedded => Arc::new(RedbStore::open(&cfg.path)?),
+        };
+        let (jobs, queue) = flume::bounded::<Job>(JOB_QUEUE_JOBS_MAX);
+        let workers = (0..WORKERS)
+            .map(|i| {
+                let (store, queue) = (store.clone(), queue.clone());
+                std::thread::Builder::new()
+                    .name(format!("storage-{i}"))
+                    .spawn(move || work(&*store, queue))
+                    .map_err(|e| StorageError::Backend(format!("starting worker thread: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Storage {
+            jobs,
+            scram_iterations: cfg.scram_iterations,
+            _workers: Arc::new(Workers(workers)),
+        })
+    }
+
+    /// Runs `op` on a worker and awaits its result.
+    async fn run<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&dyn Store) -> Result<T, StorageError> + Send + 'static,
+    ) -> Result<T, StorageError> {
+        let (reply, result) = flume::bounded(1);
+        let job: Job = Box::new(move |store| {
+            // The caller may have given up waiting; nothing to do then.
+            let _ = reply.send(op(store));
+        });
+        self.jobs
+            .send_async(job)
+            .await
+            .map_err(|_| StorageError::Unavailable)?;
+        result
+            .recv_async()
+            .await
+            .map_err(|_| StorageError::Unavailable)?
+    }
+
+    /// Adds a user with SCRAM-SHA-1 and SCRAM-SHA-256 credentials made from
+    /// `password`; false if the user exists.
+    pub async fn create_user(&self, jid: String, password: String) -> Result<bool, StorageError> {
+        let iterations = self.scram_iterations;
+        self.run(move |s| s.create_user(&jid, &secrets::derive(&password, iterations)?))
+            .await
+    }
+
+    /// False if there is no such user.
+    pub async fn set_password(&self, jid: String, password: String) -> Result<bool, StorageError> {
+        let iterations = self.scram_iterations;
+        self.run(move |s| s.set_credentials(&jid, &secrets::derive(&password, iterations)?))
+            .await
+    }
+
+    /// Also deletes the roster and offline messages; false if unknown.
+    pub async fn delete_user(&self, jid: String) -> Result<bool, StorageError> {
+        self.run(move |s| s.delete_user(&jid)).await
+    }
+
+    /// Sorted bare JIDs.
+    pub async fn list_users(&self) -> Result<Vec<String>, StorageError> {
+        self.run(|s| s.list_users()).await
+    }
+
+    pub async fn user_exists(&self, jid: String) -> Result<bool, StorageError> {
+        self.run(move |s| Ok(s.credentials(&jid)?.is_some())).await
+    }
+
+    pub async fn credentials(&self, jid: String) -> Result<Option<Credentials>, StorageError> {
+        self.run(move |s| s.credentials(&jid)).await
+    }
+
+    /// SASL PLAIN check; false for a wrong password or an unknown user.
+    pub async fn verify_plain(&self, jid: String, password: String) -> Result<bool, StorageError> {
+        let iterations = self.scram_iterations;
+        self.run(move |s| secrets::verify(s.credentials(&jid)?.as_ref(), &password, iterations))
+            .await
+    }
+
+    /// Sorted by contact JID.
+    pub async fn roster(&self, jid: String) -> Result<Vec<RosterItem>, StorageError> {
+        self.run(move |s| s.roster(&jid)).await
+    }
+
+    /// Inserts the item or replaces the one with the same `item.jid`.
+    pub async fn roster_put(&self, jid: String, item: RosterItem) -> Result<(), StorageError> {
+        self.run(move |s| s.roster_put(&jid, &item)).await
+    }
+
+    /// False if the contact was not in the roster.
+    pub async fn roster_remove(&self, jid: String, contact: String) -> Result<bool, StorageError> {
+        self.run(move |s| s.roster_remove(&jid, &contact)).await
+    }
+
+    /// Stores a stanza for later delivery; false when `max` are already
+    /// stored, so the caller answers the sender with <resource-constraint/>.
+    pub async fn offline_push(
+        &self,
+        jid: String,
+        stanza_xml: String,
+        max: usize,
+    ) -> Result<bool, StorageError> {
+        self.run(move |s| s.offline_push(&jid, &stanza_xml, max))
+            .await
+    }
+
+    /// Removes and returns the stored stanzas in arrival order, atomically.
+    pub async fn offline_take(&self, jid: String) -> Result<Vec<String>, StorageError> {
+        self.run(move |s| s.offline_take(&jid)).await
+    }
+
+    pub async fn offline_count(&self, jid: String) -> Result<usize, StorageError> {
+        self.run(move |s| s.offline_count(&jid)).await
+    }
+}
+
+/// A worker's loop; returns when every `Storage` handle is gone.
+fn work(store: &dyn Store, queue: flume::Receiver<Job>) {
+    for job in queue.iter() {
+        // A panicking job drops its reply sender, so only its caller sees an
+        // error (`Unavailable`); the worker stays up for everyone else.
+        if catch_unwind(AssertUnwindSafe(|| job(store))).is_err() {
+            log::error!("a storage job panicked");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

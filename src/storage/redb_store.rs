@@ -1,0 +1,312 @@
+//! The embedded backend: one redb file, `martlet.redb`, under
+//! `storage.path`. Every write is one committed redb transaction, which redb
+//! makes durable (fsync) before `commit` returns, so an acknowledged write
+//! survives a crash. Values are postcard-encoded; the `meta` table records the
+//! schema version so a future layout change is detected, not misread.
+
+use std::fs;
+use std::ops::RangeInclusive;
+use std::path::Path;
+
+use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, WriteTransaction};
+use sasl::secret::{Pbkdf2Secret, Pbkdf2Sha1, Pbkdf2Sha256};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::{Credentials, RosterItem, StorageError, Store};
+
+const FILE_NAME: &str = "martlet.redb";
+
+/// Bump when any table layout or value encoding changes.
+const SCHEMA_VERSION: u64 = 1;
+const SCHEMA_VERSION_KEY: &str = "schema_version";
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// user -> `CredentialsRecord`
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// (user, contact) -> `RosterItem`
+const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
+/// (user, arrival sequence number) -> stanza XML
+const OFFLINE: TableDefinition<(&str, u64), &str> = TableDefinition::new("offline");
+
+/// On-disk form of one `sasl::secret` PBKDF2 secret.
+#[derive(Serialize, Deserialize)]
+struct SecretRecord {
+    salt: Vec<u8>,
+    iterations: u32,
+    digest: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CredentialsRecord {
+    sha1: SecretRecord,
+    sha256: SecretRecord,
+}
+
+impl SecretRecord {
+    fn of(secret: &impl Pbkdf2Secret) -> SecretRecord {
+        SecretRecord {
+            salt: secret.salt().to_vec(),
+            iterations: secret.iterations(),
+            digest: secret.digest().to_vec(),
+        }
+    }
+}
+
+impl From<&Credentials> for CredentialsRecord {
+    fn from(c: &Credentials) -> Self {
+        CredentialsRecord {
+            sha1: SecretRecord::of(&c.sha1),
+            sha256: SecretRecord::of(&c.sha256),
+        }
+    }
+}
+
+impl From<CredentialsRecord> for Credentials {
+    fn from(r: CredentialsRecord) -> Self {
+        Credentials {
+            sha1: Pbkdf2Sha1 {
+                salt: r.sha1.salt,
+                iterations: r.sha1.iterations,
+                digest: r.sha1.digest,
+            },
+            sha256: Pbkdf2Sha256 {
+                salt: r.sha256.salt,
+                iterations: r.sha256.iterations,
+                digest: r.sha256.digest,
+            },
+        }
+    }
+}
+
+/// redb's error types all become `StorageError::Backend`, so `?` works on each.
+macro_rules! backend_errors {
+    ($($error:ty),*) => {$(
+        impl From<$error> for StorageError {
+            fn from(e: $error) -> Self {
+                StorageError::Backend(e.to_string())
+            }
+        }
+    )*};
+}
+backend_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+fn encode(value: &impl Serialize) -> Result<Vec<u8>, StorageError> {
+    postcard::to_allocvec(value).map_err(|e| StorageError::Backend(format!("encoding: {e}")))
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StorageError> {
+    postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
+}
+
+/// Every offline key of `user`.
+fn offline_keys(user: &str) -> RangeInclusive<(&str, u64)> {
+    (user, 0)..=(user, u64::MAX)
+}
+
+/// `user`'s roster entries as (contact, encoded item), sorted by contact.
+/// The range has no exact upper bound, so it stops at the first other user.
+fn roster_entries(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    user: &str,
+) -> Result<Vec<(String, Vec<u8>)>, StorageError> {
+    let mut entries = Vec::new();
+    for entry in table.range((user, "")..)? {
+        let (key, value) = entry?;
+        let (owner, contact) = key.value();
+        if owner != user {
+            break;
+        }
+        entries.push((contact.to_owned(), value.value().to_vec()));
+    }
+    Ok(entries)
+}
+
+pub struct RedbStore {
+    db: Database,
+}
+
+impl RedbStore {
+    /// Opens `<dir>/martlet.redb`, creating the directory and file if missing.
+    pub fn open(dir: &Path) -> Result<RedbStore, StorageError> {
+        let path = dir.join(FILE_NAME);
+        let open_error = |reason: String| StorageError::Open {
+            path: path.clone(),
+            reason,
+        };
+        fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| {
+            open_error(match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => {
+                    "in use by another process (is the server running?)".into()
+                }
+                other => other.to_string(),
+            })
+        })?;
+        let store = RedbStore { db };
+        store
+            .prepare_schema()
+            .map_err(|e| open_error(e.to_string()))?;
+        Ok(store)
+    }
+
+    /// Creates the tables of a new file and refuses a file of another schema.
+    fn prepare_schema(&self) -> Result<(), StorageError> {
+        self.write(|txn| {
+            txn.open_table(USERS)?;
+            txn.open_table(ROSTER)?;
+            txn.open_table(OFFLINE)?;
+            let mut meta = txn.open_table(META)?;
+            let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
+            match found {
+                None => {
+                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+                    Ok(())
+                }
+                Some(SCHEMA_VERSION) => Ok(()),
+                Some(other) => Err(StorageError::Corrupt(format!(
+                    "schema version {other}; this build reads version {SCHEMA_VERSION}"
+                ))),
+            }
+        })
+    }
+
+    /// Runs `op` in one write transaction, committed only if `op` succeeds.
+    fn write<T>(
+        &self,
+        op: impl FnOnce(&WriteTransaction) -> Result<T, StorageError>,
+    ) -> Result<T, StorageError> {
+        let txn = self.db.begin_write()?;
+        let value = op(&txn)?;
+        txn.commit()?;
+        Ok(value)
+    }
+
+    /// A consistent snapshot of one table.
+    fn read<K: redb::Key + 'static, V: redb::Value + 'static>(
+        &self,
+        table: TableDefinition<K, V>,
+    ) -> Result<ReadOnlyTable<K, V>, StorageError> {
+        Ok(self.db.begin_read()?.open_table(table)?)
+    }
+
+    /// Writes credentials only if the user's existence is `must_exist`;
+    /// returns whether it wrote.
+    fn put_credentials(
+        &self,
+        jid: &str,
+        credentials: &Credentials,
+        must_exist: bool,
+    ) -> Result<bool, StorageError> {
+        let value = encode(&CredentialsRecord::from(credentials))?;
+        self.write(|txn| {
+            let mut users = txn.open_table(USERS)?;
+            let exists = users.get(jid)?.is_some();
+            if exists != must_exist {
+                return Ok(false);
+            }
+            users.insert(jid, value.as_slice())?;
+            Ok(true)
+        })
+    }
+}
+
+impl Store for RedbStore {
+    fn create_user(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError> {
+        self.put_credentials(jid, credentials, false)
+    }
+
+    fn set_credentials(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError> {
+        self.put_credentials(jid, credentials, true)
+    }
+
+    fn delete_user(&self, jid: &str) -> Result<bool, StorageError> {
+        self.write(|txn| {
+            let existed = txn.open_table(USERS)?.remove(jid)?.is_some();
+            let mut roster = txn.open_table(ROSTER)?;
+            for (contact, _) in roster_entries(&roster, jid)? {
+                roster.remove((jid, contact.as_str()))?;
+            }
+            txn.open_table(OFFLINE)?
+                .retain_in(offline_keys(jid), |_, _| false)?;
+            Ok(existed)
+        })
+    }
+
+    fn list_users(&self) -> Result<Vec<String>, StorageError> {
+        // redb iterates keys in byte order, which is the sorted order wanted.
+        self.read(USERS)?
+            .iter()?
+            .map(|entry| Ok(entry?.0.value().to_owned()))
+            .collect()
+    }
+
+    fn credentials(&self, jid: &str) -> Result<Option<Credentials>, StorageError> {
+        match self.read(USERS)?.get(jid)? {
+            Some(value) => Ok(Some(
+                decode::<CredentialsRecord>(value.value(), "credentials")?.into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    fn roster(&self, jid: &str) -> Result<Vec<RosterItem>, StorageError> {
+        roster_entries(&self.read(ROSTER)?, jid)?
+            .iter()
+            .map(|(_, value)| decode(value, "roster item"))
+            .collect()
+    }
+
+    fn roster_put(&self, jid: &str, item: &RosterItem) -> Result<(), StorageError> {
+        let value = encode(item)?;
+        self.write(|txn| {
+            txn.open_table(ROSTER)?
+                .insert((jid, item.jid.as_str()), value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn roster_remove(&self, jid: &str, contact: &str) -> Result<bool, StorageError> {
+        self.write(|txn| Ok(txn.open_table(ROSTER)?.remove((jid, contact))?.is_some()))
+    }
+
+    fn offline_push(&self, jid: &str, stanza_xml: &str, max: usize) -> Result<bool, StorageError> {
+        self.write(|txn| {
+            let mut offline = txn.open_table(OFFLINE)?;
+            let (mut count, mut last) = (0, None);
+            for entry in offline.range(offline_keys(jid))? {
+                count += 1;
+                last = Some(entry?.0.value().1);
+            }
+            if count >= max {
+                return Ok(false);
+            }
+            // Keys sort by this number, so delivery keeps arrival order.
+            let sequence = last.map_or(0, |n| n + 1);
+            offline.insert((jid, sequence), stanza_xml)?;
+            Ok(true)
+        })
+    }
+
+    fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError> {
+        self.write(|txn| {
+            txn.open_table(OFFLINE)?
+                .extract_from_if(offline_keys(jid), |_, _| true)?
+                .map(|entry| Ok(entry?.1.value().to_owned()))
+                .collect()
+        })
+    }
+
+    fn offline_count(&self, jid: &str) -> Result<usize, StorageError> {
+        let mut count = 0;
+        for entry in self.read(OFFLINE)?.range(offline_keys(jid))? {
+            entry?;
+            count += 1;
+        }
+        Ok(count)
+    }
+}

@@ -1,0 +1,4 @@
+//! XML on the wire: the incremental stream parser and the namespaces martlet speaks.
+
+pub mod ns;
+pub mod stream_parser;

@@ -1,0 +1,34 @@
+//! Namespace names, each labelled with the document that defines it.
+
+/// RFC 6120 §4.8.
+pub const STREAM: &str = "http://etherx.jabber.org/streams";
+/// RFC 6120 §4.8.2: the default namespace of client streams.
+pub const CLIENT: &str = "jabber:client";
+/// RFC 6120 §5.4.
+pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
+/// RFC 6120 §6.4.
+pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// RFC 6120 §7.4.
+pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
+/// RFC 3921 §3 (legacy), answered for old clients and load tools (RFC 6121 appendix E).
+pub const SESSION: &str = "urn:ietf:params:xml:ns:xmpp-session";
+/// RFC 6120 §4.9.3.
+pub const STREAM_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-streams";
+/// RFC 6120 §8.3.
+pub const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
+/// RFC 6121 §2.
+pub const ROSTER: &str = "jabber:iq:roster";
+/// XEP-0030.
+pub const DISCO_INFO: &str = "http://jabber.org/protocol/disco#info";
+pub const DISCO_ITEMS: &str = "http://jabber.org/protocol/disco#items";
+/// XEP-0092.
+pub const VERSION: &str = "jabber:iq:version";
+/// XEP-0199.
+pub const PING: &str = "urn:xmpp:ping";
+/// XEP-0077.
+pub const REGISTER: &str = "jabber:iq:register";
+pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
+/// XEP-0203, stamped on messages delivered from offline storage (XEP-0160).
+pub const DELAY: &str = "urn:xmpp:delay";
+/// XEP-0160: the feature clients look for in disco.
+pub const OFFLINE: &str = "msgoffline";
