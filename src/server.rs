@@ -3,8 +3,9 @@
 
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use shards::listener::bind_reuseport;
 use shards::ring::TwoLevelRing;
@@ -20,6 +21,11 @@ use crate::storage::Storage;
 /// server is many small tasks and latency is the product.
 const PREEMPT_TIMER: Duration = Duration::from_millis(1);
 
+/// How often each core looks at the stop flag set by SIGTERM/SIGINT.
+const STOP_POLL: Duration = Duration::from_millis(100);
+/// How long sessions get to say goodbye before a stopping core exits anyway.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 pub fn serve(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
     let storage = Storage::open(&cfg.storage).map_err(|e| format!("storage at {}: {e}", cfg.storage.path.display()))?;
@@ -27,10 +33,14 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+    }
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
-        let (cfg, storage, tls, counters) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone());
-        async move { core_main(core, cfg, storage, tls, counters).await }
+        let (cfg, storage, tls, counters, stop) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone());
+        async move { core_main(core, cfg, storage, tls, counters, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -41,6 +51,7 @@ async fn core_main(
     storage: Storage,
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
+    stop: Arc<AtomicBool>,
 ) {
     let id = core.mesh.core_id();
     // The node's name on the ring is its client address; the cluster (issue 4) will put
@@ -68,7 +79,17 @@ async fn core_main(
             Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
         }
     }
-    futures_lite::future::pending::<()>().await;
+    while !stop.load(Ordering::Relaxed) {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    // Clients learn the server is going (RFC 6120 <system-shutdown/>) instead of seeing a
+    // dead socket; everything they sent before is already stored or delivered.
+    state.shut_down_sessions();
+    let started = Instant::now();
+    while state.session_count() > 0 && started.elapsed() < SHUTDOWN_GRACE {
+        glommio::timer::sleep(STOP_POLL).await;
+    }
+    log::info!("core {id}: stopped");
 }
 
 fn listen(state: &Rc<CoreState>, addr: SocketAddr, direct_tls: bool) {

@@ -135,6 +135,10 @@ impl BoundSession {
                     self.conn.send(batch.as_bytes()).await?;
                     return Err(ConnEnd::Error(StreamError::Conflict, "replaced by a new session with the same resource".into()));
                 }
+                SessionMsg::Shutdown => {
+                    self.conn.send(batch.as_bytes()).await?;
+                    return Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
+                }
             }
             next = if batch.len() < WRITE_BATCH_BYTES_MAX { rx.try_recv() } else { None };
         }

@@ -156,6 +156,17 @@ impl CoreState {
         (SessionAddr { core: self.id as u16, slot: slot as u32, generation }, rx)
     }
 
+    /// Tells every session on this core to close with `<system-shutdown/>`.
+    pub fn shut_down_sessions(&self) {
+        for (_, slot) in self.sessions.borrow().iter() {
+            slot.mailbox.force_send(SessionMsg::Shutdown);
+        }
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.sessions.borrow().len()
+    }
+
     pub fn unregister_session(&self, addr: SessionAddr) {
         let mut sessions = self.sessions.borrow_mut();
         if sessions.get(addr.slot as usize).is_some_and(|s| s.generation == addr.generation) {

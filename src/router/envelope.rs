@@ -47,4 +47,6 @@ pub enum SessionMsg {
     Deliver(Arc<str>),
     /// Another session bound the same resource: end with `<conflict/>` (RFC 6120 §7.7.2.2).
     Replaced,
+    /// The server is stopping: end with `<system-shutdown/>`.
+    Shutdown,
 }
