@@ -1,0 +1,150 @@
+"""Fixtures that run the real martlet binary on free loopback ports, one server per test.
+
+`martlet_server` gives a factory: `martlet_server(users=..., **config_overrides)` writes a
+config into the test's tmp dir, creates the accounts through the CLI, starts
+`target/release/martlet serve`, and waits until the ports accept. Teardown stops it and
+prints its log if the test failed.
+"""
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+BINARY = ROOT / "target" / "release" / "martlet"
+DOMAIN = "localhost"
+PASSWORD = "secret-pw"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return str(v)
+    return '"%s"' % v
+
+
+class Server:
+    """One martlet process and its storage directory (kept across restarts)."""
+
+    def __init__(self, tmp: Path, sections: dict):
+        self.dir = tmp
+        self.port = free_port()
+        self.tls_port = free_port()
+        self.metrics_port = free_port()
+        self.data = tmp / "data"
+        self.log_path = tmp / "martlet.log"
+        self.proc = None
+        base = {
+            "": {"domain": DOMAIN, "cores": 2},
+            "c2s": {"listen": f"127.0.0.1:{self.port}"},
+            "c2s_direct_tls": {"listen": f"127.0.0.1:{self.tls_port}"},
+            "storage": {"path": str(self.data), "scram_iterations": 4096},
+            "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+            "limits": {},
+        }
+        for section, values in sections.items():
+            base.setdefault(section, {}).update(values)
+        lines = [f"{k} = {toml_value(v)}" for k, v in base.pop("").items()]
+        for section, values in base.items():
+            lines.append(f"\n[{section}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+        self.config = tmp / "martlet.toml"
+        self.config.write_text("\n".join(lines) + "\n")
+
+    @property
+    def ca(self):
+        return str(self.data / "dev-cert.pem")
+
+    def cli(self, *args, stdin=None, check=True):
+        return subprocess.run([str(BINARY), "--config", str(self.config), *args], input=stdin,
+                              capture_output=True, text=True, timeout=60, check=check)
+
+    def add_user(self, name, password=PASSWORD):
+        self.cli("user", "add", f"{name}@{DOMAIN}", password)
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen([str(BINARY), "serve", "--config", str(self.config)],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("martlet exited: " + self.log_path.read_text())
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("martlet did not listen in time")
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self):
+        self.stop()
+        return self.start()
+
+    def metrics(self):
+        """{(name, core): value} from the Prometheus endpoint."""
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line.startswith("#") or not line.strip():
+                continue
+            name_labels, value = line.rsplit(" ", 1)
+            name, labels = name_labels.split("{")
+            core = int(labels.split('"')[1])
+            out[(name, core)] = float(value)
+        return out
+
+    def metric_sum(self, name):
+        return sum(v for (n, _), v in self.metrics().items() if n == name)
+
+
+@pytest.fixture
+def martlet_server(tmp_path, request):
+    servers = []
+
+    def make(users=("alice", "bob"), **sections):
+        assert BINARY.exists(), "build first: cargo build --release"
+        d = tmp_path / f"server{len(servers)}"
+        d.mkdir()
+        server = Server(d, sections)
+        for u in users:
+            server.add_user(u)
+        servers.append(server)
+        return server.start()
+
+    yield make
+    failed = request.node.rep_call.failed if hasattr(request.node, "rep_call") else True
+    for s in servers:
+        s.stop()
+        if failed and s.log_path.exists():
+            print(f"---- martlet log ({s.log_path}) ----\n" + s.log_path.read_text()[-20000:])
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

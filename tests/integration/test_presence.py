@@ -1,0 +1,97 @@
+"""RFC 6121 §3-4: the subscription handshake, presence broadcast and probes, and
+unavailable presence when a contact goes away — cleanly or by a dead TCP connection."""
+import asyncio
+
+from clients import close, login
+
+
+def from_bare(jid):
+    return lambda p: p["from"].bare == jid
+
+
+async def subscribe_both_ways(alice, bob):
+    alice.send_presence(pto="bob@localhost", ptype="subscribe")
+    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == "alice@localhost")
+    bob.send_presence(pto="alice@localhost", ptype="subscribed")
+    await alice.next_presence(lambda p: p["type"] == "subscribed")
+    bob.send_presence(pto="alice@localhost", ptype="subscribe")
+    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == "bob@localhost")
+    alice.send_presence(pto="bob@localhost", ptype="subscribed")
+    await bob.next_presence(lambda p: p["type"] == "subscribed")
+
+
+def test_subscription_handshake_then_presence_both_ways(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        bob = await login(server, "bob")
+        await subscribe_both_ways(alice, bob)
+        # Each side now sees the other available (sent on approval, RFC 6121 §3.1.5).
+        await alice.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "bob@localhost")
+        await bob.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "alice@localhost")
+        roster = await alice.get_roster()
+        assert roster["roster"]["items"]["bob@localhost"]["subscription"] == "both"
+        await close(alice, bob)
+
+        # Later logins learn each other's presence through broadcast and probes.
+        alice = await login(server, "alice", resource="again")
+        bob = await login(server, "bob", resource="again")
+        await alice.next_presence(lambda p: p["type"] == "available" and str(p["from"]) == "bob@localhost/again")
+        await bob.next_presence(lambda p: p["type"] == "available" and str(p["from"]) == "alice@localhost/again")
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_unavailable_when_tcp_dies(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        bob = await login(server, "bob")
+        await subscribe_both_ways(alice, bob)
+        await alice.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "bob@localhost")
+        bob.abort()  # no </stream:stream>: the socket just closes
+        gone = await alice.next_presence(lambda p: p["type"] == "unavailable" and p["from"].bare == "bob@localhost")
+        assert str(gone["from"]) == "bob@localhost/test"
+        await close(alice)
+
+    asyncio.run(run())
+
+
+def test_no_presence_without_subscription(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        bob = await login(server, "bob")
+        bob.send_presence(pstatus="busy")
+        await asyncio.sleep(0.5)
+        seen = list(alice.unmatched)
+        while not alice.presences.empty():
+            seen.append(alice.presences.get_nowait())
+        assert not [p for p in seen if p["from"].bare == "bob@localhost"], seen
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_roster_set_push_and_remove(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        other = await login(server, "alice", resource="other")
+        alice.update_roster("carol@localhost", name="Carol", groups=["friends"])
+        await asyncio.sleep(0.5)
+        await other.get_roster()
+        item = other.client_roster["carol@localhost"]
+        assert item["name"] == "Carol" and item["groups"] == ["friends"] and item["subscription"] == "none"
+        alice.del_roster_item("carol@localhost")
+        await asyncio.sleep(0.5)
+        result = await other.get_roster()
+        assert "carol@localhost" not in result["roster"]["items"]
+        await close(alice, other)
+
+    asyncio.run(run())
