@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian machine: installs what the integration tests
+# need (go-sendxmpp from Debian, slixmpp + pytest in .venv, @xmpp/client from npm), builds
+# the workspace in release mode, runs the Rust tests, then the integration suite that
+# drives the real binary with those independent clients.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+log() { printf '\n== %s\n' "$*"; }
+
+if ! command -v go-sendxmpp >/dev/null; then
+  log "installing go-sendxmpp (Debian)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp >/dev/null
+fi
+
+if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import slixmpp' 2>/dev/null; then
+  log "python venv with slixmpp and pytest"
+  python3 -m venv .venv
+  .venv/bin/pip install -q --disable-pip-version-check slixmpp==1.17.0 pytest==8.3.5 pytest-timeout==2.3.1
+fi
+
+log "npm packages for @xmpp/client"
+(cd tests/integration/js && npm ci --silent --no-audit --no-fund)
+
+log "cargo build --release --workspace"
+cargo build --release --workspace --quiet
+
+log "cargo test --workspace --release"
+cargo test --workspace --release --quiet
+
+log "integration suite (pytest)"
+.venv/bin/pytest tests/integration -q -p no:cacheprovider --timeout 120

@@ -1,0 +1,90 @@
+"""Every limit of `[limits]`, exercised: each one bites and names itself on the wire."""
+import time
+
+from conftest import PASSWORD
+from rawxmpp import Raw
+from test_bad_input import stream_error
+
+
+def test_handshake_timeout_drops_slowloris(martlet_server):
+    server = martlet_server(limits={"handshake_timeout_secs": 2})
+    raw = Raw(server.port)
+    raw.open()  # then nothing
+    started = time.time()
+    assert stream_error(raw.read_until(b"</stream:stream>", timeout=6)) == "connection-timeout"
+    assert raw.closed_by_server()
+    assert 1.5 < time.time() - started < 5
+
+
+def test_idle_timeout_after_unanswered_ping(martlet_server):
+    server = martlet_server(limits={"ping_interval_secs": 1, "idle_timeout_secs": 3})
+    raw = Raw(server.port)
+    raw.login(server.ca, "alice", PASSWORD)
+    raw.buf = b""
+    ping = raw.read_until(b"urn:xmpp:ping", timeout=4)
+    assert "type='get'" in ping or 'type="get"' in ping
+    # Never answer: the session is closed for idleness.
+    assert stream_error(raw.read_until(b"</stream:stream>", timeout=6)) == "connection-timeout"
+
+
+def test_whitespace_keepalive_counts_as_liveness(martlet_server):
+    server = martlet_server(limits={"ping_interval_secs": 10, "idle_timeout_secs": 2})
+    raw = Raw(server.port)
+    raw.login(server.ca, "alice", PASSWORD)
+    for _ in range(6):
+        time.sleep(0.5)
+        raw.send(" ")
+    raw.send("<iq type='get' id='p1'><ping xmlns='urn:xmpp:ping'/></iq>")
+    assert "id='p1'" in raw.read_until(b"id='p1'", timeout=3)
+
+
+def test_connections_per_ip(martlet_server):
+    server = martlet_server(limits={"connections_per_ip_max": 3})
+    # The limit is per core; SO_REUSEPORT spreads connections, so 2 cores x 3 is the ceiling.
+    conns = [Raw(server.port) for _ in range(12)]
+    refused = 0
+    for c in conns:
+        try:
+            text = c.read_until(b"</stream:stream>", timeout=0.5)
+        except TimeoutError:
+            continue  # accepted: the server waits for our stream header
+        if "policy-violation" in text:
+            refused += 1
+    assert refused >= 12 - 6, f"only {refused} refused"
+    assert server.metric_sum("martlet_connections_refused_total") == refused
+
+
+def test_auth_failures_per_stream(martlet_server):
+    server = martlet_server(limits={"auth_failures_max": 2})
+    raw = Raw(server.port)
+    raw.open()
+    raw.starttls(server.ca)
+    assert "not-authorized" in raw.auth_plain("alice", "wrong-1")
+    reply = raw.auth_plain("alice", "wrong-2")
+    assert stream_error(raw.read_until(b"</stream:stream>")) == "not-authorized", reply
+
+
+def test_auth_failures_per_ip_are_throttled(martlet_server):
+    server = martlet_server(**{"": {"cores": 1}}, limits={"auth_failures_per_ip_per_minute": 2, "auth_failures_max": 5})
+    for _ in range(2):
+        raw = Raw(server.port)
+        raw.open()
+        raw.starttls(server.ca)
+        assert "not-authorized" in raw.auth_plain("alice", "wrong")
+        raw.close()
+    raw = Raw(server.port)
+    raw.open()
+    raw.starttls(server.ca)
+    raw.auth_plain("alice", PASSWORD)  # even the right password waits out the window
+    assert stream_error(raw.read_until(b"</stream:stream>")) == "policy-violation"
+
+
+def test_offline_queue_limit(martlet_server):
+    server = martlet_server(limits={"offline_messages_max": 2})
+    raw = Raw(server.port)
+    raw.login(server.ca, "alice", PASSWORD)
+    raw.buf = b""
+    for i in range(3):
+        raw.send(f"<message to='bob@localhost' type='chat' id='o{i}'><body>{i}</body></message>")
+    reply = raw.read_until(b"resource-constraint", timeout=5)
+    assert "id='o2'" in reply and "type='error'" in reply
