@@ -26,6 +26,18 @@ pub enum UserCmd {
     },
     /// Print every account, one per line, sorted.
     List,
+    /// Create PREFIX1..PREFIXn@domain with one password (load tests, staging); existing
+    /// accounts are left as they are.
+    BulkAdd {
+        #[arg(long)]
+        prefix: String,
+        #[arg(long)]
+        count: u32,
+        #[arg(long, default_value_t = 1)]
+        first: u32,
+        #[arg(long)]
+        password: String,
+    },
 }
 
 pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
@@ -55,6 +67,7 @@ pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
                 format!("{jid} does not exist"),
             )
         }
+        UserCmd::BulkAdd { prefix, count, first, password } => bulk_add(cfg, &prefix, first, count, &password),
         UserCmd::List => {
             for jid in block_on(open(cfg)?.list_users()).map_err(text)? {
                 println!("{jid}");
@@ -115,6 +128,36 @@ fn read_line(input: &mut impl BufRead) -> Result<String, String> {
         return Err("no password: give it as an argument or on stdin".into());
     }
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
+}
+
+/// Threads feeding account creation: more than the storage workers, so both stay busy
+/// deriving credentials (PBKDF2 dominates the cost).
+const BULK_FEEDERS: usize = 4;
+
+fn bulk_add(cfg: &Config, prefix: &str, first: u32, count: u32, password: &str) -> Result<(), String> {
+    let storage = open(cfg)?;
+    let jids: Vec<String> = (first..first + count)
+        .map(|i| account_jid(&format!("{prefix}{i}"), &cfg.domain))
+        .collect::<Result<_, _>>()?;
+    let per_feeder = jids.len().div_ceil(BULK_FEEDERS).max(1);
+    let added: Result<usize, String> = std::thread::scope(|scope| {
+        let feeders: Vec<_> = jids
+            .chunks(per_feeder)
+            .map(|chunk| {
+                let storage = storage.clone();
+                scope.spawn(move || -> Result<usize, String> {
+                    let mut added = 0;
+                    for jid in chunk {
+                        added += block_on(storage.create_user(jid.clone(), password.to_owned())).map_err(text)? as usize;
+                    }
+                    Ok(added)
+                })
+            })
+            .collect();
+        feeders.into_iter().map(|f| f.join().expect("feeder thread")).sum()
+    });
+    println!("added {} of {count} accounts ({prefix}{first}..{prefix}{}@{})", added?, first + count - 1, cfg.domain);
+    Ok(())
 }
 
 fn open(cfg: &Config) -> Result<Storage, String> {

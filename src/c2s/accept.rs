@@ -1,7 +1,9 @@
 //! Accepting connections on one core: per-address limits, the handshake deadline, then the
 //! phases of [`super::negotiate`] and the bound session.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -42,36 +44,49 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, di
         core.counters.connections_refused.inc();
         if !direct_tls {
             let mut conn = Conn::new(Transport::Plain(stream), peer, core.cfg.limits.stanza_bytes_max);
-            conn.fail(&domain, StreamError::PolicyViolation, "too many connections from this address").await;
+            Box::pin(conn.fail(&domain, StreamError::PolicyViolation, "too many connections from this address")).await;
         }
         return;
     }
     core.counters.connections.add(1);
-    serve(&core, stream, peer, direct_tls).await;
+    if let Some(session) = Box::pin(negotiate(&core, stream, peer, direct_tls)).await {
+        session.await;
+    }
     core.counters.connections.add(-1);
     core.peers.close(peer.ip());
 }
 
-async fn serve(core: &Rc<CoreState>, stream: TcpStream, peer: SocketAddr, direct_tls: bool) {
+/// Negotiates a stream up to a bound session; `None` when it ended before (the error, if
+/// any, already sent). Separate from the session's run so that its large state is freed
+/// before the session's long life starts.
+async fn negotiate(
+    core: &Rc<CoreState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    direct_tls: bool,
+) -> Option<Pin<Box<impl Future<Output = ()>>>> {
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
     let transport = if direct_tls {
         match super::conn::until(deadline, async { core.tls.accept(stream).await.map_err(ConnEnd::Io) }).await {
             Ok(tls) => Transport::Tls(Box::new(tls)),
-            Err(_) => return, // no XMPP stream yet to carry an error
+            Err(_) => return None, // no XMPP stream yet to carry an error
         }
     } else {
         Transport::Plain(stream)
     };
     let mut conn = Conn::new(transport, peer, limits.stanza_bytes_max);
     conn.deadline = Some(deadline);
-    let authenticated = match Unauthenticated::new(core.clone(), conn).authenticate().await {
-        Ok(a) => a,
-        Err((conn, end)) => return close(core, conn, end).await,
+    let phases = async {
+        let authenticated = Unauthenticated::new(core.clone(), conn).authenticate().await?;
+        authenticated.bind().await
     };
-    match authenticated.bind().await {
-        Ok(session) => session.run().await,
-        Err((conn, end)) => close(core, conn, end).await,
+    match phases.await {
+        Ok(session) => Some(Box::pin(session.run())),
+        Err((conn, end)) => {
+            close(core, conn, end).await;
+            None
+        }
     }
 }
 

@@ -12,9 +12,12 @@ use super::transport::Transport;
 use crate::stanza::to_xml;
 use crate::xml::stream_parser::{StreamEvent, StreamParser};
 
-/// Bytes read per read call. Small on purpose: a million idle sessions each holding a large
-/// buffer is the memory bill of the whole server; big stanzas just take a few more reads.
-const READ_CHUNK_BYTES: usize = 2048;
+/// Bytes read per read call while a connection is busy.
+const READ_CHUNK_BYTES: usize = 4096;
+/// Read buffer of an idle connection. A waiting read needs its buffer, and a million idle
+/// sessions each holding a busy-sized one is most of the server's memory; the first read
+/// after a quiet spell fills this, and a full read grows it back to the busy size.
+const IDLE_READ_BYTES: usize = 128;
 
 /// Why a connection stops.
 #[derive(Debug)]
@@ -88,18 +91,25 @@ impl Conn {
         self.parser.next_event()
     }
 
+    /// Reads once (within the deadline, if one is set) and feeds the parser.
+    pub async fn read_more(&mut self) -> Result<(), ConnEnd> {
+        match self.deadline {
+            Some(deadline) => Box::pin(until(deadline, self.read_some())).await,
+            None => self.read_some().await,
+        }
+    }
+
     /// Reads once and feeds the parser. Cancel-safe: a read dropped before completion loses
     /// nothing (glommio's non-buffered TCP stream reads only when polled to completion).
-    pub async fn read_more(&mut self) -> Result<(), ConnEnd> {
-        let read = async { self.transport.read(&mut self.read_buf).await.map_err(ConnEnd::Io) };
-        let n = match self.deadline {
-            Some(deadline) => until(deadline, read).await?,
-            None => read.await?,
-        };
+    async fn read_some(&mut self) -> Result<(), ConnEnd> {
+        let n = self.transport.read(&mut self.read_buf).await?;
         if n == 0 {
             return Err(ConnEnd::Io(io::ErrorKind::UnexpectedEof.into()));
         }
         self.last_rx = Instant::now();
+        if n == self.read_buf.len() && n < READ_CHUNK_BYTES {
+            self.read_buf.resize(READ_CHUNK_BYTES, 0); // busy again
+        }
         self.parser
             .feed(&self.read_buf[..n])
             .map_err(|e| ConnEnd::Error(StreamError::from(&e), describe(&e)))
@@ -143,8 +153,12 @@ impl Conn {
         let _ = self.transport.close().await;
     }
 
+    /// Gives back what only a busy connection needs: the parser's scratch space (rxml
+    /// reserves a whole token's worth) and most of the read buffer.
     pub fn release_idle_memory(&mut self) {
         self.parser.release_temporaries();
+        self.read_buf.truncate(IDLE_READ_BYTES);
+        self.read_buf.shrink_to_fit();
     }
 }
 

@@ -24,6 +24,9 @@ use crate::xml::{ns, stream_parser::StreamEvent};
 /// load, bounded so one busy session cannot hold its core for long.
 const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 
+/// Quiet time after which a session gives back its busy-time buffers.
+const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
+
 /// Directed presences remembered per session (RFC 6121 §4.6), to send `unavailable` to
 /// when the session ends; more are still routed but not remembered.
 const DIRECTED_PRESENCES_MAX: usize = 1000;
@@ -37,6 +40,8 @@ pub struct BoundSession {
     available: bool,
     directed: HashSet<Jid>,
     ping_sent: bool,
+    /// Buffers were given back since the last read.
+    released: bool,
 }
 
 enum Wake {
@@ -50,16 +55,26 @@ impl BoundSession {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
         let bare: Arc<str> = jid.to_bare().to_string().into();
         let resource = resource_of(&jid);
-        BoundSession { core, conn, jid, bare, resource, available: false, directed: HashSet::new(), ping_sent: false }
+        BoundSession {
+            core,
+            conn,
+            jid,
+            bare,
+            resource,
+            available: false,
+            directed: HashSet::new(),
+            ping_sent: false,
+            released: false,
+        }
     }
 
     /// Runs until the stream ends, then tells the user's owner and the contacts.
     pub async fn run(mut self) {
         let (addr, rx) = self.core.register_session();
         let bind = UserMsg::Bind { resource: self.resource.clone(), session: addr };
-        self.core.send_to_user(self.bare.clone(), bind).await;
+        Box::pin(self.core.send_to_user(self.bare.clone(), bind)).await;
         let end = self.serve(&rx).await;
-        self.finish(addr, end).await;
+        Box::pin(self.finish(addr, end)).await;
     }
 
     async fn serve(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
@@ -67,7 +82,9 @@ impl BoundSession {
             while let Some(ev) = self.conn.pending_event() {
                 match ev {
                     StreamEvent::Element(el) => {
-                        if let Err(e) = self.on_element(el).await {
+                        // Boxed: the routing path's futures are large, and an idle session
+                        // should not carry their space while it waits for the next read.
+                        if let Err(e) = Box::pin(self.on_element(el)).await {
                             return e;
                         }
                     }
@@ -85,10 +102,13 @@ impl BoundSession {
             )
             .await;
             let step = match wake {
-                Wake::Read(r) => r,
-                Wake::Mail(Some(msg)) => self.on_mail(msg, rx).await,
+                Wake::Read(r) => {
+                    self.released = false;
+                    r
+                }
+                Wake::Mail(Some(msg)) => Box::pin(self.on_mail(msg, rx)).await,
                 Wake::Mail(None) => Err(ConnEnd::Error(StreamError::ResourceConstraint, "the client does not read fast enough".into())),
-                Wake::Timer => self.on_timer().await,
+                Wake::Timer => Box::pin(self.on_timer()).await,
             };
             if let Err(e) = step {
                 return e;
@@ -96,17 +116,25 @@ impl BoundSession {
         }
     }
 
-    /// Time until the next idle or ping check is due.
+    /// Time until the next check is due: buffer release, ping, or idle timeout.
     fn next_check(&self) -> Duration {
         let limits = &self.core.cfg.limits;
         let since = self.conn.last_rx.elapsed();
-        let due = if self.ping_sent { limits.idle_timeout_secs } else { limits.ping_interval_secs.min(limits.idle_timeout_secs) };
-        Duration::from_secs(due).saturating_sub(since).max(Duration::from_millis(10))
+        let due_secs = if self.ping_sent { limits.idle_timeout_secs } else { limits.ping_interval_secs.min(limits.idle_timeout_secs) };
+        let mut due = Duration::from_secs(due_secs);
+        if !self.released {
+            due = due.min(IDLE_RELEASE_AFTER);
+        }
+        due.saturating_sub(since).max(Duration::from_millis(10))
     }
 
     async fn on_timer(&mut self) -> Result<(), ConnEnd> {
         let limits = &self.core.cfg.limits;
         let silent = self.conn.last_rx.elapsed();
+        if silent >= IDLE_RELEASE_AFTER && !self.released {
+            self.conn.release_idle_memory();
+            self.released = true;
+        }
         if silent >= Duration::from_secs(limits.idle_timeout_secs) {
             return Err(ConnEnd::Error(StreamError::ConnectionTimeout, "idle for too long".into()));
         }
@@ -120,7 +148,6 @@ impl BoundSession {
             );
             self.conn.send_el(&ping).await?;
             self.ping_sent = true;
-            self.conn.release_idle_memory();
         }
         Ok(())
     }

@@ -48,9 +48,11 @@ struct UserChannel {
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
 pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
-    let mut uc = UserChannel::load(core.clone(), jid.clone()).await;
+    let mut uc = Box::pin(UserChannel::load(core.clone(), jid.clone())).await;
     while let Some(msg) = rx.recv().await {
-        uc.handle(msg).await;
+        // Boxed: handling awaits storage and the mesh, whose futures are large; an online
+        // user's idle actor should hold only its state, not that space.
+        Box::pin(uc.handle(msg)).await;
         if uc.resources.is_empty() && rx.is_empty() {
             break;
         }

@@ -1,0 +1,108 @@
+//! `loadgen`: an XMPP load generator with its own lean client, so one process holds tens of
+//! thousands of sessions. Scenarios:
+//! - `paper`: the experiment of seed 001 §5.1 — N users online, each sends one chat message
+//!   per interval to a random user, M messages each; delivery ratio and latency.
+//! - `rate`: N users offering a fixed total rate for a while (the knee search steps this).
+//! - `connections`: N idle sessions; server RSS per session and login rate.
+//!
+//! Latency is end to end: the send time travels in the message body and the receiver reads
+//! it, so both ends must share a clock (same host).
+
+mod client;
+mod scan;
+mod scenario;
+mod stats;
+
+use std::net::SocketAddr;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "XMPP load generator for martlet and its peers")]
+struct Cli {
+    #[command(flatten)]
+    common: Common,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+/// Options every scenario shares.
+#[derive(Args, Clone, Debug)]
+pub struct Common {
+    /// Server address (plain TCP; the server must allow PLAIN without TLS for load runs).
+    #[arg(long, default_value = "127.0.0.1:5222", global = true)]
+    pub server: SocketAddr,
+    #[arg(long, default_value = "localhost", global = true)]
+    pub domain: String,
+    /// Accounts are PREFIX<i>@DOMAIN for i in FIRST..FIRST+USERS.
+    #[arg(long, default_value = "user", global = true)]
+    pub prefix: String,
+    #[arg(long, default_value_t = 1, global = true)]
+    pub first: u32,
+    #[arg(long, default_value_t = 1000, global = true)]
+    pub users: u32,
+    #[arg(long, default_value = "pw", global = true)]
+    pub password: String,
+    /// Logins in flight at once.
+    #[arg(long, default_value_t = 200, global = true)]
+    pub login_concurrency: usize,
+    #[arg(long, default_value_t = 30, global = true)]
+    pub connect_timeout_secs: u64,
+    /// Write the result as JSON here too.
+    #[arg(long, global = true)]
+    pub out: Option<std::path::PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N users; each sends M messages, one per interval, to random users.
+    Paper {
+        #[arg(long, default_value_t = 100)]
+        messages: u32,
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        #[arg(long, default_value_t = 5)]
+        drain_secs: u64,
+    },
+    /// N users offering RATE messages/s in total for SECS seconds.
+    Rate {
+        #[arg(long)]
+        rate: u32,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 3)]
+        drain_secs: u64,
+    },
+    /// N idle sessions held for HOLD_SECS; with --server-pid, the server's RSS per session.
+    Connections {
+        #[arg(long, default_value_t = 5)]
+        hold_secs: u64,
+        #[arg(long)]
+        server_pid: Option<u32>,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+    let local = tokio::task::LocalSet::new();
+    let report = local.block_on(&rt, async {
+        match cli.scenario {
+            Scenario::Paper { messages, interval_ms, drain_secs } => {
+                scenario::traffic::run(&cli.common, "paper", interval_ms as f64 / 1000.0, messages, drain_secs).await
+            }
+            Scenario::Rate { rate, secs, drain_secs } => {
+                let interval_secs = cli.common.users as f64 / rate as f64;
+                let per_user = ((rate as u64 * secs) / cli.common.users as u64).max(1) as u32;
+                scenario::traffic::run(&cli.common, "rate", interval_secs, per_user, drain_secs).await
+            }
+            Scenario::Connections { hold_secs, server_pid } => {
+                scenario::connections::run(&cli.common, hold_secs, server_pid).await
+            }
+        }
+    });
+    report.print();
+    if let Some(path) = &cli.common.out {
+        std::fs::write(path, report.json()).expect("writing the JSON result");
+    }
+}

@@ -1,0 +1,52 @@
+//! Scenarios, and the login of a whole user range they share.
+
+pub mod connections;
+pub mod traffic;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Semaphore;
+
+use crate::client::{login, Account, Session};
+use crate::Common;
+
+pub struct LoggedIn {
+    /// `None` where that user's login failed.
+    pub sessions: Vec<Option<Session>>,
+    pub errors: u32,
+    pub logins_per_sec: f64,
+}
+
+/// Logs in every user of the range, `login_concurrency` at a time.
+pub async fn login_all(common: &Common) -> LoggedIn {
+    let started = Instant::now();
+    let gate = Rc::new(Semaphore::new(common.login_concurrency));
+    let timeout = Duration::from_secs(common.connect_timeout_secs);
+    let mut tasks = Vec::with_capacity(common.users as usize);
+    for i in 0..common.users {
+        let (gate, common) = (gate.clone(), common.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            let _permit = gate.acquire().await.expect("semaphore open");
+            let user = format!("{}{}", common.prefix, common.first + i);
+            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}") };
+            login(&acct, timeout).await
+        }));
+    }
+    let mut sessions = Vec::with_capacity(tasks.len());
+    let mut errors = 0;
+    for t in tasks {
+        match t.await.expect("login task") {
+            Ok(s) => sessions.push(Some(s)),
+            Err(e) => {
+                if errors < 5 {
+                    eprintln!("login failed: {e}");
+                }
+                errors += 1;
+                sessions.push(None);
+            }
+        }
+    }
+    let ok = sessions.iter().flatten().count();
+    LoggedIn { sessions, errors, logins_per_sec: ok as f64 / started.elapsed().as_secs_f64() }
+}

@@ -1,0 +1,58 @@
+//! Results: counts, an hdrhistogram of end-to-end latency, and their human and JSON forms.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value};
+
+pub fn unix_nanos() -> u128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).expect("clock after 1970").as_nanos()
+}
+
+/// Latency in microseconds, 1 µs to 60 s, 3 significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A scenario's result: named figures in order, printed as a table and written as JSON.
+pub struct Report {
+    pub scenario: &'static str,
+    fields: Vec<(&'static str, Value)>,
+}
+
+impl Report {
+    pub fn new(scenario: &'static str) -> Self {
+        Report { scenario, fields: Vec::new() }
+    }
+
+    pub fn add(&mut self, name: &'static str, value: impl Into<Value>) -> &mut Self {
+        self.fields.push((name, value.into()));
+        self
+    }
+
+    /// mean, p50, p90, p99, p999 and max of `h`, in milliseconds.
+    pub fn latency(&mut self, h: &Histogram<u64>) -> &mut Self {
+        let ms = |us: u64| (us as f64 / 1000.0 * 1000.0).round() / 1000.0;
+        self.add("latency_mean_ms", (h.mean() / 1000.0 * 1000.0).round() / 1000.0);
+        for (name, q) in [("latency_p50_ms", 0.5), ("latency_p90_ms", 0.9), ("latency_p99_ms", 0.99), ("latency_p999_ms", 0.999)] {
+            self.add(name, ms(h.value_at_quantile(q)));
+        }
+        self.add("latency_max_ms", ms(h.max()))
+    }
+
+    pub fn print(&self) {
+        println!("{}", self.scenario);
+        for (name, value) in &self.fields {
+            println!("  {name:<26} {value}");
+        }
+    }
+
+    pub fn json(&self) -> String {
+        let mut map = Map::new();
+        map.insert("scenario".into(), json!(self.scenario));
+        for (name, value) in &self.fields {
+            map.insert((*name).into(), value.clone());
+        }
+        serde_json::to_string_pretty(&Value::Object(map)).expect("JSON of plain values")
+    }
+}
