@@ -44,6 +44,7 @@ stanza_bytes_max = 262144             # larger stanza -> <policy-violation/> str
 handshake_timeout_secs = 30           # TCP accept to bound resource
 idle_timeout_secs = 600               # no bytes received for this long -> connection-timeout
 ping_interval_secs = 120              # server XEP-0199 ping after this much silence
+send_stall_secs = 60                  # a client that takes no bytes for this long is disconnected
 connections_per_ip_max = 200          # open connections from one IP address, per core
 auth_failures_max = 3                 # per stream; then <not-authorized/> stream error and close
 auth_failures_per_ip_per_minute = 30  # more failures from one IP in a minute -> further attempts refused until it passes
@@ -136,6 +137,7 @@ pub struct Limits {
     pub auth_failures_per_ip_per_minute: usize,
     pub session_mailbox_stanzas_max: usize,
     pub core_mailbox_messages_max: usize,
+    pub send_stall_secs: u64,
     pub user_mailbox_messages_max: usize,
     pub offline_messages_max: usize,
     pub roster_items_max: usize,
@@ -198,6 +200,7 @@ impl Default for Limits {
             auth_failures_per_ip_per_minute: 30,
             session_mailbox_stanzas_max: 1024,
             core_mailbox_messages_max: 16_384,
+            send_stall_secs: 60,
             user_mailbox_messages_max: 4096,
             offline_messages_max: 1000,
             roster_items_max: 2000,

@@ -43,7 +43,7 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, di
     if !core.peers.try_open(peer.ip()) {
         core.counters.connections_refused.inc();
         if !direct_tls {
-            let mut conn = Conn::new(Transport::Plain(stream), peer, core.cfg.limits.stanza_bytes_max);
+            let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits);
             Box::pin(conn.fail(&domain, StreamError::PolicyViolation, "too many connections from this address")).await;
         }
         return;
@@ -75,7 +75,7 @@ async fn negotiate(
     } else {
         Transport::Plain(stream)
     };
-    let mut conn = Conn::new(transport, peer, limits.stanza_bytes_max);
+    let mut conn = Conn::new(transport, peer, limits);
     conn.deadline = Some(deadline);
     let phases = async {
         let authenticated = Unauthenticated::new(core.clone(), conn).authenticate().await?;

@@ -48,10 +48,12 @@ pub struct Conn {
     /// deadline, so a client that opens a stream and stalls (slowloris) is dropped.
     pub deadline: Option<Instant>,
     pub peer: std::net::SocketAddr,
+    send_stall: std::time::Duration,
 }
 
 impl Conn {
-    pub fn new(transport: Transport, peer: std::net::SocketAddr, stanza_bytes_max: usize) -> Self {
+    pub fn new(transport: Transport, peer: std::net::SocketAddr, limits: &crate::config::Limits) -> Self {
+        let stanza_bytes_max = limits.stanza_bytes_max;
         Conn {
             transport,
             parser: StreamParser::new(stanza_bytes_max),
@@ -61,6 +63,7 @@ impl Conn {
             last_rx: Instant::now(),
             deadline: None,
             peer,
+            send_stall: std::time::Duration::from_secs(limits.send_stall_secs),
         }
     }
 
@@ -115,9 +118,25 @@ impl Conn {
             .map_err(|e| ConnEnd::Error(StreamError::from(&e), describe(&e)))
     }
 
+    /// Writes and flushes. A client that stops reading would otherwise hold this write, and
+    /// its session, forever: past `send_stall` without progress the connection is dropped.
+    /// The stall timer is only armed when the write does not complete at once (the common
+    /// case costs no timer).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.transport.write_all(bytes).await?;
-        self.transport.flush().await
+        let transport = &mut self.transport;
+        let mut write = std::pin::pin!(async move {
+            transport.write_all(bytes).await?;
+            transport.flush().await
+        });
+        if let Some(done) = futures_lite::future::poll_once(&mut write).await {
+            return done;
+        }
+        let stall = self.send_stall;
+        let timeout = async move {
+            glommio::timer::sleep(stall).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))
+        };
+        futures_lite::future::or(write, timeout).await
     }
 
     pub async fn send_el(&mut self, el: &Element) -> io::Result<()> {

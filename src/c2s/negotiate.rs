@@ -61,12 +61,18 @@ async fn open_stream(core: &CoreState, conn: &mut Conn) -> Result<(), ConnEnd> {
     Ok(())
 }
 
-/// A stanza-shaped element in the wrong namespace is a stream-level namespace error.
-fn check_namespace(el: &Element) -> Result<(), ConnEnd> {
+/// The next top-level element during negotiation. A stanza-shaped element in the wrong
+/// namespace is a stream-level namespace error.
+async fn next_element(conn: &mut Conn) -> Result<Element, ConnEnd> {
+    let el = match conn.next_event().await? {
+        StreamEvent::Element(el) => el,
+        StreamEvent::End => return Err(ConnEnd::StreamClosed),
+        StreamEvent::Header(_) => return Err(end(StreamError::BadFormat, "unexpected stream header")),
+    };
     if matches!(el.name(), "message" | "presence" | "iq") && el.ns() != ns::CLIENT {
         return Err(end(StreamError::InvalidNamespace, "stanzas are in the jabber:client namespace"));
     }
-    Ok(())
+    Ok(el)
 }
 
 impl Unauthenticated {
@@ -92,12 +98,7 @@ impl Unauthenticated {
             let may_auth = tls || !cfg.c2s.require_tls;
             self.conn.send_el(&self.features(tls, may_auth, &mechanisms)).await?;
             loop {
-                let el = match self.conn.next_event().await? {
-                    StreamEvent::Element(el) => el,
-                    StreamEvent::End => return Err(ConnEnd::StreamClosed),
-                    StreamEvent::Header(_) => return Err(end(StreamError::BadFormat, "unexpected stream header")),
-                };
-                check_namespace(&el)?;
+                let el = next_element(&mut self.conn).await?;
                 if el.is("starttls", ns::TLS) && !tls {
                     self.starttls().await?;
                     break; // a new stream starts over TLS (RFC 6120 §5.4.3.3)
@@ -201,12 +202,7 @@ impl Authenticated {
         );
         self.conn.send_el(&features).await?;
         loop {
-            let iq = match self.conn.next_event().await? {
-                StreamEvent::Element(el) => el,
-                StreamEvent::End => return Err(ConnEnd::StreamClosed),
-                StreamEvent::Header(_) => return Err(end(StreamError::BadFormat, "unexpected stream header")),
-            };
-            check_namespace(&iq)?;
+            let iq = next_element(&mut self.conn).await?;
             if !iq.is("iq", ns::CLIENT) {
                 return Err(end(StreamError::NotAuthorized, "bind a resource first"));
             }

@@ -1,6 +1,8 @@
 """Every limit of `[limits]`, exercised: each one bites and names itself on the wire."""
+import asyncio
 import time
 
+from clients import close, login
 from conftest import PASSWORD
 from rawxmpp import Raw
 from test_bad_input import stream_error
@@ -88,3 +90,31 @@ def test_offline_queue_limit(martlet_server):
         raw.send(f"<message to='bob@localhost' type='chat' id='o{i}'><body>{i}</body></message>")
     reply = raw.read_until(b"resource-constraint", timeout=5)
     assert "id='o2'" in reply and "type='error'" in reply
+
+
+def test_client_that_does_not_read_is_closed_not_buffered(martlet_server):
+    server = martlet_server(limits={"session_mailbox_stanzas_max": 8, "send_stall_secs": 2})
+    sink = Raw(server.port)
+    sink.login(server.ca, "bob", PASSWORD)
+    sink.send("<presence/>")  # available, so messages come here, and then never read again
+
+    async def flood():
+        alice = await login(server, "alice")
+        body = "x" * 4000
+        deadline = time.time() + 60
+        sent = 0
+        # Tens of MB toward bob: beyond what the kernel buffers on loopback, so bob's session
+        # fills its bounded queue and is closed instead of growing without bound.
+        while time.time() < deadline and server.metric_sum("martlet_session_mailbox_full_drops_total") == 0:
+            for _ in range(500):
+                alice.send_message(mto="bob@localhost", mbody=body, mtype="chat")
+            sent += 500
+            await asyncio.sleep(0.05)
+        assert server.metric_sum("martlet_session_mailbox_full_drops_total") >= 1, f"{sent} messages sent"
+        # Its writes stall, so after send_stall_secs the server drops the connection.
+        assert sink.closed_by_server(timeout=15)
+        # alice's stream is unaffected.
+        await alice.plugin["xep_0199"].ping(jid="localhost", timeout=10)
+        await close(alice)
+
+    asyncio.run(flood())

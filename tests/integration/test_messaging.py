@@ -28,13 +28,17 @@ def test_full_mesh_across_both_cores(martlet_server):
     asyncio.run(run())
 
 
+async def alice_and_two_bobs(server):
+    """alice, and bob on two resources with equal (default) priority."""
+    return (await login(server, "alice"), await login(server, "bob", resource="phone"),
+            await login(server, "bob", resource="laptop"))
+
+
 def test_bare_jid_chat_reaches_every_resource(martlet_server):
     server = martlet_server()
 
     async def run():
-        alice = await login(server, "alice")
-        phone = await login(server, "bob", resource="phone")
-        laptop = await login(server, "bob", resource="laptop")
+        alice, phone, laptop = await alice_and_two_bobs(server)
         alice.send_message(mto="bob@localhost", mbody="to both", mtype="chat")
         for bob in (phone, laptop):
             msg = await bob.next_message()
@@ -48,9 +52,7 @@ def test_full_jid_reaches_only_that_resource(martlet_server):
     server = martlet_server()
 
     async def run():
-        alice = await login(server, "alice")
-        phone = await login(server, "bob", resource="phone")
-        laptop = await login(server, "bob", resource="laptop")
+        alice, phone, laptop = await alice_and_two_bobs(server)
         alice.send_message(mto="bob@localhost/laptop", mbody="just you", mtype="chat")
         assert (await laptop.next_message())["body"] == "just you"
         await asyncio.sleep(0.3)
