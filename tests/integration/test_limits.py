@@ -44,16 +44,21 @@ def test_connections_per_ip(martlet_server):
     server = martlet_server(limits={"connections_per_ip_max": 3})
     # The limit is per core; SO_REUSEPORT spreads connections, so 2 cores x 3 is the ceiling.
     conns = [Raw(server.port) for _ in range(12)]
-    refused = 0
-    for c in conns:
-        try:
-            text = c.read_until(b"</stream:stream>", timeout=0.5)
-        except TimeoutError:
-            continue  # accepted: the server waits for our stream header
-        if "policy-violation" in text:
-            refused += 1
-    assert refused >= 12 - 6, f"only {refused} refused"
-    assert server.metric_sum("martlet_connections_refused_total") == refused
+    # Every connection answers a stream header promptly: features if accepted, the error if not.
+    answers = [answer(c) for c in conns]
+    accepted = sum("<starttls" in a for a in answers)
+    assert 0 < accepted <= 6, answers
+    # A refused client reads <policy-violation/>, unless its late header made the closed
+    # socket reset first; the server's own count is exact.
+    assert all("policy-violation" in a or a == "" for a in answers if "<starttls" not in a), answers
+    assert server.metric_sum("martlet_connections_refused_total") == 12 - accepted
+
+
+def answer(conn):
+    try:
+        return conn.open()
+    except ConnectionResetError:
+        return ""
 
 
 def test_auth_failures_per_stream(martlet_server):
