@@ -1,13 +1,15 @@
-//! `martlet user add|del|passwd|list`: account management from the shell,
-//! straight on the storage files. The embedded database is locked by a
-//! running server, so this is for setup and maintenance while it is stopped.
+//! `martlet user add|del|passwd|list|bulk-add`: account management from the shell.
+//! With the server running, the command goes through its admin socket (the embedded store
+//! admits one process); with the server stopped, straight to the storage files. Both paths
+//! run the same [`crate::admin::execute`].
 
 use std::io::{BufRead, IsTerminal, Write};
 
 use futures_lite::future::block_on;
 
+use crate::admin::{self, Request};
 use crate::config::Config;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum UserCmd {
@@ -41,44 +43,39 @@ pub enum UserCmd {
 }
 
 pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
-    match cmd {
+    let request = match cmd {
         UserCmd::Add { jid, password } => {
             let jid = account_jid(&jid, &cfg.domain)?;
             let password = password_or_stdin(password, &jid)?;
-            let added = block_on(open(cfg)?.create_user(jid.clone(), password)).map_err(text)?;
-            report(added, format!("added {jid}"), format!("{jid} exists"))
+            Request::Add { jid, password }
         }
-        UserCmd::Del { jid } => {
-            let jid = account_jid(&jid, &cfg.domain)?;
-            let deleted = block_on(open(cfg)?.delete_user(jid.clone())).map_err(text)?;
-            report(
-                deleted,
-                format!("deleted {jid}"),
-                format!("{jid} does not exist"),
-            )
-        }
+        UserCmd::Del { jid } => Request::Del { jid: account_jid(&jid, &cfg.domain)? },
         UserCmd::Passwd { jid, password } => {
             let jid = account_jid(&jid, &cfg.domain)?;
             let password = password_or_stdin(password, &jid)?;
-            let changed = block_on(open(cfg)?.set_password(jid.clone(), password)).map_err(text)?;
-            report(
-                changed,
-                format!("changed password of {jid}"),
-                format!("{jid} does not exist"),
-            )
+            Request::Passwd { jid, password }
         }
-        UserCmd::BulkAdd { prefix, count, first, password } => bulk_add(cfg, &prefix, first, count, &password),
-        UserCmd::List => {
-            for jid in block_on(open(cfg)?.list_users()).map_err(text)? {
-                println!("{jid}");
-            }
-            Ok(())
+        UserCmd::List => Request::List,
+        UserCmd::BulkAdd { prefix, count, first, password } => {
+            let jids = (first..first + count)
+                .map(|i| account_jid(&format!("{prefix}{i}"), &cfg.domain))
+                .collect::<Result<_, _>>()?;
+            Request::BulkAdd { jids, password }
         }
+    };
+    let reply = match admin::call(cfg, &request) {
+        Some(reply) => reply.map_err(|e| format!("admin socket {}: {e}", admin::socket_path(cfg).display()))?,
+        None => block_on(admin::execute(&Storage::open(&cfg.storage).map_err(|e| e.to_string())?, request)),
+    };
+    if !reply.ok {
+        return Err(reply.text);
     }
+    if !reply.text.is_empty() {
+        println!("{}", reply.text);
+    }
+    Ok(())
 }
 
-/// The normalised bare JID of an account on `domain`. A bare localpart
-/// (`alice`) is completed with `domain`.
 pub fn account_jid(input: &str, domain: &str) -> Result<String, String> {
     let full = if input.contains(['@', '/']) {
         input.to_owned()
@@ -129,54 +126,6 @@ fn read_line(input: &mut impl BufRead) -> Result<String, String> {
     }
     Ok(line.trim_end_matches(['\n', '\r']).to_owned())
 }
-
-/// Threads feeding account creation: more than the storage workers, so both stay busy
-/// deriving credentials (PBKDF2 dominates the cost).
-const BULK_FEEDERS: usize = 4;
-
-fn bulk_add(cfg: &Config, prefix: &str, first: u32, count: u32, password: &str) -> Result<(), String> {
-    let storage = open(cfg)?;
-    let jids: Vec<String> = (first..first + count)
-        .map(|i| account_jid(&format!("{prefix}{i}"), &cfg.domain))
-        .collect::<Result<_, _>>()?;
-    let per_feeder = jids.len().div_ceil(BULK_FEEDERS).max(1);
-    let added: Result<usize, String> = std::thread::scope(|scope| {
-        let feeders: Vec<_> = jids
-            .chunks(per_feeder)
-            .map(|chunk| {
-                let storage = storage.clone();
-                scope.spawn(move || -> Result<usize, String> {
-                    let mut added = 0;
-                    for jid in chunk {
-                        added += block_on(storage.create_user(jid.clone(), password.to_owned())).map_err(text)? as usize;
-                    }
-                    Ok(added)
-                })
-            })
-            .collect();
-        feeders.into_iter().map(|f| f.join().expect("feeder thread")).sum()
-    });
-    println!("added {} of {count} accounts ({prefix}{first}..{prefix}{}@{})", added?, first + count - 1, cfg.domain);
-    Ok(())
-}
-
-fn open(cfg: &Config) -> Result<Storage, String> {
-    Storage::open(&cfg.storage).map_err(text)
-}
-
-fn text(e: StorageError) -> String {
-    e.to_string()
-}
-
-/// Prints `done` on success; `refused` becomes the error.
-fn report(succeeded: bool, done: String, refused: String) -> Result<(), String> {
-    if !succeeded {
-        return Err(refused);
-    }
-    println!("{done}");
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

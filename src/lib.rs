@@ -17,9 +17,10 @@
 //! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
 //! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb)
 //!                behind an async facade so disk work never blocks a core.
-//! - [`config`], [`tls`], [`metrics`], [`cli_user`]: configuration, certificates, counters,
-//!                account administration.
+//! - [`config`], [`tls`], [`metrics`]: configuration, certificates, counters.
+//! - [`cli_user`], [`admin`]: account administration, offline or through the running server.
 
+pub mod admin;
 pub mod c2s;
 pub mod cli_user;
 pub mod config;

@@ -72,6 +72,14 @@ async fn core_main(
     if let Some(addr) = cfg.c2s_direct_tls.listen_addr() {
         listen(&state, addr, true);
     }
+    if id == 0 {
+        match crate::admin::bind(&cfg) {
+            Ok(l) => {
+                glommio::spawn_local(crate::admin::serve(l, state.storage.clone())).detach();
+            }
+            Err(e) => fatal(&format!("admin socket {}: {e}", crate::admin::socket_path(&cfg).display())),
+        }
+    }
     if let (0, Some(addr)) = (id, cfg.metrics_addr()) {
         match glommio::net::TcpListener::bind(addr) {
             Ok(l) => {

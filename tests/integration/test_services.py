@@ -88,3 +88,18 @@ def test_check_config_names_the_bad_key(tmp_path):
     good.write_text('domain = "example.org"\n')
     out = subprocess.run([str(BINARY), "check-config", "--config", str(good)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
+
+
+def test_user_commands_while_the_server_runs(martlet_server):
+    server = martlet_server(users=("alice",))
+    added = server.cli("user", "add", "carol", stdin="carol-pw\n")  # password from stdin
+    assert added.stdout.strip() == "added carol@localhost"
+    assert "carol@localhost" in server.cli("user", "list").stdout.split()
+
+    async def run():
+        carol = await login(server, "carol", password="carol-pw")
+        await close(carol)
+
+    asyncio.run(run())
+    server.cli("user", "del", "carol@localhost")
+    assert "carol@localhost" not in server.cli("user", "list").stdout.split()

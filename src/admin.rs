@@ -1,0 +1,149 @@
+//! Account administration while the server runs. The embedded store admits one process, so
+//! `martlet user ...` sends its request over a UNIX socket in the storage directory (mode
+//! 0600: the server's user and root only) and core 0 carries it out with the server's own
+//! storage handle. With the server stopped, the CLI runs [`execute`] on the store itself.
+//! One JSON request line in, one JSON response line out.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+
+use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use serde::{Deserialize, Serialize};
+
+use crate::config::Config;
+use crate::storage::Storage;
+
+/// Longest request line read, in bytes: a bulk request of ~100k accounts fits.
+const REQUEST_BYTES_MAX: usize = 8 << 20;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Add { jid: String, password: String },
+    Del { jid: String },
+    Passwd { jid: String, password: String },
+    List,
+    BulkAdd { jids: Vec<String>, password: String },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Reply {
+    pub ok: bool,
+    pub text: String,
+}
+
+fn reply(ok: bool, text: impl Into<String>) -> Reply {
+    Reply { ok, text: text.into() }
+}
+
+pub fn socket_path(cfg: &Config) -> PathBuf {
+    cfg.storage.path.join("admin.sock")
+}
+
+/// Carries out one request on `storage`.
+pub async fn execute(storage: &Storage, request: Request) -> Reply {
+    let result = match request {
+        Request::Add { jid, password } => storage
+            .create_user(jid.clone(), password)
+            .await
+            .map(|added| if added { reply(true, format!("added {jid}")) } else { reply(false, format!("{jid} exists")) }),
+        Request::Del { jid } => storage.delete_user(jid.clone()).await.map(|deleted| {
+            if deleted {
+                reply(true, format!("deleted {jid}"))
+            } else {
+                reply(false, format!("{jid} does not exist"))
+            }
+        }),
+        Request::Passwd { jid, password } => storage.set_password(jid.clone(), password).await.map(|changed| {
+            if changed {
+                reply(true, format!("changed password of {jid}"))
+            } else {
+                reply(false, format!("{jid} does not exist"))
+            }
+        }),
+        Request::List => storage.list_users().await.map(|users| reply(true, users.join("\n"))),
+        Request::BulkAdd { jids, password } => bulk_add(storage, &jids, &password).await,
+    };
+    result.unwrap_or_else(|e| reply(false, e.to_string()))
+}
+
+/// Accounts created concurrently: both storage workers stay busy deriving credentials.
+const BULK_IN_FLIGHT: usize = 16;
+
+async fn bulk_add(storage: &Storage, jids: &[String], password: &str) -> Result<Reply, crate::storage::StorageError> {
+    let mut added = 0;
+    for chunk in jids.chunks(BULK_IN_FLIGHT) {
+        let jobs: Vec<_> = chunk.iter().map(|jid| Box::pin(storage.create_user(jid.clone(), password.to_owned()))).collect();
+        for created in join_all(jobs).await {
+            added += created? as usize;
+        }
+    }
+    Ok(reply(true, format!("added {added} of {} accounts", jids.len())))
+}
+
+/// Polls all futures together (each storage call only starts its job when first polled).
+async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F::Output> {
+    let mut out: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (f, slot) in futures.iter_mut().zip(out.iter_mut()) {
+            if slot.is_none() {
+                match std::pin::Pin::new(f).poll(cx) {
+                    std::task::Poll::Ready(v) => *slot = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+    })
+    .await;
+    out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+/// Sends `request` to a running server; `None` when no server listens on the socket.
+pub fn call(cfg: &Config, request: &Request) -> Option<std::io::Result<Reply>> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket_path(cfg)).ok()?;
+    Some((|| {
+        let mut line = serde_json::to_vec(request)?;
+        line.push(b'\n');
+        stream.write_all(&line)?;
+        let mut answer = String::new();
+        BufReader::new(stream).read_line(&mut answer)?;
+        serde_json::from_str(&answer).map_err(std::io::Error::other)
+    })())
+}
+
+/// Binds the admin socket, replacing a stale one left by a server that died.
+pub fn bind(cfg: &Config) -> std::io::Result<glommio::net::UnixListener> {
+    let path = socket_path(cfg);
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "another server is running on this storage"));
+        }
+        std::fs::remove_file(&path)?;
+    }
+    let listener = glommio::net::UnixListener::bind(&path)?;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
+}
+
+/// Serves admin requests, one connection at a time (they are rare and short).
+pub async fn serve(listener: glommio::net::UnixListener, storage: Storage) {
+    loop {
+        let Ok(stream) = listener.accept().await else { continue };
+        let mut reader = futures_lite::io::BufReader::new(stream);
+        let mut line = String::new();
+        let answer = match (&mut reader).take(REQUEST_BYTES_MAX as u64).read_line(&mut line).await {
+            Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(request) => execute(&storage, request).await,
+                Err(e) => reply(false, format!("bad request: {e}")),
+            },
+            Err(e) => reply(false, format!("reading request: {e}")),
+        };
+        let mut out = serde_json::to_vec(&answer).expect("a reply serialises");
+        out.push(b'\n');
+        let mut stream = reader.into_inner();
+        let _ = stream.write_all(&out).await;
+        let _ = stream.close().await;
+    }
+}
