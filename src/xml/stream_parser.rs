@@ -34,7 +34,17 @@ pub enum ParseError {
 
 pub struct StreamParser {
     raw: RawParser,
-    tree: TreeBuilder,
+    /// Open elements: 0 before the stream header, 1 inside the stream, 2+ inside a stanza.
+    depth: usize,
+    /// The stream header being read (its name and attributes arrive as separate events).
+    header: Option<HeaderInProgress>,
+    /// The stream's default namespace (normally jabber:client), declared on the header and
+    /// inherited by every stanza.
+    content_ns: String,
+    /// Builds the stanza being read; `None` between stanzas. A fresh builder per stanza keeps
+    /// an idle stream's parser free of the stream element and its attribute maps (about
+    /// 2 KiB per connection when kept).
+    stanza: Option<TreeBuilder>,
     /// Bytes of the top-level element being read, counted from its first byte.
     element_bytes: usize,
     stanza_bytes_max: usize,
@@ -42,11 +52,23 @@ pub struct StreamParser {
     ready: std::collections::VecDeque<StreamEvent>,
 }
 
+#[derive(Default)]
+struct HeaderInProgress {
+    prefix: Option<String>,
+    name: String,
+    /// `(prefix, name, value)` of plain attributes; namespace declarations go to `ns_decls`.
+    attrs: Vec<(Option<String>, String, String)>,
+    ns_decls: Vec<(Option<String>, String)>,
+}
+
 impl StreamParser {
     pub fn new(stanza_bytes_max: usize) -> Self {
         StreamParser {
             raw: RawParser::new(),
-            tree: TreeBuilder::new(),
+            depth: 0,
+            header: None,
+            content_ns: String::new(),
+            stanza: None,
             element_bytes: 0,
             stanza_bytes_max,
             ready: Default::default(),
@@ -75,41 +97,98 @@ impl StreamParser {
     }
 
     fn on_event(&mut self, ev: RawEvent) -> Result<(), ParseError> {
-        let depth = self.tree.depth();
-        let bytes = ev.metrics().len();
-        let closes_head = matches!(ev, RawEvent::ElementHeadClose(_));
-        let is_foot = matches!(ev, RawEvent::ElementFoot(_));
-        // Whitespace between stanzas is a keepalive (RFC 6120 §4.6.1): never kept.
-        if depth == 1 {
-            if let RawEvent::Text(_, ref text) = ev {
-                if text.as_str().trim().is_empty() {
+        if self.depth == 0 {
+            return self.on_header_event(ev);
+        }
+        if self.depth == 1 {
+            match &ev {
+                // Whitespace between stanzas is a keepalive (RFC 6120 §4.6.1): never kept.
+                RawEvent::Text(_, text) if text.as_str().trim().is_empty() => return Ok(()),
+                RawEvent::Text(..) => return Err(ParseError::NotWellFormed("text at stream level".into())),
+                RawEvent::ElementFoot(_) => {
+                    self.depth = 0;
+                    self.ready.push_back(StreamEvent::End);
                     return Ok(());
                 }
-                return Err(ParseError::NotWellFormed("text at stream level".into()));
+                RawEvent::ElementHeadOpen(..) => {
+                    let inherited = vec![self.content_ns.clone().into()];
+                    self.stanza = Some(TreeBuilder::new().with_prefixes_stack(inherited));
+                    self.element_bytes = 0;
+                }
+                _ => {}
             }
         }
-        if depth >= 1 {
-            self.element_bytes += bytes;
-            if self.element_bytes > self.stanza_bytes_max {
-                return Err(ParseError::TooLarge { stanza_bytes_max: self.stanza_bytes_max });
-            }
+        self.element_bytes += ev.metrics().len();
+        if self.element_bytes > self.stanza_bytes_max {
+            return Err(ParseError::TooLarge { stanza_bytes_max: self.stanza_bytes_max });
         }
-        self.tree
-            .process_event(ev)
-            .map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
-        if depth == 0 && closes_head {
-            let header = self.tree.top().cloned().expect("the stream element was just opened");
-            self.ready.push_back(StreamEvent::Header(header));
-        } else if depth == 2 && is_foot {
-            // A top-level element just closed: detach it from the stream element.
-            let el = self.tree.unshift_child().expect("the closed element is the stream's child");
+        match ev {
+            RawEvent::ElementHeadOpen(..) => self.depth += 1,
+            RawEvent::ElementFoot(_) => self.depth -= 1,
+            _ => {}
+        }
+        let tree = self.stanza.as_mut().expect("a stanza is being built below the stream");
+        tree.process_event(ev).map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
+        if self.depth == 1 {
+            let el = self.stanza.take().and_then(|t| t.root).expect("the stanza just closed");
             self.ready.push_back(StreamEvent::Element(el));
-            self.element_bytes = 0;
-        } else if depth == 1 && is_foot {
-            self.ready.push_back(StreamEvent::End);
         }
         Ok(())
     }
+
+    /// The `<stream:stream>` start tag, read event by event and resolved by hand: the
+    /// stream element is never built into a tree that would live as long as the stream.
+    fn on_header_event(&mut self, ev: RawEvent) -> Result<(), ParseError> {
+        match ev {
+            RawEvent::XmlDeclaration(..) => {}
+            RawEvent::ElementHeadOpen(_, (prefix, name)) => {
+                self.header = Some(HeaderInProgress {
+                    prefix: prefix.map(|p| p.to_string()),
+                    name: name.to_string(),
+                    ..Default::default()
+                });
+            }
+            RawEvent::Attribute(_, (prefix, name), value) => {
+                let h = self.header.as_mut().expect("attributes follow a start tag");
+                match (prefix.as_ref().map(|p| p.as_str()), name.as_str()) {
+                    (None, "xmlns") => h.ns_decls.push((None, value.to_string())),
+                    (Some("xmlns"), p) => h.ns_decls.push((Some(p.to_owned()), value.to_string())),
+                    (p, n) => h.attrs.push((p.map(str::to_owned), n.to_owned(), value.to_string())),
+                }
+            }
+            RawEvent::ElementHeadClose(_) => {
+                let h = self.header.take().expect("a start tag is open");
+                let header = build_header(&h)?;
+                self.content_ns = h.ns_decls.iter().find(|(p, _)| p.is_none()).map(|(_, ns)| ns.clone()).unwrap_or_default();
+                self.depth = 1;
+                self.ready.push_back(StreamEvent::Header(header));
+            }
+            RawEvent::Text(..) | RawEvent::ElementFoot(_) => {
+                return Err(ParseError::NotWellFormed("expected a stream header".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The header as an element without children: name in its resolved namespace, attributes
+/// (with `xml:lang` in the XML namespace).
+fn build_header(h: &HeaderInProgress) -> Result<Element, ParseError> {
+    let lookup = |prefix: &Option<String>| h.ns_decls.iter().find(|(p, _)| p == prefix).map(|(_, ns)| ns.clone());
+    let ns = lookup(&h.prefix).ok_or_else(|| ParseError::NotWellFormed("undeclared namespace prefix on the stream".into()))?;
+    let mut el = Element::bare(h.name.clone(), ns);
+    for (prefix, name, value) in &h.attrs {
+        let namespace = match prefix.as_deref() {
+            None => rxml::Namespace::NONE,
+            Some("xml") => rxml::Namespace::xml().clone(),
+            Some(p) => lookup(&Some(p.to_owned()))
+                .map(rxml::Namespace::from)
+                .ok_or_else(|| ParseError::NotWellFormed(format!("undeclared prefix {p}")))?,
+        };
+        let name = rxml::NcName::try_from(name.as_str()).map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
+        el.attrs_mut().insert(namespace, name, value.clone());
+    }
+    Ok(el)
 }
 
 fn classify(e: rxml::Error) -> ParseError {
