@@ -9,6 +9,7 @@
 //! it, so both ends must share a clock (same host).
 
 mod client;
+mod procs;
 mod scan;
 mod scenario;
 mod stats;
@@ -51,6 +52,18 @@ pub struct Common {
     /// Write the result as JSON here too.
     #[arg(long, global = true)]
     pub out: Option<std::path::PathBuf>,
+    /// Split the user range over this many processes (one process may open at most
+    /// `ulimit -n` sockets); their results are merged into one.
+    #[arg(long, default_value_t = 1, global = true)]
+    pub procs: u32,
+    /// Set by the parent on each child process: which slice of the range is this one's.
+    #[arg(long, hide = true, global = true)]
+    pub proc_index: Option<u32>,
+    /// Messages go to any user of the whole range, also those held by other processes.
+    #[arg(skip)]
+    pub peers_first: u32,
+    #[arg(skip)]
+    pub peers_count: u32,
 }
 
 #[derive(Subcommand)]
@@ -83,7 +96,30 @@ enum Scenario {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    cli.common.peers_first = cli.common.first;
+    cli.common.peers_count = cli.common.users;
+    if cli.common.procs > 1 && cli.common.proc_index.is_none() {
+        let server_pid = match cli.scenario {
+            Scenario::Connections { server_pid, .. } => server_pid,
+            _ => None,
+        };
+        let report = procs::run_parent(&cli.common, server_pid);
+        report.print();
+        if let Some(path) = &cli.common.out {
+            std::fs::write(path, report.json()).expect("writing the JSON result");
+        }
+        return;
+    }
+    if let Some(index) = cli.common.proc_index {
+        procs::take_slice(&mut cli.common, index);
+        if let Scenario::Rate { rate, .. } = &mut cli.scenario {
+            *rate = (*rate / cli.common.procs).max(1);
+        }
+        if let Scenario::Connections { server_pid, .. } = &mut cli.scenario {
+            *server_pid = None; // the parent measures the server once for all processes
+        }
+    }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
     let report = local.block_on(&rt, async {

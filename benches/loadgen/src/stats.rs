@@ -14,6 +14,9 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
+/// The field a child process puts its serialised histogram in.
+pub const HISTOGRAM_FIELD: &str = "latency_histogram_v2_base64";
+
 /// A scenario's result: named figures in order, printed as a table and written as JSON.
 pub struct Report {
     pub scenario: &'static str,
@@ -38,6 +41,42 @@ impl Report {
             self.add(name, ms(h.value_at_quantile(q)));
         }
         self.add("latency_max_ms", ms(h.max()))
+    }
+
+    /// The whole histogram (V2 serialised, base64), for a parent process to merge.
+    pub fn histogram(&mut self, h: &Histogram<u64>) -> &mut Self {
+        use base64::Engine;
+        let mut bytes = Vec::new();
+        use hdrhistogram::serialization::Serializer;
+        hdrhistogram::serialization::V2Serializer::new().serialize(h, &mut bytes).expect("serialising to memory");
+        self.add(HISTOGRAM_FIELD, base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Rebuilds a report from a child's JSON (field order kept).
+    pub fn from_json(scenario: &'static str, map: Map<String, Value>) -> Report {
+        let mut r = Report::new(scenario);
+        for (k, v) in map {
+            if k != "scenario" {
+                r.fields.push((Box::leak(k.into_boxed_str()), v));
+            }
+        }
+        r
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Value> {
+        self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+    }
+
+    pub fn set(&mut self, name: &'static str, value: impl Into<Value>) {
+        match self.fields.iter_mut().find(|(n, _)| *n == name) {
+            Some(field) => field.1 = value.into(),
+            None => self.fields.push((name, value.into())),
+        }
+    }
+
+    pub fn remove(&mut self, name: &str) -> Option<Value> {
+        let i = self.fields.iter().position(|(n, _)| *n == name)?;
+        Some(self.fields.remove(i).1)
     }
 
     pub fn print(&self) {

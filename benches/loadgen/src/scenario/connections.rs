@@ -10,7 +10,7 @@ use crate::Common;
 /// Time for the server to settle (lazy frees, allocator purges) before RSS is read.
 const SETTLE: Duration = Duration::from_secs(4);
 
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;

@@ -48,5 +48,8 @@ pub async fn login_all(common: &Common) -> LoggedIn {
         }
     }
     let ok = sessions.iter().flatten().count();
+    if common.proc_index.is_some() {
+        crate::procs::announce_online();
+    }
     LoggedIn { sessions, errors, logins_per_sec: ok as f64 / started.elapsed().as_secs_f64() }
 }

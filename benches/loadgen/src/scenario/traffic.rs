@@ -57,11 +57,13 @@ pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, pe
             let start = tokio::time::Instant::now() + offset;
             for seq in 0..per_user {
                 tokio::time::sleep_until(start + interval * seq).await;
-                let mut peer = rand::thread_rng().gen_range(0..online_count.max(2) - 1);
-                if peer >= idx as u32 {
-                    peer += 1; // anyone but ourselves
+                // Anyone of the whole range but ourselves (other processes hold the rest).
+                let me = common.first + idx as u32;
+                let mut peer = common.peers_first + rand::thread_rng().gen_range(0..common.peers_count.max(2) - 1);
+                if peer >= me {
+                    peer += 1;
                 }
-                let to = format!("{}{}@{}", common.prefix, common.first + peer, common.domain);
+                let to = format!("{}{}@{}", common.prefix, peer, common.domain);
                 match writer.write_all(message(&to, idx as u32, seq, unix_nanos()).as_bytes()).await {
                     Ok(()) => *sent.borrow_mut() += 1,
                     Err(_) => *send_errors.borrow_mut() += 1,
@@ -92,5 +94,8 @@ pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, pe
         .add("send_secs", (send_secs * 100.0).round() / 100.0)
         .add("offered_msgs_per_sec", (sent as f64 / send_secs).round())
         .latency(&histogram.borrow());
+    if common.proc_index.is_some() {
+        report.histogram(&histogram.borrow());
+    }
     report
 }
