@@ -29,7 +29,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub fn serve(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
-    let storage = Storage::open(&cfg.storage).map_err(|e| format!("storage at {}: {e}", cfg.storage.path.display()))?;
+    let storage = Storage::open(&cfg.storage).map_err(|e| format!("storage: {e}"))?;
     let tls = crate::tls::server_config(&cfg).map_err(|e| format!("TLS: {e}"))?;
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
