@@ -95,3 +95,19 @@ def test_roster_set_push_and_remove(martlet_server):
         await close(alice, other)
 
     asyncio.run(run())
+
+
+def test_directed_presence_and_its_unavailable_on_disconnect(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        bob = await login(server, "bob")
+        alice.send_presence(pto="bob@localhost/test", pstatus="just for you")
+        got = await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "available")
+        assert got["status"] == "just for you"
+        alice.abort()  # RFC 6121 §4.6.3: the server sends unavailable to directed recipients
+        await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "unavailable")
+        await close(bob)
+
+    asyncio.run(run())
