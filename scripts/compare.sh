@@ -1,0 +1,401 @@
+#!/usr/bin/env bash
+# martlet against ejabberd and Prosody on this machine: one load scenario, side by side,
+# written to tuning/results/<date>-compare-<scenario>[-plain].md.
+#
+#   scripts/compare.sh [OPTIONS] paper N [M]
+#       N users online, each sends M chat messages (default 10) at 1 msg/s to random users
+#   scripts/compare.sh [OPTIONS] knee
+#       1000 users offering 2000, 4000, 8000, ... 160000 msg/s for 5 s each, until p99 > 10 ms
+#       or delivery < 99.9 %; then one step halfway back; reports the highest rate that held
+#   scripts/compare.sh [OPTIONS] memory N
+#       N idle sessions: the server's resident memory per session, and the login rate
+# OPTIONS:
+#   --servers martlet,ejabberd,prosody   which servers, in this order (default: all three)
+#   --peer-passwords scram|plain         how the peers store passwords (default scram: the
+#       same PBKDF2 per PLAIN login as martlet, which keeps no plaintext; plain: the peers
+#       compare plaintext, so their logins cost nothing, while martlet still derives)
+#
+# How, as root on Debian bookworm, unattended and safe to re-run:
+#   1. installs Debian's ejabberd (23.01) and prosody (0.12) if missing, and stops and
+#      disables the instances the packages start, so nothing of theirs runs during the test;
+#   2. builds martlet and loadgen (cargo build --release, binaries in target/release);
+#   3. for each server in turn (only one runs at a time: the box has 2 cores, shared with
+#      the load generator): writes its config from scripts/compare/ into a temp dir, starts it
+#      as its own user on its own loopback port, provisions user1..userN@localhost password
+#      "pw", runs benches/loadgen against it, stops it;
+#   4. prints one table of every server's figures with the ratios martlet/peer, and writes it
+#      with date, commit, machine, versions, settings and what is not equal between servers.
+# Everything listens on 127.0.0.1 only; every wait is bounded.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+repo=$PWD
+here=$repo/scripts/compare
+
+# Below the ephemeral range (32768-60999), where a load generator's own source ports
+# could take them; and not scripts/bench-single-node.sh's 35222, which may run meanwhile.
+declare -A port=([martlet]=25232 [ejabberd]=25233 [prosody]=25234)
+ejabberd_dist_port=25239     # Erlang distribution for ejabberdctl, fixed so no epmd is needed
+ejabberd_node=ejabberd-bench@localhost
+knee_users=1000 knee_secs=5
+knee_rates=(2000 4000 8000 16000 32000 64000 128000 160000)
+knee_p99_ms_max=10 knee_delivery_min=0.999
+memory_login_concurrency=500  # as bench-single-node.sh; every server sees the same burst
+scram_iterations=4096         # martlet's default; the peers are set to the same (see notes)
+quiet_wait_secs=300 quiet_busy_pct_max=10
+
+log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+usage() {
+  sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+# ---------------------------------------------------------------- arguments
+
+servers=(martlet ejabberd prosody)
+peer_passwords=scram
+parse_args() {
+  while [ $# -gt 0 ]; do
+    case $1 in
+      --servers) IFS=, read -r -a servers <<<"${2:?--servers needs a list}"; shift 2 ;;
+      --peer-passwords) peer_passwords=${2:-}; shift 2 ;;
+      -*) usage ;;
+      *) break ;;
+    esac
+  done
+  [[ $peer_passwords =~ ^(scram|plain)$ ]] || usage
+  for s in "${servers[@]}"; do [ -n "${port[$s]:-}" ] || die "unknown server '$s'"; done
+  scenario=${1:-}
+  case $scenario in
+    paper) users=${2:-}; messages=${3:-10} ;;
+    memory) users=${2:-} ;;
+    knee) users=$knee_users ;;
+    *) usage ;;
+  esac
+  [[ $users =~ ^[1-9][0-9]*$ ]] || usage
+  [ "$scenario" != paper ] || [[ $messages =~ ^[1-9][0-9]*$ ]] || usage
+  # loadgen holds every session in one process; the server needs as many sockets again.
+  [ "$users" -le 18000 ] || die "at most 18000 users: a process may hold 20000 open files here"
+}
+
+# ---------------------------------------------------------------- packages and daemons
+
+has_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+
+install_peers() {
+  local missing=()
+  for s in "${servers[@]}"; do
+    [ "$s" = martlet ] || has_pkg "$s" || missing+=("$s")
+  done
+  [ ${#missing[@]} -eq 0 ] && return
+  log "installing ${missing[*]} from Debian"
+  apt-get update -q >/dev/null
+  # The packages' postinst starts a daemon on 5222 where it can; quiet_packaged stops it.
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# Processes of user NAME other than an instance this script runs (those, or their parent,
+# carry the temp dir /tmp/compare.* on their command line): the packaged daemon, its epmd.
+packaged_pids() {
+  local pid ppid
+  for pid in $(pgrep -u "$1" || true); do
+    ppid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ') || continue
+    cat "/proc/$pid/cmdline" "/proc/${ppid:-0}/cmdline" 2>/dev/null | grep -q '/tmp/compare\.' || echo "$pid"
+  done
+}
+
+# Stops and disables the system instance a package runs, so only our own instance uses the
+# CPU. Without systemd, `service` falls back to the init script; whatever of the package
+# still runs afterwards is ended by pid.
+quiet_packaged() {
+  local name=$1 pids
+  has_pkg "$name" || return 0
+  systemctl disable "$name" >/dev/null 2>&1 || update-rc.d "$name" disable >/dev/null 2>&1 || true
+  pids=$(packaged_pids "$name")
+  [ -z "$pids" ] && return
+  log "stopping the packaged $name (pids $(echo $pids))"
+  timeout 60 service "$name" stop >/dev/null 2>&1 || true
+  pids=$(packaged_pids "$name")
+  [ -z "$pids" ] || kill -TERM $pids 2>/dev/null || true
+  wait_until 20 "[ -z \"\$(packaged_pids $name)\" ]" || kill -KILL $(packaged_pids "$name") 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- helpers
+
+# Polls CONDITION (a shell expression) every 0.2 s for at most SECS seconds.
+wait_until() {
+  local secs=$1 cond=$2 i
+  for ((i = 0; i < secs * 5; i++)); do
+    eval "$cond" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+listening() { [ -n "$(ss -ltnH "sport = :$1")" ]; }
+
+# Percentage of both cores busy over SECS seconds, whoever uses them (from /proc/stat).
+cpu_busy_pct() {
+  local a b
+  a=($(head -1 /proc/stat)); sleep "$1"; b=($(head -1 /proc/stat))
+  local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+  for i in 1 2 3 4 5 6 7 8; do total=$((total + b[i] - a[i])); done
+  echo $(( total > 0 ? 100 * (total - idle) / total : 0 ))
+}
+
+# Another session's benchmark on this box would skew ours: wait (bounded) until the cores
+# are idle, and keep what was measured for the report.
+wait_quiet() {
+  local name=$1 busy i
+  for ((i = 0; i < quiet_wait_secs / 3; i++)); do
+    busy=$(cpu_busy_pct 3)
+    [ "$busy" -le "$quiet_busy_pct_max" ] && break
+    [ "$i" -eq 0 ] && log "cores ${busy}% busy before $name's run (other processes); waiting up to ${quiet_wait_secs} s"
+  done
+  echo "$busy" >"$work/results/$name/cpu_busy_before"
+  [ "$busy" -le "$quiet_busy_pct_max" ] || log "warning: cores still ${busy}% busy; running $name anyway"
+}
+
+field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+
+# ---------------------------------------------------------------- martlet
+
+martlet_configure() {
+  local dir=$1
+  sed -e "s|@PORT@|${port[martlet]}|" -e "s|@DIR@|$dir|" "$here/martlet.toml" >"$dir/martlet.toml"
+}
+martlet_launch() {
+  local dir=$1
+  target/release/martlet serve --config "$dir/martlet.toml" >"$dir/server.log" 2>&1 &
+  launcher_pid=$!
+  server_pid=$launcher_pid
+}
+martlet_provision() {
+  target/release/martlet --config "$1/martlet.toml" user bulk-add --prefix user --count "$2" --password pw >/dev/null
+}
+martlet_version() { target/release/martlet --version | awk '{print $2}'; }
+
+# ---------------------------------------------------------------- ejabberd
+
+ejabberd_configure() {
+  local dir=$1
+  mkdir -p "$dir/spool" "$dir/logs"
+  sed -e "s|@PORT@|${port[ejabberd]}|" -e "s|@FORMAT@|$peer_passwords|" "$here/ejabberd.yml" >"$dir/ejabberd.yml"
+  sed -e "s|@NODE@|$ejabberd_node|" -e "s|@DIST_PORT@|$ejabberd_dist_port|" -e "s|@DIR@|$dir|" \
+    "$here/ejabberdctl.cfg" >"$dir/ejabberdctl.cfg"
+  chown -R ejabberd: "$dir"
+}
+ejabberd_ctl() {
+  local dir=$1; shift
+  # As the ejabberd user, so ejabberdctl runs erl directly instead of through su.
+  HOME=$dir setpriv --reuid ejabberd --regid ejabberd --init-groups -- \
+    ejabberdctl --config "$dir/ejabberd.yml" --ctl-config "$dir/ejabberdctl.cfg" \
+    --spool "$dir/spool" --logs "$dir/logs" "$@"
+}
+ejabberd_launch() {
+  local dir=$1
+  (cd "$dir" && ejabberd_ctl "$dir" foreground) >"$dir/server.log" 2>&1 &
+  launcher_pid=$!
+  # ejabberdctl runs erl as a child; the server is the beam.smp carrying our node name.
+  wait_until 30 "pgrep -u ejabberd -f 'beam.smp.*$ejabberd_node' >/dev/null" || return 1
+  server_pid=$(pgrep -u ejabberd -f "beam.smp.*$ejabberd_node" | head -1)
+}
+# `ejabberdctl register` starts an Erlang VM per account (~1 s each). Instead one hidden
+# Erlang node registers every account over distribution. With SCRAM storage it derives the
+# secret once on the server and registers it as is (deriving costs ~10 ms in ejabberd); each
+# login still pays the full PBKDF2 to check PLAIN.
+ejabberd_provision() {
+  local dir=$1 n=$2 out
+  out=$(cd "$dir" && HOME=$dir timeout 300 erl -sname "provision-$$@localhost" -hidden -noinput \
+    -setcookie martlet-compare -erl_epmd_port "$ejabberd_dist_port" -start_epmd false -dist_listen false \
+    -eval "
+      Node = '$ejabberd_node', Host = <<\"localhost\">>,
+      Secret = case '$peer_passwords' of
+                 scram -> rpc:call(Node, ejabberd_auth, password_to_scram, [Host, <<\"pw\">>]);
+                 plain -> <<\"pw\">>
+               end,
+      Bad = [I || I <- lists:seq(1, $n),
+                  rpc:call(Node, ejabberd_auth, try_register,
+                           [<<\"user\", (integer_to_binary(I))/binary>>, Host, Secret]) =/= ok],
+      io:format(\"~p~n\", [length(Bad)]), halt(0).")
+  [ "$out" = 0 ] || die "ejabberd: $out accounts could not be registered"
+}
+ejabberd_version() { dpkg-query -W -f='${Version}' ejabberd; echo " (Erlang/OTP $(erl -noshell -eval 'io:format("~s",[erlang:system_info(otp_release)]),halt().'))"; }
+
+# ---------------------------------------------------------------- prosody
+
+prosody_configure() {
+  local dir=$1
+  mkdir -p "$dir/data"
+  local auth=internal_hashed
+  [ "$peer_passwords" = plain ] && auth=internal_plain
+  sed -e "s|@PORT@|${port[prosody]}|" -e "s|@DIR@|$dir|" -e "s|@ITER@|$scram_iterations|" -e "s|@AUTH@|$auth|" \
+    "$here/prosody.cfg.lua" >"$dir/prosody.cfg.lua"
+  chown -R prosody: "$dir"
+}
+prosody_launch() {
+  local dir=$1
+  # Prosody refuses to run as root. setpriv execs, and so does env in prosody's #! line,
+  # so $! is the Lua process itself.
+  HOME=$dir setpriv --reuid prosody --regid prosody --init-groups -- \
+    prosody --config "$dir/prosody.cfg.lua" -F >"$dir/server.log" 2>&1 &
+  launcher_pid=$!
+  server_pid=$launcher_pid
+}
+# `prosodyctl register` takes a second or so per account; the accounts are written straight
+# into the internal storage instead, in mod_auth_internal_hashed's format (SCRAM-SHA-256,
+# same iterations as martlet: a PLAIN login costs Prosody the same PBKDF2 as martlet) or
+# mod_auth_internal_plain's.
+prosody_provision() {
+  local dir=$1 n=$2
+  python3 "$here/prosody_accounts.py" "$dir/data/localhost/accounts" "$n" pw "$peer_passwords" "$scram_iterations"
+  chown -R prosody: "$dir/data"
+}
+prosody_version() { dpkg-query -W -f='${Version}' prosody; echo " (Lua $(lua5.4 -v 2>&1 | awk '{print $2}'))"; }
+
+# ---------------------------------------------------------------- one server's life
+
+launcher_pid='' server_pid='' current=''
+
+start_server() {
+  local name=$1 dir=$work/$1
+  listening "${port[$name]}" && die "port ${port[$name]} is taken: $(ss -ltnpH "sport = :${port[$name]}")"
+  mkdir -p "$dir"
+  "${name}_configure" "$dir"
+  current=$name
+  log "$name: starting on 127.0.0.1:${port[$name]}"
+  "${name}_launch" "$dir" || die "$name did not start: $(tail -5 "$dir/server.log")"
+  wait_until 60 "listening ${port[$name]}" || die "$name is not listening: $(tail -5 "$dir/server.log")"
+  log "$name: pid $server_pid; provisioning $users accounts"
+  "${name}_provision" "$dir" "$users"
+}
+
+stop_server() {
+  [ -n "$current" ] || return 0
+  log "$current: stopping"
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait_until 30 "! kill -0 $server_pid 2>/dev/null" || kill -KILL "$server_pid" 2>/dev/null || true
+  wait_until 10 "! kill -0 $launcher_pid 2>/dev/null" || kill -KILL "$launcher_pid" 2>/dev/null || true
+  wait "$launcher_pid" 2>/dev/null || true
+  current=''
+}
+
+# ---------------------------------------------------------------- scenarios
+
+loadgen() { target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw "${@:2}"; }
+
+run_paper() {
+  loadgen "$1" --users "$users" --out "$work/results/$1/paper.json" paper --messages "$messages" --interval-ms 1000 >/dev/null
+}
+
+run_memory() {
+  loadgen "$1" --users "$users" --login-concurrency "$memory_login_concurrency" --out "$work/results/$1/memory.json" \
+    connections --hold-secs 1 --server-pid "$server_pid" >/dev/null
+}
+
+# One rate step; true if it held: every login worked, p99 within bound, delivery at least.
+rate_holds() {
+  local name=$1 rate=$2 j=$work/results/$1/rate-$2.json
+  loadgen "$name" --users "$knee_users" --out "$j" rate --rate "$rate" --secs "$knee_secs" >/dev/null
+  log "$name: rate $rate: p99 $(field "$j" latency_p99_ms) ms, delivery $(field "$j" delivery_ratio), login errors $(field "$j" login_errors)"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
+sys.exit(0 if r["login_errors"] == 0 and r["latency_p99_ms"] <= float(sys.argv[2]) and r["delivery_ratio"] >= float(sys.argv[3]) else 1)' \
+    "$j" "$knee_p99_ms_max" "$knee_delivery_min"
+}
+
+run_knee() {
+  local name=$1 held=0 failed=0 mid
+  for rate in "${knee_rates[@]}"; do
+    if rate_holds "$name" "$rate"; then held=$rate; else failed=$rate; break; fi
+  done
+  # Doubling steps are coarse: one more step halfway between the last held and the first
+  # failed rate halves the uncertainty for 8 s more per server.
+  if [ "$held" -gt 0 ] && [ "$failed" -gt 0 ]; then
+    mid=$(((held + failed) / 2000 * 1000))
+    rate_holds "$name" "$mid" && held=$mid
+  fi
+  echo "$held" >"$work/results/$name/knee"
+}
+
+# ---------------------------------------------------------------- report
+
+machine() {
+  echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB, kernel $(uname -r), open files per process $(ulimit -n)"
+}
+
+settings() {
+  case $scenario in
+    paper) echo "paper: N=$users users online, each sends M=$messages chat messages, one per second, to uniformly random other users (loadgen login concurrency 200, 5 s drain)" ;;
+    memory) echo "memory: N=$users idle sessions (bind + initial presence), login concurrency $memory_login_concurrency; RSS of the server process read before the logins and 4 s after the last (/proc/PID/status VmRSS), difference / N" ;;
+    knee) echo "knee: $knee_users users, offered total rates ${knee_rates[*]} msg/s for ${knee_secs} s each (3 s drain), stopping at the first step with p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or any login error; then one step halfway back. Knee = highest rate that held" ;;
+  esac
+}
+
+peer_passwords_note() {
+  case $peer_passwords in
+    scram) echo "ejabberd and Prosody store SCRAM-SHA-256 secrets of $scram_iterations rounds, as martlet does: every PLAIN login costs one PBKDF2 on every server" ;;
+    plain) echo "ejabberd and Prosody store the plaintext and compare it: their PLAIN logins derive nothing, martlet's still derive one PBKDF2-SHA-256 of $scram_iterations rounds, so logins/s favour the peers" ;;
+  esac
+}
+
+write_report() {
+  local out=$1
+  {
+    echo "# martlet vs ejabberd vs Prosody: $scenario — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "- command: \`scripts/compare.sh ${cmdline[*]}\`"
+    echo "- commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- src shards benches Cargo.toml Cargo.lock || echo ' (with uncommitted changes)')"
+    echo "- machine: $(machine); load generator on the same box (benches/loadgen, one thread)"
+    for s in "${servers[@]}"; do echo "- $s $("${s}_version" | tr -d '\n'), 127.0.0.1:${port[$s]}"; done
+    echo "- settings: $(settings)"
+    echo
+    python3 "$here/report.py" "$scenario" "$work/results" "${servers[@]}"
+    echo
+    echo "CPU busy (both cores, 3 s sample) just before each server started, from processes outside this run:"
+    for s in "${servers[@]}"; do echo -n " $s $(cat "$work/results/$s/cpu_busy_before") %;"; done
+    echo
+    echo
+    echo "- peer passwords: $peer_passwords ($(peer_passwords_note))"
+    echo
+    sed "s/@ITER@/$scram_iterations/g" "$here/notes.md"
+  } >"$out"
+}
+
+# ---------------------------------------------------------------- main
+
+cleanup() {
+  local rc=$?
+  stop_server
+  if [ $rc -eq 0 ]; then rm -rf "$work"; else log "kept $work (server logs, loadgen JSON)"; fi
+}
+
+main() {
+  cmdline=("$@")
+  parse_args "$@"
+  [ "$(id -u)" = 0 ] || die "run as root (installs packages, runs the peers as their own users)"
+  ulimit -n "$(ulimit -Hn)"
+  install_peers
+  for s in ejabberd prosody; do quiet_packaged "$s"; done
+  log "building martlet and loadgen"
+  cargo build --release --quiet -p martlet -p loadgen
+  work=$(mktemp -d /tmp/compare.XXXXXX)
+  chmod 755 "$work"
+  trap cleanup EXIT
+  for s in "${servers[@]}"; do
+    mkdir -p "$work/results/$s"
+    wait_quiet "$s"
+    start_server "$s"
+    "run_$scenario" "$s"
+    stop_server
+  done
+  mkdir -p tuning/results
+  local out
+  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$peer_passwords" = scram ] || echo "-$peer_passwords").md
+  write_report "$out"
+  cat "$out"
+  log "written to $out"
+}
+
+# Sourcing the file (for a manual check of one function) defines everything and runs nothing.
+[ "${BASH_SOURCE[0]}" != "$0" ] || main "$@"

@@ -1,0 +1,129 @@
+"""Renders scripts/compare.sh results as markdown tables: one column per server, then the
+ratio martlet/peer for each peer.
+
+    report.py SCENARIO RESULTS_DIR SERVER...
+
+RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, rate-<R>.json) and,
+for the knee, a file `knee` with the highest rate that held.
+"""
+import json
+import os
+import sys
+
+# (JSON key, label, direction): direction says which way is better, for the reader of a ratio.
+FIGURES = {
+    "paper": [
+        ("users_online", "users online", None),
+        ("login_errors", "login errors", None),
+        ("logins_per_sec", "logins/s", "higher"),
+        ("sent", "messages sent", None),
+        ("delivered", "messages delivered", None),
+        ("delivery_ratio", "delivery ratio", "higher"),
+        ("latency_p50_ms", "latency p50 ms", "lower"),
+        ("latency_p90_ms", "latency p90 ms", "lower"),
+        ("latency_p99_ms", "latency p99 ms", "lower"),
+        ("latency_p999_ms", "latency p99.9 ms", "lower"),
+        ("latency_max_ms", "latency max ms", "lower"),
+    ],
+    "memory": [
+        ("sessions", "sessions held", None),
+        ("login_errors", "login errors", None),
+        ("logins_per_sec", "logins/s", "higher"),
+        ("server_rss_before_bytes", "server RSS before, MiB", None),
+        ("server_rss_after_bytes", "server RSS with the sessions, MiB", None),
+        ("server_rss_per_session_bytes", "RSS per session, bytes", "lower"),
+    ],
+}
+MIB_KEYS = {"server_rss_before_bytes", "server_rss_after_bytes"}
+
+
+def load(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def fmt(value, key=""):
+    if value is None:
+        return "—"
+    if key in MIB_KEYS:
+        return f"{value / 2**20:.1f}"
+    if isinstance(value, float) and value.is_integer() and key != "delivery_ratio":
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:.4g}" if key == "delivery_ratio" else f"{value:g}"
+    return str(value)
+
+
+def ratio(ours, theirs):
+    if not isinstance(ours, (int, float)) or not isinstance(theirs, (int, float)) or theirs == 0:
+        return "—"
+    return f"{ours / theirs:.2f}×"
+
+
+def table(rows, servers):
+    """rows: (label, direction, {server: value}, key). Prints the markdown table."""
+    peers = [s for s in servers if s != "martlet"] if "martlet" in servers else []
+    head = ["figure"] + servers + [f"martlet/{p}" for p in peers]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for label, direction, values, key in rows:
+        cells = [label + (f" ({direction} is better)" if direction and peers else "")]
+        cells += [fmt(values.get(s), key) for s in servers]
+        cells += [ratio(values.get("martlet"), values.get(p)) if direction else "" for p in peers]
+        print("| " + " | ".join(cells) + " |")
+
+
+def scenario_table(scenario, results, servers):
+    data = {s: load(os.path.join(results, s, f"{scenario}.json")) or {} for s in servers}
+    rows = [(label, d, {s: data[s].get(k) for s in servers}, k) for k, label, d in FIGURES[scenario]]
+    table(rows, servers)
+
+
+def knee_tables(results, servers):
+    steps, knee = {}, {}
+    for s in servers:
+        d = os.path.join(results, s)
+        for name in os.listdir(d) if os.path.isdir(d) else []:
+            if name.startswith("rate-") and name.endswith(".json"):
+                steps.setdefault(s, {})[int(name[5:-5])] = load(os.path.join(d, name))
+        try:
+            knee[s] = int(open(os.path.join(d, "knee")).read())
+        except (OSError, ValueError):
+            knee[s] = None
+    at_knee = {s: (steps.get(s, {}).get(knee[s]) or {}) for s in servers}
+    rows = [("knee, msg/s offered that held", "higher", knee, "")]
+    for k, label in [("latency_p50_ms", "p50 ms at the knee"), ("latency_p99_ms", "p99 ms at the knee"),
+                     ("latency_p999_ms", "p99.9 ms at the knee")]:
+        rows.append((label, None, {s: at_knee[s].get(k) for s in servers}, k))
+    table(rows, servers)
+    print()
+    print("Every step (delivered/sent, p50 / p99 / p99.9 ms, login errors); ✗ = the step that did not hold:")
+    print()
+    print("| offered msg/s | " + " | ".join(servers) + " |")
+    print("|---|" + "---|" * len(servers))
+    for rate in sorted({r for s in servers for r in steps.get(s, {})}):
+        cells = []
+        for s in servers:
+            r = steps.get(s, {}).get(rate)
+            if not r:
+                cells.append("")
+                continue
+            mark = "" if knee[s] is not None and rate <= knee[s] else " ✗"
+            cells.append(f"{r['delivered']}/{r['sent']}, {r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} / "
+                         f"{r['latency_p999_ms']:g}, {r['login_errors']}{mark}")
+        print(f"| {rate} | " + " | ".join(cells) + " |")
+
+
+def main():
+    scenario, results, servers = sys.argv[1], sys.argv[2], sys.argv[3:]
+    if scenario == "knee":
+        knee_tables(results, servers)
+    else:
+        scenario_table(scenario, results, servers)
+
+
+if __name__ == "__main__":
+    main()
