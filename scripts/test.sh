@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the integration tests
-# need (go-sendxmpp from Debian, slixmpp + pytest in .venv, @xmpp/client from npm), builds
+# need (go-sendxmpp from Debian, slixmpp + pytest in .venv, @xmpp/client from npm, a scratch
+# PostgreSQL server from Debian's postgresql on 127.0.0.1:25432), builds
 # the workspace in release mode, runs the Rust tests, then the integration suite that
 # drives the real binary with those independent clients.
 set -euo pipefail
@@ -23,11 +24,15 @@ fi
 log "npm packages for @xmpp/client"
 (cd tests/integration/js && npm ci --silent --no-audit --no-fund)
 
+log "PostgreSQL for the postgres storage backend's tests (scripts/postgres-scratch.sh)"
+MARTLET_TEST_POSTGRES_URL=$(scripts/postgres-scratch.sh start)
+export MARTLET_TEST_POSTGRES_URL
+
 log "cargo build --release --workspace"
 cargo build --release --workspace --quiet
 
-log "cargo test --workspace --release"
-cargo test --workspace --release --quiet
+log "cargo test --workspace --release (with the tests that need PostgreSQL)"
+cargo test --workspace --release --quiet -- --include-ignored
 
 log "integration suite (pytest)"
 .venv/bin/pytest tests/integration -q -p no:cacheprovider --timeout 120

@@ -29,8 +29,9 @@ cert = ""                     # PEM chain; empty -> self-signed cert for `domain
 key = ""                      # PEM private key
 
 [storage]
-backend = "embedded"          # only "embedded" for now (PostgreSQL later)
-path = "./martlet-data"       # directory; holds martlet.redb and the dev certificate
+backend = "embedded"          # "embedded" (redb file in `path`) or "postgres" (for clusters)
+path = "./martlet-data"       # directory; holds martlet.redb, the dev certificate and admin.sock
+postgres_url = ""             # with backend = "postgres": "postgresql://USER:PASSWORD@HOST:PORT/DB"
 scram_iterations = 4096       # PBKDF2 rounds for new credentials
 
 [registration]
@@ -100,6 +101,8 @@ pub struct Tls {
 pub struct StorageConfig {
     pub backend: Backend,
     pub path: PathBuf,
+    /// libpq-style URL or key=value string; used only by `Backend::Postgres`.
+    pub postgres_url: String,
     pub scram_iterations: u32,
 }
 
@@ -110,6 +113,8 @@ pub enum Backend {
     /// redb file under `storage.path`.
     #[default]
     Embedded,
+    /// A PostgreSQL database at `storage.postgres_url`, shared by a cluster's nodes.
+    Postgres,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -183,6 +188,7 @@ impl Default for StorageConfig {
         StorageConfig {
             backend: Backend::Embedded,
             path: "./martlet-data".into(),
+            postgres_url: String::new(),
             scram_iterations: 4096,
         }
     }
@@ -315,6 +321,15 @@ impl Config {
         }
         if self.c2s.backlog == 0 {
             return Err(key_error("c2s.backlog", POSITIVE));
+        }
+        if self.storage.backend == Backend::Postgres {
+            let url = &self.storage.postgres_url;
+            let parsed = url.parse::<postgres::Config>().map_err(|e| e.to_string());
+            match parsed {
+                Ok(c) if !c.get_hosts().is_empty() => {}
+                Ok(_) => return Err(key_error("storage.postgres_url", "needed by backend = \"postgres\", with a host")),
+                Err(e) => return Err(key_error("storage.postgres_url", e)),
+            }
         }
         if self.storage.scram_iterations == 0 {
             return Err(key_error("storage.scram_iterations", POSITIVE));
@@ -457,8 +472,12 @@ mod tests {
             ("[c2s]\nplain_without_tls = true", "c2s.plain_without_tls: "),
             ("[tls]\ncert = \"a.pem\"", "tls: "),
             (
-                "[storage]\nbackend = \"postgres\"",
+                "[storage]\nbackend = \"mysql\"",
                 "storage.backend: unknown variant",
+            ),
+            (
+                "[storage]\nbackend = \"postgres\"",
+                "storage.postgres_url: needed by backend",
             ),
             (
                 "[storage]\nscram_iterations = 0",

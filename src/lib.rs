@@ -8,15 +8,15 @@
 //! # Layout
 //! - [`server`]   `martlet serve`: storage, TLS, one executor per core, listeners.
 //! - [`c2s`]      client streams in typed phases: accept → negotiate (STARTTLS, SASL, bind)
-//!                → bound [`c2s::session`], the Session actor.
+//!   → bound [`c2s::session`], the Session actor.
 //! - [`router`]   the routing table, the envelopes between actors, each core's state, and
-//!                the [`router::user_channel`] actor (RFC 6121 rules live there).
+//!   the [`router::user_channel`] actor (RFC 6121 rules live there).
 //! - [`modules`]  one protocol feature per file, labelled with its RFC/XEP; server IQs are
-//!                registered as data in [`modules::SERVER_IQS`].
+//!   registered as data in [`modules::SERVER_IQS`].
 //! - [`stanza`]   the routed form of a stanza and stanza errors.
 //! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
-//! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb)
-//!                behind an async facade so disk work never blocks a core.
+//! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb) or PostgreSQL
+//!   behind an async facade so disk work never blocks a core.
 //! - [`config`], [`tls`], [`metrics`]: configuration, certificates, counters.
 //! - [`cli_user`], [`admin`]: account administration, offline or through the running server.
 

@@ -6,12 +6,12 @@
 //! # Layout
 //! - [`runtime`]  starts one pinned executor per core and hands each its [`runtime::Core`].
 //! - [`mesh`]     the cross-core full mesh: bounded lock-free SPSC channels between every pair of
-//!                cores; a full channel makes the sender wait (backpressure), never grow.
+//!   cores; a full channel makes the sender wait (backpressure), never grow.
 //! - [`mailbox`]  a hand-rolled bounded mailbox for actors that live on one core.
 //! - [`ring`]     consistent-hash rings with virtual nodes, and the two-level lookup of the
-//!                design (node ring, then the node's core ring keyed by `hash(key + local address)`).
+//!   design (node ring, then the node's core ring keyed by `hash(key + local address)`).
 //! - [`listener`] SO_REUSEPORT listeners made with socket2, one per core, so the kernel spreads
-//!                accepts over the cores.
+//!   accepts over the cores.
 //!
 //! Nothing here knows about XMPP: the server in `src/` chooses the message type that travels.
 

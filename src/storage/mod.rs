@@ -6,6 +6,8 @@
 //! `futures_lite::future::block_on` in the CLI.
 
 mod model;
+mod postgres_migrate;
+mod postgres_store;
 mod redb_store;
 mod secrets;
 
@@ -18,6 +20,7 @@ use std::thread::JoinHandle;
 use crate::config::{Backend, StorageConfig};
 
 pub use model::{Credentials, RosterItem, Subscription};
+pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 
 /// Threads running backend calls. Two keep one slow PBKDF2 derivation from
@@ -111,6 +114,8 @@ impl Storage {
     pub fn open(cfg: &StorageConfig) -> Result<Storage, StorageError> {
         let store: Arc<dyn Store> = match cfg.backend {
             Backend::Embedded => Arc::new(RedbStore::open(&cfg.path)?),
+            // One connection per worker: a worker runs one call at a time.
+            Backend::Postgres => Arc::new(PostgresStore::open(&cfg.postgres_url, WORKERS as u32)?),
         };
         let (jobs, queue) = flume::bounded::<Job>(JOB_QUEUE_JOBS_MAX);
         let workers = (0..WORKERS)

@@ -1,20 +1,118 @@
-//! Tests of `Storage` over the embedded backend, each in its own temp dir.
+//! Tests of `Storage`: the contract tests run on each backend (`embedded::*` in a temp dir,
+//! `postgres::*` in a fresh database each, given `MARTLET_TEST_POSTGRES_URL` of a role that
+//! may create databases; `scripts/test.sh` starts one and runs them), then backend-specific
+//! ones.
 
 use futures_lite::future::block_on;
 
 use super::*;
+use crate::config::Backend;
 
 /// Few PBKDF2 rounds: the tests check plumbing, not key stretching.
 const TEST_ITERATIONS: u32 = 16;
 
-fn open(dir: &tempfile::TempDir) -> Storage {
-    Storage::open(&StorageConfig {
-        path: dir.path().join("data"),
-        scram_iterations: TEST_ITERATIONS,
-        ..StorageConfig::default()
-    })
-    .unwrap()
+/// Where one test's data lives; `open` again reopens the same data.
+trait Place {
+    fn config(&self) -> StorageConfig;
+    fn open(&self) -> Storage {
+        Storage::open(&self.config()).unwrap()
+    }
 }
+
+struct Embedded(tempfile::TempDir);
+
+impl Embedded {
+    fn new() -> Embedded {
+        Embedded(tempfile::tempdir().unwrap())
+    }
+}
+
+impl Place for Embedded {
+    fn config(&self) -> StorageConfig {
+        StorageConfig {
+            path: self.0.path().join("data"),
+            scram_iterations: TEST_ITERATIONS,
+            ..StorageConfig::default()
+        }
+    }
+}
+
+/// A database of its own, dropped afterwards.
+struct PostgresDb {
+    server_url: String,
+    name: String,
+}
+
+const POSTGRES_URL_VAR: &str = "MARTLET_TEST_POSTGRES_URL";
+
+impl PostgresDb {
+    fn new() -> PostgresDb {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let server_url = std::env::var(POSTGRES_URL_VAR)
+            .unwrap_or_else(|_| panic!("{POSTGRES_URL_VAR} is not set (scripts/postgres-scratch.sh start prints one)"));
+        let name = format!("martlet_test_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        let db = PostgresDb { server_url, name };
+        db.admin(&format!("CREATE DATABASE {}", db.name));
+        db
+    }
+
+    fn admin(&self, sql: &str) {
+        let mut client = ::postgres::Client::connect(&self.server_url, ::postgres::NoTls).unwrap();
+        client.batch_execute(sql).unwrap();
+    }
+
+    fn client(&self) -> ::postgres::Client {
+        ::postgres::Client::connect(&self.config().postgres_url, ::postgres::NoTls).unwrap()
+    }
+}
+
+impl Place for PostgresDb {
+    fn config(&self) -> StorageConfig {
+        let (server, _db) = self.server_url.rsplit_once('/').expect("a postgresql://.../DB URL");
+        StorageConfig {
+            backend: Backend::Postgres,
+            postgres_url: format!("{server}/{}", self.name),
+            scram_iterations: TEST_ITERATIONS,
+            ..StorageConfig::default()
+        }
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        self.admin(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+    }
+}
+
+/// Each named test, `fn name(place: &dyn Place)`, once per backend.
+macro_rules! on_each_backend {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $(#[test]
+            fn $name() {
+                super::$name(&super::Embedded::new())
+            })*
+        }
+        mod postgres {
+            $(#[test]
+            #[ignore = "needs PostgreSQL: MARTLET_TEST_POSTGRES_URL"]
+            fn $name() {
+                super::$name(&super::PostgresDb::new())
+            })*
+        }
+    };
+}
+
+on_each_backend!(
+    users_lifecycle,
+    credentials_are_scram_secrets_for_the_password,
+    roster_put_replaces_by_contact_and_stays_per_user,
+    offline_keeps_order_and_limit,
+    delete_user_cascades,
+    data_survives_close_and_reopen,
+    a_panicking_job_fails_only_its_caller,
+);
 
 fn item(contact: &str, subscription: Subscription) -> RosterItem {
     RosterItem {
@@ -30,10 +128,8 @@ fn item(contact: &str, subscription: Subscription) -> RosterItem {
 
 const ALICE: &str = "alice@localhost";
 
-#[test]
-fn users_lifecycle() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn users_lifecycle(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         assert!(s.create_user(ALICE.into(), "pw1".into()).await.unwrap());
         assert!(!s.create_user(ALICE.into(), "other".into()).await.unwrap());
@@ -66,10 +162,8 @@ fn users_lifecycle() {
     });
 }
 
-#[test]
-fn credentials_are_scram_secrets_for_the_password() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn credentials_are_scram_secrets_for_the_password(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         assert_eq!(s.credentials(ALICE.into()).await.unwrap(), None);
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
@@ -83,10 +177,8 @@ fn credentials_are_scram_secrets_for_the_password() {
     });
 }
 
-#[test]
-fn roster_put_replaces_by_contact_and_stays_per_user() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn roster_put_replaces_by_contact_and_stays_per_user(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         let bob = item("bob@localhost", Subscription::To);
         let carol = item("carol@example.org", Subscription::None);
@@ -125,10 +217,8 @@ fn roster_put_replaces_by_contact_and_stays_per_user() {
     });
 }
 
-#[test]
-fn offline_keeps_order_and_limit() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn offline_keeps_order_and_limit(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         for n in 0..3 {
             assert!(s
@@ -163,10 +253,8 @@ fn offline_keeps_order_and_limit() {
     });
 }
 
-#[test]
-fn delete_user_cascades() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn delete_user_cascades(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
         s.roster_put(ALICE.into(), item("bob@localhost", Subscription::Both))
@@ -187,10 +275,8 @@ fn delete_user_cascades() {
     });
 }
 
-#[test]
-fn data_survives_close_and_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn data_survives_close_and_reopen(place: &dyn Place) {
+    let s = place.open();
     let bob = item("bob@localhost", Subscription::From);
     block_on(async {
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
@@ -203,7 +289,7 @@ fn data_survives_close_and_reopen() {
     drop(s);
     drop(clone);
 
-    let s = open(&dir);
+    let s = place.open();
     block_on(async {
         assert!(s.verify_plain(ALICE.into(), "pw".into()).await.unwrap());
         assert_eq!(s.roster(ALICE.into()).await.unwrap(), [bob]);
@@ -213,21 +299,17 @@ fn data_survives_close_and_reopen() {
 
 #[test]
 fn second_open_while_in_use_is_a_clear_error() {
-    let dir = tempfile::tempdir().unwrap();
-    let _first = open(&dir);
-    let cfg = StorageConfig {
-        path: dir.path().join("data"),
-        ..StorageConfig::default()
-    };
-    let e = Storage::open(&cfg).err().unwrap().to_string();
+    let place = Embedded::new();
+    let _first = place.open();
+    let e = Storage::open(&place.config()).err().unwrap().to_string();
     assert!(e.contains("martlet.redb") && e.contains("in use"), "{e}");
 }
 
 #[test]
 fn a_file_of_another_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("data");
-    drop(open(&dir));
+    let place = Embedded::new();
+    drop(place.open());
+    let path = place.config().path;
     {
         let db = redb::Database::create(path.join("martlet.redb")).unwrap();
         let txn = db.begin_write().unwrap();
@@ -238,11 +320,7 @@ fn a_file_of_another_schema_is_refused() {
             .unwrap();
         txn.commit().unwrap();
     }
-    let cfg = StorageConfig {
-        path,
-        ..StorageConfig::default()
-    };
-    let e = Storage::open(&cfg).err().unwrap().to_string();
+    let e = Storage::open(&place.config()).err().unwrap().to_string();
     assert!(e.contains("schema version 99"), "{e}");
 }
 
@@ -252,10 +330,8 @@ fn storage_is_shareable_across_cores() {
     assert_shareable::<Storage>();
 }
 
-#[test]
-fn a_panicking_job_fails_only_its_caller() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = open(&dir);
+fn a_panicking_job_fails_only_its_caller(place: &dyn Place) {
+    let s = place.open();
     block_on(async {
         for _ in 0..WORKERS {
             let e = s
@@ -265,4 +341,36 @@ fn a_panicking_job_fails_only_its_caller() {
         }
         assert!(s.create_user(ALICE.into(), "pw".into()).await.unwrap());
     });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: MARTLET_TEST_POSTGRES_URL"]
+fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
+    let place = PostgresDb::new();
+    drop(place.open());
+    drop(place.open()); // a second start finds the schema current
+    let mut client = place.client();
+    let versions: Vec<i32> = client
+        .query("SELECT version FROM martlet_schema_migrations ORDER BY version", &[])
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(versions, [1]);
+    client
+        .execute("INSERT INTO martlet_schema_migrations (version, name) VALUES (99, 'future')", &[])
+        .unwrap();
+    let e = Storage::open(&place.config()).err().unwrap().to_string();
+    assert!(e.contains("schema version 99"), "{e}");
+}
+
+#[test]
+fn postgres_unreachable_is_a_clear_error_without_the_password() {
+    let cfg = StorageConfig {
+        backend: Backend::Postgres,
+        postgres_url: "postgresql://martlet:secret-pw@127.0.0.1:1/martlet?connect_timeout=2".into(),
+        ..StorageConfig::default()
+    };
+    let e = Storage::open(&cfg).err().unwrap().to_string();
+    assert!(e.contains("127.0.0.1") && !e.contains("secret-pw"), "{e}");
 }

@@ -154,3 +154,24 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+POSTGRES_URL_VAR = "MARTLET_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def storage(request):
+    """`[storage]` keys for each backend: the embedded default, and a database of its own on
+    the PostgreSQL server at $MARTLET_TEST_POSTGRES_URL (scripts/test.sh starts one)."""
+    if request.param == "embedded":
+        yield {}
+        return
+    server_url = os.environ.get(POSTGRES_URL_VAR)
+    if not server_url:
+        pytest.fail(f"{POSTGRES_URL_VAR} is not set: scripts/postgres-scratch.sh start prints one")
+    name = f"martlet_it_{os.getpid()}_{request.node.name.split('[')[0][-20:]}".lower()
+    psql = ["psql", server_url, "-qAtv", "ON_ERROR_STOP=1", "-c"]
+    subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
+    yield {"backend": "postgres", "postgres_url": server_url.rsplit("/", 1)[0] + "/" + name}
+    subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)

@@ -21,8 +21,8 @@ def test_offline_message_after_reconnect(martlet_server):
     assert server.metric_sum("martlet_offline_stored_total") == 1
 
 
-def test_offline_message_survives_restart(martlet_server):
-    server = martlet_server()
+def test_offline_message_survives_restart(martlet_server, storage):
+    server = martlet_server(storage=storage)
 
     async def run_send():
         alice = await login(server, "alice")

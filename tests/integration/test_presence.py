@@ -20,8 +20,8 @@ async def subscribe_both_ways(alice, bob):
     await bob.next_presence(lambda p: p["type"] == "subscribed")
 
 
-def test_subscription_handshake_then_presence_both_ways(martlet_server):
-    server = martlet_server()
+def test_subscription_handshake_then_presence_both_ways(martlet_server, storage):
+    server = martlet_server(storage=storage)
 
     async def run():
         alice = await login(server, "alice")
@@ -77,8 +77,8 @@ def test_no_presence_without_subscription(martlet_server):
     asyncio.run(run())
 
 
-def test_roster_set_push_and_remove(martlet_server):
-    server = martlet_server()
+def test_roster_set_push_and_remove(martlet_server, storage):
+    server = martlet_server(storage=storage)
 
     async def run():
         alice = await login(server, "alice")

@@ -90,8 +90,8 @@ def test_check_config_names_the_bad_key(tmp_path):
     assert out.returncode == 0, out.stderr
 
 
-def test_user_commands_while_the_server_runs(martlet_server):
-    server = martlet_server(users=("alice",))
+def test_user_commands_while_the_server_runs(martlet_server, storage):
+    server = martlet_server(users=("alice",), storage=storage)
     added = server.cli("user", "add", "carol", stdin="carol-pw\n")  # password from stdin
     assert added.stdout.strip() == "added carol@localhost"
     assert "carol@localhost" in server.cli("user", "list").stdout.split()

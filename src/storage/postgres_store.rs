@@ -1,0 +1,206 @@
+//! The PostgreSQL backend, for clusters: every node reads and writes the same database.
+//! Each `Store` call is one statement or one transaction on a pooled connection, committed
+//! before the call returns, so an acknowledged write is as durable as the server makes it.
+//! The schema is in `postgres_migrations/`, applied on open by [`super::postgres_migrate`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use postgres::{NoTls, Row, Transaction};
+use r2d2::{Pool, PooledConnection};
+use r2d2_postgres::PostgresConnectionManager;
+use sasl::secret::{Pbkdf2Sha1, Pbkdf2Sha256};
+
+use super::postgres_migrate::{backend, migrate};
+use super::{Credentials, RosterItem, StorageError, Store, Subscription};
+
+type Manager = PostgresConnectionManager<NoTls>;
+
+/// How long a call waits for a pooled connection (the database down or every connection
+/// busy) before it fails; the caller answers its client with an error, never hangs.
+const CONNECTION_WAIT: Duration = Duration::from_secs(10);
+
+pub struct PostgresStore {
+    pool: Pool<Manager>,
+}
+
+impl PostgresStore {
+    /// Connects (`connections_max` pooled connections at most), then applies migrations.
+    pub fn open(url: &str, connections_max: u32) -> Result<PostgresStore, StorageError> {
+        let config: postgres::Config = url.parse().map_err(|e| open_error(url, format!("{e}")))?;
+        let pool = Pool::builder()
+            .max_size(connections_max)
+            .connection_timeout(CONNECTION_WAIT)
+            .build(PostgresConnectionManager::new(config, NoTls))
+            .map_err(|e| open_error(url, e.to_string()))?;
+        let store = PostgresStore { pool };
+        migrate(&mut *store.connection()?).map_err(|e| open_error(url, e.to_string()))?;
+        Ok(store)
+    }
+
+    fn connection(&self) -> Result<PooledConnection<Manager>, StorageError> {
+        self.pool.get().map_err(|e| StorageError::Backend(format!("PostgreSQL connection: {e}")))
+    }
+
+    /// Runs `op` in one transaction, committed only if `op` succeeds.
+    fn transaction<T>(&self, op: impl FnOnce(&mut Transaction) -> Result<T, postgres::Error>) -> Result<T, StorageError> {
+        let mut conn = self.connection()?;
+        let mut txn = conn.transaction().map_err(backend)?;
+        let value = op(&mut txn).map_err(backend)?;
+        txn.commit().map_err(backend)?;
+        Ok(value)
+    }
+
+    /// Rows changed by one statement, outside any explicit transaction.
+    fn execute(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<u64, StorageError> {
+        self.connection()?.execute(sql, params).map_err(backend)
+    }
+
+    fn query(&self, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<Vec<Row>, StorageError> {
+        self.connection()?.query(sql, params).map_err(backend)
+    }
+}
+
+/// The URL without its password, for error messages and logs.
+fn open_error(url: &str, reason: String) -> StorageError {
+    let shown = match url.parse::<postgres::Config>() {
+        Ok(c) => format!(
+            "postgresql://{}@{:?}:{:?}/{}",
+            c.get_user().unwrap_or(""),
+            c.get_hosts(),
+            c.get_ports(),
+            c.get_dbname().unwrap_or("")
+        ),
+        Err(_) => "postgresql (unparsable URL)".into(),
+    };
+    StorageError::Open { path: PathBuf::from(shown), reason }
+}
+
+fn iterations(n: u32) -> i32 {
+    // Config caps nothing here, but PBKDF2 rounds beyond i32 would take days per login.
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
+const UPSERT_CREDENTIALS: &str = "sha1_salt = $2, sha1_iterations = $3, sha1_digest = $4, \
+     sha256_salt = $5, sha256_iterations = $6, sha256_digest = $7";
+
+fn credentials_params<'a>(jid: &'a &str, c: &'a Credentials, rounds: &'a [i32; 2]) -> [&'a (dyn postgres::types::ToSql + Sync); 7] {
+    [jid, &c.sha1.salt, &rounds[0], &c.sha1.digest, &c.sha256.salt, &rounds[1], &c.sha256.digest]
+}
+
+fn subscription_of(text: &str) -> Result<Subscription, StorageError> {
+    Ok(match text {
+        "none" => Subscription::None,
+        "to" => Subscription::To,
+        "from" => Subscription::From,
+        "both" => Subscription::Both,
+        other => return Err(StorageError::Corrupt(format!("roster subscription {other:?}"))),
+    })
+}
+
+fn roster_item(row: &Row) -> Result<RosterItem, StorageError> {
+    Ok(RosterItem {
+        jid: row.get("contact"),
+        name: row.get("name"),
+        groups: row.get("groups"),
+        subscription: subscription_of(row.get("subscription"))?,
+        ask_out: row.get("ask_out"),
+        pending_in: row.get("pending_in"),
+        listed: row.get("listed"),
+    })
+}
+
+impl Store for PostgresStore {
+    fn create_user(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError> {
+        let rounds = [iterations(credentials.sha1.iterations), iterations(credentials.sha256.iterations)];
+        let sql = "INSERT INTO users (jid, sha1_salt, sha1_iterations, sha1_digest, sha256_salt, \
+                   sha256_iterations, sha256_digest) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                   ON CONFLICT (jid) DO NOTHING";
+        Ok(self.execute(sql, &credentials_params(&jid, credentials, &rounds))? == 1)
+    }
+
+    fn set_credentials(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError> {
+        let rounds = [iterations(credentials.sha1.iterations), iterations(credentials.sha256.iterations)];
+        let sql = format!("UPDATE users SET {UPSERT_CREDENTIALS} WHERE jid = $1");
+        Ok(self.execute(&sql, &credentials_params(&jid, credentials, &rounds))? == 1)
+    }
+
+    fn delete_user(&self, jid: &str) -> Result<bool, StorageError> {
+        self.transaction(|txn| {
+            let existed = txn.execute("DELETE FROM users WHERE jid = $1", &[&jid])? == 1;
+            txn.execute("DELETE FROM roster_items WHERE owner = $1", &[&jid])?;
+            txn.execute("DELETE FROM offline_messages WHERE owner = $1", &[&jid])?;
+            Ok(existed)
+        })
+    }
+
+    fn list_users(&self) -> Result<Vec<String>, StorageError> {
+        // COLLATE "C": byte order, as the embedded store sorts.
+        let rows = self.query(r#"SELECT jid FROM users ORDER BY jid COLLATE "C""#, &[])?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn credentials(&self, jid: &str) -> Result<Option<Credentials>, StorageError> {
+        let rows = self.query("SELECT * FROM users WHERE jid = $1", &[&jid])?;
+        let Some(row) = rows.first() else { return Ok(None) };
+        let rounds = |column: &str| {
+            u32::try_from(row.get::<_, i32>(column)).map_err(|_| StorageError::Corrupt(format!("{jid}: {column}")))
+        };
+        Ok(Some(Credentials {
+            sha1: Pbkdf2Sha1 { salt: row.get("sha1_salt"), iterations: rounds("sha1_iterations")?, digest: row.get("sha1_digest") },
+            sha256: Pbkdf2Sha256 {
+                salt: row.get("sha256_salt"),
+                iterations: rounds("sha256_iterations")?,
+                digest: row.get("sha256_digest"),
+            },
+        }))
+    }
+
+    fn roster(&self, jid: &str) -> Result<Vec<RosterItem>, StorageError> {
+        let sql = r#"SELECT * FROM roster_items WHERE owner = $1 ORDER BY contact COLLATE "C""#;
+        self.query(sql, &[&jid])?.iter().map(roster_item).collect()
+    }
+
+    fn roster_put(&self, jid: &str, item: &RosterItem) -> Result<(), StorageError> {
+        let sql = "INSERT INTO roster_items (owner, contact, name, groups, subscription, ask_out, pending_in, listed) \
+                   VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                   ON CONFLICT (owner, contact) DO UPDATE SET name = $3, groups = $4, subscription = $5, \
+                   ask_out = $6, pending_in = $7, listed = $8";
+        let subscription = item.subscription.as_str();
+        self.execute(
+            sql,
+            &[&jid, &item.jid, &item.name, &item.groups, &subscription, &item.ask_out, &item.pending_in, &item.listed],
+        )?;
+        Ok(())
+    }
+
+    fn roster_remove(&self, jid: &str, contact: &str) -> Result<bool, StorageError> {
+        Ok(self.execute("DELETE FROM roster_items WHERE owner = $1 AND contact = $2", &[&jid, &contact])? == 1)
+    }
+
+    fn offline_push(&self, jid: &str, stanza_xml: &str, max: usize) -> Result<bool, StorageError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.transaction(|txn| {
+            // Per-recipient lock, so concurrent pushes from several nodes cannot pass `max`
+            // together; it ends with the transaction.
+            txn.execute("SELECT pg_advisory_xact_lock(hashtext($1))", &[&jid])?;
+            let count: i64 = txn.query_one("SELECT count(*) FROM offline_messages WHERE owner = $1", &[&jid])?.get(0);
+            if count >= max {
+                return Ok(false);
+            }
+            txn.execute("INSERT INTO offline_messages (owner, stanza) VALUES ($1, $2)", &[&jid, &stanza_xml])?;
+            Ok(true)
+        })
+    }
+
+    fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError> {
+        let sql = "WITH taken AS (DELETE FROM offline_messages WHERE owner = $1 RETURNING id, stanza) \
+                   SELECT stanza FROM taken ORDER BY id";
+        Ok(self.query(sql, &[&jid])?.iter().map(|r| r.get(0)).collect())
+    }
+
+    fn offline_count(&self, jid: &str) -> Result<usize, StorageError> {
+        let count: i64 = self.query("SELECT count(*) FROM offline_messages WHERE owner = $1", &[&jid])?[0].get(0);
+        Ok(count as usize)
+    }
+}
