@@ -37,6 +37,16 @@ scram_iterations = 4096       # PBKDF2 rounds for new credentials
 [registration]
 enabled = false               # XEP-0077 in-band registration
 
+[cluster]
+listen = ""                   # node-to-node mesh address, e.g. "10.0.0.1:5270"; "" = a single node
+node_name = ""                # unique per node; "" -> the listen address
+seeds = []                    # mesh addresses of nodes to join through, e.g. ["10.0.0.2:5270"]
+secret = ""                   # shared by every node; required with listen (nodes without it are refused)
+vnodes = 160                  # points per node on the global ring
+suspicion_timeout_ms = 3000   # silent this long -> suspected; down after as long again
+outbound_frames_max = 65536   # queued frames per peer node; full -> sender gets backpressure
+frame_bytes_max = 1048576     # largest mesh frame; larger -> that peer connection is closed
+
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
 
@@ -69,6 +79,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registration: Registration,
     pub metrics: Metrics,
+    pub cluster: Cluster,
     pub limits: Limits,
 }
 
@@ -130,6 +141,20 @@ pub struct Metrics {
     pub listen: String,
 }
 
+/// The node-to-node mesh (issue 4); an empty `listen` runs a single node.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    pub listen: String,
+    pub node_name: String,
+    pub seeds: Vec<String>,
+    pub secret: String,
+    pub vnodes: u32,
+    pub suspicion_timeout_ms: u64,
+    pub outbound_frames_max: usize,
+    pub frame_bytes_max: usize,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
@@ -159,7 +184,23 @@ impl Default for Config {
             storage: StorageConfig::default(),
             registration: Registration::default(),
             metrics: Metrics::default(),
+            cluster: Cluster::default(),
             limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Cluster {
+            listen: String::new(),
+            node_name: String::new(),
+            seeds: Vec::new(),
+            secret: String::new(),
+            vnodes: 160,
+            suspicion_timeout_ms: 3000,
+            outbound_frames_max: 65_536,
+            frame_bytes_max: 1_048_576,
         }
     }
 }
@@ -304,6 +345,7 @@ impl Config {
                 parse_addr(key, text)?;
             }
         }
+        self.validate_cluster()?;
         if self.c2s.require_tls && self.c2s.plain_without_tls {
             return Err(key_error(
                 "c2s.plain_without_tls",
@@ -348,6 +390,53 @@ impl Config {
 }
 
 const POSITIVE: &str = "must be greater than 0";
+
+/// Shortest cluster secret accepted, in bytes: it is all that keeps strangers off the mesh.
+const CLUSTER_SECRET_BYTES_MIN: usize = 16;
+
+impl Config {
+    fn validate_cluster(&mut self) -> Result<(), ConfigError> {
+        let c = &mut self.cluster;
+        if c.listen.is_empty() {
+            return Ok(());
+        }
+        parse_addr("cluster.listen", &c.listen)?;
+        for seed in &c.seeds {
+            parse_addr("cluster.seeds", seed)?;
+        }
+        if c.secret.len() < CLUSTER_SECRET_BYTES_MIN {
+            return Err(key_error(
+                "cluster.secret",
+                format!("at least {CLUSTER_SECRET_BYTES_MIN} bytes, the same on every node"),
+            ));
+        }
+        if self.storage.backend != Backend::Postgres {
+            return Err(key_error(
+                "storage.backend",
+                "a cluster's nodes share one store: set backend = \"postgres\"",
+            ));
+        }
+        for (key, value) in [
+            ("cluster.vnodes", c.vnodes as u64),
+            ("cluster.suspicion_timeout_ms", c.suspicion_timeout_ms),
+            ("cluster.outbound_frames_max", c.outbound_frames_max as u64),
+            ("cluster.frame_bytes_max", c.frame_bytes_max as u64),
+        ] {
+            if value == 0 {
+                return Err(key_error(key, POSITIVE));
+            }
+        }
+        if c.node_name.is_empty() {
+            c.node_name = c.listen.clone();
+        }
+        Ok(())
+    }
+
+    /// The mesh address, `None` for a single node.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        optional_addr(&self.cluster.listen)
+    }
+}
 
 fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
     text.parse()
@@ -478,6 +567,18 @@ mod tests {
             (
                 "[storage]\nbackend = \"postgres\"",
                 "storage.postgres_url: needed by backend",
+            ),
+            (
+                "[cluster]\nlisten = \"127.0.0.1:5270\"\nsecret = \"short\"",
+                "cluster.secret: at least 16 bytes",
+            ),
+            (
+                "[cluster]\nlisten = \"127.0.0.1:5270\"\nsecret = \"0123456789abcdef\"",
+                "storage.backend: a cluster's nodes share one store",
+            ),
+            (
+                "[cluster]\nlisten = \"127.0.0.1:5270\"\nseeds = [\"nowhere\"]",
+                "cluster.seeds: ",
             ),
             (
                 "[storage]\nscram_iterations = 0",

@@ -41,6 +41,9 @@ pub struct CoreCounters {
     pub user_channels: Gauge,
     pub routed_stanzas: Counter,
     pub cross_core_messages: Counter,
+    pub cross_node_messages: Counter,
+    /// Messages for another node given up after it stayed unreachable.
+    pub cross_node_drops: Counter,
     pub offline_stored: Counter,
     pub auth_failures: Counter,
     pub session_mailbox_full_drops: Counter,
@@ -57,10 +60,12 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 7] {
+    fn counters(&self) -> [(&'static str, u64); 9] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
+            ("cross_node_messages", self.cross_node_messages.get()),
+            ("cross_node_drops", self.cross_node_drops.get()),
             ("offline_stored", self.offline_stored.get()),
             ("auth_failures", self.auth_failures.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),

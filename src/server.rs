@@ -58,7 +58,7 @@ async fn core_main(
     // The node's name on the ring is its client address; the cluster (issue 4) will put
     // more nodes on the first level without changing this lookup.
     let ring = TwoLevelRing::single_node(&cfg.c2s.listen, core.mesh.cores());
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, storage, tls.into(), counters[id].clone());
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, None, storage, tls.into(), counters[id].clone());
     for (_peer, inbound) in core.inbound {
         let state = state.clone();
         glommio::spawn_local(async move {

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
+use serde::{Deserialize, Serialize};
 
 use crate::xml::ns;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Message,
     Presence,
@@ -32,8 +33,9 @@ impl Kind {
     }
 }
 
-/// A stanza on its way through the server.
-#[derive(Clone, Debug)]
+/// A stanza on its way through the server. Between nodes it travels as [`WireStanza`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(into = "WireStanza", try_from = "WireStanza")]
 pub struct Stanza {
     pub kind: Kind,
     /// The `type` attribute ("" when absent: normal message, available presence).
@@ -69,6 +71,30 @@ impl Stanza {
 
     pub fn to_resource(&self) -> Option<&str> {
         self.to.resource().map(|r| r.as_str())
+    }
+}
+
+/// A stanza's form on the cluster mesh: the JIDs as text, checked again on arrival (a
+/// frame from another node is trusted for authenticity, not for well-formedness).
+#[derive(Serialize, Deserialize)]
+pub struct WireStanza {
+    kind: Kind,
+    type_: Arc<str>,
+    from: String,
+    to: String,
+    xml: Arc<str>,
+}
+
+impl From<Stanza> for WireStanza {
+    fn from(s: Stanza) -> Self {
+        WireStanza { kind: s.kind, type_: s.type_, from: s.from.to_string(), to: s.to.to_string(), xml: s.xml }
+    }
+}
+
+impl TryFrom<WireStanza> for Stanza {
+    type Error = jid::Error;
+    fn try_from(w: WireStanza) -> Result<Self, jid::Error> {
+        Ok(Stanza { kind: w.kind, type_: w.type_, from: Jid::new(&w.from)?, to: Jid::new(&w.to)?, xml: w.xml })
     }
 }
 

@@ -37,7 +37,17 @@ pub struct BoundSession {
     jid: FullJid,
     bare: Arc<str>,
     resource: Arc<str>,
-    available: bool,
+    /// The last available presence broadcast; `None` while unavailable. Kept for a ring
+    /// change, when this session registers with its user's new owner (`UserMsg::Rebind`).
+    presence: Option<Box<Stanza>>,
+    /// It asked for the roster, so a new owner must keep pushing roster changes to it.
+    roster_interested: bool,
+    /// Where the user's UserChannel was when this session last registered.
+    owner: shards::ring::Owner,
+    /// This session's address in the core's session table.
+    addr: SessionAddr,
+    /// Taken by `run`, which reads it while `self` is borrowed mutably.
+    mailbox: Option<mailbox::Receiver<SessionMsg>>,
     directed: HashSet<Jid>,
     ping_sent: bool,
     /// Buffers were given back since the last read.
@@ -55,13 +65,18 @@ impl BoundSession {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
         let bare: Arc<str> = jid.to_bare().to_string().into();
         let resource = resource_of(&jid);
+        let (addr, rx) = core.register_session();
         BoundSession {
+            owner: core.owner_of(&bare),
             core,
             conn,
             jid,
             bare,
+            addr,
+            mailbox: Some(rx),
             resource,
-            available: false,
+            presence: None,
+            roster_interested: false,
             directed: HashSet::new(),
             ping_sent: false,
             released: false,
@@ -70,7 +85,7 @@ impl BoundSession {
 
     /// Runs until the stream ends, then tells the user's owner and the contacts.
     pub async fn run(mut self) {
-        let (addr, rx) = self.core.register_session();
+        let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
         let bind = UserMsg::Bind { resource: self.resource.clone(), session: addr };
         Box::pin(self.core.send_to_user(self.bare.clone(), bind)).await;
         let end = self.serve(&rx).await;
@@ -166,6 +181,7 @@ impl BoundSession {
                     self.conn.send(batch.as_bytes()).await?;
                     return Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
                 }
+                SessionMsg::RingChanged => self.follow_owner().await,
             }
             next = if batch.len() < WRITE_BATCH_BYTES_MAX { rx.try_recv() } else { None };
         }
@@ -226,15 +242,15 @@ impl BoundSession {
         let type_ = el.attr("type").unwrap_or("").to_owned();
         let Some(to) = to else {
             // Broadcast presence: the UserChannel fans it out (RFC 6121 §4.2, §4.5).
+            let stanza = Stanza::seal(Kind::Presence, el, self.from(), self.own_bare());
             match type_.as_str() {
-                "" => self.available = true,
+                "" => self.presence = Some(Box::new(stanza.clone())),
                 "unavailable" => {
-                    self.available = false;
+                    self.presence = None;
                     self.send_unavailable_to_directed().await;
                 }
                 _ => {}
             }
-            let stanza = Stanza::seal(Kind::Presence, el, self.from(), self.own_bare());
             let msg = UserMsg::OwnPresence { resource: self.resource.clone(), stanza };
             self.core.send_to_user(self.bare.clone(), msg).await;
             return Ok(());
@@ -291,6 +307,7 @@ impl BoundSession {
         let payload = el.children().next().expect("one child, checked above");
         if payload.ns() == ns::ROSTER && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), self.own_bare());
+            self.roster_interested |= &*stanza.type_ == "get";
             let msg = UserMsg::RosterIq { resource: self.resource.clone(), stanza };
             self.core.send_to_user(self.bare.clone(), msg).await;
             return Ok(());
@@ -323,6 +340,23 @@ impl BoundSession {
         Ok(())
     }
 
+    /// After a ring change: if the user's owner moved, register with the new one, carrying
+    /// what it needs to route to this session as the old one did.
+    async fn follow_owner(&mut self) {
+        let owner = self.core.owner_of(&self.bare);
+        if owner == self.owner {
+            return;
+        }
+        self.owner = owner;
+        let msg = UserMsg::Rebind {
+            resource: self.resource.clone(),
+            session: self.addr,
+            presence: self.presence.as_deref().cloned(),
+            roster_interested: self.roster_interested,
+        };
+        self.core.send_to_user(self.bare.clone(), msg).await;
+    }
+
     async fn send_unavailable_to_directed(&mut self) {
         for to in std::mem::take(&mut self.directed) {
             let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
@@ -340,7 +374,7 @@ impl BoundSession {
             ConnEnd::Io(_) => {}
         }
         self.core.unregister_session(addr);
-        if self.available {
+        if self.presence.is_some() {
             self.send_unavailable_to_directed().await;
         }
         let unbind = UserMsg::Unbind { resource: self.resource.clone(), session: addr };

@@ -1,11 +1,13 @@
-//! A core's routing state: its sessions, the UserChannels it owns, and the two hops that
-//! leave it (to a user's owner core, to a session's core). Seastar's rule: the local case is
-//! handled directly; only a different core goes through the mesh.
+//! A core's routing state: its sessions, the UserChannels it owns, and the hops that leave
+//! it (to a user's owner core, to a session's core, to another node). Seastar's rule: the
+//! local case is handled directly; only a different core goes through the core mesh, and
+//! only a different node through the cluster's [`NodeLink`].
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use shards::mailbox::{self, SendError};
 use shards::mesh::Mesh;
@@ -13,6 +15,7 @@ use shards::ring::TwoLevelRing;
 use slab::Slab;
 
 use super::envelope::{CoreMsg, SessionAddr, SessionMsg, UserMsg};
+use super::node_link::{self, NodeLink};
 use super::user_channel;
 use crate::c2s::limits::PeerLimits;
 use crate::config::Config;
@@ -25,10 +28,15 @@ struct SessionSlot {
     mailbox: mailbox::Sender<SessionMsg>,
 }
 
+/// Pause between attempts to hand a frame to another node that is unreachable or busy.
+const NODE_SEND_RETRY: Duration = Duration::from_millis(20);
+
 pub struct CoreState {
     pub id: usize,
     pub cfg: Arc<Config>,
-    pub ring: TwoLevelRing,
+    /// Replaced when the cluster's membership changes; read, never held across an await.
+    ring: RefCell<TwoLevelRing>,
+    link: Option<Box<dyn NodeLink>>,
     pub storage: Storage,
     pub tls: futures_rustls::TlsAcceptor,
     pub counters: Arc<CoreCounters>,
@@ -45,6 +53,7 @@ impl CoreState {
         cfg: Arc<Config>,
         mesh: Mesh<CoreMsg>,
         ring: TwoLevelRing,
+        link: Option<Box<dyn NodeLink>>,
         storage: Storage,
         tls: futures_rustls::TlsAcceptor,
         counters: Arc<CoreCounters>,
@@ -53,7 +62,8 @@ impl CoreState {
             id: mesh.core_id(),
             peers: PeerLimits::new(&cfg.limits),
             cfg,
-            ring,
+            ring: RefCell::new(ring),
+            link,
             storage,
             tls,
             counters,
@@ -64,11 +74,23 @@ impl CoreState {
         })
     }
 
+    pub fn local_node(&self) -> u32 {
+        self.ring.borrow().local_node()
+    }
+
+    /// Where `user`'s UserChannel lives now.
+    pub fn owner_of(&self, user: &str) -> shards::ring::Owner {
+        self.ring.borrow().owner(user)
+    }
+
     /// Routes a message to `user`'s UserChannel: locally when this core owns the user,
-    /// else across the mesh (waiting if that core's channel is full: backpressure).
+    /// else across the core mesh (waiting if that core's channel is full: backpressure), or
+    /// to the owner node.
     pub async fn send_to_user(self: &Rc<Self>, user: Arc<str>, msg: UserMsg) {
-        let owner = self.ring.owner(&user);
-        if self.mesh.is_local(owner.core) {
+        let owner = self.owner_of(&user);
+        if owner.node != self.local_node() {
+            self.send_to_node(owner.node, CoreMsg::ToUser { user, msg }).await;
+        } else if self.mesh.is_local(owner.core) {
             self.user_local(user, msg);
         } else {
             self.counters.cross_core_messages.inc();
@@ -78,7 +100,9 @@ impl CoreState {
 
     /// Routes a message to a session, wherever it lives.
     pub async fn send_to_session(self: &Rc<Self>, to: SessionAddr, msg: SessionMsg) {
-        if self.mesh.is_local(to.core as usize) {
+        if to.node != self.local_node() {
+            self.send_to_node(to.node, CoreMsg::ToSession { to, msg }).await;
+        } else if self.mesh.is_local(to.core as usize) {
             self.session_local(to, msg);
         } else {
             self.counters.cross_core_messages.inc();
@@ -86,18 +110,85 @@ impl CoreState {
         }
     }
 
-    /// What arrives from another core.
+    /// The hop to another node. While that node is unreachable or busy the sender waits
+    /// and retries (backpressure), re-reading the ring: when the node has failed, the ring
+    /// soon names another owner, and a message for a user goes there instead. A session's
+    /// address does not move, so a message for a session on a node that stays unreachable
+    /// is dropped after the deadline; that node's sessions are gone with it.
+    async fn send_to_node(self: &Rc<Self>, mut node: u32, msg: CoreMsg) {
+        let Some(link) = &self.link else {
+            log::error!("core {}: message for node {node} on a single node dropped", self.id);
+            return;
+        };
+        let user = match &msg {
+            CoreMsg::ToUser { user, .. } => Some(user.clone()),
+            CoreMsg::ToSession { .. } => None,
+        };
+        let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
+        let deadline = Instant::now() + timeout;
+        let mut frame = node_link::encode(&msg);
+        loop {
+            match link.send(node, self.id as u16, frame) {
+                Ok(()) => {
+                    self.counters.cross_node_messages.inc();
+                    return;
+                }
+                Err((why, back)) => {
+                    frame = back;
+                    if Instant::now() >= deadline {
+                        self.counters.cross_node_drops.inc();
+                        log::warn!("core {}: node {node} {why:?} for {timeout:?}; message dropped", self.id);
+                        return;
+                    }
+                }
+            }
+            glommio::timer::sleep(NODE_SEND_RETRY).await;
+            if let Some(user) = &user {
+                let owner = self.owner_of(user);
+                if owner.node == self.local_node() {
+                    // The ring moved the user here meanwhile.
+                    if let Ok(msg) = node_link::decode(&frame) {
+                        self.dispatch(msg);
+                    }
+                    return;
+                }
+                node = owner.node;
+            }
+        }
+    }
+
+    /// What arrives from another core or node. Each hop checks the rule its sender applied
+    /// (glommio's sharding example does the same); a message for a user this core does not
+    /// own (sent with an older ring, or by a node that cannot know our cores) goes on to the
+    /// owner, and one for a session on another core goes to that core.
+    /// Forwarding runs as its own task: the loop that called this must not wait on another
+    /// core's channel, which may be waiting on ours.
     pub fn dispatch(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
-            CoreMsg::ToUser { user, msg } => self.user_local(user, msg),
-            CoreMsg::ToSession { to, msg } => self.session_local(to, msg),
+            CoreMsg::ToUser { user, msg } => {
+                let owner = self.owner_of(&user);
+                if owner.node == self.local_node() && owner.core == self.id {
+                    self.user_local(user, msg);
+                } else {
+                    let this = self.clone();
+                    glommio::spawn_local(async move { this.send_to_user(user, msg).await }).detach();
+                }
+            }
+            CoreMsg::ToSession { to, msg } => {
+                if to.node == self.local_node() && to.core as usize == self.id {
+                    self.session_local(to, msg);
+                } else {
+                    let this = self.clone();
+                    glommio::spawn_local(async move { this.send_to_session(to, msg).await }).detach();
+                }
+            }
         }
     }
 
     fn user_local(self: &Rc<Self>, user: Arc<str>, msg: UserMsg) {
-        // The owner checks the rule the sender applied (glommio's sharding example does
-        // the same): a message here for a user this core does not own is a routing bug.
-        assert_eq!(self.ring.local_core(&user), self.id, "{user} routed to a core that does not own it");
+        // Callers checked the rule; a message here for a user this core does not own would
+        // be a routing bug.
+        debug_assert_eq!(self.owner_of(&user).core, self.id, "{user} routed to a core that does not own it");
         let tx = self.user_channel(&user);
         match msg {
             // Lifecycle messages are bounded by the user's session count, not by traffic;
@@ -153,7 +244,27 @@ impl CoreState {
         self.next_generation.set(generation);
         let slot = self.sessions.borrow_mut().insert(SessionSlot { generation, mailbox: tx });
         self.counters.sessions.add(1);
-        (SessionAddr { core: self.id as u16, slot: slot as u32, generation }, rx)
+        (SessionAddr { node: self.local_node(), core: self.id as u16, slot: slot as u32, generation }, rx)
+    }
+
+    /// The cluster's membership changed: adopt the new ring, let UserChannels this core no
+    /// longer owns go (they pass on what they hold), tell every session so those whose user
+    /// moved register with the new owner, and tell every UserChannel which nodes are gone.
+    pub fn ring_changed(&self, ring: TwoLevelRing, nodes_down: &[u32]) {
+        *self.ring.borrow_mut() = ring;
+        for (user, tx) in self.users.borrow().iter() {
+            let owner = self.owner_of(user);
+            if owner.node != self.local_node() || owner.core != self.id {
+                tx.force_send(UserMsg::Disown);
+            } else {
+                for &node in nodes_down {
+                    tx.force_send(UserMsg::NodeDown(node));
+                }
+            }
+        }
+        for (_, slot) in self.sessions.borrow().iter() {
+            slot.mailbox.force_send(SessionMsg::RingChanged);
+        }
     }
 
     /// Tells every session on this core to close with `<system-shutdown/>`.

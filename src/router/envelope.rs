@@ -1,20 +1,26 @@
-//! The messages that travel between actors, within a core or across the core mesh.
+//! The messages that travel between actors: within a core, across the core mesh, and (in
+//! their serde form, see [`super::wire`]) across the cluster mesh between nodes.
 
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
+
 use crate::stanza::Stanza;
 
-/// A session's address: the core it lives on and its slot there. `generation` tells a
-/// reused slot from the session that held it before, so late messages never reach a stranger.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// A session's address: its node, the core it lives on there and its slot on that core.
+/// `generation` tells a reused slot from the session that held it before, so late messages
+/// never reach a stranger.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionAddr {
+    /// The node's id on the ring (`shards::ring`); 0 on a single node.
+    pub node: u32,
     pub core: u16,
     pub slot: u32,
     pub generation: u32,
 }
 
 /// Everything that crosses between cores.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum CoreMsg {
     /// For the UserChannel of `user` (a bare JID) on its owner core.
     ToUser { user: Arc<str>, msg: UserMsg },
@@ -23,7 +29,7 @@ pub enum CoreMsg {
 }
 
 /// What a UserChannel handles.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum UserMsg {
     /// A session of this user bound `resource` (RFC 6120 §7). A session already holding the
     /// resource is replaced and told so.
@@ -38,10 +44,17 @@ pub enum UserMsg {
     RosterIq { resource: Arc<str>, stanza: Stanza },
     /// A stanza addressed to this user, bare or full JID.
     Inbound(Stanza),
+    /// A session re-registering because the ring moved its user here (a node joined or
+    /// left): it joins silently with the presence it had, since its contacts already know.
+    Rebind { resource: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool },
+    /// The ring moved this user to another owner: stop, and pass on what is queued.
+    Disown,
+    /// A node is down: its sessions are gone (their contacts learn it).
+    NodeDown(u32),
 }
 
 /// What a session handles.
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub enum SessionMsg {
     /// Write this stanza to the client.
     Deliver(Arc<str>),
@@ -49,4 +62,6 @@ pub enum SessionMsg {
     Replaced,
     /// The server is stopping: end with `<system-shutdown/>`.
     Shutdown,
+    /// The ring changed: if this session's user has a new owner, register there again.
+    RingChanged,
 }

@@ -4,7 +4,7 @@
 //!
 //! | what                         | decided by                                   | hop                          |
 //! |------------------------------|----------------------------------------------|------------------------------|
-//! | owner node of `user@domain`  | `hash(bare JID)` on the node ring            | cluster mesh (issue 4)       |
+//! | owner node of `user@domain`  | `hash(bare JID)` on the node ring            | cluster mesh ([`node_link`]) |
 //! | owner core on that node      | `hash(bare JID + node address)` on core ring | local call, or core mesh     |
 //! | a user's sessions            | the owner core's [`user_channel`]            | local mailbox, or core mesh  |
 //!
@@ -15,6 +15,7 @@
 
 pub mod core;
 pub mod envelope;
+pub mod node_link;
 pub mod user_channel;
 
 pub use self::core::CoreState;

@@ -50,6 +50,18 @@ struct UserChannel {
 pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
     let mut uc = Box::pin(UserChannel::load(core.clone(), jid.clone())).await;
     while let Some(msg) = rx.recv().await {
+        if let UserMsg::Disown = msg {
+            // Out of the core's table first, so nothing new arrives here; then what came
+            // before goes on to the new owner, in order. The sessions register there
+            // themselves (SessionMsg::RingChanged), so nothing is broadcast.
+            core.retire_user_channel(&jid);
+            while let Some(msg) = rx.try_recv() {
+                if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_)) {
+                    core.send_to_user(jid.clone(), msg).await;
+                }
+            }
+            return;
+        }
         // Boxed: handling awaits storage and the mesh, whose futures are large; an online
         // user's idle actor should hold only its state, not that space.
         Box::pin(uc.handle(msg)).await;
@@ -111,6 +123,11 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
+            UserMsg::Rebind { resource, session, presence, roster_interested } => {
+                self.rebind(resource, session, presence, roster_interested)
+            }
+            UserMsg::NodeDown(node) => self.node_down(node).await,
+            UserMsg::Disown => unreachable!("handled by run"),
         }
     }
 
@@ -133,6 +150,27 @@ impl UserChannel {
             presence: None,
             roster_interested: false,
         });
+    }
+
+    fn rebind(&mut self, name: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool) {
+        self.resources.retain(|r| r.session != session);
+        self.resources.push(Resource {
+            name,
+            session,
+            available: presence.is_some(),
+            priority: presence.as_ref().map_or(0, |p| priority_of(&p.element())),
+            presence,
+            roster_interested,
+        });
+    }
+
+    /// Sessions on a failed node ended without a word: as if each had unbound.
+    async fn node_down(&mut self, node: u32) {
+        let gone: Vec<(Arc<str>, SessionAddr)> =
+            self.resources.iter().filter(|r| r.session.node == node).map(|r| (r.name.clone(), r.session)).collect();
+        for (name, session) in gone {
+            self.unbind(&name, session).await;
+        }
     }
 
     async fn unbind(&mut self, name: &str, session: SessionAddr) {
