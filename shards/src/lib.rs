@@ -10,11 +10,14 @@
 //! - [`mailbox`]  a hand-rolled bounded mailbox for actors that live on one core.
 //! - [`ring`]     consistent-hash rings with virtual nodes, and the two-level lookup of the
 //!   design (node ring, then the node's core ring keyed by `hash(key + local address)`).
+//! - [`cluster`]  the node-to-node mesh: framed TCP, shared-secret handshake, membership and
+//!   failure detection, on its own threads; cores reach it through lock-free channels.
 //! - [`listener`] SO_REUSEPORT listeners made with socket2, one per core, so the kernel spreads
 //!   accepts over the cores.
 //!
 //! Nothing here knows about XMPP: the server in `src/` chooses the message type that travels.
 
+pub mod cluster;
 pub mod listener;
 pub mod mailbox;
 pub mod mesh;

@@ -1,0 +1,95 @@
+//! One authenticated connection to another node: a writer thread that drains the peer's
+//! bounded queue into as few `write` calls as it can, and a reader thread that hands data
+//! frames to the destination core and liveness to membership.
+
+use std::io::{BufReader, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::Arc;
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+
+use super::frame::{self, Kind};
+use super::handshake::Identity;
+use super::Inner;
+
+/// Bytes gathered into one `write` at most: many small frames, few syscalls.
+const WRITE_BATCH_BYTES_MAX: usize = 256 * 1024;
+/// Read buffer per connection, in bytes.
+const READ_BUFFER_BYTES: usize = 64 * 1024;
+
+/// The live connection to one node, as the peer table holds it.
+pub struct Conn {
+    pub id: u64,
+    pub peer: Identity,
+    /// Name of the node that dialled: of two simultaneous connections between the same
+    /// pair, both ends keep the one dialled by the smaller name, so they agree.
+    pub initiator: String,
+    pub tx: Sender<Vec<u8>>,
+    stream: TcpStream,
+}
+
+impl Conn {
+    pub fn close(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+}
+
+/// Starts the threads of a freshly authenticated connection and returns its table entry.
+pub fn start(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: Identity, initiator: String) -> std::io::Result<Conn> {
+    let (tx, rx) = crossbeam_channel::bounded(inner.cfg.outbound_frames_max);
+    let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
+    let name = peer.name.clone();
+    thread::Builder::new().name(format!("mesh-w-{name}")).spawn(move || write_loop(writer, rx))?;
+    let (inner2, peer2) = (inner.clone(), peer.clone());
+    thread::Builder::new().name(format!("mesh-r-{name}")).spawn(move || read_loop(&inner2, id, reader, &peer2))?;
+    Ok(Conn { id, peer, initiator, tx, stream })
+}
+
+fn write_loop(mut stream: TcpStream, rx: Receiver<Vec<u8>>) {
+    let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES_MAX);
+    // Ends when the connection leaves the peer table (every sender dropped).
+    while let Ok(first) = rx.recv() {
+        batch.clear();
+        batch.extend_from_slice(&first);
+        while batch.len() < WRITE_BATCH_BYTES_MAX {
+            match rx.try_recv() {
+                Ok(f) => batch.extend_from_slice(&f),
+                Err(_) => break,
+            }
+        }
+        if stream.write_all(&batch).is_err() {
+            let _ = stream.shutdown(Shutdown::Both); // the reader sees it and reports
+            return;
+        }
+    }
+}
+
+fn read_loop(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: &Identity) {
+    let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    let end = loop {
+        let f = match frame::read(&mut r, inner.cfg.frame_bytes_max) {
+            Ok(f) => f,
+            Err(e) => break e,
+        };
+        inner.heard(peer);
+        match f.kind {
+            Kind::Data => inner.deliver(f.core, f.payload),
+            Kind::Heartbeat => inner.gossip(&f.payload),
+            Kind::Hello => break std::io::Error::new(std::io::ErrorKind::InvalidData, "hello after the handshake"),
+        }
+    };
+    log::info!("mesh: connection to {} ({}) ended: {end}", peer.name, peer.addr);
+    inner.connection_ended(id, peer);
+}
+
+/// Heartbeat payload: the mesh addresses this node knows, one per line, so a node that
+/// joined through one seed finds every other member.
+pub fn heartbeat(addrs: &[std::net::SocketAddr]) -> Vec<u8> {
+    let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    frame::encode(Kind::Heartbeat, 0, text.join("\n").as_bytes())
+}
+
+pub fn parse_heartbeat(payload: &[u8]) -> Vec<std::net::SocketAddr> {
+    std::str::from_utf8(payload).unwrap_or("").lines().filter_map(|l| l.parse().ok()).collect()
+}

@@ -1,0 +1,229 @@
+//! Who is in the cluster, as one node sees it: a pure state machine fed with what the node
+//! heard and when, so the same code runs under the real clock and in a seeded simulation.
+//!
+//! A member is **up** from its first authenticated contact; **suspect** after
+//! `suspicion_timeout` without a frame from it (heartbeats flow every quarter of that); and
+//! **down** after as long again. Suspect members keep their arcs of the ring (a slow node
+//! is not evicted by one missed beat: senders retry meanwhile), down members lose them.
+//! A member heard again after being down is up again; one heard with a new incarnation
+//! restarted, so its former self is reported down first (its sessions died with it).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::handshake::Identity;
+use crate::ring::ring_hash;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Suspect,
+    Down,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Suspect => "suspect",
+            State::Down => "down",
+        }
+    }
+}
+
+/// A member as the ring needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub name: String,
+    pub addr: SocketAddr,
+    /// `ring_hash(name)`: the same on every node, so it can address the node in messages.
+    pub node_id: u32,
+}
+
+/// A change the cores must act on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Up(Member),
+    Down(Member),
+}
+
+/// One row of `martlet cluster status`.
+#[derive(Clone, Debug)]
+pub struct MemberStatus {
+    pub member: Member,
+    pub state: State,
+    pub silent_for: Duration,
+}
+
+struct Entry {
+    member: Member,
+    incarnation: u64,
+    state: State,
+    last_heard: Duration,
+}
+
+pub fn node_id(name: &str) -> u32 {
+    ring_hash(&[name.as_bytes()])
+}
+
+pub struct Membership {
+    me: Member,
+    suspicion_timeout: Duration,
+    others: BTreeMap<String, Entry>,
+}
+
+impl Membership {
+    pub fn new(me: &Identity, suspicion_timeout: Duration) -> Membership {
+        let me = Member { name: me.name.clone(), addr: me.addr, node_id: node_id(&me.name) };
+        Membership { me, suspicion_timeout, others: BTreeMap::new() }
+    }
+
+    /// `who` authenticated, or sent a frame, at `now`.
+    pub fn heard(&mut self, who: &Identity, now: Duration) -> Vec<Change> {
+        if who.name == self.me.name {
+            return Vec::new();
+        }
+        let member = Member { name: who.name.clone(), addr: who.addr, node_id: node_id(&who.name) };
+        let Some(e) = self.others.get_mut(&who.name) else {
+            let entry = Entry { member: member.clone(), incarnation: who.incarnation, state: State::Up, last_heard: now };
+            self.others.insert(who.name.clone(), entry);
+            return vec![Change::Up(member)];
+        };
+        let mut changes = Vec::new();
+        if e.incarnation != who.incarnation && e.state != State::Down {
+            changes.push(Change::Down(e.member.clone()));
+            e.state = State::Down;
+        }
+        if e.state == State::Down {
+            changes.push(Change::Up(member.clone()));
+        }
+        *e = Entry { member, incarnation: who.incarnation, state: State::Up, last_heard: now };
+        changes
+    }
+
+    /// Time passed: members silent too long become suspect, then down.
+    pub fn tick(&mut self, now: Duration) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for e in self.others.values_mut() {
+            let silent = now.saturating_sub(e.last_heard);
+            match e.state {
+                State::Up if silent >= self.suspicion_timeout => e.state = State::Suspect,
+                State::Suspect if silent >= 2 * self.suspicion_timeout => {
+                    e.state = State::Down;
+                    changes.push(Change::Down(e.member.clone()));
+                }
+                _ => {}
+            }
+        }
+        changes
+    }
+
+    /// Every member holding arcs of the ring (up or suspect), this node included, by name.
+    pub fn ring_members(&self) -> Vec<Member> {
+        let mut all: Vec<Member> =
+            self.others.values().filter(|e| e.state != State::Down).map(|e| e.member.clone()).collect();
+        all.push(self.me.clone());
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    pub fn status(&self, now: Duration) -> Vec<MemberStatus> {
+        let mut rows = vec![MemberStatus { member: self.me.clone(), state: State::Up, silent_for: Duration::ZERO }];
+        rows.extend(self.others.values().map(|e| MemberStatus {
+            member: e.member.clone(),
+            state: e.state,
+            silent_for: now.saturating_sub(e.last_heard),
+        }));
+        rows.sort_by(|a, b| a.member.name.cmp(&b.member.name));
+        rows
+    }
+
+    /// Addresses of members up or suspect, for the gossip in heartbeats.
+    pub fn known_addrs(&self) -> Vec<SocketAddr> {
+        self.ring_members().iter().map(|m| m.addr).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    const SUSPICION: Duration = Duration::from_millis(1000);
+    const BEAT: Duration = Duration::from_millis(250);
+
+    fn id(name: &str, incarnation: u64) -> Identity {
+        Identity { name: name.into(), addr: format!("127.0.0.1:{}", 7000 + name.len()).parse().unwrap(), incarnation }
+    }
+
+    fn names(changes: &[Change]) -> Vec<String> {
+        changes
+            .iter()
+            .map(|c| match c {
+                Change::Up(m) => format!("up {}", m.name),
+                Change::Down(m) => format!("down {}", m.name),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn silence_makes_suspect_then_down_and_a_restart_is_down_then_up() {
+        let ms = |n| Duration::from_millis(n);
+        let mut m = Membership::new(&id("a", 1), SUSPICION);
+        assert_eq!(names(&m.heard(&id("b", 1), ms(0))), ["up b"]);
+        assert!(m.tick(ms(999)).is_empty());
+        assert!(m.tick(ms(1000)).is_empty()); // suspect: still on the ring
+        assert_eq!(m.ring_members().len(), 2);
+        assert_eq!(names(&m.tick(ms(2000))), ["down b"]);
+        assert_eq!(m.ring_members().len(), 1);
+        assert_eq!(names(&m.heard(&id("b", 1), ms(2500))), ["up b"]);
+        // Restarted faster than the suspicion timeout: its old self is gone all the same.
+        assert_eq!(names(&m.heard(&id("b", 2), ms(2600))), ["down b", "up b"]);
+        assert!(m.heard(&id("b", 2), ms(2700)).is_empty());
+    }
+
+    /// Five nodes exchange heartbeats over a simulated network that a seeded RNG makes lossy,
+    /// partitioned for a while, then healed. Every step is reproducible from the seed.
+    #[test]
+    #[allow(clippy::needless_range_loop)] // node indices are the simulation's addresses
+    fn seeded_simulation_of_partitions_and_flapping_converges() {
+        for seed in 0..20u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let ids: Vec<Identity> = (0..5).map(|i| id(&format!("n{i}"), 1)).collect();
+            let mut nodes: Vec<Membership> = ids.iter().map(|i| Membership::new(i, SUSPICION)).collect();
+            let side = |i: usize| i < 2; // partition: {n0, n1} | {n2, n3, n4}
+            let mut now = Duration::ZERO;
+            let mut run = |nodes: &mut Vec<Membership>, until: Duration, partitioned: bool, loss: f64, rng: &mut StdRng| {
+                while now < until {
+                    now += BEAT;
+                    for from in 0..5 {
+                        for to in 0..5 {
+                            let cut = partitioned && side(from) != side(to);
+                            if from != to && !cut && rng.gen::<f64>() >= loss {
+                                nodes[to].heard(&ids[from], now);
+                            }
+                        }
+                    }
+                    for n in nodes.iter_mut() {
+                        n.tick(now);
+                    }
+                }
+            };
+            // A flapping network (30 % of beats lost) alone does not evict anyone for long;
+            // then a partition evicts the other side on each side; healing restores all.
+            run(&mut nodes, Duration::from_secs(10), false, 0.3, &mut rng);
+            run(&mut nodes, Duration::from_secs(20), true, 0.0, &mut rng);
+            for (i, n) in nodes.iter().enumerate() {
+                let seen: Vec<bool> = (0..5).map(|j| n.ring_members().iter().any(|m| m.name == format!("n{j}"))).collect();
+                assert!((0..5).all(|j| seen[j] == (side(i) == side(j))), "seed {seed}: n{i} sees {seen:?}");
+            }
+            run(&mut nodes, Duration::from_secs(22), false, 0.0, &mut rng);
+            for n in &nodes {
+                assert_eq!(n.ring_members().len(), 5, "seed {seed}: not healed");
+            }
+        }
+    }
+}

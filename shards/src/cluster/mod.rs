@@ -1,0 +1,326 @@
+//! The node-to-node layer: a framed TCP mesh between the nodes of a cluster, with mutual
+//! authentication by a shared secret, membership and failure detection.
+//!
+//! # How it fits the cores
+//! The mesh runs on its own threads, never on a core's executor: one listener, a dialer per
+//! known address, a ticker (heartbeats, failure detection), and per connection a reader and
+//! a writer. A core hands a payload to [`Cluster::send`], which puts it on the peer's
+//! bounded crossbeam queue without blocking (full: [`SendError::Full`], the core waits and
+//! retries: backpressure). Readers hand data frames to the destination core through that
+//! core's bounded flume channel ([`Inbound`]), which the core awaits with `recv_async`; when
+//! it is full the reader blocks, and TCP flow control pushes back on the sending node.
+//! Membership changes reach every core through the same channel, so a core sees them in
+//! order with the frames.
+//!
+//! # Files
+//! - [`frame`]: the versioned, length-prefixed frame.
+//! - [`handshake`]: HMAC challenge-response with the cluster secret.
+//! - [`membership`]: the pure up/suspect/down state machine (simulated from a seed in tests).
+//! - [`connection`]: one authenticated connection's reader and writer threads.
+//!
+//! Not here yet: encryption of mesh traffic (run the mesh on a private network, or add
+//! rustls on these streams); the secret authenticates, it does not hide.
+
+pub mod connection;
+pub mod frame;
+pub mod handshake;
+pub mod membership;
+
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+
+use connection::Conn;
+use handshake::{HandshakeError, Identity};
+use membership::{Change, Member, MemberStatus, Membership};
+
+/// Everything the mesh needs; the server fills it from its `[cluster]` section.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub node_name: String,
+    pub listen: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub secret: Vec<u8>,
+    /// Silence after which a member is suspected; down after as long again.
+    pub suspicion_timeout: Duration,
+    /// Frames queued per peer before `send` reports `Full`.
+    pub outbound_frames_max: usize,
+    /// Largest frame payload accepted from a peer, in bytes.
+    pub frame_bytes_max: usize,
+    /// Messages queued per core before a reader waits.
+    pub inbound_messages_max: usize,
+}
+
+/// Pause before the first redial of an address, doubled up to [`RECONNECT_MAX`].
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(2);
+/// A connect or handshake that takes longer than this is given up (and retried).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a core receives from the mesh.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A payload another node sent to this core (or to be forwarded from it).
+    Frame(Vec<u8>),
+    /// Membership changed: the members now holding the ring, and those just gone down.
+    Members { ring: Vec<Member>, down: Vec<Member> },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SendError {
+    /// No live connection to that node.
+    Unreachable,
+    /// Its queue is full.
+    Full,
+}
+
+/// The handle cores and the admin interface use; cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+pub struct Inner {
+    cfg: ClusterConfig,
+    me: Identity,
+    node_id: u32,
+    started: Instant,
+    /// The live connection per node id. Locked briefly per send; two cores rarely meet here.
+    peers: Mutex<HashMap<u32, Conn>>,
+    membership: Mutex<Membership>,
+    /// Addresses that have a dialer thread.
+    dialing: Mutex<HashSet<SocketAddr>>,
+    cores: Vec<flume::Sender<Inbound>>,
+    next_conn_id: AtomicU64,
+}
+
+impl Cluster {
+    /// Binds the mesh listener, starts dialing the seeds, and returns the handle and one
+    /// receiver per core.
+    pub fn start(cfg: ClusterConfig, cores: usize) -> io::Result<(Cluster, Vec<flume::Receiver<Inbound>>)> {
+        let listener = TcpListener::bind(cfg.listen)?;
+        let me = Identity { name: cfg.node_name.clone(), addr: cfg.listen, incarnation: rand::rngs::OsRng.gen() };
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::bounded(cfg.inbound_messages_max)).unzip();
+        let inner = Arc::new(Inner {
+            node_id: membership::node_id(&me.name),
+            membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout)),
+            started: Instant::now(),
+            peers: Mutex::new(HashMap::new()),
+            dialing: Mutex::new(HashSet::new()),
+            cores: txs,
+            next_conn_id: AtomicU64::new(1),
+            me,
+            cfg,
+        });
+        let i = inner.clone();
+        thread::Builder::new().name("mesh-listen".into()).spawn(move || accept_loop(&i, listener))?;
+        let i = inner.clone();
+        thread::Builder::new().name("mesh-tick".into()).spawn(move || tick_loop(&i))?;
+        for seed in inner.cfg.seeds.clone() {
+            inner.dial(seed);
+        }
+        Ok((Cluster { inner }, rxs))
+    }
+
+    /// This node's id on the ring.
+    pub fn node_id(&self) -> u32 {
+        self.inner.node_id
+    }
+
+    /// This node as a ring member.
+    pub fn me(&self) -> Member {
+        Member { name: self.inner.me.name.clone(), addr: self.inner.me.addr, node_id: self.inner.node_id }
+    }
+
+    /// Queues `payload` for core `core` of node `node_id`; never blocks.
+    pub fn send(&self, node_id: u32, core: u16, payload: &[u8]) -> Result<(), SendError> {
+        let peers = self.inner.peers.lock().expect("peer table");
+        let conn = peers.get(&node_id).ok_or(SendError::Unreachable)?;
+        conn.tx.try_send(frame::encode(frame::Kind::Data, core, payload)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => SendError::Full,
+            crossbeam_channel::TrySendError::Disconnected(_) => SendError::Unreachable,
+        })
+    }
+
+    /// Every member this node knows, itself included, with its state.
+    pub fn status(&self) -> Vec<MemberStatus> {
+        self.inner.membership.lock().expect("membership").status(self.inner.started.elapsed())
+    }
+}
+
+impl Inner {
+    fn now(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    fn heard(&self, peer: &Identity) {
+        let changes = self.membership.lock().expect("membership").heard(peer, self.now());
+        self.publish(changes);
+    }
+
+    /// Tells every core about `changes` (with the whole new ring: a core only swaps rings).
+    fn publish(&self, changes: Vec<Change>) {
+        if changes.is_empty() {
+            return;
+        }
+        for c in &changes {
+            match c {
+                Change::Up(m) => log::info!("mesh: {} ({}) is up", m.name, m.addr),
+                Change::Down(m) => log::warn!("mesh: {} ({}) is down", m.name, m.addr),
+            }
+        }
+        let ring = self.membership.lock().expect("membership").ring_members();
+        let down: Vec<Member> =
+            changes.into_iter().filter_map(|c| if let Change::Down(m) = c { Some(m) } else { None }).collect();
+        for core in &self.cores {
+            let _ = core.send(Inbound::Members { ring: ring.clone(), down: down.clone() });
+        }
+    }
+
+    fn deliver(&self, core: u16, payload: Vec<u8>) {
+        // The sender cannot know our core count; its hint only spreads the load.
+        let core = core as usize % self.cores.len();
+        let _ = self.cores[core].send(Inbound::Frame(payload)); // blocks when full: backpressure
+    }
+
+    fn gossip(self: &Arc<Self>, payload: &[u8]) {
+        for addr in connection::parse_heartbeat(payload) {
+            self.dial(addr);
+        }
+    }
+
+    /// Adds an authenticated connection, unless one to that node is already preferred.
+    fn register(self: &Arc<Self>, stream: TcpStream, peer: Identity, initiator: String) {
+        let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_read_timeout(None);
+        let _ = stream.set_nodelay(true);
+        let node = membership::node_id(&peer.name);
+        let mut peers = self.peers.lock().expect("peer table");
+        if let Some(old) = peers.get(&node) {
+            let keep_old = old.peer.incarnation == peer.incarnation && old.initiator < initiator;
+            if keep_old {
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+                return;
+            }
+            old.close();
+        }
+        match connection::start(self, id, stream, peer.clone(), initiator) {
+            Ok(conn) => {
+                let _ = conn.tx.try_send(connection::heartbeat(&self.membership.lock().expect("membership").known_addrs()));
+                peers.insert(node, conn);
+            }
+            Err(e) => log::error!("mesh: cannot start threads for {}: {e}", peer.name),
+        }
+        drop(peers);
+        self.heard(&peer);
+    }
+
+    fn connection_ended(&self, id: u64, peer: &Identity) {
+        let node = membership::node_id(&peer.name);
+        let mut peers = self.peers.lock().expect("peer table");
+        if peers.get(&node).is_some_and(|c| c.id == id) {
+            peers.remove(&node);
+        }
+    }
+
+    fn connected_to(&self, addr: SocketAddr) -> bool {
+        self.peers.lock().expect("peer table").values().any(|c| c.peer.addr == addr)
+    }
+
+    /// Keeps one dialer thread per address for the process's life: a member that leaves
+    /// may come back at the same address, and that is how it is found again.
+    fn dial(self: &Arc<Self>, addr: SocketAddr) {
+        if addr == self.me.addr || !self.dialing.lock().expect("dialers").insert(addr) {
+            return;
+        }
+        let inner = self.clone();
+        let spawned = thread::Builder::new().name(format!("mesh-dial-{addr}")).spawn(move || dial_loop(&inner, addr));
+        if let Err(e) = spawned {
+            log::error!("mesh: cannot start a dialer for {addr}: {e}");
+        }
+    }
+}
+
+fn accept_loop(inner: &Arc<Inner>, listener: TcpListener) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let inner = inner.clone();
+        let _ = thread::Builder::new().name("mesh-hello".into()).spawn(move || {
+            let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+            let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+            match handshake::respond(&mut stream, &inner.cfg.secret, &inner.me) {
+                Ok(peer) => {
+                    let initiator = peer.name.clone();
+                    inner.register(stream, peer, initiator);
+                }
+                Err(e) => log_handshake_failure(&from, &e),
+            }
+        });
+    }
+}
+
+fn dial_loop(inner: &Arc<Inner>, addr: SocketAddr) {
+    let mut backoff = RECONNECT_MIN;
+    loop {
+        if inner.connected_to(addr) {
+            backoff = RECONNECT_MIN;
+            thread::sleep(RECONNECT_MIN);
+            continue;
+        }
+        match connect(inner, addr) {
+            Ok((stream, peer)) => {
+                backoff = RECONNECT_MIN;
+                let me = inner.me.name.clone();
+                inner.register(stream, peer, me);
+                continue;
+            }
+            Err(e) => {
+                if let HandshakeError::Refused(_) = e {
+                    log_handshake_failure(&addr.to_string(), &e);
+                }
+            }
+        }
+        // Jitter keeps a whole cluster from redialling a returning node in lockstep.
+        let jitter = rand::thread_rng().gen_range(0..=backoff.as_millis() as u64 / 2);
+        thread::sleep(backoff + Duration::from_millis(jitter));
+        backoff = (backoff * 2).min(RECONNECT_MAX);
+    }
+}
+
+fn connect(inner: &Inner, addr: SocketAddr) -> Result<(TcpStream, Identity), HandshakeError> {
+    let mut stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let peer = handshake::initiate(&mut stream, &inner.cfg.secret, &inner.me)?;
+    Ok((stream, peer))
+}
+
+fn log_handshake_failure(from: &str, e: &HandshakeError) {
+    match e {
+        HandshakeError::Refused(why) => log::warn!("mesh: refused {from}: {why}"),
+        HandshakeError::Io(io) => log::info!("mesh: handshake with {from} failed: {io}"),
+    }
+}
+
+/// Heartbeats four times per suspicion timeout, so a member is suspected only after
+/// several in a row were missed; then failure detection.
+fn tick_loop(inner: &Arc<Inner>) {
+    let every = inner.cfg.suspicion_timeout / 4;
+    loop {
+        thread::sleep(every);
+        let beat = connection::heartbeat(&inner.membership.lock().expect("membership").known_addrs());
+        for conn in inner.peers.lock().expect("peer table").values() {
+            let _ = conn.tx.try_send(beat.clone()); // a full queue carries traffic anyway
+        }
+        let changes = inner.membership.lock().expect("membership").tick(inner.now());
+        inner.publish(changes);
+    }
+}
+
+#[cfg(test)]
+mod tests;
