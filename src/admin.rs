@@ -24,6 +24,8 @@ pub enum Request {
     Passwd { jid: String, password: String },
     List,
     BulkAdd { jids: Vec<String>, password: String },
+    /// Members, states and ring shares; only a running clustered server can answer.
+    ClusterStatus,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -63,6 +65,7 @@ pub async fn execute(storage: &Storage, request: Request) -> Reply {
         }),
         Request::List => storage.list_users().await.map(|users| reply(true, users.join("\n"))),
         Request::BulkAdd { jids, password } => bulk_add(storage, &jids, &password).await,
+        Request::ClusterStatus => Ok(reply(false, "the server is not running")),
     };
     result.unwrap_or_else(|e| reply(false, e.to_string()))
 }
@@ -128,13 +131,22 @@ pub fn bind(cfg: &Config) -> std::io::Result<glommio::net::UnixListener> {
 }
 
 /// Serves admin requests, one connection at a time (they are rare and short).
-pub async fn serve(listener: glommio::net::UnixListener, storage: Storage) {
+pub async fn serve(
+    listener: glommio::net::UnixListener,
+    storage: Storage,
+    cfg: std::sync::Arc<Config>,
+    cluster: Option<(shards::cluster::Cluster, usize)>,
+) {
     loop {
         let Ok(stream) = listener.accept().await else { continue };
         let mut reader = futures_lite::io::BufReader::new(stream);
         let mut line = String::new();
         let answer = match (&mut reader).take(REQUEST_BYTES_MAX as u64).read_line(&mut line).await {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
+                Ok(Request::ClusterStatus) => match &cluster {
+                    Some((c, cores)) => reply(true, crate::cluster::status_text(&cfg, c, *cores)),
+                    None => reply(false, "this server runs alone: [cluster] listen is not set"),
+                },
                 Ok(request) => execute(&storage, request).await,
                 Err(e) => reply(false, format!("bad request: {e}")),
             },

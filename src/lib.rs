@@ -17,12 +17,15 @@
 //! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
 //! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb) or PostgreSQL
 //!   behind an async facade so disk work never blocks a core.
+//! - [`cluster`]  the node mesh as the router's link to other nodes, the global ring, and
+//!   `martlet cluster status`.
 //! - [`config`], [`tls`], [`metrics`]: configuration, certificates, counters.
 //! - [`cli_user`], [`admin`]: account administration, offline or through the running server.
 
 pub mod admin;
 pub mod c2s;
 pub mod cli_user;
+pub mod cluster;
 pub mod config;
 pub mod metrics;
 pub mod modules;

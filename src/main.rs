@@ -1,4 +1,4 @@
-//! The `martlet` command: `serve`, `user add|del|passwd|list`, `check-config`.
+//! The `martlet` command: `serve`, `user add|del|passwd|list`, `cluster status`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +30,15 @@ enum Command {
     User(martlet::cli_user::UserCmd),
     /// Load and validate the configuration, then exit.
     CheckConfig,
+    /// Cluster membership, from the running server.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Members, their state (up, suspect, down) and each one's share of the ring.
+    Status,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => martlet::server::serve(cfg),
         Command::User(cmd) => martlet::cli_user::run(&cfg, cmd),
+        Command::Cluster(ClusterCmd::Status) => cluster_status(&cfg),
         Command::CheckConfig => {
             println!("configuration ok: serving {} on {}", cfg.domain, cfg.c2s.listen);
             Ok(())
@@ -56,5 +66,18 @@ fn main() -> ExitCode {
             eprintln!("martlet: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn cluster_status(cfg: &Config) -> Result<(), String> {
+    let path = martlet::admin::socket_path(cfg);
+    match martlet::admin::call(cfg, &martlet::admin::Request::ClusterStatus) {
+        None => Err(format!("no server answers on {}: is it running?", path.display())),
+        Some(Err(e)) => Err(format!("admin socket {}: {e}", path.display())),
+        Some(Ok(reply)) if reply.ok => {
+            print!("{}", reply.text);
+            Ok(())
+        }
+        Some(Ok(reply)) => Err(reply.text),
     }
 }

@@ -4,16 +4,20 @@
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use shards::listener::bind_reuseport;
 use shards::ring::TwoLevelRing;
 use shards::runtime::{self, Core, RuntimeConfig};
 
+use shards::cluster::{Cluster, Inbound};
+
 use crate::c2s::accept::accept_loop;
+use crate::cluster::MeshLink;
 use crate::config::Config;
 use crate::metrics::{self, CoreCounters};
+use crate::router::node_link::NodeLink;
 use crate::router::{CoreMsg, CoreState};
 use crate::storage::Storage;
 
@@ -38,10 +42,18 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
+    let (cluster, inboxes) = match crate::cluster::start(&cfg, cores)? {
+        Some((cluster, inboxes)) => (Some(cluster), inboxes.into_iter().map(Some).collect()),
+        None => (None, Vec::new()),
+    };
+    // Each core takes its own receiver of the mesh.
+    let inboxes = Arc::new(Mutex::new(inboxes));
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone());
-        async move { core_main(core, cfg, storage, tls, counters, stop).await }
+        let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
+        let node = cluster.clone().zip(inbox);
+        async move { core_main(core, cfg, storage, tls, counters, node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -52,13 +64,24 @@ async fn core_main(
     storage: Storage,
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
+    node: Option<(Cluster, flume::Receiver<Inbound>)>,
     stop: Arc<AtomicBool>,
 ) {
     let id = core.mesh.core_id();
-    // The node's name on the ring is its client address; the cluster (issue 4) will put
-    // more nodes on the first level without changing this lookup.
-    let ring = TwoLevelRing::single_node(&cfg.c2s.listen, core.mesh.cores());
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, None, storage, tls.into(), counters[id].clone());
+    let cores = core.mesh.cores();
+    // Alone on the ring until the mesh reports other members.
+    let (ring, link) = match &node {
+        Some((cluster, _)) => {
+            let ring = crate::cluster::ring(&cfg, &[cluster.me()], cluster.node_id(), cores);
+            (ring, Some(Box::new(MeshLink(cluster.clone())) as Box<dyn NodeLink>))
+        }
+        None => (TwoLevelRing::single_node(&cfg.c2s.listen, cores), None),
+    };
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone());
+    let cluster = node.as_ref().map(|(c, _)| c.clone());
+    if let Some((_, inbox)) = node {
+        glommio::spawn_local(crate::cluster::serve_core(state.clone(), inbox, cores)).detach();
+    }
     for (_peer, inbound) in core.inbound {
         let state = state.clone();
         glommio::spawn_local(async move {
@@ -75,7 +98,8 @@ async fn core_main(
     if id == 0 {
         match crate::admin::bind(&cfg) {
             Ok(l) => {
-                glommio::spawn_local(crate::admin::serve(l, state.storage.clone())).detach();
+                let status = cluster.map(|c| (c, cores));
+                glommio::spawn_local(crate::admin::serve(l, state.storage.clone(), state.cfg.clone(), status)).detach();
             }
             Err(e) => fatal(&format!("admin socket {}: {e}", crate::admin::socket_path(&cfg).display())),
         }

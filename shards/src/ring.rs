@@ -53,6 +53,20 @@ impl<M: Clone> HashRing<M> {
     }
 }
 
+impl<M: Clone + Eq + std::hash::Hash> HashRing<M> {
+    /// Each member's share of the 2^32 ring (the arcs ending at its points), summing to 1.
+    pub fn shares(&self) -> std::collections::HashMap<M, f64> {
+        let mut shares = std::collections::HashMap::new();
+        let mut prev = self.points.last().map_or(0, |p| p.0);
+        for (pos, member) in &self.points {
+            let arc = pos.wrapping_sub(prev) as f64;
+            *shares.entry(member.clone()).or_insert(0.0) += arc / (u32::MAX as f64 + 1.0);
+            prev = *pos;
+        }
+        shares
+    }
+}
+
 /// Where a key lives: the node, and the core on that node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Owner {
@@ -115,11 +129,24 @@ impl TwoLevelRing {
     pub fn local_node(&self) -> u32 {
         self.local_node
     }
+
+    /// Each node's share of the node ring, by node id.
+    pub fn node_shares(&self) -> std::collections::HashMap<u32, f64> {
+        self.nodes.shares()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shares_sum_to_one_and_are_fair_with_enough_points() {
+        let members: Vec<(String, u8)> = (0..4).map(|i| (format!("10.0.0.{i}:5270"), i)).collect();
+        let shares = HashRing::new(&members, 160).shares();
+        assert!((shares.values().sum::<f64>() - 1.0).abs() < 1e-9);
+        assert!(shares.values().all(|s| (0.15..0.35).contains(s)), "{shares:?}");
+    }
 
     #[test]
     fn owner_wraps_around_the_ring() {

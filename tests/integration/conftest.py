@@ -32,6 +32,8 @@ def toml_value(v):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return '"%s"' % v
 
 
@@ -159,19 +161,28 @@ def pytest_runtest_makereport(item, call):
 POSTGRES_URL_VAR = "MARTLET_TEST_POSTGRES_URL"
 
 
-@pytest.fixture(params=["embedded", "postgres"])
-def storage(request):
-    """`[storage]` keys for each backend: the embedded default, and a database of its own on
-    the PostgreSQL server at $MARTLET_TEST_POSTGRES_URL (scripts/test.sh starts one)."""
-    if request.param == "embedded":
-        yield {}
-        return
+def fresh_database(request):
+    """A database of its own on the PostgreSQL server at $MARTLET_TEST_POSTGRES_URL
+    (scripts/test.sh starts one), dropped at teardown; returns its `[storage]` keys."""
     server_url = os.environ.get(POSTGRES_URL_VAR)
     if not server_url:
         pytest.fail(f"{POSTGRES_URL_VAR} is not set: scripts/postgres-scratch.sh start prints one")
     name = f"martlet_it_{os.getpid()}_{request.node.name.split('[')[0][-20:]}".lower()
     psql = ["psql", server_url, "-qAtv", "ON_ERROR_STOP=1", "-c"]
-    subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    drop = psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
+    subprocess.run(drop, check=True)
     subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
-    yield {"backend": "postgres", "postgres_url": server_url.rsplit("/", 1)[0] + "/" + name}
-    subprocess.run(psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"], check=True)
+    request.addfinalizer(lambda: subprocess.run(drop, check=True))
+    return {"backend": "postgres", "postgres_url": server_url.rsplit("/", 1)[0] + "/" + name}
+
+
+@pytest.fixture(params=["embedded", "postgres"])
+def storage(request):
+    """`[storage]` keys for each backend: the embedded default, and a fresh PostgreSQL
+    database."""
+    return {} if request.param == "embedded" else fresh_database(request)
+
+
+@pytest.fixture
+def postgres_storage(request):
+    return fresh_database(request)

@@ -115,7 +115,7 @@ fn merge(mut reports: Vec<Report>) -> Report {
     if let (Some(sent), Some(delivered)) = (merged.get("sent").and_then(Value::as_f64), merged.get("delivered").and_then(Value::as_f64)) {
         merged.set("delivery_ratio", if sent == 0.0 { 0.0 } else { delivered / sent });
     }
-    if histogram.len() > 0 {
+    if !histogram.is_empty() {
         let mut latency = Report::new("latency");
         latency.latency(&histogram);
         for name in ["latency_mean_ms", "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_p999_ms", "latency_max_ms"] {
