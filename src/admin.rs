@@ -111,7 +111,9 @@ pub fn call(cfg: &Config, request: &Request) -> Option<std::io::Result<Reply>> {
         line.push(b'\n');
         stream.write_all(&line)?;
         let mut answer = String::new();
-        BufReader::new(stream).read_line(&mut answer)?;
+        if BufReader::new(stream).read_line(&mut answer)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into()); // closed without answering
+        }
         serde_json::from_str(&answer).map_err(std::io::Error::other)
     })())
 }

@@ -64,8 +64,13 @@ pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
         }
     };
     let reply = match admin::call(cfg, &request) {
-        Some(reply) => reply.map_err(|e| format!("admin socket {}: {e}", admin::socket_path(cfg).display()))?,
-        None => block_on(admin::execute(&Storage::open(&cfg.storage).map_err(|e| e.to_string())?, request)),
+        Some(Ok(reply)) => reply,
+        // A server that was stopping as we called (its socket took the connection, then
+        // went): carry the request out on the store, which it no longer holds. Were it
+        // still running, opening the store would say so.
+        Some(Err(e)) if server_went_away(&e) => offline(cfg, request)?,
+        Some(Err(e)) => return Err(format!("admin socket {}: {e}", admin::socket_path(cfg).display())),
+        None => offline(cfg, request)?,
     };
     if !reply.ok {
         return Err(reply.text);
@@ -74,6 +79,15 @@ pub fn run(cfg: &Config, cmd: UserCmd) -> Result<(), String> {
         println!("{}", reply.text);
     }
     Ok(())
+}
+
+fn server_went_away(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof)
+}
+
+fn offline(cfg: &Config, request: Request) -> Result<admin::Reply, String> {
+    Ok(block_on(admin::execute(&Storage::open(&cfg.storage).map_err(|e| e.to_string())?, request)))
 }
 
 pub fn account_jid(input: &str, domain: &str) -> Result<String, String> {

@@ -70,8 +70,11 @@ class Server:
         return str(self.data / "dev-cert.pem")
 
     def cli(self, *args, stdin=None, check=True):
-        return subprocess.run([str(BINARY), "--config", str(self.config), *args], input=stdin,
-                              capture_output=True, text=True, timeout=60, check=check)
+        done = subprocess.run([str(BINARY), "--config", str(self.config), *args], input=stdin,
+                              capture_output=True, text=True, timeout=60)
+        if check and done.returncode != 0:
+            raise AssertionError(f"martlet {' '.join(args)} exited {done.returncode}: {done.stderr}")
+        return done
 
     def add_user(self, name, password=PASSWORD):
         self.cli("user", "add", f"{name}@{DOMAIN}", password)
