@@ -3,7 +3,7 @@ ratio martlet/peer for each peer.
 
     report.py SCENARIO RESULTS_DIR SERVER...
 
-RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, rate-<R>.json) and,
+RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, storm.json, rate-<R>.json) and,
 for the knee, a file `knee` with the highest rate that held.
 """
 import json
@@ -32,6 +32,17 @@ FIGURES = {
         ("server_rss_before_bytes", "server RSS before, MiB", None),
         ("server_rss_after_bytes", "server RSS with the sessions, MiB", None),
         ("server_rss_per_session_bytes", "RSS per session, bytes", "lower"),
+    ],
+    "storm": [
+        ("sessions", "sessions before the storm", None),
+        ("login_errors", "login errors (first logins)", None),
+        ("logins_per_sec", "logins/s (first logins)", "higher"),
+        ("storm_reconnected", "sessions back after the storm", None),
+        ("storm_errors", "reconnect errors", None),
+        ("storm_secs", "time until all were back, s", "lower"),
+        ("latency_p50_ms", "one reconnect, p50 ms", "lower"),
+        ("latency_p99_ms", "one reconnect, p99 ms", "lower"),
+        ("latency_max_ms", "one reconnect, max ms", "lower"),
     ],
 }
 MIB_KEYS = {"server_rss_before_bytes", "server_rss_after_bytes"}

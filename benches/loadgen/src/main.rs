@@ -3,7 +3,8 @@
 //! - `paper`: the experiment of seed 001 §5.1 — N users online, each sends one chat message
 //!   per interval to a random user, M messages each; delivery ratio and latency.
 //! - `rate`: N users offering a fixed total rate for a while (the knee search steps this).
-//! - `connections`: N idle sessions; server RSS per session and login rate.
+//! - `connections`: N idle sessions; server RSS per session and login rate; with `--storm`,
+//!   all drop and reconnect at once, and the time until all are back.
 //!
 //! Latency is end to end: the send time travels in the message body and the receiver reads
 //! it, so both ends must share a clock (same host).
@@ -86,12 +87,15 @@ enum Scenario {
         #[arg(long, default_value_t = 3)]
         drain_secs: u64,
     },
-    /// N idle sessions held for HOLD_SECS; with --server-pid, the server's RSS per session.
+    /// N idle sessions held for HOLD_SECS; with --server-pid, the server's RSS per session;
+    /// with --storm, then all drop and reconnect at once.
     Connections {
         #[arg(long, default_value_t = 5)]
         hold_secs: u64,
         #[arg(long)]
         server_pid: Option<u32>,
+        #[arg(long)]
+        storm: bool,
     },
 }
 
@@ -132,8 +136,8 @@ fn main() {
                 let per_user = ((rate as u64 * secs) / cli.common.users as u64).max(1) as u32;
                 scenario::traffic::run(&cli.common, "rate", interval_secs, per_user, drain_secs).await
             }
-            Scenario::Connections { hold_secs, server_pid } => {
-                scenario::connections::run(&cli.common, hold_secs, server_pid).await
+            Scenario::Connections { hold_secs, server_pid, storm } => {
+                scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await
             }
         }
     });

@@ -24,7 +24,11 @@ const SETTLE: Duration = Duration::from_secs(4);
 /// latency is recomputed from the merged histogram.
 const SUMMED: &[&str] = &[
     "users_online", "login_errors", "logins_per_sec", "sent", "send_errors", "delivered", "offered_msgs_per_sec", "sessions",
+    "storm_reconnected", "storm_errors",
 ];
+/// Fields whose largest value across processes is the whole run's (the storm is over when
+/// the slowest process is back).
+const MAXED: &[&str] = &["storm_secs"];
 
 /// This process's slice of the range, as child `index` of `common.procs`.
 pub fn take_slice(common: &mut Common, index: u32) {
@@ -104,6 +108,11 @@ fn merge(mut reports: Vec<Report>) -> Report {
     add_histogram(&mut merged);
     for mut r in reports {
         add_histogram(&mut r);
+        for name in MAXED {
+            if let (Some(a), Some(b)) = (merged.get(name).and_then(Value::as_f64), r.get(name).and_then(Value::as_f64)) {
+                merged.set(name, a.max(b));
+            }
+        }
         for name in SUMMED {
             let (Some(a), Some(b)) = (merged.get(name).cloned(), r.get(name).cloned()) else { continue };
             match (a.as_u64(), b.as_u64()) {

@@ -6,9 +6,11 @@ pub mod traffic;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use hdrhistogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::client::{login, Account, Session};
+use crate::stats::latency_histogram;
 use crate::Common;
 
 pub struct LoggedIn {
@@ -16,6 +18,10 @@ pub struct LoggedIn {
     pub sessions: Vec<Option<Session>>,
     pub errors: u32,
     pub logins_per_sec: f64,
+    /// From first to last login, in seconds.
+    pub secs: f64,
+    /// Each successful login's time from connect to initial presence, in microseconds.
+    pub login_micros: Histogram<u64>,
 }
 
 /// Logs in every user of the range, `login_concurrency` at a time.
@@ -30,14 +36,19 @@ pub async fn login_all(common: &Common) -> LoggedIn {
             let _permit = gate.acquire().await.expect("semaphore open");
             let user = format!("{}{}", common.prefix, common.first + i);
             let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}") };
-            login(&acct, timeout).await
+            let began = Instant::now();
+            login(&acct, timeout).await.map(|s| (s, began.elapsed()))
         }));
     }
     let mut sessions = Vec::with_capacity(tasks.len());
     let mut errors = 0;
+    let mut login_micros = latency_histogram();
     for t in tasks {
         match t.await.expect("login task") {
-            Ok(s) => sessions.push(Some(s)),
+            Ok((s, took)) => {
+                let _ = login_micros.record((took.as_micros() as u64).max(1));
+                sessions.push(Some(s));
+            }
             Err(e) => {
                 if errors < 5 {
                     eprintln!("login failed: {e}");
@@ -51,5 +62,6 @@ pub async fn login_all(common: &Common) -> LoggedIn {
     if common.proc_index.is_some() {
         crate::procs::announce_online();
     }
-    LoggedIn { sessions, errors, logins_per_sec: ok as f64 / started.elapsed().as_secs_f64() }
+    let secs = started.elapsed().as_secs_f64();
+    LoggedIn { sessions, errors, logins_per_sec: ok as f64 / secs, secs, login_micros }
 }
