@@ -9,6 +9,8 @@
 #       or delivery < 99.9 %; then one step halfway back; reports the highest rate that held
 #   scripts/compare.sh [OPTIONS] memory N
 #       N idle sessions: the server's resident memory per session, and the login rate
+#   scripts/compare.sh [OPTIONS] presence N [R]
+#       N users with R mutual contacts (default 20); 10 rounds of N/20 going offline and back
 #   scripts/compare.sh [OPTIONS] storm N
 #       N sessions drop at once and reconnect at once: time until all are back
 # OPTIONS:
@@ -49,7 +51,7 @@ log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -72,6 +74,7 @@ parse_args() {
   case $scenario in
     paper) users=${2:-}; messages=${3:-10} ;;
     memory|storm) users=${2:-} ;;
+    presence) users=${2:-}; roster=${3:-20} ;;
     knee) users=$knee_users ;;
     *) usage ;;
   esac
@@ -296,6 +299,11 @@ run_memory() {
     connections --hold-secs 1 --server-pid "$server_pid" >/dev/null
 }
 
+run_presence() {
+  loadgen "$1" --users "$users" --out "$work/results/$1/presence.json" \
+    presence --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
+}
+
 run_storm() {
   loadgen "$1" --users "$users" --login-concurrency "$memory_login_concurrency" --out "$work/results/$1/storm.json" \
     connections --hold-secs 1 --storm >/dev/null
@@ -335,6 +343,7 @@ settings() {
   case $scenario in
     paper) echo "paper: N=$users users online, each sends M=$messages chat messages, one per second, to uniformly random other users (loadgen login concurrency 200, 5 s drain)" ;;
     memory) echo "memory: N=$users idle sessions (bind + initial presence), login concurrency $memory_login_concurrency; RSS of the server process read before the logins and 4 s after the last (/proc/PID/status VmRSS), difference / N" ;;
+    presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency)" ;;
     storm) echo "storm: N=$users sessions (bind + initial presence, login concurrency $memory_login_concurrency) drop their TCP connections at once and reconnect at once, $memory_login_concurrency logins in flight: the reconnect storm of seeds 003/004" ;;
     knee) echo "knee: $knee_users users, offered total rates ${knee_rates[*]} msg/s for ${knee_secs} s each (3 s drain), stopping at the first step with p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or any login error; then one step halfway back. Knee = highest rate that held" ;;
   esac

@@ -21,6 +21,8 @@ pub struct Account<'a> {
     pub user: String,
     pub password: &'a str,
     pub resource: String,
+    /// The initial presence sent once bound (`<presence/>`, or one carrying a mark).
+    pub presence: String,
 }
 
 pub struct Session {
@@ -66,7 +68,7 @@ async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
         stream.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
         read_until(&mut stream, &mut buf, &["id='sess'", "id=\"sess\""]).await?;
     }
-    stream.write_all(b"<presence/>").await?;
+    stream.write_all(acct.presence.as_bytes()).await?;
     let (reader, writer) = stream.into_split();
     Ok(Session { reader, writer })
 }
@@ -94,4 +96,9 @@ async fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, markers: &[&str])
 /// A chat message whose body carries the sender, sequence and send time.
 pub fn message(to: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
     format!("<message to='{to}' type='chat'><body>lg {sender} {seq} {sent_unix_nanos}</body></message>")
+}
+
+/// An available presence whose status carries the sender and send time.
+pub fn marked_presence(sender: u32, sent_unix_nanos: u128) -> String {
+    format!("<presence><status>lg {sender} {sent_unix_nanos}</status></presence>")
 }

@@ -3,6 +3,8 @@
 //! - `paper`: the experiment of seed 001 §5.1 — N users online, each sends one chat message
 //!   per interval to a random user, M messages each; delivery ratio and latency.
 //! - `rate`: N users offering a fixed total rate for a while (the knee search steps this).
+//! - `presence`: N users with R mutual contacts each go offline and online in rounds;
+//!   presence broadcasts delivered per second and their latency (the fan-out cost).
 //! - `connections`: N idle sessions; server RSS per session and login rate; with `--storm`,
 //!   all drop and reconnect at once, and the time until all are back.
 //!
@@ -97,12 +99,26 @@ enum Scenario {
         #[arg(long)]
         storm: bool,
     },
+    /// N users with ROSTER mutual contacts each; ROUNDS times a BATCH of them goes offline
+    /// and comes back: presence broadcasts delivered per second, and their latency.
+    Presence {
+        #[arg(long, default_value_t = 20)]
+        roster: u32,
+        #[arg(long, default_value_t = 10)]
+        rounds: u32,
+        #[arg(long, default_value_t = 50)]
+        batch: u32,
+    },
 }
 
 fn main() {
     let mut cli = Cli::parse();
     cli.common.peers_first = cli.common.first;
     cli.common.peers_count = cli.common.users;
+    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. }) {
+        eprintln!("loadgen: presence runs in one process (its clients answer each other's subscriptions)");
+        std::process::exit(2);
+    }
     if cli.common.procs > 1 && cli.common.proc_index.is_none() {
         let server_pid = match cli.scenario {
             Scenario::Connections { server_pid, .. } => server_pid,
@@ -138,6 +154,10 @@ fn main() {
             }
             Scenario::Connections { hold_secs, server_pid, storm } => {
                 scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await
+            }
+            Scenario::Presence { roster, rounds, batch } => {
+                let plan = scenario::presence::Plan { users: cli.common.users, roster, rounds, batch };
+                scenario::presence::run(&cli.common, plan).await
             }
         }
     });

@@ -1,6 +1,7 @@
 //! Scenarios, and the login of a whole user range they share.
 
 pub mod connections;
+pub mod presence;
 pub mod traffic;
 
 use std::rc::Rc;
@@ -35,7 +36,7 @@ pub async fn login_all(common: &Common) -> LoggedIn {
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await.expect("semaphore open");
             let user = format!("{}{}", common.prefix, common.first + i);
-            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}") };
+            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into() };
             let began = Instant::now();
             login(&acct, timeout).await.map(|s| (s, began.elapsed()))
         }));

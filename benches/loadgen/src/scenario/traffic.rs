@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::login_all;
 use crate::client::message;
-use crate::scan::BodyScanner;
+use crate::scan::{MarkScanner, BODY};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
 
@@ -29,13 +29,13 @@ pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, pe
         let mut reader = session.reader;
         tokio::task::spawn_local(async move {
             let mut buf = vec![0u8; RECV_READ_BYTES];
-            let mut scan = BodyScanner::default();
+            let mut scan = MarkScanner::new(BODY);
             while let Ok(n) = reader.read(&mut buf).await {
                 if n == 0 {
                     break;
                 }
                 let now = unix_nanos();
-                scan.feed(&buf[..n], |sent| {
+                scan.feed(&buf[..n], |_, sent| {
                     let micros = (now.saturating_sub(sent) / 1000).max(1) as u64;
                     let _ = h.borrow_mut().record(micros);
                     *d.borrow_mut() += 1;

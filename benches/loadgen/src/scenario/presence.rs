@@ -1,0 +1,270 @@
+//! Presence fan-out (seed 004: presence is what costs an IM server): N users, each with R
+//! mutual contacts (its R/2 neighbours on either side of a ring of the users), come online
+//! and go offline in rounds; every change is broadcast by the server to the online contacts.
+//!
+//! Setup is done over XMPP, so any server works: each user asks its forward neighbours for a
+//! subscription, and every client approves what it is asked and asks back (RFC 6121 §3);
+//! repeated runs find the rosters done and the server answers for the contacts.
+//!
+//! Each round, a batch of users spread around the ring (no two of them contacts) closes
+//! its streams (each contact receives `unavailable`), then logs in again with an available
+//! presence whose status carries the send time (each contact receives it: latency).
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::Mutex;
+
+use super::login_all;
+use crate::client::{login, marked_presence, Account};
+use crate::scan::{MarkScanner, STATUS};
+use crate::stats::{latency_histogram, unix_nanos, Report};
+use crate::Common;
+
+/// Bytes read per call by each session.
+const RECV_READ_BYTES: usize = 4096;
+/// Setup is over when, after some subscription traffic, none was seen for this long...
+const SETUP_QUIET: Duration = Duration::from_secs(3);
+/// ...or after this long in all.
+const SETUP_SECS_MAX: u64 = 120;
+/// Time for the last broadcasts of a round to arrive.
+const ROUND_DRAIN: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+struct Counts {
+    subscription_stanzas: u64,
+    available_marked: u64,
+    unavailable: u64,
+    last_subscription: Option<Instant>,
+    /// Marks sent before this (the current round's start) are answers to probes carrying an
+    /// earlier round's presence: not this round's broadcast.
+    round_started_nanos: u128,
+}
+
+type Writer = Rc<Mutex<OwnedWriteHalf>>;
+
+pub struct Plan {
+    pub users: u32,
+    pub roster: u32,
+    pub rounds: u32,
+    pub batch: u32,
+}
+
+impl Plan {
+    /// The users of `round`'s batch: every `stride`-th user, so none is another's contact.
+    pub fn batch_of(&self, round: u32) -> Vec<u32> {
+        let stride = self.users / self.batch;
+        (0..self.batch).map(|k| (k * stride + round) % self.users).collect()
+    }
+
+    /// Whether batches keep contacts apart (the stride exceeds half a roster).
+    pub fn is_valid(&self) -> bool {
+        self.roster.is_multiple_of(2) && self.roster < self.users && self.batch > 0 && self.users / self.batch > self.roster / 2
+    }
+
+    /// Broadcasts each kind of change should reach: every member of a batch has R contacts,
+    /// all online at that moment.
+    pub fn expected_per_kind(&self) -> u64 {
+        self.rounds as u64 * self.batch as u64 * self.roster as u64
+    }
+}
+
+pub async fn run(common: &Common, plan: Plan) -> Report {
+    assert!(plan.is_valid(), "presence needs an even roster < users and users/batch > roster/2");
+    let name = |i: u32| format!("{}{}@{}", common.prefix, common.first + i, common.domain);
+    let online = login_all(common).await;
+    let online_count = online.sessions.iter().flatten().count() as u64;
+    let counts = Rc::new(RefCell::new(Counts::default()));
+    let histogram = Rc::new(RefCell::new(latency_histogram()));
+    let mut writers: Vec<Option<Writer>> = Vec::new();
+    for (i, session) in online.sessions.into_iter().enumerate() {
+        writers.push(session.map(|s| spawn_reader(i as u32, s.reader, Rc::new(Mutex::new(s.writer)), &counts, &histogram)));
+    }
+
+    // Setup: ask the forward half of the ring; the rest follows from the approvals.
+    let setup_started = Instant::now();
+    for i in 0..plan.users {
+        let Some(w) = &writers[i as usize] else { continue };
+        let mut asks = String::new();
+        for d in 1..=plan.roster / 2 {
+            asks.push_str(&format!("<presence to='{}' type='subscribe'/>", name((i + d) % plan.users)));
+        }
+        let _ = w.lock().await.write_all(asks.as_bytes()).await;
+    }
+    loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let quiet = counts.borrow().last_subscription.is_some_and(|last| last.elapsed() >= SETUP_QUIET);
+        if quiet || setup_started.elapsed().as_secs() >= SETUP_SECS_MAX {
+            break;
+        }
+    }
+    let setup_secs = setup_started.elapsed().as_secs_f64();
+    let subscription_stanzas = counts.borrow().subscription_stanzas;
+    *counts.borrow_mut() = Counts::default();
+    histogram.borrow_mut().reset();
+
+    // Rounds: the batch leaves, then comes back with a marked presence.
+    let started = Instant::now();
+    let mut errors = 0u64;
+    let timeout = Duration::from_secs(common.connect_timeout_secs);
+    for round in 0..plan.rounds {
+        let batch = plan.batch_of(round);
+        counts.borrow_mut().round_started_nanos = unix_nanos();
+        for &i in &batch {
+            if let Some(w) = writers[i as usize].take() {
+                let _ = w.lock().await.write_all(b"</stream:stream>").await;
+            }
+        }
+        tokio::time::sleep(ROUND_DRAIN).await; // unavailable fans out
+        for &i in &batch {
+            let acct = Account {
+                server: common.server,
+                domain: &common.domain,
+                user: format!("{}{}", common.prefix, common.first + i),
+                password: &common.password,
+                resource: format!("lg{i}r{round}"),
+                presence: marked_presence(i, unix_nanos()),
+            };
+            match login(&acct, timeout).await {
+                Ok(s) => writers[i as usize] = Some(spawn_reader(i, s.reader, Rc::new(Mutex::new(s.writer)), &counts, &histogram)),
+                Err(_) => errors += 1,
+            }
+        }
+        tokio::time::sleep(ROUND_DRAIN).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    for w in writers.into_iter().flatten() {
+        let _ = w.lock().await.write_all(b"</stream:stream>").await;
+    }
+    let c = counts.borrow();
+    let expected = plan.expected_per_kind();
+    let mut report = Report::new("presence");
+    report
+        .add("users_online", online_count)
+        .add("login_errors", online.errors as u64 + errors)
+        .add("roster", plan.roster)
+        .add("setup_secs", (setup_secs * 100.0).round() / 100.0)
+        .add("setup_subscription_stanzas", subscription_stanzas)
+        .add("changes", plan.rounds as u64 * plan.batch as u64 * 2)
+        .add("expected_per_kind", expected)
+        .add("unavailable_delivered", c.unavailable)
+        .add("available_delivered", c.available_marked)
+        .add("delivery_ratio", (c.unavailable + c.available_marked) as f64 / (2 * expected).max(1) as f64)
+        .add("presence_delivered_per_sec", ((c.unavailable + c.available_marked) as f64 / secs).round())
+        .latency(&histogram.borrow());
+    report
+}
+
+/// Reads user `me`'s session: approves subscription requests (and asks back), counts the
+/// presence broadcasts of the measured rounds, and records the latency of marked ones (not
+/// its own presence, which the server reflects to the user's resources).
+fn spawn_reader(
+    me: u32,
+    mut reader: tokio::net::tcp::OwnedReadHalf,
+    writer: Writer,
+    counts: &Rc<RefCell<Counts>>,
+    histogram: &Rc<RefCell<hdrhistogram::Histogram<u64>>>,
+) -> Writer {
+    let (w, counts, histogram) = (writer.clone(), counts.clone(), histogram.clone());
+    tokio::task::spawn_local(async move {
+        let mut buf = vec![0u8; RECV_READ_BYTES];
+        let mut scan = MarkScanner::new(STATUS);
+        let mut pending = String::new();
+        while let Ok(n) = reader.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let now = unix_nanos();
+            scan.feed(&buf[..n], |sender, sent| {
+                let mut c = counts.borrow_mut();
+                if sender != me && sent >= c.round_started_nanos {
+                    let _ = histogram.borrow_mut().record((now.saturating_sub(sent) / 1000).max(1) as u64);
+                    c.available_marked += 1;
+                }
+            });
+            pending.push_str(&String::from_utf8_lossy(&buf[..n]));
+            let (replies, rest) = presence_tags(&pending, &counts);
+            pending = rest;
+            if !replies.is_empty() {
+                let _ = w.lock().await.write_all(replies.as_bytes()).await;
+            }
+        }
+    });
+    writer
+}
+
+/// Looks at each complete `<presence ...>` start tag in `text`: counts unavailable ones and
+/// answers subscription requests. Returns the replies and the unfinished rest.
+fn presence_tags(text: &str, counts: &Rc<RefCell<Counts>>) -> (String, String) {
+    let mut replies = String::new();
+    let mut pos = 0;
+    while let Some(start) = text[pos..].find("<presence") {
+        let from = pos + start;
+        let Some(end) = text[from..].find('>') else { return (replies, text[from..].to_owned()) };
+        let tag = &text[from..from + end];
+        pos = from + end + 1;
+        let type_ = attr(tag, "type").unwrap_or("");
+        let mut c = counts.borrow_mut();
+        match type_ {
+            "unavailable" => c.unavailable += 1,
+            "subscribe" | "subscribed" => {
+                c.subscription_stanzas += 1;
+                c.last_subscription = Some(Instant::now());
+                if let (Some(peer), "subscribe") = (attr(tag, "from"), type_) {
+                    let bare = peer.split('/').next().unwrap_or(peer);
+                    replies.push_str(&format!(
+                        "<presence to='{bare}' type='subscribed'/><presence to='{bare}' type='subscribe'/>"
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    // Keep a little in case a tag was cut just before "<presence".
+    let keep = text.len().saturating_sub(8).max(pos);
+    (replies, text[keep..].to_owned())
+}
+
+/// An attribute's value in a start tag, quoted either way.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&key) {
+            let rest = &tag[i + key.len()..];
+            return rest.find(quote).map(|j| &rest[..j]);
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_never_hold_two_contacts() {
+        let plan = Plan { users: 1000, roster: 20, rounds: 5, batch: 50 };
+        assert!(plan.is_valid());
+        for round in 0..plan.rounds {
+            let b = plan.batch_of(round);
+            for &x in &b {
+                for &y in &b {
+                    let d = x.abs_diff(y).min(plan.users - x.abs_diff(y));
+                    assert!(x == y || d > plan.roster / 2, "{x} and {y} are contacts");
+                }
+            }
+        }
+        assert_eq!(plan.expected_per_kind(), 5 * 50 * 20);
+        assert!(!Plan { users: 100, roster: 20, rounds: 1, batch: 20 }.is_valid());
+    }
+
+    #[test]
+    fn attributes_in_either_quote() {
+        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "from"), Some("a@b/c"));
+        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "type"), Some("subscribe"));
+        assert_eq!(attr("<presence", "type"), None);
+    }
+}
