@@ -18,6 +18,9 @@
 #   --peer-passwords scram|plain         how the peers store passwords (default scram: the
 #       same PBKDF2 per PLAIN login as martlet, which keeps no plaintext; plain: the peers
 #       compare plaintext, so their logins cost nothing, while martlet still derives)
+#   --sasl plain|scram-sha-1|scram-sha-256   every login's mechanism (default plain)
+#   --tls none|starttls|direct           transport (default none); each server gets the same
+#       self-signed certificate for localhost, and loadgen verifies it
 #
 # How, as root on Debian bookworm, unattended and safe to re-run:
 #   1. installs Debian's ejabberd (23.01) and prosody (0.12) if missing, and stops and
@@ -51,7 +54,7 @@ log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
@@ -59,16 +62,26 @@ usage() {
 
 servers=(martlet ejabberd prosody)
 peer_passwords=scram
+sasl=plain
+tls=none
 parse_args() {
   while [ $# -gt 0 ]; do
     case $1 in
       --servers) IFS=, read -r -a servers <<<"${2:?--servers needs a list}"; shift 2 ;;
       --peer-passwords) peer_passwords=${2:-}; shift 2 ;;
+      --sasl) sasl=${2:-}; shift 2 ;;
+      --tls) tls=${2:-}; shift 2 ;;
       -*) usage ;;
       *) break ;;
     esac
   done
   [[ $peer_passwords =~ ^(scram|plain)$ ]] || usage
+  [[ $sasl =~ ^(plain|scram-sha-1|scram-sha-256)$ ]] || usage
+  [[ $tls =~ ^(none|starttls|direct)$ ]] || usage
+  # The peers keep SCRAM-SHA-256 secrets only (the same cost as martlet's PLAIN check).
+  if [ "$sasl" = scram-sha-1 ] && [ "$peer_passwords" = scram ] && [ "${servers[*]}" != martlet ]; then
+    die "--sasl scram-sha-1 needs --peer-passwords plain: the peers store SCRAM-SHA-256 secrets only"
+  fi
   for s in "${servers[@]}"; do [ -n "${port[$s]:-}" ] || die "unknown server '$s'"; done
   scenario=${1:-}
   case $scenario in
@@ -167,8 +180,13 @@ field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 # ---------------------------------------------------------------- martlet
 
 martlet_configure() {
-  local dir=$1
-  sed -e "s|@PORT@|${port[martlet]}|" -e "s|@DIR@|$dir|" "$here/martlet.toml" >"$dir/martlet.toml"
+  local dir=$1 c2s_port=${port[martlet]} direct='' require=false plain=true cert='' key=''
+  if [ "$tls" != none ]; then require=true plain=false cert=$work/tls/cert.pem key=$work/tls/key.pem; fi
+  # With Direct TLS the measured port is that listener; the client port moves aside.
+  if [ "$tls" = direct ]; then direct=127.0.0.1:${port[martlet]}; c2s_port=$((port[martlet] + 100)); fi
+  sed -e "s|@C2S_PORT@|$c2s_port|" -e "s|@DIR@|$dir|" -e "s|@REQUIRE_TLS@|$require|" \
+    -e "s|@PLAIN_WITHOUT_TLS@|$plain|" -e "s|@DIRECT_TLS_LISTEN@|$direct|" -e "s|@CERT@|$cert|" -e "s|@KEY@|$key|" \
+    "$here/martlet.toml" >"$dir/martlet.toml"
 }
 martlet_launch() {
   local dir=$1
@@ -186,7 +204,13 @@ martlet_version() { target/release/martlet --version | awk '{print $2}'; }
 ejabberd_configure() {
   local dir=$1
   mkdir -p "$dir/spool" "$dir/logs"
-  sed -e "s|@PORT@|${port[ejabberd]}|" -e "s|@FORMAT@|$peer_passwords|" "$here/ejabberd.yml" >"$dir/ejabberd.yml"
+  local listen_tls='starttls_required: false' certfiles=''
+  case $tls in
+    starttls) listen_tls='starttls_required: true'; certfiles="certfiles: [\"$work/tls/both.pem\"]" ;;
+    direct) listen_tls='tls: true'; certfiles="certfiles: [\"$work/tls/both.pem\"]" ;;
+  esac
+  sed -e "s|@PORT@|${port[ejabberd]}|" -e "s|@FORMAT@|$peer_passwords|" -e "s|@LISTEN_TLS@|$listen_tls|" \
+    -e "s|@CERTFILES@|$certfiles|" "$here/ejabberd.yml" >"$dir/ejabberd.yml"
   sed -e "s|@NODE@|$ejabberd_node|" -e "s|@DIST_PORT@|$ejabberd_dist_port|" -e "s|@DIR@|$dir|" \
     "$here/ejabberdctl.cfg" >"$dir/ejabberdctl.cfg"
   chown -R ejabberd: "$dir"
@@ -235,7 +259,13 @@ prosody_configure() {
   mkdir -p "$dir/data"
   local auth=internal_hashed
   [ "$peer_passwords" = plain ] && auth=internal_plain
-  sed -e "s|@PORT@|${port[prosody]}|" -e "s|@DIR@|$dir|" -e "s|@ITER@|$scram_iterations|" -e "s|@AUTH@|$auth|" \
+  local c2s=${port[prosody]} direct='' ssl='' require=false
+  if [ "$tls" != none ]; then
+    ssl="ssl = { certificate = \"$work/tls/cert.pem\", key = \"$work/tls/key.pem\" }" require=true
+  fi
+  if [ "$tls" = direct ]; then direct=$c2s; c2s=''; fi
+  sed -e "s|@C2S_PORTS@|$c2s|" -e "s|@DIRECT_TLS_PORTS@|$direct|" -e "s|@SSL@|$ssl|" -e "s|@REQUIRE_TLS@|$require|" \
+    -e "s|@DIR@|$dir|" -e "s|@ITER@|$scram_iterations|" -e "s|@AUTH@|$auth|" \
     "$here/prosody.cfg.lua" >"$dir/prosody.cfg.lua"
   chown -R prosody: "$dir"
 }
@@ -261,7 +291,7 @@ prosody_version() { dpkg-query -W -f='${Version}' prosody; echo " (Lua $(lua5.4 
 
 # ---------------------------------------------------------------- one server's life
 
-launcher_pid='' server_pid='' current=''
+launcher_pid='' server_pid='' current='' ca=''
 
 start_server() {
   local name=$1 dir=$work/$1
@@ -288,7 +318,22 @@ stop_server() {
 
 # ---------------------------------------------------------------- scenarios
 
-loadgen() { target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw "${@:2}"; }
+loadgen() {
+  target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw \
+    --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} "${@:2}"
+}
+
+# One self-signed certificate for localhost, given to every server; loadgen checks it.
+make_certificate() {
+  [ "$tls" != none ] || return 0
+  mkdir -p "$work/tls"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+    -addext basicConstraints=critical,CA:FALSE \
+    -keyout "$work/tls/key.pem" -out "$work/tls/cert.pem" 2>/dev/null
+  cat "$work/tls/cert.pem" "$work/tls/key.pem" >"$work/tls/both.pem"
+  chmod 644 "$work/tls/"*.pem  # a throwaway key, readable by the peers' own users
+  ca=$work/tls/cert.pem
+}
 
 run_paper() {
   loadgen "$1" --users "$users" --out "$work/results/$1/paper.json" paper --messages "$messages" --interval-ms 1000 >/dev/null
@@ -365,7 +410,7 @@ write_report() {
     echo "- commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- src shards benches Cargo.toml Cargo.lock || echo ' (with uncommitted changes)')"
     echo "- machine: $(machine); load generator on the same box (benches/loadgen, one thread)"
     for s in "${servers[@]}"; do echo "- $s $("${s}_version" | tr -d '\n'), 127.0.0.1:${port[$s]}"; done
-    echo "- settings: $(settings)"
+    echo "- settings: $(settings); transport: $tls, SASL: $sasl"
     echo
     python3 "$here/report.py" "$scenario" "$work/results" "${servers[@]}"
     echo
@@ -399,6 +444,7 @@ main() {
   work=$(mktemp -d /tmp/compare.XXXXXX)
   chmod 755 "$work"
   trap cleanup EXIT
+  make_certificate
   for s in "${servers[@]}"; do
     mkdir -p "$work/results/$s"
     wait_quiet "$s"
@@ -408,7 +454,7 @@ main() {
   done
   mkdir -p tuning/results
   local out
-  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$peer_passwords" = scram ] || echo "-$peer_passwords").md
+  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$peer_passwords" = scram ] || echo "-$peer_passwords")$([ "$tls" = none ] || echo "-$tls")$([ "$sasl" = plain ] || echo "-$sasl").md
   write_report "$out"
   cat "$out"
   log "written to $out"

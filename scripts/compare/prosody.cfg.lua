@@ -1,16 +1,19 @@
--- Prosody 0.12 for scripts/compare.sh (@PORT@, @DIR@, @ITER@, @AUTH@ filled in by the script).
+-- Prosody 0.12 for scripts/compare.sh (@PORT@, @DIR@, @ITER@, @AUTH@, @C2S_PORTS@,
+-- @DIRECT_TLS_PORTS@, @SSL@, @REQUIRE_TLS@ filled in by the script).
 -- Everything not named here is Prosody's default. Each changed setting says why.
 data_path = "@DIR@/data"
 pidfile = "@DIR@/prosody.pid"
 log = { warn = "@DIR@/prosody.log" }   -- no per-stanza logging, like the others
 
 interfaces = { "127.0.0.1" }
-c2s_ports = { @PORT@ }
+c2s_ports = { @C2S_PORTS@ }
+c2s_direct_tls_ports = { @DIRECT_TLS_PORTS@ }
+@SSL@
 s2s_ports = { }
 legacy_ssl_ports = { }
 
--- Plain TCP + SASL PLAIN, as for martlet and ejabberd.
-c2s_require_encryption = false
+-- The same transport as martlet and ejabberd (compare.sh --tls).
+c2s_require_encryption = @REQUIRE_TLS@
 s2s_require_encryption = false
 allow_unencrypted_plain_auth = true
 
@@ -34,8 +37,9 @@ network_settings = {
 
 -- What martlet serves too: roster, disco, ping, version (presence, message, iq, offline and
 -- c2s are loaded by Prosody itself). No mod_limits (its c2s rate limit would throttle the
--- load), no mod_register (nor its rate limits), no carbons, MAM, smacks, TLS, HTTP.
-modules_enabled = { "roster"; "saslauth"; "disco"; "ping"; "version" }
+-- load), no mod_register (nor its rate limits), no carbons, MAM, smacks, HTTP. mod_tls offers
+-- STARTTLS only when `ssl` is set (compare.sh --tls).
+modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "version" }
 modules_disabled = { "s2s"; "s2s_auth_certs" }
 
 VirtualHost "localhost"

@@ -1,14 +1,17 @@
-//! The lean XMPP client: plain TCP, SASL PLAIN, bind, initial presence — just enough to be
-//! a real session on any server, with one small buffer per connection.
+//! The lean XMPP client: TCP, optionally TLS (STARTTLS or Direct TLS, XEP-0368), SASL PLAIN
+//! or SCRAM, bind, initial presence — just enough to be a real session on any server, with
+//! one small buffer per connection. Peers are compared on equal terms by giving each the
+//! same transport and mechanism (`--tls`, `--sasl`).
 
 use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use base64::Engine;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use crate::sasl::{self, Mechanism};
+use crate::tls::{Tls, TlsMode};
 
 /// Bytes read per call while logging in.
 const LOGIN_READ_BYTES: usize = 2048;
@@ -23,11 +26,16 @@ pub struct Account<'a> {
     pub resource: String,
     /// The initial presence sent once bound (`<presence/>`, or one carrying a mark).
     pub presence: String,
+    pub sasl: Mechanism,
+    pub tls: &'a Tls,
 }
 
+pub type Reader = Box<dyn AsyncRead + Unpin>;
+pub type Writer = Box<dyn AsyncWrite + Unpin>;
+
 pub struct Session {
-    pub reader: OwnedReadHalf,
-    pub writer: OwnedWriteHalf,
+    pub reader: Reader,
+    pub writer: Writer,
 }
 
 pub async fn login(acct: &Account<'_>, timeout: Duration) -> io::Result<Session> {
@@ -36,45 +44,72 @@ pub async fn login(acct: &Account<'_>, timeout: Duration) -> io::Result<Session>
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "login timed out"))?
 }
 
+fn header(domain: &str) -> String {
+    format!(
+        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
+    )
+}
+
 async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
-    let mut stream = TcpStream::connect(acct.server).await?;
-    stream.set_nodelay(true)?;
-    let mut buf = Vec::with_capacity(LOGIN_READ_BYTES);
-    let header = format!(
-        "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
-        acct.domain
-    );
-    stream.write_all(header.as_bytes()).await?;
-    read_until(&mut stream, &mut buf, &["</stream:features>", "</features>"]).await?;
-    let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{}\0{}", acct.user, acct.password));
-    stream
-        .write_all(format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>").as_bytes())
-        .await?;
-    let reply = read_until(&mut stream, &mut buf, &["<success", "</failure>"]).await?;
-    if !reply.contains("<success") {
-        return Err(io::Error::new(io::ErrorKind::PermissionDenied, format!("{}: authentication failed", acct.user)));
+    let mut tcp = TcpStream::connect(acct.server).await?;
+    tcp.set_nodelay(true)?;
+    match acct.tls.mode {
+        TlsMode::None => {
+            let (r, w) = tcp.into_split();
+            let session = Session { reader: Box::new(r), writer: Box::new(w) };
+            negotiate(acct, session).await
+        }
+        TlsMode::Direct => {
+            let tls = acct.tls.connect(acct.domain, tcp).await?;
+            negotiate(acct, split(tls)).await
+        }
+        TlsMode::StartTls => {
+            let mut buf = Vec::with_capacity(LOGIN_READ_BYTES);
+            tcp.write_all(header(acct.domain).as_bytes()).await?;
+            read_until(&mut tcp, &mut buf, &["</stream:features>", "</features>"]).await?;
+            tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+            let reply = read_until(&mut tcp, &mut buf, &["<proceed", "<failure"]).await?;
+            if !reply.contains("<proceed") {
+                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "STARTTLS refused"));
+            }
+            let tls = acct.tls.connect(acct.domain, tcp).await?;
+            negotiate(acct, split(tls)).await
+        }
     }
-    stream.write_all(header.as_bytes()).await?;
-    let features = read_until(&mut stream, &mut buf, &["</stream:features>", "</features>"]).await?;
+}
+
+fn split<S: AsyncRead + AsyncWrite + Unpin + 'static>(stream: S) -> Session {
+    let (r, w) = tokio::io::split(stream);
+    Session { reader: Box::new(r), writer: Box::new(w) }
+}
+
+/// From the (first, or post-TLS) stream header to initial presence.
+async fn negotiate(acct: &Account<'_>, mut s: Session) -> io::Result<Session> {
+    let mut buf = Vec::with_capacity(LOGIN_READ_BYTES);
+    let header = header(acct.domain);
+    s.writer.write_all(header.as_bytes()).await?;
+    read_until(&mut s.reader, &mut buf, &["</stream:features>", "</features>"]).await?;
+    sasl::authenticate(&mut s, &mut buf, acct.sasl, &acct.user, acct.password).await?;
+    s.writer.write_all(header.as_bytes()).await?;
+    let features = read_until(&mut s.reader, &mut buf, &["</stream:features>", "</features>"]).await?;
     let bind = format!(
         "<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{}</resource></bind></iq>",
         acct.resource
     );
-    stream.write_all(bind.as_bytes()).await?;
-    read_until(&mut stream, &mut buf, &["</iq>"]).await?;
+    s.writer.write_all(bind.as_bytes()).await?;
+    read_until(&mut s.reader, &mut buf, &["</iq>"]).await?;
     // Tsung and old servers want the legacy session IQ; servers that mark it optional
     // (or do not list it) do not need it.
     if features.contains("urn:ietf:params:xml:ns:xmpp-session") && !features.contains("<optional") {
-        stream.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
-        read_until(&mut stream, &mut buf, &["id='sess'", "id=\"sess\""]).await?;
+        s.writer.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
+        read_until(&mut s.reader, &mut buf, &["id='sess'", "id=\"sess\""]).await?;
     }
-    stream.write_all(acct.presence.as_bytes()).await?;
-    let (reader, writer) = stream.into_split();
-    Ok(Session { reader, writer })
+    s.writer.write_all(acct.presence.as_bytes()).await?;
+    Ok(s)
 }
 
 /// Reads until one of `markers` has arrived; returns what was read and clears the buffer.
-async fn read_until(stream: &mut TcpStream, buf: &mut Vec<u8>, markers: &[&str]) -> io::Result<String> {
+pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>, markers: &[&str]) -> io::Result<String> {
     buf.clear();
     let mut chunk = [0u8; LOGIN_READ_BYTES];
     loop {

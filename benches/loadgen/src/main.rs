@@ -13,9 +13,11 @@
 
 mod client;
 mod procs;
+mod sasl;
 mod scan;
 mod scenario;
 mod stats;
+mod tls;
 
 use std::net::SocketAddr;
 
@@ -33,7 +35,7 @@ struct Cli {
 /// Options every scenario shares.
 #[derive(Args, Clone, Debug)]
 pub struct Common {
-    /// Server address (plain TCP; the server must allow PLAIN without TLS for load runs).
+    /// Server address (the client port, or the Direct TLS port with `--tls direct`).
     #[arg(long, default_value = "127.0.0.1:5222", global = true)]
     pub server: SocketAddr,
     #[arg(long, default_value = "localhost", global = true)]
@@ -47,6 +49,15 @@ pub struct Common {
     pub users: u32,
     #[arg(long, default_value = "pw", global = true)]
     pub password: String,
+    /// SASL mechanism for every login.
+    #[arg(long, value_enum, default_value = "plain", global = true)]
+    pub sasl: sasl::Mechanism,
+    /// Transport: plain TCP, STARTTLS on the client port, or Direct TLS (XEP-0368).
+    #[arg(long, value_enum, default_value = "none", global = true)]
+    pub tls: tls::TlsMode,
+    /// PEM file of the CA (or self-signed certificate) the server's certificate must chain to.
+    #[arg(long, global = true)]
+    pub ca: Option<std::path::PathBuf>,
     /// Logins in flight at once.
     #[arg(long, default_value_t = 200, global = true)]
     pub login_concurrency: usize,
@@ -113,6 +124,13 @@ enum Scenario {
 
 fn main() {
     let mut cli = Cli::parse();
+    match tls::Tls::new(cli.common.tls, cli.common.ca.as_deref()) {
+        Ok(t) => tls::set(t),
+        Err(e) => {
+            eprintln!("loadgen: {e}");
+            std::process::exit(2);
+        }
+    }
     cli.common.peers_first = cli.common.first;
     cli.common.peers_count = cli.common.users;
     if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. }) {

@@ -15,11 +15,10 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::Mutex;
 
 use super::login_all;
-use crate::client::{login, marked_presence, Account};
+use crate::client::{self, login, marked_presence, Account};
 use crate::scan::{MarkScanner, STATUS};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
@@ -44,7 +43,7 @@ struct Counts {
     round_started_nanos: u128,
 }
 
-type Writer = Rc<Mutex<OwnedWriteHalf>>;
+type Writer = Rc<Mutex<client::Writer>>;
 
 pub struct Plan {
     pub users: u32,
@@ -127,6 +126,8 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
                 password: &common.password,
                 resource: format!("lg{i}r{round}"),
                 presence: marked_presence(i, unix_nanos()),
+                sasl: common.sasl,
+                tls: crate::tls::get(),
             };
             match login(&acct, timeout).await {
                 Ok(s) => writers[i as usize] = Some(spawn_reader(i, s.reader, Rc::new(Mutex::new(s.writer)), &counts, &histogram)),
@@ -163,7 +164,7 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
 /// its own presence, which the server reflects to the user's resources).
 fn spawn_reader(
     me: u32,
-    mut reader: tokio::net::tcp::OwnedReadHalf,
+    mut reader: client::Reader,
     writer: Writer,
     counts: &Rc<RefCell<Counts>>,
     histogram: &Rc<RefCell<hdrhistogram::Histogram<u64>>>,
