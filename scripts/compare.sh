@@ -5,8 +5,8 @@
 #   scripts/compare.sh [OPTIONS] paper N [M]
 #       N users online, each sends M chat messages (default 10) at 1 msg/s to random users
 #   scripts/compare.sh [OPTIONS] knee
-#       1000 users offering 2000, 4000, 8000, ... 160000 msg/s for 5 s each, until p99 > 10 ms
-#       or delivery < 99.9 %; then one step halfway back; reports the highest rate that held
+#       1000 users offering 1000, 2000, 4000, ... msg/s for 5 s each, until p99 > 10 ms or
+#       delivery < 99.9 %; then one step halfway back; reports the highest rate that held
 #   scripts/compare.sh [OPTIONS] memory N
 #       N idle sessions: the server's resident memory per session, and the login rate
 #   scripts/compare.sh [OPTIONS] presence N [R]
@@ -43,8 +43,7 @@ here=$repo/scripts/compare
 declare -A port=([martlet]=25232 [ejabberd]=25233 [prosody]=25234)
 ejabberd_dist_port=25239     # Erlang distribution for ejabberdctl, fixed so no epmd is needed
 ejabberd_node=ejabberd-bench@localhost
-knee_users=1000 knee_secs=5
-knee_rates=(2000 4000 8000 16000 32000 64000 128000 160000)
+knee_users=1000 knee_secs=5 knee_start_rate=1000
 knee_p99_ms_max=10 knee_delivery_min=0.999
 memory_login_concurrency=500  # as bench-single-node.sh; every server sees the same burst
 scram_iterations=4096         # martlet's default; the peers are set to the same (see notes)
@@ -175,7 +174,6 @@ wait_quiet() {
   [ "$busy" -le "$quiet_busy_pct_max" ] || log "warning: cores still ${busy}% busy; running $name anyway"
 }
 
-field() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
 
 # ---------------------------------------------------------------- martlet
 
@@ -354,28 +352,9 @@ run_storm() {
     connections --hold-secs 1 --storm >/dev/null
 }
 
-# One rate step; true if it held: every login worked, p99 within bound, delivery at least.
-rate_holds() {
-  local name=$1 rate=$2 j=$work/results/$1/rate-$2.json
-  loadgen "$name" --users "$knee_users" --out "$j" rate --rate "$rate" --secs "$knee_secs" >/dev/null
-  log "$name: rate $rate: p99 $(field "$j" latency_p99_ms) ms, delivery $(field "$j" delivery_ratio), login errors $(field "$j" login_errors)"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1]))
-sys.exit(0 if r["login_errors"] == 0 and r["latency_p99_ms"] <= float(sys.argv[2]) and r["delivery_ratio"] >= float(sys.argv[3]) else 1)' \
-    "$j" "$knee_p99_ms_max" "$knee_delivery_min"
-}
-
 run_knee() {
-  local name=$1 held=0 failed=0 mid
-  for rate in "${knee_rates[@]}"; do
-    if rate_holds "$name" "$rate"; then held=$rate; else failed=$rate; break; fi
-  done
-  # Doubling steps are coarse: one more step halfway between the last held and the first
-  # failed rate halves the uncertainty for 8 s more per server.
-  if [ "$held" -gt 0 ] && [ "$failed" -gt 0 ]; then
-    mid=$(((held + failed) / 2000 * 1000))
-    rate_holds "$name" "$mid" && held=$mid
-  fi
-  echo "$held" >"$work/results/$name/knee"
+  loadgen "$1" --users "$knee_users" --out "$work/results/$1/knee.json" knee --start-rate "$knee_start_rate" \
+    --step-secs "$knee_secs" --p99-ms-max "$knee_p99_ms_max" --delivery-min "$knee_delivery_min" >/dev/null
 }
 
 # ---------------------------------------------------------------- report
@@ -390,7 +369,7 @@ settings() {
     memory) echo "memory: N=$users idle sessions (bind + initial presence), login concurrency $memory_login_concurrency; RSS of the server process read before the logins and 4 s after the last (/proc/PID/status VmRSS), difference / N" ;;
     presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency)" ;;
     storm) echo "storm: N=$users sessions (bind + initial presence, login concurrency $memory_login_concurrency) drop their TCP connections at once and reconnect at once, $memory_login_concurrency logins in flight: the reconnect storm of seeds 003/004" ;;
-    knee) echo "knee: $knee_users users, offered total rates ${knee_rates[*]} msg/s for ${knee_secs} s each (3 s drain), stopping at the first step with p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or any login error; then one step halfway back. Knee = highest rate that held" ;;
+    knee) echo "knee: $knee_users users logged in once (loadgen knee), offered total rates doubling from $knee_start_rate msg/s, ${knee_secs} s each (3 s drain), until a step has p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or a send error; then one step halfway back. Knee = highest rate that held" ;;
   esac
 }
 

@@ -3,8 +3,8 @@ ratio martlet/peer for each peer.
 
     report.py SCENARIO RESULTS_DIR SERVER...
 
-RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, storm.json, rate-<R>.json) and,
-for the knee, a file `knee` with the highest rate that held.
+RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, storm.json,
+presence.json, knee.json).
 """
 import json
 import os
@@ -107,37 +107,30 @@ def scenario_table(scenario, results, servers):
 
 
 def knee_tables(results, servers):
-    steps, knee = {}, {}
-    for s in servers:
-        d = os.path.join(results, s)
-        for name in os.listdir(d) if os.path.isdir(d) else []:
-            if name.startswith("rate-") and name.endswith(".json"):
-                steps.setdefault(s, {})[int(name[5:-5])] = load(os.path.join(d, name))
-        try:
-            knee[s] = int(open(os.path.join(d, "knee")).read())
-        except (OSError, ValueError):
-            knee[s] = None
-    at_knee = {s: (steps.get(s, {}).get(knee[s]) or {}) for s in servers}
+    data = {s: load(os.path.join(results, s, "knee.json")) or {} for s in servers}
+    steps = {s: {st["offered_msgs_per_sec"]: st for st in data[s].get("steps", [])} for s in servers}
+    knee = {s: data[s].get("knee_msgs_per_sec") for s in servers}
+    at_knee = {s: steps[s].get(knee[s], {}) for s in servers}
     rows = [("knee, msg/s offered that held", "higher", knee, "")]
     for k, label in [("latency_p50_ms", "p50 ms at the knee"), ("latency_p99_ms", "p99 ms at the knee"),
                      ("latency_p999_ms", "p99.9 ms at the knee")]:
         rows.append((label, None, {s: at_knee[s].get(k) for s in servers}, k))
     table(rows, servers)
     print()
-    print("Every step (delivered/sent, p50 / p99 / p99.9 ms, login errors); ✗ = the step that did not hold:")
+    print("Every step (delivered/sent, p50 / p99 / p99.9 ms); ✗ = did not hold:")
     print()
     print("| offered msg/s | " + " | ".join(servers) + " |")
     print("|---|" + "---|" * len(servers))
-    for rate in sorted({r for s in servers for r in steps.get(s, {})}):
+    for rate in sorted({r for s in servers for r in steps[s]}):
         cells = []
         for s in servers:
-            r = steps.get(s, {}).get(rate)
+            r = steps[s].get(rate)
             if not r:
                 cells.append("")
                 continue
-            mark = "" if knee[s] is not None and rate <= knee[s] else " ✗"
+            mark = "" if r["held"] else " ✗"
             cells.append(f"{r['delivered']}/{r['sent']}, {r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} / "
-                         f"{r['latency_p999_ms']:g}, {r['login_errors']}{mark}")
+                         f"{r['latency_p999_ms']:g}{mark}")
         print(f"| {rate} | " + " | ".join(cells) + " |")
 
 

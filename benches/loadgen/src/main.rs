@@ -2,7 +2,8 @@
 //! thousands of sessions. Scenarios:
 //! - `paper`: the experiment of seed 001 §5.1 — N users online, each sends one chat message
 //!   per interval to a random user, M messages each; delivery ratio and latency.
-//! - `rate`: N users offering a fixed total rate for a while (the knee search steps this).
+//! - `rate`: N users offering a fixed total rate for a while.
+//! - `knee`: N users offering a doubling rate until p99 or delivery breaks: the knee.
 //! - `presence`: N users with R mutual contacts each go offline and online in rounds;
 //!   presence broadcasts delivered per second and their latency (the fan-out cost).
 //! - `connections`: N idle sessions; server RSS per session and login rate; with `--storm`,
@@ -55,7 +56,8 @@ pub struct Common {
     /// Transport: plain TCP, STARTTLS on the client port, or Direct TLS (XEP-0368).
     #[arg(long, value_enum, default_value = "none", global = true)]
     pub tls: tls::TlsMode,
-    /// PEM file of the CA (or self-signed certificate) the server's certificate must chain to.
+    /// PEM file of the CA (or self-signed certificate) the server's certificate must chain to;
+    /// without it, any certificate is accepted (a dev server's), and loadgen says so.
     #[arg(long, global = true)]
     pub ca: Option<std::path::PathBuf>,
     /// Logins in flight at once.
@@ -110,6 +112,22 @@ enum Scenario {
         #[arg(long)]
         storm: bool,
     },
+    /// N users log in once, then offer a total rate doubling from START_RATE until p99 passes
+    /// P99_MS_MAX or delivery falls under DELIVERY_MIN; one step halfway back; the knee.
+    Knee {
+        #[arg(long, default_value_t = 1000)]
+        start_rate: u32,
+        #[arg(long, default_value_t = 256_000)]
+        rate_max: u32,
+        #[arg(long, default_value_t = 5)]
+        step_secs: u64,
+        #[arg(long, default_value_t = 3)]
+        drain_secs: u64,
+        #[arg(long, default_value_t = 10.0)]
+        p99_ms_max: f64,
+        #[arg(long, default_value_t = 0.999)]
+        delivery_min: f64,
+    },
     /// N users with ROSTER mutual contacts each; ROUNDS times a BATCH of them goes offline
     /// and comes back: presence broadcasts delivered per second, and their latency.
     Presence {
@@ -133,8 +151,8 @@ fn main() {
     }
     cli.common.peers_first = cli.common.first;
     cli.common.peers_count = cli.common.users;
-    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. }) {
-        eprintln!("loadgen: presence runs in one process (its clients answer each other's subscriptions)");
+    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. } | Scenario::Knee { .. }) {
+        eprintln!("loadgen: presence and knee run in one process (steps and subscriptions need one view)");
         std::process::exit(2);
     }
     if cli.common.procs > 1 && cli.common.proc_index.is_none() {
@@ -172,6 +190,10 @@ fn main() {
             }
             Scenario::Connections { hold_secs, server_pid, storm } => {
                 scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await
+            }
+            Scenario::Knee { start_rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min } => {
+                let plan = scenario::knee::Plan { start_rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min };
+                scenario::knee::run(&cli.common, plan).await
             }
             Scenario::Presence { roster, rounds, batch } => {
                 let plan = scenario::presence::Plan { users: cli.common.users, roster, rounds, batch };

@@ -1,6 +1,7 @@
 //! Scenarios, and the login of a whole user range they share.
 
 pub mod connections;
+pub mod knee;
 pub mod presence;
 pub mod traffic;
 
