@@ -7,11 +7,15 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 use crate::sasl::{self, Mechanism};
 use crate::tls::{Tls, TlsMode};
+
+mod stream;
+pub use stream::{Reader, Writer};
 
 /// Bytes read per call while logging in.
 const LOGIN_READ_BYTES: usize = 2048;
@@ -29,9 +33,6 @@ pub struct Account<'a> {
     pub sasl: Mechanism,
     pub tls: &'a Tls,
 }
-
-pub type Reader = Box<dyn AsyncRead + Unpin>;
-pub type Writer = Box<dyn AsyncWrite + Unpin>;
 
 pub struct Session {
     pub reader: Reader,
@@ -51,36 +52,30 @@ fn header(domain: &str) -> String {
 }
 
 async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
-    let mut tcp = TcpStream::connect(acct.server).await?;
+    let tcp = TcpStream::connect(acct.server).await?;
     tcp.set_nodelay(true)?;
-    match acct.tls.mode {
-        TlsMode::None => {
-            let (r, w) = tcp.into_split();
-            let session = Session { reader: Box::new(r), writer: Box::new(w) };
-            negotiate(acct, session).await
-        }
-        TlsMode::Direct => {
-            let tls = acct.tls.connect(acct.domain, tcp).await?;
-            negotiate(acct, split(tls)).await
-        }
-        TlsMode::StartTls => {
-            let mut buf = Vec::with_capacity(LOGIN_READ_BYTES);
-            tcp.write_all(header(acct.domain).as_bytes()).await?;
-            read_until(&mut tcp, &mut buf, &["</stream:features>", "</features>"]).await?;
-            tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
-            let reply = read_until(&mut tcp, &mut buf, &["<proceed", "<failure"]).await?;
-            if !reply.contains("<proceed") {
-                return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "STARTTLS refused"));
-            }
-            let tls = acct.tls.connect(acct.domain, tcp).await?;
-            negotiate(acct, split(tls)).await
-        }
-    }
+    let (reader, writer) = match acct.tls.mode {
+        TlsMode::None => stream::split_tcp(tcp),
+        // Boxed: the handshake's state inline would grow every login future, plain ones too,
+        // and all of a run's login tasks are spawned at once.
+        TlsMode::StartTls | TlsMode::Direct => stream::split_tls(Box::pin(secure(acct, tcp)).await?),
+    };
+    negotiate(acct, Session { reader, writer }).await
 }
 
-fn split<S: AsyncRead + AsyncWrite + Unpin + 'static>(stream: S) -> Session {
-    let (r, w) = tokio::io::split(stream);
-    Session { reader: Box::new(r), writer: Box::new(w) }
+/// The TLS handshake, after STARTTLS on the client port or right away on a Direct TLS port.
+async fn secure(acct: &Account<'_>, mut tcp: TcpStream) -> io::Result<TlsStream<TcpStream>> {
+    if acct.tls.mode == TlsMode::StartTls {
+        let mut buf = Vec::with_capacity(LOGIN_READ_BYTES);
+        tcp.write_all(header(acct.domain).as_bytes()).await?;
+        read_until(&mut tcp, &mut buf, &["</stream:features>", "</features>"]).await?;
+        tcp.write_all(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>").await?;
+        let reply = read_until(&mut tcp, &mut buf, &["<proceed", "<failure"]).await?;
+        if !reply.contains("<proceed") {
+            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "STARTTLS refused"));
+        }
+    }
+    acct.tls.connect(acct.domain, tcp).await
 }
 
 /// From the (first, or post-TLS) stream header to initial presence.
@@ -89,7 +84,7 @@ async fn negotiate(acct: &Account<'_>, mut s: Session) -> io::Result<Session> {
     let header = header(acct.domain);
     s.writer.write_all(header.as_bytes()).await?;
     read_until(&mut s.reader, &mut buf, &["</stream:features>", "</features>"]).await?;
-    sasl::authenticate(&mut s, &mut buf, acct.sasl, &acct.user, acct.password).await?;
+    sasl::authenticate(&mut s.reader, &mut s.writer, &mut buf, acct.sasl, &acct.user, acct.password).await?;
     s.writer.write_all(header.as_bytes()).await?;
     let features = read_until(&mut s.reader, &mut buf, &["</stream:features>", "</features>"]).await?;
     let bind = format!(
@@ -111,7 +106,6 @@ async fn negotiate(acct: &Account<'_>, mut s: Session) -> io::Result<Session> {
 /// Reads until one of `markers` has arrived; returns what was read and clears the buffer.
 pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>, markers: &[&str]) -> io::Result<String> {
     buf.clear();
-    let mut chunk = [0u8; LOGIN_READ_BYTES];
     loop {
         let text = String::from_utf8_lossy(buf);
         if markers.iter().any(|m| text.contains(m)) {
@@ -120,11 +114,12 @@ pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>
         if text.contains("</stream:stream>") || buf.len() > LOGIN_REPLY_BYTES_MAX {
             return Err(io::Error::new(io::ErrorKind::ConnectionAborted, text.into_owned()));
         }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
+        // Straight into `buf`, which lives only while logging in: a chunk array here would sit
+        // in every login task's future, and a run spawns all of its login tasks at once.
+        buf.reserve(LOGIN_READ_BYTES);
+        if stream.read_buf(buf).await? == 0 {
             return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed the stream"));
         }
-        buf.extend_from_slice(&chunk[..n]);
     }
 }
 
