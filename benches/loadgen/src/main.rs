@@ -39,6 +39,10 @@ pub struct Common {
     /// Server address (the client port, or the Direct TLS port with `--tls direct`).
     #[arg(long, default_value = "127.0.0.1:5222", global = true)]
     pub server: SocketAddr,
+    /// Several servers (the nodes of a cluster): with --procs, process i connects its users
+    /// to the i-th (round robin), so messages between processes cross nodes.
+    #[arg(long, value_delimiter = ',', global = true)]
+    pub servers: Vec<SocketAddr>,
     #[arg(long, default_value = "localhost", global = true)]
     pub domain: String,
     /// Accounts are PREFIX<i>@DOMAIN for i in FIRST..FIRST+USERS.
@@ -169,6 +173,9 @@ fn main() {
     }
     if let Some(index) = cli.common.proc_index {
         procs::take_slice(&mut cli.common, index);
+        if !cli.common.servers.is_empty() {
+            cli.common.server = cli.common.servers[index as usize % cli.common.servers.len()];
+        }
         if let Scenario::Rate { rate, .. } = &mut cli.scenario {
             *rate = (*rate / cli.common.procs).max(1);
         }

@@ -38,9 +38,19 @@ pub fn take_slice(common: &mut Common, index: u32) {
     common.first = first;
 }
 
-pub fn announce_online() {
+/// Tells the parent this process's users are online, then waits for its word to go on, so
+/// no process starts its traffic while another is still logging in (logins cost the server
+/// far more than messages, and would land in the latency measured).
+/// Only the first login of a run (a storm logs in again) waits.
+pub fn announce_online_and_wait() {
+    static ONCE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if ONCE.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
     println!("{ONLINE}");
     let _ = std::io::stdout().flush();
+    let mut go = String::new();
+    let _ = std::io::stdin().read_line(&mut go);
 }
 
 pub fn run_parent(common: &Common, server_pid: Option<u32>) -> Report {
@@ -56,6 +66,7 @@ pub fn run_parent(common: &Common, server_pid: Option<u32>) -> Report {
             .args(&args)
             .args(["--proc-index", &i.to_string(), "--out", out.to_str().expect("UTF-8 temp path")])
             .stdout(Stdio::piped())
+            .stdin(Stdio::piped())
             .spawn()
             .expect("starting a load process");
         let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
@@ -70,6 +81,11 @@ pub fn run_parent(common: &Common, server_pid: Option<u32>) -> Report {
     }
     std::thread::sleep(SETTLE);
     let after = server_pid.and_then(rss_bytes);
+    for (child, _, _) in children.iter_mut() {
+        if let Some(stdin) = child.stdin.as_mut() {
+            let _ = stdin.write_all(b"go\n");
+        }
+    }
     let mut reports = Vec::new();
     for (mut child, mut stdout, out) in children {
         std::io::copy(&mut stdout, &mut std::io::sink()).ok();

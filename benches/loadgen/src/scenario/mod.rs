@@ -61,9 +61,9 @@ pub async fn login_all(common: &Common) -> LoggedIn {
         }
     }
     let ok = sessions.iter().flatten().count();
-    if common.proc_index.is_some() {
-        crate::procs::announce_online();
-    }
     let secs = started.elapsed().as_secs_f64();
+    if common.proc_index.is_some() {
+        crate::procs::announce_online_and_wait();
+    }
     LoggedIn { sessions, errors, logins_per_sec: ok as f64 / secs, secs, login_micros }
 }
