@@ -37,6 +37,10 @@ scram_iterations = 4096       # PBKDF2 rounds for new credentials
 [registration]
 enabled = false               # XEP-0077 in-band registration
 
+[stream_management]
+resume_timeout_secs = 300     # XEP-0198: a resumable session outlives its connection this long; 0 = no resumption
+unacked_stanzas_max = 1024    # stanzas sent and not acknowledged; more -> <resource-constraint/>, and they are re-routed
+
 [cluster]
 listen = ""                   # node-to-node mesh address, e.g. "10.0.0.1:5270"; "" = a single node
 node_name = ""                # unique per node; "" -> the listen address
@@ -78,6 +82,7 @@ pub struct Config {
     pub tls: Tls,
     pub storage: StorageConfig,
     pub registration: Registration,
+    pub stream_management: StreamManagement,
     pub metrics: Metrics,
     pub cluster: Cluster,
     pub limits: Limits,
@@ -134,6 +139,20 @@ pub struct Registration {
     pub enabled: bool,
 }
 
+/// XEP-0198 (`modules::stream_mgmt`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StreamManagement {
+    pub resume_timeout_secs: u64,
+    pub unacked_stanzas_max: usize,
+}
+
+impl Default for StreamManagement {
+    fn default() -> Self {
+        StreamManagement { resume_timeout_secs: 300, unacked_stanzas_max: 1024 }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
@@ -183,6 +202,7 @@ impl Default for Config {
             tls: Tls::default(),
             storage: StorageConfig::default(),
             registration: Registration::default(),
+            stream_management: StreamManagement::default(),
             metrics: Metrics::default(),
             cluster: Cluster::default(),
             limits: Limits::default(),
@@ -375,6 +395,9 @@ impl Config {
         }
         if self.storage.scram_iterations == 0 {
             return Err(key_error("storage.scram_iterations", POSITIVE));
+        }
+        if self.stream_management.unacked_stanzas_max == 0 {
+            return Err(key_error("stream_management.unacked_stanzas_max", POSITIVE));
         }
         // Every limit is a count, a size or a duration, none of which works as 0.
         // Walking the serialised table covers limits added later, too.

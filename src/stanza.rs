@@ -55,6 +55,16 @@ impl Stanza {
         Stanza { kind, type_, from, to, xml: to_xml(&el).into() }
     }
 
+    /// A stanza this server sealed earlier, read back from its text (a session returning
+    /// what its client never acknowledged); `None` if it is not one.
+    pub fn from_sealed(xml: Arc<str>) -> Option<Stanza> {
+        let el: Element = xml.parse().ok()?;
+        let kind = Kind::of(&el)?;
+        let from = Jid::new(el.attr("from")?).ok()?;
+        let to = Jid::new(el.attr("to")?).ok()?;
+        Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml })
+    }
+
     /// The element again, for the rarer paths that must look inside (presence, roster).
     pub fn element(&self) -> Element {
         self.xml.parse().expect("a sealed stanza is well-formed")

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use glommio::net::{TcpListener, TcpStream};
 use shards::listener::{tune_stream, StreamOptions};
 
-use super::conn::{Conn, ConnEnd};
+use super::conn::{Conn, ConnEnd, ConnectionSlot};
 use super::negotiate::Unauthenticated;
 use super::stream_error::StreamError;
 use super::transport::Transport;
@@ -39,21 +39,17 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls:
 }
 
 async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, direct_tls: bool) {
-    let domain = core.cfg.domain.clone();
-    if !core.peers.try_open(peer.ip()) {
+    let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
         core.counters.connections_refused.inc();
         if !direct_tls {
             let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits);
-            Box::pin(conn.fail(&domain, StreamError::PolicyViolation, "too many connections from this address")).await;
+            Box::pin(conn.fail(&core.cfg.domain, StreamError::PolicyViolation, "too many connections from this address")).await;
         }
         return;
-    }
-    core.counters.connections.add(1);
-    if let Some(session) = Box::pin(negotiate(&core, stream, peer, direct_tls)).await {
+    };
+    if let Some(session) = Box::pin(negotiate(&core, stream, peer, direct_tls, slot)).await {
         session.await;
     }
-    core.counters.connections.add(-1);
-    core.peers.close(peer.ip());
 }
 
 /// Negotiates a stream up to a bound session; `None` when it ended before (the error, if
@@ -64,6 +60,7 @@ async fn negotiate(
     stream: TcpStream,
     peer: SocketAddr,
     direct_tls: bool,
+    slot: ConnectionSlot,
 ) -> Option<Pin<Box<impl Future<Output = ()>>>> {
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
@@ -76,6 +73,7 @@ async fn negotiate(
         Transport::Plain(stream)
     };
     let mut conn = Conn::new(transport, peer, limits);
+    conn.hold(slot);
     conn.deadline = Some(deadline);
     let phases = async {
         let authenticated = Unauthenticated::new(core.clone(), conn).authenticate().await?;
@@ -83,17 +81,11 @@ async fn negotiate(
     };
     match phases.await {
         Ok(session) => Some(Box::pin(session.run())),
-        Err((conn, end)) => {
-            close(core, conn, end).await;
+        Err((mut conn, end)) => {
+            conn.end_with(&core.cfg.domain, &end).await;
             None
         }
     }
 }
 
-async fn close(core: &CoreState, mut conn: Conn, end: ConnEnd) {
-    match end {
-        ConnEnd::Error(err, text) => conn.fail(&core.cfg.domain, err, &text).await,
-        ConnEnd::StreamClosed => conn.close().await,
-        ConnEnd::Io(_) => {}
-    }
-}
+

@@ -28,6 +28,8 @@ pub enum ConnEnd {
     StreamClosed,
     /// We close the stream with this error.
     Error(StreamError, String),
+    /// XEP-0198: another stream resumed this session; it ends without a word to anyone.
+    HandedOver,
 }
 
 impl From<io::Error> for ConnEnd {
@@ -49,6 +51,34 @@ pub struct Conn {
     pub deadline: Option<Instant>,
     pub peer: std::net::SocketAddr,
     send_stall: std::time::Duration,
+    /// This connection's place in the per-address and per-core counts, given back when
+    /// the connection goes (a session outliving it for XEP-0198 holds none).
+    slot: Option<ConnectionSlot>,
+}
+
+/// One open connection, counted against its address's limit and in the core's gauge until
+/// dropped.
+pub struct ConnectionSlot {
+    core: std::rc::Rc<crate::router::CoreState>,
+    ip: std::net::IpAddr,
+}
+
+impl ConnectionSlot {
+    /// `None` when `ip` is at its `connections_per_ip_max`.
+    pub fn open(core: &std::rc::Rc<crate::router::CoreState>, ip: std::net::IpAddr) -> Option<ConnectionSlot> {
+        if !core.peers.try_open(ip) {
+            return None;
+        }
+        core.counters.connections.add(1);
+        Some(ConnectionSlot { core: core.clone(), ip })
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.core.counters.connections.add(-1);
+        self.core.peers.close(self.ip);
+    }
 }
 
 impl Conn {
@@ -64,7 +94,19 @@ impl Conn {
             deadline: None,
             peer,
             send_stall: std::time::Duration::from_secs(limits.send_stall_secs),
+            slot: None,
         }
+    }
+
+    pub fn hold(&mut self, slot: ConnectionSlot) {
+        self.slot = Some(slot);
+    }
+
+    /// Closes the transport at once and gives the connection's slot back; later writes fail.
+    pub async fn drop_transport(&mut self) {
+        let _ = self.transport.close().await;
+        self.transport = Transport::Closed;
+        self.slot = None;
     }
 
     /// A stream restart (RFC 6120 §4.3.3, after TLS and after SASL): a fresh parser.
@@ -164,6 +206,16 @@ impl Conn {
         }
         let _ = self.send(err.to_xml(text).as_bytes()).await;
         let _ = self.transport.close().await;
+    }
+
+    /// Ends the stream as `end` says: with the stream error, with our closing tag, or (the
+    /// transport already gone) without a word.
+    pub async fn end_with(&mut self, domain: &str, end: &ConnEnd) {
+        match end {
+            ConnEnd::Error(err, text) => self.fail(domain, *err, text).await,
+            ConnEnd::StreamClosed => self.close().await,
+            ConnEnd::Io(_) | ConnEnd::HandedOver => {}
+        }
     }
 
     /// Closes our side cleanly after the peer's `</stream:stream>` or at shutdown.

@@ -4,22 +4,29 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jid::{BareJid, FullJid};
 use minidom::Element;
 
 use super::conn::{new_stream_id, until, Conn, ConnEnd};
 use super::sasl::{self, Mechanism, Outcome};
-use super::session::BoundSession;
+use super::session::{BoundSession, Resumption};
 use super::stream_error::StreamError;
 use super::transport::Transport;
+use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{register, session_iq};
-use crate::router::CoreState;
+use crate::router::{CoreState, SessionMsg, UserMsg};
 use crate::stanza::{build, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
 const RESOURCE_BYTES_MAX: usize = 1023;
+
+/// How long a resuming stream waits for the old session to hand over (XEP-0198 §5). The
+/// hand-over is a few messages between actors, even across nodes; past this the old
+/// session is taken to be gone and resumption fails.
+const RESUME_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connected stream before authentication.
 pub struct Unauthenticated {
@@ -184,25 +191,45 @@ impl Unauthenticated {
 }
 
 impl Authenticated {
-    /// Resource binding (RFC 6120 §7); the legacy session IQ is answered on the way.
+    /// Resource binding (RFC 6120 §7), or XEP-0198 resumption of an earlier session; the
+    /// legacy session IQ is answered on the way.
     pub async fn bind(mut self) -> Result<BoundSession, (Conn, ConnEnd)> {
         match self.negotiate_bind().await {
-            Ok(jid) => Ok(BoundSession::new(self.core, self.conn, jid)),
+            Ok(Bound::Fresh(jid)) => Ok(BoundSession::new(self.core, self.conn, jid)),
+            Ok(Bound::Resumed(r)) => {
+                let jid = self.user.with_resource_str(&r.handover.resource).expect("a bound resource is valid");
+                Ok(BoundSession::resumed(self.core, self.conn, jid, *r))
+            }
             Err(e) => Err((self.conn, e)),
         }
     }
 
-    async fn negotiate_bind(&mut self) -> Result<FullJid, ConnEnd> {
+    async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
         open_stream(&self.core, &mut self.conn).await?;
         let features = build(
             "features",
             ns::STREAM,
             &[],
-            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()],
+            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature()],
         );
         self.conn.send_el(&features).await?;
         loop {
             let iq = next_element(&mut self.conn).await?;
+            match ClientSm::parse(&iq) {
+                Some(ClientSm::Resume { previd, h }) => match self.resume(previd.into(), h).await? {
+                    Some(resumed) => return Ok(Bound::Resumed(Box::new(resumed))),
+                    None => {
+                        self.conn.send_el(&sm::failed("item-not-found")).await?;
+                        continue;
+                    }
+                },
+                // XEP-0198 §3: enabling comes after binding.
+                Some(_) => {
+                    self.conn.send_el(&sm::failed("unexpected-request")).await?;
+                    continue;
+                }
+                None => {}
+            }
             if !iq.is("iq", ns::CLIENT) {
                 return Err(end(StreamError::NotAuthorized, "bind a resource first"));
             }
@@ -213,13 +240,57 @@ impl Authenticated {
                         let id = iq.attr("id").unwrap_or("");
                         let result = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], vec![build("bind", ns::BIND, &[], vec![jid_el])]);
                         self.conn.send_el(&result).await?;
-                        return Ok(full);
+                        return Ok(Bound::Fresh(full));
                     }
                     Err(e) => self.conn.send_el(&e.reply_to(&iq)).await?,
                 },
                 None => {
                     let reply = StanzaError::NotAuthorized.reply_to(&iq);
                     self.conn.send_el(&reply).await?;
+                }
+            }
+        }
+    }
+
+    /// XEP-0198 §5: asks this user's UserChannel to move the session with `resume_id` to a
+    /// new address here, and waits for the old session to hand over. `None` when there is
+    /// nothing to resume; anything routed to the new address meanwhile is given back.
+    async fn resume(&mut self, resume_id: Arc<str>, h: u32) -> Result<Option<Resumption>, ConnEnd> {
+        let (addr, rx) = self.core.register_session();
+        let user: Arc<str> = self.user.to_string().into();
+        self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
+        let deadline = Instant::now() + RESUME_HANDOVER_TIMEOUT;
+        let mut meanwhile = Vec::new();
+        loop {
+            let mail = futures_lite::future::or(async { Some(rx.recv().await) }, async {
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                None
+            })
+            .await;
+            match mail {
+                Some(Some(SessionMsg::Resumed(handover))) => {
+                    return Ok(Some(Resumption { registered: (addr, rx), resume_id, h_client: h, handover: *handover, meanwhile }));
+                }
+                Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
+                Some(Some(SessionMsg::ResumeFailed)) => {
+                    self.core.unregister_session(addr);
+                    return Ok(None);
+                }
+                Some(Some(SessionMsg::Shutdown)) => {
+                    self.core.unregister_session(addr);
+                    return Err(end(StreamError::SystemShutdown, "the server is restarting"));
+                }
+                Some(Some(_)) => {}
+                // Timed out, or the queue overflowed: the UserChannel may have moved the
+                // resource here already, so it is unbound and what came is routed again.
+                None | Some(None) => {
+                    log::warn!("{}: XEP-0198 hand-over did not arrive in {RESUME_HANDOVER_TIMEOUT:?}", self.user);
+                    self.core.unregister_session(addr);
+                    self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
+                    for stanza in meanwhile.into_iter().filter_map(crate::stanza::Stanza::from_sealed) {
+                        self.core.send_to_user(user.clone(), UserMsg::Undelivered(stanza)).await;
+                    }
+                    return Ok(None);
                 }
             }
         }
@@ -234,6 +305,12 @@ impl Authenticated {
             None => Ok(self.user.with_resource_str(&format!("martlet-{:08x}", rand::random::<u32>())).expect("hex is a valid resource")),
         }
     }
+}
+
+/// How the bind phase ended.
+enum Bound {
+    Fresh(FullJid),
+    Resumed(Box<Resumption>),
 }
 
 fn text_child(name: &str, namespace: &str, text: &str) -> Element {

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use jid::{FullJid, Jid};
@@ -15,9 +15,11 @@ use shards::mailbox;
 use super::conn::{Conn, ConnEnd};
 use super::negotiate::resource_of;
 use super::stream_error::StreamError;
-use crate::modules::{self, IqAnswer};
-use crate::router::{CoreState, SessionAddr, SessionMsg, UserMsg};
-use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
+use crate::modules::delivery::{self, Route};
+use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState};
+use crate::modules::{self, offline, IqAnswer};
+use crate::router::{CoreState, Handover, SessionAddr, SessionMsg, UserMsg};
+use crate::stanza::{build, may_answer_with_error, to_xml, Kind, Stanza, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Stanzas written in one go when several are queued: fewer syscalls and TLS records under
@@ -52,6 +54,22 @@ pub struct BoundSession {
     ping_sent: bool,
     /// Buffers were given back since the last read.
     released: bool,
+    /// XEP-0198, once the client enabled it.
+    sm: Option<SmState>,
+    /// A resumed session's first writes: `<resumed/>`, then what the old session had not
+    /// seen acknowledged, then what arrived for it during the hand-over.
+    replay: Option<Vec<Arc<str>>>,
+}
+
+/// A stream's successful XEP-0198 resumption: its new address (already the resource's in
+/// the UserChannel), the client's `h`, what the old session handed over, and what arrived
+/// for the new address while it waited.
+pub struct Resumption {
+    pub registered: (SessionAddr, mailbox::Receiver<SessionMsg>),
+    pub resume_id: Arc<str>,
+    pub h_client: u32,
+    pub handover: Handover,
+    pub meanwhile: Vec<Arc<str>>,
 }
 
 enum Wake {
@@ -61,35 +79,216 @@ enum Wake {
 }
 
 impl BoundSession {
-    pub fn new(core: Rc<CoreState>, mut conn: Conn, jid: FullJid) -> Self {
+    pub fn new(core: Rc<CoreState>, conn: Conn, jid: FullJid) -> Self {
+        let registered = core.register_session();
+        Self::at(core, conn, jid, registered)
+    }
+
+    /// A session at an address already registered on this core.
+    fn at(core: Rc<CoreState>, mut conn: Conn, jid: FullJid, (addr, rx): (SessionAddr, mailbox::Receiver<SessionMsg>)) -> Self {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
         let bare: Arc<str> = jid.to_bare().to_string().into();
-        let resource = resource_of(&jid);
-        let (addr, rx) = core.register_session();
         BoundSession {
             owner: core.owner_of(&bare),
+            resource: resource_of(&jid),
             core,
             conn,
             jid,
             bare,
             addr,
             mailbox: Some(rx),
-            resource,
             presence: None,
             roster_interested: false,
             directed: HashSet::new(),
             ping_sent: false,
             released: false,
+            sm: None,
+            replay: None,
         }
     }
 
-    /// Runs until the stream ends, then tells the user's owner and the contacts.
+    /// A session resumed under XEP-0198: its address is already the resource's session in
+    /// its UserChannel, and the hand-over is what the old session passed on.
+    pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption) -> Self {
+        let unacked_max = core.cfg.stream_management.unacked_stanzas_max;
+        let Resumption { registered, resume_id, h_client, handover, meanwhile } = r;
+        let mut session = Self::at(core, conn, jid, registered);
+        session.presence = handover.presence.map(Box::new);
+        session.roster_interested = handover.roster_interested;
+        session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
+        session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, unacked_max));
+        let mut replay = handover.unacked;
+        replay.extend(meanwhile);
+        session.replay = Some(replay);
+        session
+    }
+
+    /// Runs until the session ends, then tells the user's owner and the contacts. A
+    /// resumable session (XEP-0198) whose connection is lost waits for its client to resume
+    /// it first.
     pub async fn run(mut self) {
         let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
-        let bind = UserMsg::Bind { resource: self.resource.clone(), session: addr };
-        Box::pin(self.core.send_to_user(self.bare.clone(), bind)).await;
-        let end = self.serve(&rx).await;
-        Box::pin(self.finish(addr, end)).await;
+        let mut end = match self.replay.take() {
+            Some(replay) => Box::pin(self.send_replay(replay)).await.err(),
+            None => {
+                let bind = UserMsg::Bind { resource: self.resource.clone(), session: addr };
+                Box::pin(self.core.send_to_user(self.bare.clone(), bind)).await;
+                None
+            }
+        };
+        if end.is_none() {
+            end = Some(self.serve(&rx).await);
+        }
+        let mut end = end.expect("set above");
+        if self.may_hibernate(&end) {
+            self.conn.end_with(&self.core.cfg.domain, &end).await;
+            self.conn.drop_transport().await;
+            end = Box::pin(self.hibernate(&rx)).await;
+        }
+        match end {
+            ConnEnd::HandedOver => {
+                self.conn.drop_transport().await;
+                self.core.unregister_session(addr);
+            }
+            end => Box::pin(self.finish(addr, end)).await,
+        }
+    }
+
+    /// XEP-0198 §5: a lost connection (not a closed stream, nor one we ended for cause)
+    /// keeps a resumable session alive.
+    fn may_hibernate(&self, end: &ConnEnd) -> bool {
+        let resumable = self.sm.as_ref().is_some_and(|s| s.resume_id.is_some());
+        resumable && matches!(end, ConnEnd::Io(_) | ConnEnd::Error(StreamError::ConnectionTimeout, _))
+    }
+
+    /// The connection is gone; the session keeps what is routed to it until the client
+    /// resumes it, or the timeout or a limit ends it for good.
+    async fn hibernate(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
+        let timeout = Duration::from_secs(self.core.cfg.stream_management.resume_timeout_secs);
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mail = future::or(async { Some(rx.recv().await) }, async {
+                glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
+                None
+            })
+            .await;
+            let Some(mail) = mail else {
+                return ConnEnd::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "not resumed in time"));
+            };
+            match mail {
+                Some(SessionMsg::Deliver(xml)) => {
+                    if !self.sm.as_mut().expect("hibernating sessions have SM").on_sent(xml) {
+                        return too_many_unacked();
+                    }
+                }
+                Some(SessionMsg::TakeOver { by, h }) => {
+                    self.hand_over(by, h).await;
+                    return ConnEnd::HandedOver;
+                }
+                Some(SessionMsg::RingChanged) => self.follow_owner().await,
+                Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
+                Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
+                Some(SessionMsg::Resumed(_) | SessionMsg::ResumeFailed) => {}
+                None => return ConnEnd::Error(StreamError::ResourceConstraint, "session queue full".into()),
+            }
+        }
+    }
+
+    /// XEP-0198 §5: pass what the resuming stream needs to `by`; this session then ends
+    /// without telling anyone, since for everyone else nothing changed.
+    async fn hand_over(&mut self, by: SessionAddr, h: u32) {
+        let sm = self.sm.as_mut().expect("only resumable sessions are taken over");
+        // A client claiming more than was sent has, at least, everything.
+        let unacked = if sm.on_ack(h).is_ok() { sm.take_unacked() } else { Vec::new() };
+        let handover = Handover {
+            resource: self.resource.clone(),
+            handled: sm.handled,
+            unacked,
+            presence: self.presence.take().map(|p| *p),
+            roster_interested: self.roster_interested,
+            directed: self.directed.drain().map(|j| j.to_string()).collect(),
+        };
+        self.core.send_to_session(by, SessionMsg::Resumed(Box::new(handover))).await;
+    }
+
+    /// A resumed session's first words: `<resumed/>`, then the stanzas to send again.
+    async fn send_replay(&mut self, replay: Vec<Arc<str>>) -> Result<(), ConnEnd> {
+        let sm = self.sm.as_mut().expect("resumed sessions have SM");
+        let mut out = to_xml(&sm::resumed(sm.resume_id.as_deref().unwrap_or(""), sm.handled));
+        for xml in replay {
+            out.push_str(&xml);
+            if !sm.on_sent(xml) {
+                return Err(too_many_unacked());
+            }
+        }
+        self.request_ack(&mut out);
+        self.conn.send(out.as_bytes()).await?;
+        Ok(())
+    }
+
+    /// Appends `<r/>` when stanzas wait for an acknowledgement and none was asked for.
+    fn request_ack(&mut self, out: &mut String) {
+        if let Some(sm) = &mut self.sm {
+            if !sm.ack_requested && sm.unacked_len() > 0 {
+                sm.ack_requested = true;
+                out.push_str(&to_xml(&sm::request()));
+            }
+        }
+    }
+
+    /// Writes one stanza of the server's own (an IQ answer, a ping), counted for XEP-0198.
+    async fn send_stanza(&mut self, el: &Element) -> Result<(), ConnEnd> {
+        let xml: Arc<str> = to_xml(el).into();
+        self.track_sent(xml.clone())?;
+        let mut out = String::from(&*xml);
+        self.request_ack(&mut out);
+        self.conn.send(out.as_bytes()).await?;
+        Ok(())
+    }
+
+    fn track_sent(&mut self, xml: Arc<str>) -> Result<(), ConnEnd> {
+        let within_limit = self.sm.as_mut().is_none_or(|sm| sm.on_sent(xml));
+        if within_limit {
+            Ok(())
+        } else {
+            Err(too_many_unacked())
+        }
+    }
+
+    /// XEP-0198 elements from the client.
+    async fn on_sm(&mut self, el: ClientSm) -> Result<(), ConnEnd> {
+        match el {
+            ClientSm::Enable { resume } if self.sm.is_none() => {
+                let cfg = &self.core.cfg.stream_management;
+                let resume_id = (resume && cfg.resume_timeout_secs > 0).then(sm::new_resume_id);
+                let reply = sm::enabled(resume_id.as_deref(), cfg.resume_timeout_secs);
+                self.sm = Some(SmState::new(resume_id.clone(), cfg.unacked_stanzas_max));
+                if let Some(resume_id) = resume_id {
+                    let msg = UserMsg::Resumable { session: self.addr, resume_id };
+                    self.core.send_to_user(self.bare.clone(), msg).await;
+                }
+                self.conn.send_el(&reply).await?;
+            }
+            ClientSm::Request => match &self.sm {
+                Some(state) => {
+                    let reply = sm::ack(state.handled);
+                    self.conn.send_el(&reply).await?;
+                }
+                None => self.conn.send_el(&sm::failed("unexpected-request")).await?,
+            },
+            ClientSm::Ack(h) => {
+                if let Some(state) = &mut self.sm {
+                    if let Err(e) = state.on_ack(h) {
+                        let text = format!("handled-count-too-high: h={} but {} were sent", e.h, e.sent);
+                        return Err(ConnEnd::Error(StreamError::UndefinedCondition, text));
+                    }
+                }
+            }
+            // Enabled twice, or resumption asked on a bound stream (XEP-0198 §5: before binding).
+            ClientSm::Enable { .. } | ClientSm::Resume { .. } => self.conn.send_el(&sm::failed("unexpected-request")).await?,
+            ClientSm::Invalid => return Err(ConnEnd::Error(StreamError::BadFormat, "not an XEP-0198 element".into())),
+        }
+        Ok(())
     }
 
     async fn serve(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
@@ -161,7 +360,7 @@ impl BoundSession {
                 &[("type", "get"), ("id", "martlet-ping"), ("from", &self.core.cfg.domain), ("to", &self.jid.to_string())],
                 vec![Element::bare("ping", ns::PING)],
             );
-            self.conn.send_el(&ping).await?;
+            self.send_stanza(&ping).await?;
             self.ping_sent = true;
         }
         Ok(())
@@ -170,33 +369,51 @@ impl BoundSession {
     async fn on_mail(&mut self, first: SessionMsg, rx: &mailbox::Receiver<SessionMsg>) -> Result<(), ConnEnd> {
         let mut batch = String::new();
         let mut next = Some(first);
+        let mut outcome = Ok(());
         while let Some(msg) = next {
             match msg {
-                SessionMsg::Deliver(xml) => batch.push_str(&xml),
+                SessionMsg::Deliver(xml) => {
+                    batch.push_str(&xml);
+                    outcome = self.track_sent(xml);
+                }
                 SessionMsg::Replaced => {
-                    self.conn.send(batch.as_bytes()).await?;
-                    return Err(ConnEnd::Error(StreamError::Conflict, "replaced by a new session with the same resource".into()));
+                    outcome = Err(ConnEnd::Error(StreamError::Conflict, "replaced by a new session with the same resource".into()));
                 }
                 SessionMsg::Shutdown => {
+                    outcome = Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
+                }
+                SessionMsg::TakeOver { by, h } => {
+                    // The client came back on a new connection before this one was seen to die.
                     self.conn.send(batch.as_bytes()).await?;
-                    return Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
+                    self.hand_over(by, h).await;
+                    return Err(ConnEnd::HandedOver);
                 }
                 SessionMsg::RingChanged => self.follow_owner().await,
+                SessionMsg::Resumed(_) | SessionMsg::ResumeFailed => {}
             }
-            next = if batch.len() < WRITE_BATCH_BYTES_MAX { rx.try_recv() } else { None };
+            next = if batch.len() < WRITE_BATCH_BYTES_MAX && outcome.is_ok() { rx.try_recv() } else { None };
+        }
+        if outcome.is_ok() {
+            self.request_ack(&mut batch);
         }
         self.conn.send(batch.as_bytes()).await?;
-        Ok(())
+        outcome
     }
 
     async fn on_element(&mut self, el: Element) -> Result<(), ConnEnd> {
         self.ping_sent = false;
+        if let Some(sm_el) = ClientSm::parse(&el) {
+            return self.on_sm(sm_el).await;
+        }
         let Some(kind) = Kind::of(&el) else {
             if matches!(el.name(), "message" | "presence" | "iq") {
                 return Err(ConnEnd::Error(StreamError::InvalidNamespace, "stanzas are in the jabber:client namespace".into()));
             }
             return Err(ConnEnd::Error(StreamError::UnsupportedStanzaType, format!("<{}/> is not a stanza", el.name())));
         };
+        if let Some(state) = &mut self.sm {
+            state.on_handled();
+        }
         let to = match el.attr("to").map(Jid::new) {
             None => None,
             Some(Ok(j)) => Some(j),
@@ -326,8 +543,7 @@ impl BoundSession {
                 reply
             }
         };
-        self.conn.send_el(&reply).await?;
-        Ok(())
+        self.send_stanza(&reply).await
     }
 
     /// Answers the client itself with a stanza error.
@@ -335,7 +551,7 @@ impl BoundSession {
         if may_answer_with_error(el) {
             let mut reply = e.reply_to(el);
             crate::stanza::set_attr(&mut reply, "to", Some(self.jid.to_string()));
-            self.conn.send_el(&reply).await?;
+            self.send_stanza(&reply).await?;
         }
         Ok(())
     }
@@ -353,6 +569,7 @@ impl BoundSession {
             session: self.addr,
             presence: self.presence.as_deref().cloned(),
             roster_interested: self.roster_interested,
+            resume_id: self.sm.as_ref().and_then(|s| s.resume_id.clone()),
         };
         self.core.send_to_user(self.bare.clone(), msg).await;
     }
@@ -365,19 +582,49 @@ impl BoundSession {
         }
     }
 
-    /// The stream is over: close it properly, then tell directed-presence recipients and the
-    /// UserChannel (which tells the contacts) — also when the TCP connection just died.
+    /// The session is over for good: close the stream properly, then tell directed-presence
+    /// recipients and the UserChannel (which tells the contacts) — also when the TCP
+    /// connection just died. Messages the client never acknowledged (XEP-0198) go back to
+    /// the UserChannel after the unbind, so they reach another resource or offline storage;
+    /// at shutdown they are stored here, before this core may stop.
     async fn finish(mut self, addr: SessionAddr, end: ConnEnd) {
-        match &end {
-            ConnEnd::Error(err, text) => self.conn.fail(&self.core.cfg.domain, *err, text).await,
-            ConnEnd::StreamClosed => self.conn.close().await,
-            ConnEnd::Io(_) => {}
+        self.conn.end_with(&self.core.cfg.domain, &end).await;
+        let mut unacked: Vec<Stanza> = self
+            .sm
+            .as_mut()
+            .map(|s| s.take_unacked())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(Stanza::from_sealed)
+            .filter(|s| s.kind == Kind::Message)
+            .collect();
+        if matches!(end, ConnEnd::Error(StreamError::SystemShutdown, _)) {
+            self.store_offline(std::mem::take(&mut unacked)).await;
         }
         self.core.unregister_session(addr);
         if self.presence.is_some() {
             self.send_unavailable_to_directed().await;
         }
-        let unbind = UserMsg::Unbind { resource: self.resource.clone(), session: addr };
+        let unbind = UserMsg::Unbind { session: addr };
         self.core.send_to_user(self.bare.clone(), unbind).await;
+        for stanza in unacked {
+            self.core.send_to_user(self.bare.clone(), UserMsg::Undelivered(stanza)).await;
+        }
     }
+
+    /// XEP-0160 storage of unacknowledged messages, for the shutdown path.
+    async fn store_offline(&self, messages: Vec<Stanza>) {
+        let max = self.core.cfg.limits.offline_messages_max;
+        for m in messages.into_iter().filter(|m| delivery::message(&[], None, &m.type_) == Route::Offline) {
+            let stored = offline::stored_form(m.element(), &self.core.cfg.domain);
+            if let Err(e) = self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
+                log::error!("{}: unacknowledged message not stored at shutdown: {e}", self.bare);
+            }
+        }
+    }
+}
+
+/// XEP-0198: the client stopped acknowledging; the session ends and what it holds is re-routed.
+fn too_many_unacked() -> ConnEnd {
+    ConnEnd::Error(StreamError::ResourceConstraint, "too many unacknowledged stanzas".into())
 }

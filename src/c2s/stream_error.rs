@@ -15,6 +15,7 @@ pub enum StreamError {
     ResourceConstraint,
     RestrictedXml,
     SystemShutdown,
+    UndefinedCondition,
     UnsupportedStanzaType,
     UnsupportedVersion,
 }
@@ -33,6 +34,7 @@ impl StreamError {
             StreamError::ResourceConstraint => "resource-constraint",
             StreamError::RestrictedXml => "restricted-xml",
             StreamError::SystemShutdown => "system-shutdown",
+            StreamError::UndefinedCondition => "undefined-condition",
             StreamError::UnsupportedStanzaType => "unsupported-stanza-type",
             StreamError::UnsupportedVersion => "unsupported-version",
         }

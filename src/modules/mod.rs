@@ -22,6 +22,7 @@ pub mod ping;
 pub mod register;
 pub mod roster;
 pub mod session_iq;
+pub mod stream_mgmt;
 pub mod subscription;
 pub mod version;
 

@@ -193,7 +193,13 @@ impl CoreState {
         match msg {
             // Lifecycle messages are bounded by the user's session count, not by traffic;
             // dropping one would leave a ghost resource, so they bypass the mailbox bound.
-            UserMsg::Bind { .. } | UserMsg::Unbind { .. } => tx.force_send(msg),
+            // So are the XEP-0198 hand-overs, and the undelivered messages a session returns
+            // (at most its unacked limit): refusing those would lose what was accepted.
+            UserMsg::Bind { .. }
+            | UserMsg::Unbind { .. }
+            | UserMsg::Resumable { .. }
+            | UserMsg::Resume { .. }
+            | UserMsg::Undelivered(_) => tx.force_send(msg),
             other => {
                 if let Err(SendError::Full(msg) | SendError::Closed(msg)) = tx.try_send(other) {
                     self.counters.user_mailbox_full_drops.inc();

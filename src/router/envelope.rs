@@ -35,7 +35,7 @@ pub enum UserMsg {
     /// resource is replaced and told so.
     Bind { resource: Arc<str>, session: SessionAddr },
     /// A session of this user ended; if it was available its contacts learn it went away.
-    Unbind { resource: Arc<str>, session: SessionAddr },
+    Unbind { session: SessionAddr },
     /// Presence broadcast by one of this user's resources (RFC 6121 §4.2, §4.4, §4.5).
     OwnPresence { resource: Arc<str>, stanza: Stanza },
     /// A subscription request or answer this user sends to a contact (RFC 6121 §3).
@@ -46,7 +46,15 @@ pub enum UserMsg {
     Inbound(Stanza),
     /// A session re-registering because the ring moved its user here (a node joined or
     /// left): it joins silently with the presence it had, since its contacts already know.
-    Rebind { resource: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool },
+    Rebind { resource: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool, resume_id: Option<Arc<str>> },
+    /// XEP-0198: the session holding `resource` may be resumed with `resume_id`.
+    Resumable { session: SessionAddr, resume_id: Arc<str> },
+    /// XEP-0198: a new stream of this user asks to take over the session that enabled
+    /// resumption with `resume_id`; the client has `h` of that session's stanzas.
+    Resume { resume_id: Arc<str>, session: SessionAddr, h: u32 },
+    /// A message a session that ended for good had not seen acknowledged (XEP-0198 §5):
+    /// route it again, to the user's other resources or to offline storage.
+    Undelivered(Stanza),
     /// The ring moved this user to another owner: stop, and pass on what is queued.
     Disown,
     /// A node is down: its sessions are gone (their contacts learn it).
@@ -64,4 +72,24 @@ pub enum SessionMsg {
     Shutdown,
     /// The ring changed: if this session's user has a new owner, register there again.
     RingChanged,
+    /// XEP-0198: the stream at `by` resumes this session; hand it over and end quietly.
+    TakeOver { by: SessionAddr, h: u32 },
+    /// XEP-0198: the session this stream resumes, handed over.
+    Resumed(Box<Handover>),
+    /// XEP-0198: nothing to resume under that id (it timed out, or never was).
+    ResumeFailed,
+}
+
+/// What a resumed session takes from the one it replaces (XEP-0198 §5).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Handover {
+    pub resource: Arc<str>,
+    /// Stanzas the old session handled from the client: the `h` of `<resumed/>`.
+    pub handled: u32,
+    /// What the client had not acknowledged, oldest first: sent again.
+    pub unacked: Vec<Arc<str>>,
+    pub presence: Option<Stanza>,
+    pub roster_interested: bool,
+    /// Directed presences (RFC 6121 §4.6), as JIDs.
+    pub directed: Vec<String>,
 }

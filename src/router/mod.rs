@@ -19,4 +19,4 @@ pub mod node_link;
 pub mod user_channel;
 
 pub use self::core::CoreState;
-pub use envelope::{CoreMsg, SessionAddr, SessionMsg, UserMsg};
+pub use envelope::{CoreMsg, Handover, SessionAddr, SessionMsg, UserMsg};

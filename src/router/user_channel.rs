@@ -35,6 +35,8 @@ struct Resource {
     presence: Option<Stanza>,
     /// It asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6).
     roster_interested: bool,
+    /// XEP-0198: the id a new stream may resume this resource's session with.
+    resume_id: Option<Arc<str>>,
 }
 
 struct UserChannel {
@@ -114,7 +116,7 @@ impl UserChannel {
     async fn handle(&mut self, msg: UserMsg) {
         match msg {
             UserMsg::Bind { resource, session } => self.bind(resource, session).await,
-            UserMsg::Unbind { resource, session } => self.unbind(&resource, session).await,
+            UserMsg::Unbind { session } => self.unbind(session).await,
             UserMsg::OwnPresence { resource, stanza } => self.own_presence(&resource, stanza).await,
             UserMsg::OutboundSubscription(stanza) => self.outbound_subscription(stanza).await,
             UserMsg::RosterIq { resource, stanza } => self.roster_iq(&resource, stanza).await,
@@ -123,9 +125,16 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
-            UserMsg::Rebind { resource, session, presence, roster_interested } => {
-                self.rebind(resource, session, presence, roster_interested)
+            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id } => {
+                self.rebind(resource, session, presence, roster_interested, resume_id)
             }
+            UserMsg::Resumable { session, resume_id } => {
+                if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
+                    r.resume_id = Some(resume_id);
+                }
+            }
+            UserMsg::Resume { resume_id, session, h } => self.resume(&resume_id, session, h).await,
+            UserMsg::Undelivered(stanza) => self.undelivered(stanza).await,
             UserMsg::NodeDown(node) => self.node_down(node).await,
             UserMsg::Disown => unreachable!("handled by run"),
         }
@@ -149,10 +158,18 @@ impl UserChannel {
             priority: 0,
             presence: None,
             roster_interested: false,
+            resume_id: None,
         });
     }
 
-    fn rebind(&mut self, name: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool) {
+    fn rebind(
+        &mut self,
+        name: Arc<str>,
+        session: SessionAddr,
+        presence: Option<Stanza>,
+        roster_interested: bool,
+        resume_id: Option<Arc<str>>,
+    ) {
         self.resources.retain(|r| r.session != session);
         self.resources.push(Resource {
             name,
@@ -161,23 +178,52 @@ impl UserChannel {
             priority: presence.as_ref().map_or(0, |p| priority_of(&p.element())),
             presence,
             roster_interested,
+            resume_id,
         });
+    }
+
+    /// XEP-0198 §5: from now on the resource's stanzas go to the resuming stream, and the
+    /// old session is told to hand over what the client has not acknowledged. Both happen
+    /// here, in this actor's order, so nothing routed to the resource is missed or doubled:
+    /// what came before the swap is in the old session's queue, what comes after goes to
+    /// the new one. Only this user's own streams reach this actor, so only they can resume.
+    async fn resume(&mut self, resume_id: &str, session: SessionAddr, h: u32) {
+        let Some(r) = self.resources.iter_mut().find(|r| r.resume_id.as_deref() == Some(resume_id)) else {
+            return self.core.send_to_session(session, SessionMsg::ResumeFailed).await;
+        };
+        let old = std::mem::replace(&mut r.session, session);
+        self.core.send_to_session(old, SessionMsg::TakeOver { by: session, h }).await;
+    }
+
+    /// A message a session ended without confirming: to the user's other resources by the
+    /// usual rules, or offline. One sent to the bare JID already reached the other
+    /// resources of top priority when it was first routed, so it only goes offline.
+    async fn undelivered(&mut self, stanza: Stanza) {
+        match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
+            Route::Resources(targets) if stanza.to_resource().is_some() => {
+                for idx in targets {
+                    self.deliver(idx, stanza.xml.clone()).await;
+                }
+            }
+            Route::Resources(_) => {}
+            Route::Offline => self.store_offline(&stanza).await,
+            Route::Bounce | Route::Drop => {}
+        }
     }
 
     /// Sessions on a failed node ended without a word: as if each had unbound.
     async fn node_down(&mut self, node: u32) {
-        let gone: Vec<(Arc<str>, SessionAddr)> =
-            self.resources.iter().filter(|r| r.session.node == node).map(|r| (r.name.clone(), r.session)).collect();
-        for (name, session) in gone {
-            self.unbind(&name, session).await;
+        let gone: Vec<SessionAddr> = self.resources.iter().filter(|r| r.session.node == node).map(|r| r.session).collect();
+        for session in gone {
+            self.unbind(session).await;
         }
     }
 
-    async fn unbind(&mut self, name: &str, session: SessionAddr) {
+    async fn unbind(&mut self, session: SessionAddr) {
         let Some(i) = self.resources.iter().position(|r| r.session == session) else { return };
         let gone = self.resources.remove(i);
         if gone.available {
-            self.broadcast_unavailable(name).await;
+            self.broadcast_unavailable(&gone.name).await;
         }
     }
 

@@ -32,3 +32,5 @@ pub const REGISTER_FEATURE: &str = "http://jabber.org/features/iq-register";
 pub const DELAY: &str = "urn:xmpp:delay";
 /// XEP-0160: the feature clients look for in disco.
 pub const OFFLINE: &str = "msgoffline";
+/// XEP-0198 Stream Management.
+pub const SM: &str = "urn:xmpp:sm:3";

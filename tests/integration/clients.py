@@ -11,7 +11,7 @@ WAIT_SECS = 10
 
 
 class Client(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, ca, mech=None, direct_tls=False):
+    def __init__(self, jid, password, ca, mech=None, direct_tls=False, plugins=()):
         super().__init__(jid, password)
         ctx = ssl.create_default_context(cafile=ca)
         ctx.check_hostname = False
@@ -30,7 +30,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("failed_auth", lambda *_: self.failed.set())
         self.add_event_handler("message", self.messages.put_nowait)
         self.add_event_handler("presence", self.presences.put_nowait)
-        for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0077", "xep_0203"):
+        for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0077", "xep_0203", *plugins):
             self.register_plugin(plugin)
         self.initial_presence = True
 
@@ -59,8 +59,9 @@ class Client(slixmpp.ClientXMPP):
         return await asyncio.wait_for(find(), timeout)
 
 
-async def login(server, user, resource="test", mech=None, direct_tls=False, password=PASSWORD, presence=True):
-    client = Client(f"{user}@{DOMAIN}/{resource}", password, server.ca, mech, direct_tls)
+async def login(server, user, resource="test", mech=None, direct_tls=False, password=PASSWORD, presence=True,
+                plugins=()):
+    client = Client(f"{user}@{DOMAIN}/{resource}", password, server.ca, mech, direct_tls, plugins)
     client.initial_presence = presence
     client.connect("127.0.0.1", server.tls_port if direct_tls else server.port)
     ready = asyncio.ensure_future(client.ready.wait())
