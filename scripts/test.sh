@@ -9,10 +9,15 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-if ! command -v go-sendxmpp >/dev/null; then
-  log "installing go-sendxmpp (Debian)"
+# Debian packages: go-sendxmpp (a client), node and npm (for @xmpp/client), the venv module.
+missing=()
+command -v go-sendxmpp >/dev/null || missing+=(go-sendxmpp)
+command -v npm >/dev/null || missing+=(nodejs npm)
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (Debian)"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq go-sendxmpp >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import slixmpp' 2>/dev/null; then

@@ -527,6 +527,12 @@ mod tests {
     }
 
     #[test]
+    fn readme_shows_the_example_as_is() {
+        let readme = include_str!("../README.md");
+        assert!(readme.contains(&format!("```toml\n{EXAMPLE}```")), "README's configuration block differs from config::EXAMPLE");
+    }
+
+    #[test]
     fn partial_file_keeps_other_defaults() {
         let c =
             Config::parse("domain = \"Example.ORG\"\n[limits]\nroster_items_max = 5\n").unwrap();

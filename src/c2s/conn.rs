@@ -248,6 +248,7 @@ fn describe(e: &crate::xml::stream_parser::ParseError) -> String {
         NotWellFormed(t) => format!("not well-formed: {t}"),
         Restricted(t) => format!("XML that XMPP forbids: {t}"),
         TooLarge { stanza_bytes_max } => format!("stanza larger than {stanza_bytes_max} bytes"),
+        HeaderTooLarge => format!("stream header larger than {} bytes", crate::xml::stream_parser::STREAM_HEADER_BYTES_MAX),
     }
 }
 

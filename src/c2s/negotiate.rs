@@ -272,6 +272,7 @@ impl Authenticated {
                     return Ok(Some(Resumption { registered: (addr, rx), resume_id, h_client: h, handover: *handover, meanwhile }));
                 }
                 Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
+                Some(Some(SessionMsg::DeliverBacklog(backlog))) => meanwhile.extend(backlog),
                 Some(Some(SessionMsg::ResumeFailed)) => {
                     self.core.unregister_session(addr);
                     return Ok(None);

@@ -177,7 +177,12 @@ impl BoundSession {
             };
             match mail {
                 Some(SessionMsg::Deliver(xml)) => {
-                    if !self.sm.as_mut().expect("hibernating sessions have SM").on_sent(xml) {
+                    if self.track_sent(xml).is_err() {
+                        return too_many_unacked();
+                    }
+                }
+                Some(SessionMsg::DeliverBacklog(backlog)) => {
+                    if backlog.into_iter().any(|xml| self.track_sent(xml).is_err()) {
                         return too_many_unacked();
                     }
                 }
@@ -375,6 +380,12 @@ impl BoundSession {
                 SessionMsg::Deliver(xml) => {
                     batch.push_str(&xml);
                     outcome = self.track_sent(xml);
+                }
+                SessionMsg::DeliverBacklog(backlog) => {
+                    for xml in backlog {
+                        batch.push_str(&xml);
+                        outcome = outcome.and_then(|()| self.track_sent(xml));
+                    }
                 }
                 SessionMsg::Replaced => {
                     outcome = Err(ConnEnd::Error(StreamError::Conflict, "replaced by a new session with the same resource".into()));
@@ -602,9 +613,8 @@ impl BoundSession {
             self.store_offline(std::mem::take(&mut unacked)).await;
         }
         self.core.unregister_session(addr);
-        if self.presence.is_some() {
-            self.send_unavailable_to_directed().await;
-        }
+        // RFC 6121 §4.6.3: whether or not it ever broadcast presence.
+        self.send_unavailable_to_directed().await;
         let unbind = UserMsg::Unbind { session: addr };
         self.core.send_to_user(self.bare.clone(), unbind).await;
         for stanza in unacked {

@@ -195,11 +195,19 @@ impl CoreState {
             // dropping one would leave a ghost resource, so they bypass the mailbox bound.
             // So are the XEP-0198 hand-overs, and the undelivered messages a session returns
             // (at most its unacked limit): refusing those would lose what was accepted.
+            // What the user's own sessions ask of it (presence, subscriptions, roster) has
+            // no sender to be told "try later" and would be lost without a word; it is paced
+            // by those sessions' own reads, one stanza at a time, so only the user's own
+            // traffic can take their actor past the bound.
             UserMsg::Bind { .. }
             | UserMsg::Unbind { .. }
             | UserMsg::Resumable { .. }
             | UserMsg::Resume { .. }
-            | UserMsg::Undelivered(_) => tx.force_send(msg),
+            | UserMsg::Undelivered(_)
+            | UserMsg::ErrorReply(_)
+            | UserMsg::OwnPresence { .. }
+            | UserMsg::OutboundSubscription(_)
+            | UserMsg::RosterIq { .. } => tx.force_send(msg),
             other => {
                 if let Err(SendError::Full(msg) | SendError::Closed(msg)) = tx.try_send(other) {
                     self.counters.user_mailbox_full_drops.inc();

@@ -44,6 +44,10 @@ pub enum UserMsg {
     RosterIq { resource: Arc<str>, stanza: Stanza },
     /// A stanza addressed to this user, bare or full JID.
     Inbound(Stanza),
+    /// The error this server answers a stanza of this user's with (RFC 6120 §8.3), handled
+    /// like `Inbound` but never refused for a full mailbox: there is at most one per stanza
+    /// the server refused, and refusing it too would leave the sender without an answer.
+    ErrorReply(Stanza),
     /// A session re-registering because the ring moved its user here (a node joined or
     /// left): it joins silently with the presence it had, since its contacts already know.
     Rebind { resource: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool, resume_id: Option<Arc<str>> },
@@ -66,6 +70,9 @@ pub enum UserMsg {
 pub enum SessionMsg {
     /// Write this stanza to the client.
     Deliver(Arc<str>),
+    /// Write these, in order: a user's offline messages, handed over as one mailbox entry
+    /// so a backlog as long as `offline_messages_max` never overflows the session's queue.
+    DeliverBacklog(Vec<Arc<str>>),
     /// Another session bound the same resource: end with `<conflict/>` (RFC 6120 §7.7.2.2).
     Replaced,
     /// The server is stopping: end with `<system-shutdown/>`.

@@ -88,7 +88,7 @@ async fn bounce(core: &Rc<CoreState>, stanza: &Stanza, err: StanzaError) {
         return;
     }
     let reply = Stanza::seal(stanza.kind, err.reply_to(&original), stanza.to.clone(), stanza.from.clone());
-    core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::Inbound(reply)).await;
+    core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::ErrorReply(reply)).await;
 }
 
 impl UserChannel {
@@ -120,7 +120,7 @@ impl UserChannel {
             UserMsg::OwnPresence { resource, stanza } => self.own_presence(&resource, stanza).await,
             UserMsg::OutboundSubscription(stanza) => self.outbound_subscription(stanza).await,
             UserMsg::RosterIq { resource, stanza } => self.roster_iq(&resource, stanza).await,
-            UserMsg::Inbound(stanza) => match stanza.kind {
+            UserMsg::Inbound(stanza) | UserMsg::ErrorReply(stanza) => match stanza.kind {
                 Kind::Message => self.inbound_message(stanza).await,
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
@@ -259,12 +259,16 @@ impl UserChannel {
                 let initial = !self.resources[idx].available;
                 let priority = priority_of(&stanza.element());
                 let r = &mut self.resources[idx];
+                let was_negative = r.priority < 0;
                 r.available = true;
                 r.priority = priority;
                 r.presence = Some(stanza.clone());
                 self.broadcast(&stanza).await;
                 if initial {
                     self.after_initial_presence(idx).await;
+                } else if was_negative && priority >= 0 {
+                    // XEP-0160 §3: stored messages wait for a non-negative priority.
+                    self.flush_offline(idx).await;
                 }
             }
             "unavailable" => {
@@ -300,10 +304,17 @@ impl UserChannel {
         self.broadcast(&stanza).await;
     }
 
-    /// RFC 6121 §4.2.2 and XEP-0160: probe contacts, replay pending subscription requests,
-    /// hand over stored messages.
+    /// RFC 6121 §4.2.2 and XEP-0160: probe contacts, tell the new resource about the user's
+    /// other available ones, replay pending subscription requests, hand over stored messages.
     async fn after_initial_presence(&mut self, idx: usize) {
         let me = Jid::from(self.bare.clone());
+        let siblings: Vec<Arc<str>> = (0..self.resources.len())
+            .filter(|&i| i != idx && self.resources[i].available)
+            .filter_map(|i| self.resources[i].presence.as_ref().map(|p| p.xml.clone()))
+            .collect();
+        for xml in siblings {
+            self.deliver(idx, xml).await;
+        }
         let probes: Vec<String> = self
             .roster
             .values()
@@ -329,10 +340,10 @@ impl UserChannel {
 
     async fn flush_offline(&self, idx: usize) {
         match self.core.storage.offline_take(self.jid.to_string()).await {
+            Ok(stored) if stored.is_empty() => {}
             Ok(stored) => {
-                for xml in stored {
-                    self.deliver(idx, xml.into()).await;
-                }
+                let backlog = stored.into_iter().map(Arc::from).collect();
+                self.core.send_to_session(self.resources[idx].session, SessionMsg::DeliverBacklog(backlog)).await;
             }
             Err(e) => log::error!("{}: offline messages not read: {e}", self.jid),
         }

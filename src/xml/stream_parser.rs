@@ -30,7 +30,13 @@ pub enum ParseError {
     Restricted(String),
     /// A stanza larger than the limit: `<policy-violation/>`.
     TooLarge { stanza_bytes_max: usize },
+    /// A stream header larger than [`STREAM_HEADER_BYTES_MAX`]: `<policy-violation/>`.
+    HeaderTooLarge,
 }
+
+/// Largest `<stream:stream>` start tag accepted, in bytes. A real one is a few hundred; rxml
+/// bounds each token, but not how many attributes a client may send before authenticating.
+pub const STREAM_HEADER_BYTES_MAX: usize = 8192;
 
 pub struct StreamParser {
     raw: RawParser,
@@ -98,6 +104,10 @@ impl StreamParser {
 
     fn on_event(&mut self, ev: RawEvent) -> Result<(), ParseError> {
         if self.depth == 0 {
+            self.element_bytes += ev.metrics().len();
+            if self.element_bytes > STREAM_HEADER_BYTES_MAX {
+                return Err(ParseError::HeaderTooLarge);
+            }
             return self.on_header_event(ev);
         }
         if self.depth == 1 {
@@ -161,6 +171,7 @@ impl StreamParser {
                 let header = build_header(&h)?;
                 self.content_ns = h.ns_decls.iter().find(|(p, _)| p.is_none()).map(|(_, ns)| ns.clone()).unwrap_or_default();
                 self.depth = 1;
+                self.element_bytes = 0;
                 self.ready.push_back(StreamEvent::Header(header));
             }
             RawEvent::Text(..) | RawEvent::ElementFoot(_) => {
@@ -208,6 +219,14 @@ mod tests {
 
     fn events(p: &mut StreamParser) -> Vec<StreamEvent> {
         std::iter::from_fn(|| p.next_event()).collect()
+    }
+
+    #[test]
+    fn endless_stream_header_is_too_large() {
+        let mut p = StreamParser::new(1 << 20);
+        let attrs: String = (0..2000).map(|i| format!(" a{i}='x'")).collect();
+        let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{attrs}");
+        assert_eq!(p.feed(header.as_bytes()), Err(ParseError::HeaderTooLarge));
     }
 
     #[test]

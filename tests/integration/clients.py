@@ -33,6 +33,10 @@ class Client(slixmpp.ClientXMPP):
         for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0077", "xep_0203", *plugins):
             self.register_plugin(plugin)
         self.initial_presence = True
+        # Subscriptions are the tests' to answer: slixmpp would otherwise approve and
+        # subscribe back by itself, hiding what the server did.
+        self.auto_authorize = None
+        self.auto_subscribe = False
 
     async def _started(self, _):
         await self.get_roster()

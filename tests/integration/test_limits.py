@@ -124,3 +124,51 @@ def test_client_that_does_not_read_is_closed_not_buffered(martlet_server):
         await close(alice)
 
     asyncio.run(flood())
+
+
+def test_roster_items_limit(martlet_server):
+    server = martlet_server(limits={"roster_items_max": 2})
+    raw = Raw(server.port)
+    raw.login(server.ca, "alice", PASSWORD)
+    raw.buf = b""
+    for i in range(3):
+        raw.send(f"<iq type='set' id='r{i}'><query xmlns='jabber:iq:roster'><item jid='c{i}@localhost'/></query></iq>")
+    reply = raw.read_until(b"resource-constraint", timeout=5)
+    assert "id='r2'" in reply.split("resource-constraint")[0].rsplit("<iq", 1)[1]
+    assert "id='r0'" in reply and "id='r1'" in reply
+
+
+def test_user_mailbox_limit_answers_the_sender(martlet_server):
+    # One core and a one-message mailbox: a burst to bob outruns his UserChannel, and every
+    # message that does not fit comes back to alice as <resource-constraint/>, none vanishes.
+    server = martlet_server(**{"": {"cores": 1}}, limits={"user_mailbox_messages_max": 1})
+    bob = Raw(server.port)
+    bob.login(server.ca, "bob", PASSWORD)
+    bob.send("<presence/>")
+    bob.read_until(b"<presence")  # available: messages are delivered, not stored
+    alice = Raw(server.port)
+    alice.login(server.ca, "alice", PASSWORD)
+    alice.buf = b""
+    sent = 50
+    alice.send("".join(f"<message to='bob@localhost' type='chat' id='m{i}'><body>{i}</body></message>" for i in range(sent)))
+    deadline = time.time() + 10
+    delivered = bounced = 0
+    while time.time() < deadline and delivered + bounced < sent:
+        for raw in (alice, bob):
+            try:
+                raw.read_until(b"\x00", timeout=0.2)
+            except TimeoutError:
+                pass
+        delivered = bob.buf.count(b"<body>")
+        bounced = alice.buf.count(b"resource-constraint")
+    assert bounced >= 1 and delivered + bounced == sent, (delivered, bounced)
+    assert server.metric_sum("martlet_user_mailbox_full_drops_total") == bounced
+
+
+def test_stream_header_size_limit(martlet_server):
+    server = martlet_server()
+    raw = Raw(server.port)
+    attrs = "".join(f" a{i}='x'" for i in range(3000))
+    raw.send("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+             f"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'{attrs}>")
+    assert stream_error(raw.read_until(b"</stream:stream>")) == "policy-violation"

@@ -62,7 +62,10 @@ def test_no_offline_storage_for_negative_priority_only(martlet_server):
         alice.send_message(mto="bob@localhost", mbody="stored, not pushed", mtype="chat")
         await asyncio.sleep(0.5)
         assert bob.messages.empty()
+        assert server.metric_sum("martlet_offline_stored_total") == 1
+        # A non-negative priority later on the same session hands the stored message over.
+        bob.send_presence(ppriority=1)
+        assert (await bob.next_message())["body"] == "stored, not pushed"
         await close(alice, bob)
 
     asyncio.run(run())
-    assert server.metric_sum("martlet_offline_stored_total") == 1

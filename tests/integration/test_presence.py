@@ -83,9 +83,11 @@ def test_roster_set_push_and_remove(martlet_server, storage):
     async def run():
         alice = await login(server, "alice")
         other = await login(server, "alice", resource="other")
+        pushed = asyncio.Event()
+        other.add_event_handler("roster_update", lambda _: pushed.set())
         alice.update_roster("carol@localhost", name="Carol", groups=["friends"])
-        await asyncio.sleep(0.5)
-        await other.get_roster()
+        # RFC 6121 §2.1.6: the other resource, which asked for the roster, gets the push.
+        await asyncio.wait_for(pushed.wait(), 5)
         item = other.client_roster["carol@localhost"]
         assert item["name"] == "Carol" and item["groups"] == ["friends"] and item["subscription"] == "none"
         alice.del_roster_item("carol@localhost")
@@ -107,6 +109,73 @@ def test_directed_presence_and_its_unavailable_on_disconnect(martlet_server):
         got = await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "available")
         assert got["status"] == "just for you"
         alice.abort()  # RFC 6121 §4.6.3: the server sends unavailable to directed recipients
+        await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "unavailable")
+        await close(bob)
+
+    asyncio.run(run())
+
+
+def test_pending_subscription_request_waits_for_login(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        alice.send_presence(pto="bob@localhost", ptype="subscribe")
+        await asyncio.sleep(0.5)
+        # RFC 6121 §3.1.3: bob was offline; the request is replayed when he comes online.
+        bob = await login(server, "bob")
+        await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == "alice@localhost")
+        # Declining it tells alice, whose roster item is left without a subscription.
+        bob.send_presence(pto="alice@localhost", ptype="unsubscribed")
+        await alice.next_presence(lambda p: p["type"] == "unsubscribed" and p["from"].bare == "bob@localhost")
+        roster = await alice.get_roster()
+        assert roster["roster"]["items"]["bob@localhost"]["subscription"] == "none"
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_unsubscribe_stops_presence(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice")
+        bob = await login(server, "bob")
+        await subscribe_both_ways(alice, bob)
+        await alice.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "bob@localhost")
+        alice.send_presence(pto="bob@localhost", ptype="unsubscribe")
+        # bob's server-side subscription from alice ends: alice sees bob go unavailable.
+        await alice.next_presence(lambda p: p["type"] == "unavailable" and p["from"].bare == "bob@localhost")
+        roster = await bob.get_roster()
+        assert roster["roster"]["items"]["alice@localhost"]["subscription"] == "to"
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_new_resource_learns_its_siblings_presence(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        phone = await login(server, "alice", resource="phone")
+        laptop = await login(server, "alice", resource="laptop")
+        # RFC 6121 §4.2.2: the server sends the new resource the presence of the user's others.
+        await laptop.next_presence(lambda p: str(p["from"]) == "alice@localhost/phone" and p["type"] == "available")
+        await phone.next_presence(lambda p: str(p["from"]) == "alice@localhost/laptop" and p["type"] == "available")
+        await close(phone, laptop)
+
+    asyncio.run(run())
+
+
+def test_directed_presence_without_broadcast_still_ends_unavailable(martlet_server):
+    server = martlet_server()
+
+    async def run():
+        alice = await login(server, "alice", presence=False)
+        bob = await login(server, "bob")
+        alice.send_presence(pto="bob@localhost/test")
+        await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "available")
+        alice.abort()
         await bob.next_presence(lambda p: p["from"].bare == "alice@localhost" and p["type"] == "unavailable")
         await close(bob)
 

@@ -7,8 +7,10 @@
 //! repeated runs find the rosters done and the server answers for the contacts.
 //!
 //! Each round, a batch of users spread around the ring (no two of them contacts) closes
-//! its streams (each contact receives `unavailable`), then logs in again with an available
-//! presence whose status carries the send time (each contact receives it: latency).
+//! its streams (each contact receives `unavailable`), then logs in again and, once bound,
+//! sends an available presence whose status carries the send time (each contact receives
+//! it: the fan-out latency, login excluded). `presence_delivered_per_sec` is the rate this
+//! paced scenario produced (rounds sleep to let broadcasts land), not the server's ceiling.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -125,12 +127,19 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
                 user: format!("{}{}", common.prefix, common.first + i),
                 password: &common.password,
                 resource: format!("lg{i}r{round}"),
-                presence: marked_presence(i, unix_nanos()),
+                // Sent below once logged in: the mark's time must not include the login.
+                presence: String::new(),
                 sasl: common.sasl,
                 tls: crate::tls::get(),
             };
             match login(&acct, timeout).await {
-                Ok(s) => writers[i as usize] = Some(spawn_reader(i, s.reader, Rc::new(Mutex::new(s.writer)), &counts, &histogram)),
+                Ok(mut s) => {
+                    if s.writer.write_all(marked_presence(i, unix_nanos()).as_bytes()).await.is_err() {
+                        errors += 1;
+                        continue;
+                    }
+                    writers[i as usize] = Some(spawn_reader(i, s.reader, Rc::new(Mutex::new(s.writer)), &counts, &histogram));
+                }
                 Err(_) => errors += 1,
             }
         }
