@@ -261,6 +261,7 @@ impl Authenticated {
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
         let deadline = Instant::now() + RESUME_HANDOVER_TIMEOUT;
         let mut meanwhile = Vec::new();
+        let mut carbon_peers = false;
         loop {
             let mail = futures_lite::future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -269,10 +270,12 @@ impl Authenticated {
             .await;
             match mail {
                 Some(Some(SessionMsg::Resumed(handover))) => {
-                    return Ok(Some(Resumption { registered: (addr, rx), resume_id, h_client: h, handover: *handover, meanwhile }));
+                    let (registered, handover) = ((addr, rx), *handover);
+                    return Ok(Some(Resumption { registered, resume_id, h_client: h, handover, meanwhile, carbon_peers }));
                 }
                 Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
                 Some(Some(SessionMsg::DeliverBacklog(backlog))) => meanwhile.extend(backlog),
+                Some(Some(SessionMsg::CarbonPeers(peers))) => carbon_peers = peers,
                 Some(Some(SessionMsg::ResumeFailed)) => {
                     self.core.unregister_session(addr);
                     return Ok(None);

@@ -56,6 +56,10 @@ pub struct BoundSession {
     released: bool,
     /// XEP-0198, once the client enabled it.
     sm: Option<SmState>,
+    /// XEP-0280: this session enabled carbons (carried to a new owner or a resumed stream).
+    carbons: bool,
+    /// XEP-0280: a sibling wants copies of what this session sends.
+    carbon_peers: bool,
     /// A resumed session's first writes: `<resumed/>`, then what the old session had not
     /// seen acknowledged, then what arrived for it during the hand-over.
     replay: Option<Vec<Arc<str>>>,
@@ -70,6 +74,8 @@ pub struct Resumption {
     pub h_client: u32,
     pub handover: Handover,
     pub meanwhile: Vec<Arc<str>>,
+    /// XEP-0280: what the UserChannel told the new address meanwhile.
+    pub carbon_peers: bool,
 }
 
 enum Wake {
@@ -103,6 +109,8 @@ impl BoundSession {
             ping_sent: false,
             released: false,
             sm: None,
+            carbons: false,
+            carbon_peers: false,
             replay: None,
         }
     }
@@ -111,10 +119,12 @@ impl BoundSession {
     /// its UserChannel, and the hand-over is what the old session passed on.
     pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption) -> Self {
         let unacked_max = core.cfg.stream_management.unacked_stanzas_max;
-        let Resumption { registered, resume_id, h_client, handover, meanwhile } = r;
+        let Resumption { registered, resume_id, h_client, handover, meanwhile, carbon_peers } = r;
         let mut session = Self::at(core, conn, jid, registered);
         session.presence = handover.presence.map(Box::new);
         session.roster_interested = handover.roster_interested;
+        session.carbons = handover.carbons;
+        session.carbon_peers = carbon_peers;
         session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
         session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, unacked_max));
         let mut replay = handover.unacked;
@@ -191,6 +201,7 @@ impl BoundSession {
                     return ConnEnd::HandedOver;
                 }
                 Some(SessionMsg::RingChanged) => self.follow_owner().await,
+                Some(SessionMsg::CarbonPeers(peers)) => self.carbon_peers = peers,
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
                 Some(SessionMsg::Resumed(_) | SessionMsg::ResumeFailed) => {}
@@ -211,6 +222,7 @@ impl BoundSession {
             unacked,
             presence: self.presence.take().map(|p| *p),
             roster_interested: self.roster_interested,
+            carbons: self.carbons,
             directed: self.directed.drain().map(|j| j.to_string()).collect(),
         };
         self.core.send_to_session(by, SessionMsg::Resumed(Box::new(handover))).await;
@@ -400,6 +412,7 @@ impl BoundSession {
                     return Err(ConnEnd::HandedOver);
                 }
                 SessionMsg::RingChanged => self.follow_owner().await,
+                SessionMsg::CarbonPeers(peers) => self.carbon_peers = peers,
                 SessionMsg::Resumed(_) | SessionMsg::ResumeFailed => {}
             }
             next = if batch.len() < WRITE_BATCH_BYTES_MAX && outcome.is_ok() { rx.try_recv() } else { None };
@@ -462,6 +475,9 @@ impl BoundSession {
             return self.reply_error(&el, e).await;
         }
         let stanza = Stanza::seal(Kind::Message, el, self.from(), to);
+        if self.carbon_peers && modules::carbons::eligible(&stanza) {
+            self.core.send_to_user(self.bare.clone(), UserMsg::Sent(stanza.clone())).await;
+        }
         self.core.send_to_user(stanza.to_bare().to_string().into(), UserMsg::Inbound(stanza)).await;
         Ok(())
     }
@@ -541,6 +557,9 @@ impl BoundSession {
             return Ok(());
         }
         let user = self.jid.clone();
+        if payload.ns() == ns::CARBONS && type_ == "set" {
+            self.carbons = payload.name() == "enable";
+        }
         let answer = modules::handle_server_iq(&self.core, &user, &el, payload).await;
         let reply = match answer {
             IqAnswer::Result(payload) => {
@@ -581,6 +600,7 @@ impl BoundSession {
             presence: self.presence.as_deref().cloned(),
             roster_interested: self.roster_interested,
             resume_id: self.sm.as_ref().and_then(|s| s.resume_id.clone()),
+            carbons: self.carbons,
         };
         self.core.send_to_user(self.bare.clone(), msg).await;
     }

@@ -15,6 +15,7 @@ use crate::router::CoreState;
 use crate::stanza::StanzaError;
 use crate::xml::ns;
 
+pub mod carbons;
 pub mod delivery;
 pub mod disco;
 pub mod offline;
@@ -65,6 +66,7 @@ pub static SERVER_IQS: &[ServerIq] = &[
     ServerIq { spec: "XEP-0092", namespace: ns::VERSION, features: &[ns::VERSION], enabled: always, handle: version::handle },
     ServerIq { spec: "XEP-0199", namespace: ns::PING, features: &[ns::PING], enabled: always, handle: ping::handle },
     ServerIq { spec: "RFC 3921 §3", namespace: ns::SESSION, features: &[], enabled: always, handle: session_iq::handle },
+    ServerIq { spec: "XEP-0280", namespace: ns::CARBONS, features: &[ns::CARBONS], enabled: always, handle: carbons::handle },
     ServerIq {
         spec: "XEP-0077",
         namespace: ns::REGISTER,

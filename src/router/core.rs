@@ -206,6 +206,7 @@ impl CoreState {
             | UserMsg::Undelivered(_)
             | UserMsg::ErrorReply(_)
             | UserMsg::OwnPresence { .. }
+            | UserMsg::Carbons { .. }
             | UserMsg::OutboundSubscription(_)
             | UserMsg::RosterIq { .. } => tx.force_send(msg),
             other => {

@@ -44,13 +44,24 @@ pub enum UserMsg {
     RosterIq { resource: Arc<str>, stanza: Stanza },
     /// A stanza addressed to this user, bare or full JID.
     Inbound(Stanza),
+    /// XEP-0280: `resource` enabled or disabled carbons.
+    Carbons { resource: Arc<str>, enabled: bool },
+    /// XEP-0280: a message one of this user's resources sent, for `<sent/>` copies.
+    Sent(Stanza),
     /// The error this server answers a stanza of this user's with (RFC 6120 §8.3), handled
     /// like `Inbound` but never refused for a full mailbox: there is at most one per stanza
     /// the server refused, and refusing it too would leave the sender without an answer.
     ErrorReply(Stanza),
     /// A session re-registering because the ring moved its user here (a node joined or
     /// left): it joins silently with the presence it had, since its contacts already know.
-    Rebind { resource: Arc<str>, session: SessionAddr, presence: Option<Stanza>, roster_interested: bool, resume_id: Option<Arc<str>> },
+    Rebind {
+        resource: Arc<str>,
+        session: SessionAddr,
+        presence: Option<Stanza>,
+        roster_interested: bool,
+        resume_id: Option<Arc<str>>,
+        carbons: bool,
+    },
     /// XEP-0198: the session holding `resource` may be resumed with `resume_id`.
     Resumable { session: SessionAddr, resume_id: Arc<str> },
     /// XEP-0198: a new stream of this user asks to take over the session that enabled
@@ -79,6 +90,9 @@ pub enum SessionMsg {
     Shutdown,
     /// The ring changed: if this session's user has a new owner, register there again.
     RingChanged,
+    /// XEP-0280: whether another resource of this user wants carbon copies, so this
+    /// session hands its sent messages to its UserChannel as well.
+    CarbonPeers(bool),
     /// XEP-0198: the stream at `by` resumes this session; hand it over and end quietly.
     TakeOver { by: SessionAddr, h: u32 },
     /// XEP-0198: the session this stream resumes, handed over.
@@ -97,6 +111,8 @@ pub struct Handover {
     pub unacked: Vec<Arc<str>>,
     pub presence: Option<Stanza>,
     pub roster_interested: bool,
+    /// XEP-0280: it enabled carbons.
+    pub carbons: bool,
     /// Directed presences (RFC 6121 §4.6), as JIDs.
     pub directed: Vec<String>,
 }

@@ -53,7 +53,7 @@ mod tests {
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(stanza()) },
             CoreMsg::ToUser {
                 user: "a@localhost".into(),
-                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()) },
+                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()), carbons: true },
             },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::NodeDown(3) },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },

@@ -16,6 +16,7 @@ use shards::mailbox;
 
 use super::core::CoreState;
 use super::envelope::{SessionAddr, SessionMsg, UserMsg};
+use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
 use crate::modules::subscription::{self, SubType};
 use crate::modules::{offline, roster};
@@ -37,6 +38,10 @@ struct Resource {
     roster_interested: bool,
     /// XEP-0198: the id a new stream may resume this resource's session with.
     resume_id: Option<Arc<str>>,
+    /// XEP-0280: it wants copies of its siblings' chats.
+    carbons: bool,
+    /// What its session was last told of its siblings' carbons (`SessionMsg::CarbonPeers`).
+    told_carbon_peers: Option<bool>,
 }
 
 struct UserChannel {
@@ -125,9 +130,17 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
-            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id } => {
-                self.rebind(resource, session, presence, roster_interested, resume_id)
+            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons } => {
+                self.rebind(resource, session, presence, roster_interested, resume_id, carbons);
+                self.tell_carbon_peers().await;
             }
+            UserMsg::Carbons { resource, enabled } => {
+                if let Some(idx) = self.index_of(&resource) {
+                    self.resources[idx].carbons = enabled;
+                    self.tell_carbon_peers().await;
+                }
+            }
+            UserMsg::Sent(stanza) => self.carbon_copies(Direction::Sent, &stanza, &[]).await,
             UserMsg::Resumable { session, resume_id } => {
                 if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
                     r.resume_id = Some(resume_id);
@@ -159,7 +172,10 @@ impl UserChannel {
             presence: None,
             roster_interested: false,
             resume_id: None,
+            carbons: false,
+            told_carbon_peers: None,
         });
+        self.tell_carbon_peers().await;
     }
 
     fn rebind(
@@ -169,6 +185,7 @@ impl UserChannel {
         presence: Option<Stanza>,
         roster_interested: bool,
         resume_id: Option<Arc<str>>,
+        carbons: bool,
     ) {
         self.resources.retain(|r| r.session != session);
         self.resources.push(Resource {
@@ -179,6 +196,8 @@ impl UserChannel {
             presence,
             roster_interested,
             resume_id,
+            carbons,
+            told_carbon_peers: None,
         });
     }
 
@@ -192,7 +211,40 @@ impl UserChannel {
             return self.core.send_to_session(session, SessionMsg::ResumeFailed).await;
         };
         let old = std::mem::replace(&mut r.session, session);
+        r.told_carbon_peers = None; // the new session starts without knowing
         self.core.send_to_session(old, SessionMsg::TakeOver { by: session, h }).await;
+        self.tell_carbon_peers().await;
+    }
+
+    /// XEP-0280: tells each session whose answer changed whether a sibling wants carbons.
+    async fn tell_carbon_peers(&mut self) {
+        let enabled = self.resources.iter().filter(|r| r.carbons).count();
+        for idx in 0..self.resources.len() {
+            let r = &mut self.resources[idx];
+            let peers = enabled > usize::from(r.carbons);
+            if r.told_carbon_peers != Some(peers) {
+                r.told_carbon_peers = Some(peers);
+                let session = r.session;
+                self.core.send_to_session(session, SessionMsg::CarbonPeers(peers)).await;
+            }
+        }
+    }
+
+    /// XEP-0280 copies of `stanza` to the carbon-enabled resources that are not `skip`
+    /// (those that got the message itself) and did not send it.
+    async fn carbon_copies(&self, direction: Direction, stanza: &Stanza, skip: &[usize]) {
+        if !carbons::eligible(stanza) {
+            return;
+        }
+        let sender = (direction == Direction::Sent).then(|| stanza.from.resource().map(|r| r.as_str())).flatten();
+        for idx in 0..self.resources.len() {
+            let r = &self.resources[idx];
+            if !r.carbons || skip.contains(&idx) || Some(&*r.name) == sender {
+                continue;
+            }
+            let to = self.full_jid(&r.name).to_string();
+            self.deliver_el(idx, &carbons::wrap(direction, stanza, &self.jid, &to)).await;
+        }
     }
 
     /// A message a session ended without confirming: to the user's other resources by the
@@ -551,9 +603,10 @@ impl UserChannel {
         }
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
-                for idx in targets {
+                for &idx in &targets {
                     self.deliver(idx, stanza.xml.clone()).await;
                 }
+                self.carbon_copies(Direction::Received, &stanza, &targets).await;
             }
             Route::Offline => self.store_offline(&stanza).await,
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,

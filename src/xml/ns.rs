@@ -34,3 +34,9 @@ pub const DELAY: &str = "urn:xmpp:delay";
 pub const OFFLINE: &str = "msgoffline";
 /// XEP-0198 Stream Management.
 pub const SM: &str = "urn:xmpp:sm:3";
+/// XEP-0280 Message Carbons.
+pub const CARBONS: &str = "urn:xmpp:carbons:2";
+/// XEP-0297 Stanza Forwarding.
+pub const FORWARD: &str = "urn:xmpp:forward:0";
+/// XEP-0334 Message Processing Hints.
+pub const HINTS: &str = "urn:xmpp:hints";
