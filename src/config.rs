@@ -68,6 +68,7 @@ core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -
 user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
 offline_messages_max = 1000           # per user; beyond -> <resource-constraint/> error to sender
 roster_items_max = 2000               # per user
+csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -190,6 +191,7 @@ pub struct Limits {
     pub user_mailbox_messages_max: usize,
     pub offline_messages_max: usize,
     pub roster_items_max: usize,
+    pub csi_held_stanzas_max: usize,
 }
 
 impl Default for Config {
@@ -271,6 +273,7 @@ impl Default for Limits {
             user_mailbox_messages_max: 4096,
             offline_messages_max: 1000,
             roster_items_max: 2000,
+            csi_held_stanzas_max: 256,
         }
     }
 }

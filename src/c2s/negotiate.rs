@@ -15,7 +15,7 @@ use super::session::{BoundSession, Resumption};
 use super::stream_error::StreamError;
 use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
-use crate::modules::{register, session_iq};
+use crate::modules::{csi, register, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
 use crate::stanza::{build, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
@@ -210,7 +210,7 @@ impl Authenticated {
             "features",
             ns::STREAM,
             &[],
-            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature()],
+            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature()],
         );
         self.conn.send_el(&features).await?;
         loop {

@@ -15,6 +15,7 @@ use shards::mailbox;
 use super::conn::{Conn, ConnEnd};
 use super::negotiate::resource_of;
 use super::stream_error::StreamError;
+use crate::modules::csi::{self, Held, Verdict};
 use crate::modules::delivery::{self, Route};
 use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState};
 use crate::modules::{self, offline, IqAnswer};
@@ -60,6 +61,9 @@ pub struct BoundSession {
     carbons: bool,
     /// XEP-0280: a sibling wants copies of what this session sends.
     carbon_peers: bool,
+    /// XEP-0352: the client said it is inactive; `held` waits for an urgent stanza.
+    inactive: bool,
+    held: Held,
     /// A resumed session's first writes: `<resumed/>`, then what the old session had not
     /// seen acknowledged, then what arrived for it during the hand-over.
     replay: Option<Vec<Arc<str>>>,
@@ -111,6 +115,8 @@ impl BoundSession {
             sm: None,
             carbons: false,
             carbon_peers: false,
+            inactive: false,
+            held: Held::default(),
             replay: None,
         }
     }
@@ -150,6 +156,7 @@ impl BoundSession {
             end = Some(self.serve(&rx).await);
         }
         let mut end = end.expect("set above");
+        self.release_held().await;
         if self.may_hibernate(&end) {
             self.conn.end_with(&self.core.cfg.domain, &end).await;
             self.conn.drop_transport().await;
@@ -213,6 +220,7 @@ impl BoundSession {
     /// XEP-0198 §5: pass what the resuming stream needs to `by`; this session then ends
     /// without telling anyone, since for everyone else nothing changed.
     async fn hand_over(&mut self, by: SessionAddr, h: u32) {
+        self.release_held().await; // into the queue: SM is on
         let sm = self.sm.as_mut().expect("only resumable sessions are taken over");
         // A client claiming more than was sent has, at least, everything.
         let unacked = if sm.on_ack(h).is_ok() { sm.take_unacked() } else { Vec::new() };
@@ -241,6 +249,51 @@ impl BoundSession {
         self.request_ack(&mut out);
         self.conn.send(out.as_bytes()).await?;
         Ok(())
+    }
+
+    /// Adds a delivered stanza to the batch being written, unless the client is inactive
+    /// and it can wait (XEP-0352); an urgent one takes what was held along, first.
+    fn queue_out(&mut self, batch: &mut String, xml: Arc<str>) -> Result<(), ConnEnd> {
+        if self.inactive {
+            if self.held.offer(&xml, self.core.cfg.limits.csi_held_stanzas_max) == Verdict::Held {
+                return Ok(());
+            }
+            for held in self.held.take() {
+                batch.push_str(&held);
+                self.track_sent(held)?;
+            }
+        }
+        batch.push_str(&xml);
+        self.track_sent(xml)
+    }
+
+    /// XEP-0352 `<active/>` or `<inactive/>`; becoming active sends what was held.
+    async fn on_csi(&mut self, active: bool) -> Result<(), ConnEnd> {
+        self.inactive = !active;
+        if active && !self.held.is_empty() {
+            let mut batch = String::new();
+            let outcome = self.held.take().into_iter().try_for_each(|xml| {
+                batch.push_str(&xml);
+                self.track_sent(xml)
+            });
+            self.request_ack(&mut batch);
+            self.conn.send(batch.as_bytes()).await?;
+            outcome?;
+        }
+        Ok(())
+    }
+
+    /// The connection is going: what was held for an inactive client joins the XEP-0198
+    /// queue (sent again on resumption, or re-routed), or, without SM, is written now.
+    async fn release_held(&mut self) {
+        let held = self.held.take();
+        if self.sm.is_some() {
+            for xml in held {
+                let _ = self.track_sent(xml);
+            }
+        } else if !held.is_empty() {
+            let _ = self.conn.send(held.concat().as_bytes()).await;
+        }
     }
 
     /// Appends `<r/>` when stanzas wait for an acknowledgement and none was asked for.
@@ -389,14 +442,10 @@ impl BoundSession {
         let mut outcome = Ok(());
         while let Some(msg) = next {
             match msg {
-                SessionMsg::Deliver(xml) => {
-                    batch.push_str(&xml);
-                    outcome = self.track_sent(xml);
-                }
+                SessionMsg::Deliver(xml) => outcome = self.queue_out(&mut batch, xml),
                 SessionMsg::DeliverBacklog(backlog) => {
                     for xml in backlog {
-                        batch.push_str(&xml);
-                        outcome = outcome.and_then(|()| self.track_sent(xml));
+                        outcome = outcome.and_then(|()| self.queue_out(&mut batch, xml));
                     }
                 }
                 SessionMsg::Replaced => {
@@ -428,6 +477,9 @@ impl BoundSession {
         self.ping_sent = false;
         if let Some(sm_el) = ClientSm::parse(&el) {
             return self.on_sm(sm_el).await;
+        }
+        if let Some(active) = csi::parse(&el) {
+            return self.on_csi(active).await;
         }
         let Some(kind) = Kind::of(&el) else {
             if matches!(el.name(), "message" | "presence" | "iq") {

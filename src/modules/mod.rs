@@ -16,6 +16,7 @@ use crate::stanza::StanzaError;
 use crate::xml::ns;
 
 pub mod carbons;
+pub mod csi;
 pub mod delivery;
 pub mod disco;
 pub mod offline;

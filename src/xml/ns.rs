@@ -40,3 +40,5 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 /// XEP-0334 Message Processing Hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0352 Client State Indication.
+pub const CSI: &str = "urn:xmpp:csi:0";

@@ -10,14 +10,15 @@ def from_bare(jid):
 
 
 async def subscribe_both_ways(alice, bob):
-    alice.send_presence(pto="bob@localhost", ptype="subscribe")
-    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == "alice@localhost")
-    bob.send_presence(pto="alice@localhost", ptype="subscribed")
-    await alice.next_presence(lambda p: p["type"] == "subscribed")
-    bob.send_presence(pto="alice@localhost", ptype="subscribe")
-    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == "bob@localhost")
-    alice.send_presence(pto="bob@localhost", ptype="subscribed")
-    await bob.next_presence(lambda p: p["type"] == "subscribed")
+    a, b = alice.boundjid.bare, bob.boundjid.bare
+    alice.send_presence(pto=b, ptype="subscribe")
+    await bob.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == a)
+    bob.send_presence(pto=a, ptype="subscribed")
+    await alice.next_presence(lambda p: p["type"] == "subscribed" and p["from"].bare == b)
+    bob.send_presence(pto=a, ptype="subscribe")
+    await alice.next_presence(lambda p: p["type"] == "subscribe" and p["from"].bare == b)
+    alice.send_presence(pto=b, ptype="subscribed")
+    await bob.next_presence(lambda p: p["type"] == "subscribed" and p["from"].bare == a)
 
 
 def test_subscription_handshake_then_presence_both_ways(martlet_server, storage):
