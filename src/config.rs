@@ -37,6 +37,9 @@ scram_iterations = 4096       # PBKDF2 rounds for new credentials
 [registration]
 enabled = false               # XEP-0077 in-band registration
 
+[archive]
+enabled = true                # XEP-0313: archive users' chats (each user's preferences apply)
+
 [stream_management]
 resume_timeout_secs = 300     # XEP-0198: a resumable session outlives its connection this long; 0 = no resumption
 unacked_stanzas_max = 1024    # stanzas sent and not acknowledged; more -> <resource-constraint/>, and they are re-routed
@@ -69,6 +72,7 @@ user_mailbox_messages_max = 4096      # inbound queue of each online user's acto
 offline_messages_max = 1000           # per user; beyond -> <resource-constraint/> error to sender
 roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
+mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -83,6 +87,7 @@ pub struct Config {
     pub tls: Tls,
     pub storage: StorageConfig,
     pub registration: Registration,
+    pub archive: Archive,
     pub stream_management: StreamManagement,
     pub metrics: Metrics,
     pub cluster: Cluster,
@@ -140,6 +145,19 @@ pub struct Registration {
     pub enabled: bool,
 }
 
+/// XEP-0313 (`modules::mam`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Archive {
+    pub enabled: bool,
+}
+
+impl Default for Archive {
+    fn default() -> Self {
+        Archive { enabled: true }
+    }
+}
+
 /// XEP-0198 (`modules::stream_mgmt`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -192,6 +210,7 @@ pub struct Limits {
     pub offline_messages_max: usize,
     pub roster_items_max: usize,
     pub csi_held_stanzas_max: usize,
+    pub mam_page_messages_max: usize,
 }
 
 impl Default for Config {
@@ -204,6 +223,7 @@ impl Default for Config {
             tls: Tls::default(),
             storage: StorageConfig::default(),
             registration: Registration::default(),
+            archive: Archive::default(),
             stream_management: StreamManagement::default(),
             metrics: Metrics::default(),
             cluster: Cluster::default(),
@@ -274,6 +294,7 @@ impl Default for Limits {
             offline_messages_max: 1000,
             roster_items_max: 2000,
             csi_held_stanzas_max: 256,
+            mam_page_messages_max: 100,
         }
     }
 }

@@ -134,6 +134,15 @@ pub fn build(name: &str, namespace: &str, attrs: &[(&str, &str)], children: Vec<
     el
 }
 
+/// `<name xmlns=ns>text</name>`; no text node when `text` is empty.
+pub fn text_el(name: &str, namespace: &str, text: &str) -> Element {
+    let mut el = Element::bare(name, namespace);
+    if !text.is_empty() {
+        el.append_text(text.to_owned());
+    }
+    el
+}
+
 pub fn to_xml(el: &Element) -> String {
     let mut out = Vec::with_capacity(256);
     el.write_to(&mut out).expect("writing to memory cannot fail");

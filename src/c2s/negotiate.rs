@@ -17,7 +17,7 @@ use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
-use crate::stanza::{build, StanzaError};
+use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
@@ -137,14 +137,7 @@ impl Unauthenticated {
             children.push(build("starttls", ns::TLS, &[], required));
         }
         if may_auth {
-            let mechs = mechanisms
-                .iter()
-                .map(|m| {
-                    let mut el = Element::bare("mechanism", ns::SASL);
-                    el.append_text(m.name().to_owned());
-                    el
-                })
-                .collect();
+            let mechs = mechanisms.iter().map(|m| text_el("mechanism", ns::SASL, m.name())).collect();
             children.push(build("mechanisms", ns::SASL, &[], mechs));
             if self.core.cfg.registration.enabled {
                 children.push(Element::bare("register", ns::REGISTER_FEATURE));
@@ -236,7 +229,7 @@ impl Authenticated {
             match iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set")) {
                 Some(bind) => match self.resource(bind) {
                     Ok(full) => {
-                        let jid_el = text_child("jid", ns::BIND, &full.to_string());
+                        let jid_el = text_el("jid", ns::BIND, &full.to_string());
                         let id = iq.attr("id").unwrap_or("");
                         let result = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], vec![build("bind", ns::BIND, &[], vec![jid_el])]);
                         self.conn.send_el(&result).await?;
@@ -317,11 +310,6 @@ enum Bound {
     Resumed(Box<Resumption>),
 }
 
-fn text_child(name: &str, namespace: &str, text: &str) -> Element {
-    let mut el = Element::bare(name, namespace);
-    el.append_text(text.to_owned());
-    el
-}
 
 /// The resource part, shared by the session and its UserChannel.
 pub fn resource_of(jid: &FullJid) -> Arc<str> {

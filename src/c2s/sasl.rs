@@ -20,7 +20,7 @@ use scram_rs::{
 use super::conn::{Conn, ConnEnd};
 use super::stream_error::StreamError;
 use crate::router::CoreState;
-use crate::stanza::build;
+use crate::stanza::{build, text_el};
 use crate::storage::Credentials;
 use crate::xml::{ns, stream_parser::StreamEvent};
 
@@ -128,7 +128,7 @@ async fn scram<S: ScramHashing + 'static>(
         match server.parse_response_base64(&input) {
             ScramResultServer::Data(ref data) => {
                 let challenge = base64::engine::general_purpose::STANDARD.encode(data);
-                conn.send_el(&text_el("challenge", &challenge)).await?;
+                conn.send_el(&text_el("challenge", ns::SASL, &challenge)).await?;
                 match next_sasl_element(conn).await? {
                     Some(resp) if resp.name() == "response" => input = resp.text().into_bytes(),
                     Some(abort) if abort.name() == "abort" => return fail(conn, "aborted").await,
@@ -232,16 +232,9 @@ fn decode(b64: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
-fn text_el(name: &str, text: &str) -> Element {
-    let mut el = Element::bare(name, ns::SASL);
-    if !text.is_empty() {
-        el.append_text(text.to_owned());
-    }
-    el
-}
 
 async fn succeed(conn: &mut Conn, jid: BareJid, additional: Option<String>) -> Result<Outcome, ConnEnd> {
-    conn.send_el(&text_el("success", additional.as_deref().unwrap_or(""))).await?;
+    conn.send_el(&text_el("success", ns::SASL, additional.as_deref().unwrap_or(""))).await?;
     Ok(Outcome::Success(jid))
 }
 

@@ -613,13 +613,21 @@ impl BoundSession {
             self.carbons = payload.name() == "enable";
         }
         let answer = modules::handle_server_iq(&self.core, &user, &el, payload).await;
-        let reply = match answer {
-            IqAnswer::Result(payload) => {
+        let (first, outcome) = match answer {
+            IqAnswer::Result(payload) => (Vec::new(), Ok(payload)),
+            IqAnswer::ResultAfter(first, payload) => (first, Ok(payload)),
+            IqAnswer::Error(e) => (Vec::new(), Err(e)),
+        };
+        for stanza in &first {
+            self.send_stanza(stanza).await?;
+        }
+        let reply = match outcome {
+            Ok(payload) => {
                 let id = el.attr("id").unwrap_or("");
                 let from = to.map(|t| t.to_string()).unwrap_or_else(|| self.core.cfg.domain.clone());
                 build("iq", ns::CLIENT, &[("type", "result"), ("id", id), ("from", &from), ("to", &user.to_string())], payload.into_iter().collect())
             }
-            IqAnswer::Error(e) => {
+            Err(e) => {
                 let mut reply = e.reply_to(&el);
                 crate::stanza::set_attr(&mut reply, "to", Some(user.to_string()));
                 reply

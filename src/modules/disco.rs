@@ -1,7 +1,7 @@
 //! XEP-0030 Service Discovery: the server's identity and features (taken from the module
 //! table, so only what is served is listed), and the account identity of a user's bare JID.
 
-use super::{features, IqAnswer, IqFuture, IqRequest};
+use super::{account_features, features, IqAnswer, IqFuture, IqRequest};
 use crate::stanza::{build, StanzaError};
 use crate::xml::ns;
 
@@ -17,7 +17,7 @@ pub fn info(req: IqRequest<'_>) -> IqFuture<'_> {
             build("identity", ns::DISCO_INFO, &[("category", "server"), ("type", "im"), ("name", "martlet")], vec![])
         };
         let mut children = vec![identity];
-        let listed: Vec<&str> = if to_account { vec![ns::DISCO_INFO] } else { features(&req.core.cfg) };
+        let listed = if to_account { account_features(&req.core.cfg) } else { features(&req.core.cfg) };
         children.extend(listed.into_iter().map(|f| build("feature", ns::DISCO_INFO, &[("var", f)], vec![])));
         IqAnswer::Result(Some(build("query", ns::DISCO_INFO, &[], children)))
     })

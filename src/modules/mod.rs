@@ -19,18 +19,23 @@ pub mod carbons;
 pub mod csi;
 pub mod delivery;
 pub mod disco;
+pub mod mam;
 pub mod offline;
+pub mod private_xml;
 pub mod ping;
 pub mod register;
 pub mod roster;
 pub mod session_iq;
 pub mod stream_mgmt;
 pub mod subscription;
+pub mod vcard;
 pub mod version;
 
 pub enum IqAnswer {
     /// `type='result'`, with this payload if any.
     Result(Option<Element>),
+    /// These stanzas first (XEP-0313 results), then the `type='result'`.
+    ResultAfter(Vec<Element>, Option<Element>),
     Error(StanzaError),
 }
 
@@ -49,8 +54,10 @@ pub struct ServerIq {
     /// The document that defines it, for people reading the table.
     pub spec: &'static str,
     pub namespace: &'static str,
-    /// What disco#info lists for it.
+    /// What disco#info of the server lists for it.
     pub features: &'static [&'static str],
+    /// What disco#info of a user's own account (bare JID) lists for it.
+    pub account_features: &'static [&'static str],
     pub enabled: fn(&Config) -> bool,
     pub handle: for<'a> fn(IqRequest<'a>) -> IqFuture<'a>,
 }
@@ -62,16 +69,26 @@ fn always(_: &Config) -> bool {
 /// The server's IQ handlers. Roster IQs are not here: the user's UserChannel owns the roster
 /// and answers them on its core.
 pub static SERVER_IQS: &[ServerIq] = &[
-    ServerIq { spec: "XEP-0030", namespace: ns::DISCO_INFO, features: &[ns::DISCO_INFO], enabled: always, handle: disco::info },
-    ServerIq { spec: "XEP-0030", namespace: ns::DISCO_ITEMS, features: &[ns::DISCO_ITEMS], enabled: always, handle: disco::items },
-    ServerIq { spec: "XEP-0092", namespace: ns::VERSION, features: &[ns::VERSION], enabled: always, handle: version::handle },
-    ServerIq { spec: "XEP-0199", namespace: ns::PING, features: &[ns::PING], enabled: always, handle: ping::handle },
-    ServerIq { spec: "RFC 3921 §3", namespace: ns::SESSION, features: &[], enabled: always, handle: session_iq::handle },
-    ServerIq { spec: "XEP-0280", namespace: ns::CARBONS, features: &[ns::CARBONS], enabled: always, handle: carbons::handle },
+    ServerIq { spec: "XEP-0030", namespace: ns::DISCO_INFO, features: &[ns::DISCO_INFO], account_features: &[], enabled: always, handle: disco::info },
+    ServerIq { spec: "XEP-0030", namespace: ns::DISCO_ITEMS, features: &[ns::DISCO_ITEMS], account_features: &[], enabled: always, handle: disco::items },
+    ServerIq { spec: "XEP-0092", namespace: ns::VERSION, features: &[ns::VERSION], account_features: &[], enabled: always, handle: version::handle },
+    ServerIq { spec: "XEP-0199", namespace: ns::PING, features: &[ns::PING], account_features: &[], enabled: always, handle: ping::handle },
+    ServerIq { spec: "RFC 3921 §3", namespace: ns::SESSION, features: &[], account_features: &[], enabled: always, handle: session_iq::handle },
+    ServerIq {
+        spec: "XEP-0313, XEP-0359",
+        namespace: ns::MAM,
+        features: &[ns::MAM, ns::SID],
+        account_features: &[ns::MAM, ns::SID],
+        enabled: |cfg| cfg.archive.enabled,
+        handle: mam::handle,
+    },
+    ServerIq { spec: "XEP-0049", namespace: ns::PRIVATE, features: &[ns::PRIVATE], account_features: &[], enabled: always, handle: private_xml::handle },
+    ServerIq { spec: "XEP-0054", namespace: ns::VCARD, features: &[ns::VCARD], account_features: &[], enabled: always, handle: vcard::handle },
+    ServerIq { spec: "XEP-0280", namespace: ns::CARBONS, features: &[ns::CARBONS], account_features: &[], enabled: always, handle: carbons::handle },
     ServerIq {
         spec: "XEP-0077",
         namespace: ns::REGISTER,
-        features: &[ns::REGISTER],
+        features: &[ns::REGISTER], account_features: &[],
         enabled: |cfg| cfg.registration.enabled,
         handle: register::authenticated,
     },
@@ -93,14 +110,21 @@ pub async fn handle_server_iq(core: &Rc<CoreState>, user: &FullJid, iq: &Element
     }
 }
 
+/// What a user's own account advertises (XEP-0030 on the bare JID), sorted.
+pub fn account_features(cfg: &Config) -> Vec<&'static str> {
+    listed(cfg, |m| m.account_features, &[ns::DISCO_INFO])
+}
+
 /// Every feature the server advertises, sorted.
 pub fn features(cfg: &Config) -> Vec<&'static str> {
-    let mut all: Vec<&str> = SERVER_IQS
-        .iter()
-        .filter(|m| (m.enabled)(cfg))
-        .flat_map(|m| m.features.iter().copied())
-        .chain(OTHER_FEATURES.iter().map(|(_, f)| *f))
-        .collect();
+    let others: Vec<&str> = OTHER_FEATURES.iter().map(|(_, f)| *f).collect();
+    listed(cfg, |m| m.features, &others)
+}
+
+/// The features `pick` names for every enabled entry, plus `more`, sorted and once each.
+fn listed(cfg: &Config, pick: fn(&ServerIq) -> &'static [&'static str], more: &[&'static str]) -> Vec<&'static str> {
+    let mut all: Vec<&str> =
+        SERVER_IQS.iter().filter(|m| (m.enabled)(cfg)).flat_map(|m| pick(m).iter().copied()).chain(more.iter().copied()).collect();
     all.sort_unstable();
     all.dedup();
     all

@@ -7,7 +7,7 @@ use minidom::Element;
 
 use super::{IqAnswer, IqFuture, IqRequest};
 use crate::router::CoreState;
-use crate::stanza::{build, set_attr, StanzaError};
+use crate::stanza::{build, set_attr, text_el, StanzaError};
 use crate::xml::ns;
 
 /// Longest password accepted, in bytes: PBKDF2 cost grows with it.
@@ -17,18 +17,13 @@ fn field(query: &Element, name: &str) -> Option<String> {
     query.get_child(name, ns::REGISTER).map(|e| e.text()).filter(|t| !t.is_empty())
 }
 
-fn text_el(name: &str, text: &str) -> Element {
-    let mut el = Element::bare(name, ns::REGISTER);
-    el.append_text(text.to_owned());
-    el
-}
 
 /// A registration IQ on a stream that has not authenticated: the form, or a new account.
 pub async fn unauthenticated(core: &Rc<CoreState>, iq: &Element) -> Element {
     let answer = match (iq.attr("type"), iq.get_child("query", ns::REGISTER)) {
         (Some("get"), Some(_)) => {
             let form = vec![
-                text_el("instructions", "Choose a username and password."),
+                text_el("instructions", ns::REGISTER, "Choose a username and password."),
                 Element::bare("username", ns::REGISTER),
                 Element::bare("password", ns::REGISTER),
             ];
@@ -77,7 +72,7 @@ pub fn authenticated(req: IqRequest<'_>) -> IqFuture<'_> {
         match req.iq.attr("type") {
             Some("get") => {
                 let node = req.user.node().map(|n| n.to_string()).unwrap_or_default();
-                let q = build("query", ns::REGISTER, &[], vec![Element::bare("registered", ns::REGISTER), text_el("username", &node)]);
+                let q = build("query", ns::REGISTER, &[], vec![Element::bare("registered", ns::REGISTER), text_el("username", ns::REGISTER, &node)]);
                 IqAnswer::Result(Some(q))
             }
             Some("set") if req.payload.get_child("remove", ns::REGISTER).is_some() => match storage.delete_user(jid).await {

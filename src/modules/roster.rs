@@ -3,7 +3,7 @@
 
 use minidom::Element;
 
-use crate::stanza::{build, StanzaError};
+use crate::stanza::{build, text_el, StanzaError};
 use crate::storage::RosterItem;
 use crate::xml::ns;
 
@@ -63,11 +63,6 @@ pub fn parse_set(query: &Element, group_chars_max: usize) -> Result<SetItem, Sta
     })
 }
 
-fn text_el(name: &str, namespace: &str, text: &str) -> Element {
-    let mut el = Element::bare(name, namespace);
-    el.append_text(text.to_owned());
-    el
-}
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,9 @@
 //! XEP-0092 Software Version. The operating system is left out on purpose: it tells an
 //! attacker more than it tells a user.
 
-use minidom::Element;
 
 use super::{IqAnswer, IqFuture, IqRequest};
-use crate::stanza::{build, StanzaError};
+use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::ns;
 
 pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
@@ -12,12 +11,8 @@ pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
         if req.iq.attr("type") != Some("get") {
             return IqAnswer::Error(StanzaError::BadRequest);
         }
-        let text = |name: &str, value: &str| {
-            let mut el = Element::bare(name, ns::VERSION);
-            el.append_text(value.to_owned());
-            el
-        };
-        let query = build("query", ns::VERSION, &[], vec![text("name", "martlet"), text("version", env!("CARGO_PKG_VERSION"))]);
+        let fields = vec![text_el("name", ns::VERSION, "martlet"), text_el("version", ns::VERSION, env!("CARGO_PKG_VERSION"))];
+        let query = build("query", ns::VERSION, &[], fields);
         IqAnswer::Result(Some(query))
     })
 }

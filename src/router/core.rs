@@ -20,6 +20,7 @@ use super::user_channel;
 use crate::c2s::limits::PeerLimits;
 use crate::config::Config;
 use crate::metrics::CoreCounters;
+use crate::modules::mam::ArchiveIds;
 use crate::storage::Storage;
 
 /// A session as its core's table knows it.
@@ -41,6 +42,8 @@ pub struct CoreState {
     pub tls: futures_rustls::TlsAcceptor,
     pub counters: Arc<CoreCounters>,
     pub peers: PeerLimits,
+    /// XEP-0313 ids for the messages this core's UserChannels archive.
+    pub archive_ids: ArchiveIds,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -61,6 +64,7 @@ impl CoreState {
         Rc::new(CoreState {
             id: mesh.core_id(),
             peers: PeerLimits::new(&cfg.limits),
+            archive_ids: ArchiveIds::new(mesh.core_id()),
             cfg,
             ring: RefCell::new(ring),
             link,

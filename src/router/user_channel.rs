@@ -19,9 +19,9 @@ use super::envelope::{SessionAddr, SessionMsg, UserMsg};
 use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
 use crate::modules::subscription::{self, SubType};
-use crate::modules::{offline, roster};
+use crate::modules::{mam, offline, roster, vcard, IqAnswer};
 use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
-use crate::storage::{RosterItem, Subscription};
+use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
 
 /// Longest roster group name accepted, in bytes.
@@ -601,6 +601,7 @@ impl UserChannel {
         if !self.exists {
             return bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await;
         }
+        let stanza = self.archive(stanza).await;
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
                 for &idx in &targets {
@@ -612,6 +613,24 @@ impl UserChannel {
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
             Route::Drop => {}
         }
+    }
+
+    /// XEP-0313: a chat for this user goes into this user's archive and its sender's, and
+    /// reaches this user stamped with its archive id (XEP-0359). The rows are queued for the
+    /// storage's archive writer; nothing here waits for the disk.
+    async fn archive(&self, stanza: Stanza) -> Stanza {
+        if !self.core.cfg.archive.enabled || !mam::archivable(&stanza) {
+            return stanza;
+        }
+        let id = self.core.archive_ids.next();
+        let stamped = mam::stamp(&stanza, id, &self.jid);
+        let mut rows = vec![ArchiveRow { owner: self.jid.to_string(), id, with: stanza.from.to_bare().to_string(), xml: stamped.xml.to_string() }];
+        let sender = stanza.from.to_bare();
+        if sender.node().is_some() && sender != self.bare {
+            rows.push(ArchiveRow { owner: sender.to_string(), id, with: self.jid.to_string(), xml: stanza.xml.to_string() });
+        }
+        self.core.storage.archive(rows).await;
+        stamped
     }
 
     async fn store_offline(&self, stanza: &Stanza) {
@@ -631,9 +650,28 @@ impl UserChannel {
         let target = stanza.to_resource().and_then(|r| self.index_of(r));
         match target {
             Some(idx) if self.exists => self.deliver(idx, stanza.xml.clone()).await,
+            None if self.exists && stanza.to_resource().is_none() => self.iq_for_account(&stanza).await,
             // No such resource, or an IQ to the bare JID that no module answers for the user.
             _ => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
         }
+    }
+
+    /// RFC 6120 §10.5.4: an IQ to the bare JID is answered by the server for the account;
+    /// here, reading its vCard (XEP-0054 §3.1).
+    async fn iq_for_account(&self, stanza: &Stanza) {
+        let iq = stanza.element();
+        let asks_vcard = iq.attr("type") == Some("get") && iq.get_child("vCard", ns::VCARD).is_some();
+        if !asks_vcard {
+            return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await;
+        }
+        let payload = match vcard::answer_for_account(&self.core.storage, self.jid.to_string()).await {
+            IqAnswer::Result(payload) => payload,
+            _ => return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await,
+        };
+        let id = iq.attr("id").unwrap_or("");
+        let el = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], payload.into_iter().collect());
+        let reply = Stanza::seal(Kind::Iq, el, stanza.to.clone(), stanza.from.clone());
+        self.core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::Inbound(reply)).await;
     }
 }
 

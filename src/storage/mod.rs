@@ -5,6 +5,7 @@
 //! works under any executor: glommio on the cores, and
 //! `futures_lite::future::block_on` in the CLI.
 
+mod archive;
 mod model;
 mod postgres_migrate;
 mod postgres_store;
@@ -19,6 +20,7 @@ use std::thread::JoinHandle;
 
 use crate::config::{Backend, StorageConfig};
 
+pub use archive::{ArchivePage, ArchiveQuery, ArchiveRow, DefaultMode, MamPrefs};
 pub use model::{Credentials, RosterItem, Subscription};
 pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
@@ -29,6 +31,12 @@ const WORKERS: usize = 2;
 
 /// Jobs waiting for a worker; when full, callers await (backpressure).
 const JOB_QUEUE_JOBS_MAX: usize = 4096;
+
+/// Messages waiting for the archive writer; when full, UserChannels await (backpressure).
+const ARCHIVE_QUEUE_MESSAGES_MAX: usize = 16_384;
+
+/// Rows committed in one archive transaction at most.
+const ARCHIVE_BATCH_ROWS_MAX: usize = 1024;
 
 #[derive(Debug)]
 pub enum StorageError {
@@ -82,6 +90,17 @@ pub trait Store: Send + Sync + 'static {
     /// Removes and returns all stored stanzas, oldest first.
     fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError>;
     fn offline_count(&self, jid: &str) -> Result<usize, StorageError>;
+    /// Appends to each row's owner's archive (XEP-0313) in one transaction, skipping rows
+    /// the owner's preferences refuse.
+    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError>;
+    fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage, StorageError>;
+    /// The owner's preferences; the defaults when none were set.
+    fn mam_prefs(&self, owner: &str) -> Result<MamPrefs, StorageError>;
+    fn set_mam_prefs(&self, owner: &str, prefs: &MamPrefs) -> Result<(), StorageError>;
+    /// A small per-user document (blocklist, private XML, vCard) by key.
+    fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError>;
+    /// Replaces the document, or (`None`) removes it.
+    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError>;
 }
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -92,6 +111,7 @@ type Job = Box<dyn FnOnce(&dyn Store) + Send>;
 #[derive(Clone)]
 pub struct Storage {
     jobs: flume::Sender<Job>,
+    archive_rows: flume::Sender<Vec<ArchiveRow>>,
     scram_iterations: u32,
     // Declared after `jobs` so the last handle drops its sender before
     // joining: the workers leave their loop once every sender is gone.
@@ -127,8 +147,15 @@ impl Storage {
                     .map_err(|e| StorageError::Backend(format!("starting worker thread: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let (archive_rows, archive_queue) = flume::bounded(ARCHIVE_QUEUE_MESSAGES_MAX);
+        let archiver = std::thread::Builder::new()
+            .name("storage-archive".into())
+            .spawn(move || write_archive(&*store, archive_queue))
+            .map_err(|e| StorageError::Backend(format!("starting archive thread: {e}")))?;
+        let workers = workers.into_iter().chain([archiver]).collect();
         Ok(Storage {
             jobs,
+            archive_rows,
             scram_iterations: cfg.scram_iterations,
             _workers: Arc::new(Workers(workers)),
         })
@@ -228,6 +255,51 @@ impl Storage {
 
     pub async fn offline_count(&self, jid: String) -> Result<usize, StorageError> {
         self.run(move |s| s.offline_count(&jid)).await
+    }
+
+    /// Queues rows for the archive writer, which commits what has queued up in one
+    /// transaction (group commit): the message path never waits for the disk, only for
+    /// room in the queue when the writer falls behind (backpressure).
+    pub async fn archive(&self, rows: Vec<ArchiveRow>) {
+        if self.archive_rows.send_async(rows).await.is_err() {
+            log::error!("archive writer gone; messages not archived");
+        }
+    }
+
+    pub async fn archive_query(&self, owner: String, query: ArchiveQuery) -> Result<ArchivePage, StorageError> {
+        self.run(move |s| s.archive_query(&owner, &query)).await
+    }
+
+    pub async fn mam_prefs(&self, owner: String) -> Result<MamPrefs, StorageError> {
+        self.run(move |s| s.mam_prefs(&owner)).await
+    }
+
+    pub async fn set_mam_prefs(&self, owner: String, prefs: MamPrefs) -> Result<(), StorageError> {
+        self.run(move |s| s.set_mam_prefs(&owner, &prefs)).await
+    }
+
+    pub async fn doc_get(&self, owner: String, key: String) -> Result<Option<String>, StorageError> {
+        self.run(move |s| s.doc_get(&owner, &key)).await
+    }
+
+    pub async fn doc_put(&self, owner: String, key: String, value: Option<String>) -> Result<(), StorageError> {
+        self.run(move |s| s.doc_put(&owner, &key, value.as_deref())).await
+    }
+}
+
+/// The archive writer's loop: takes what is queued, up to a batch, and appends it in one
+/// transaction; returns when every `Storage` handle is gone.
+fn write_archive(store: &dyn Store, queue: flume::Receiver<Vec<ArchiveRow>>) {
+    while let Ok(mut rows) = queue.recv() {
+        while rows.len() < ARCHIVE_BATCH_ROWS_MAX {
+            match queue.try_recv() {
+                Ok(more) => rows.extend(more),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = store.archive_append(&rows) {
+            log::error!("{} archive rows not written: {e}", rows.len());
+        }
     }
 }
 

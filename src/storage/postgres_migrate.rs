@@ -9,11 +9,11 @@ use super::StorageError;
 
 /// (version, name, SQL), in the order they apply. Append only: a released migration is
 /// never edited, a change is a new file.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "accounts_rosters_offline",
-    include_str!("postgres_migrations/0001_accounts_rosters_offline.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "accounts_rosters_offline", include_str!("postgres_migrations/0001_accounts_rosters_offline.sql")),
+    (2, "message_archive", include_str!("postgres_migrations/0002_message_archive.sql")),
+    (3, "user_documents", include_str!("postgres_migrations/0003_user_documents.sql")),
+];
 
 /// Key of the transaction-scoped advisory lock taken while migrating ("martlet" in ASCII).
 const MIGRATION_LOCK_KEY: i64 = 0x006d_6172_746c_6574;

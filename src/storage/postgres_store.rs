@@ -3,6 +3,7 @@
 //! before the call returns, so an acknowledged write is as durable as the server makes it.
 //! The schema is in `postgres_migrations/`, applied on open by [`super::postgres_migrate`].
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,7 +13,7 @@ use r2d2_postgres::PostgresConnectionManager;
 use sasl::secret::{Pbkdf2Sha1, Pbkdf2Sha256};
 
 use super::postgres_migrate::{backend, migrate};
-use super::{Credentials, RosterItem, StorageError, Store, Subscription};
+use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, DefaultMode, MamPrefs, RosterItem, StorageError, Store, Subscription};
 
 type Manager = PostgresConnectionManager<NoTls>;
 
@@ -98,6 +99,21 @@ fn subscription_of(text: &str) -> Result<Subscription, StorageError> {
     })
 }
 
+fn mam_prefs_of(rows: &[Row]) -> Result<MamPrefs, StorageError> {
+    let Some(row) = rows.first() else { return Ok(MamPrefs::default()) };
+    let mode: &str = row.get("default_mode");
+    Ok(MamPrefs {
+        default: DefaultMode::parse(mode).ok_or_else(|| StorageError::Corrupt(format!("archive default {mode:?}")))?,
+        always: row.get("always_jids"),
+        never: row.get("never_jids"),
+    })
+}
+
+/// Archive ids fit in BIGINT: micros << 10 stays below 2^63 until the year 2262.
+fn archive_id(id: u64) -> i64 {
+    i64::try_from(id).unwrap_or(i64::MAX)
+}
+
 fn roster_item(row: &Row) -> Result<RosterItem, StorageError> {
     Ok(RosterItem {
         jid: row.get("contact"),
@@ -130,6 +146,9 @@ impl Store for PostgresStore {
             let existed = txn.execute("DELETE FROM users WHERE jid = $1", &[&jid])? == 1;
             txn.execute("DELETE FROM roster_items WHERE owner = $1", &[&jid])?;
             txn.execute("DELETE FROM offline_messages WHERE owner = $1", &[&jid])?;
+            txn.execute("DELETE FROM mam_archive WHERE owner = $1", &[&jid])?;
+            txn.execute("DELETE FROM mam_prefs WHERE owner = $1", &[&jid])?;
+            txn.execute("DELETE FROM user_documents WHERE owner = $1", &[&jid])?;
             Ok(existed)
         })
     }
@@ -202,5 +221,74 @@ impl Store for PostgresStore {
     fn offline_count(&self, jid: &str) -> Result<usize, StorageError> {
         let count: i64 = self.query("SELECT count(*) FROM offline_messages WHERE owner = $1", &[&jid])?[0].get(0);
         Ok(count as usize)
+    }
+
+    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError> {
+        let mut prefs_of: HashMap<&str, MamPrefs> = HashMap::new();
+        let mut admitted = Vec::with_capacity(rows.len());
+        let conn = &mut *self.connection()?;
+        for row in rows {
+            if !prefs_of.contains_key(row.owner.as_str()) {
+                let found = conn.query("SELECT * FROM mam_prefs WHERE owner = $1", &[&row.owner]).map_err(backend)?;
+                prefs_of.insert(&row.owner, mam_prefs_of(&found)?);
+            }
+            let in_roster = || {
+                let sql = "SELECT 1 FROM roster_items WHERE owner = $1 AND contact = $2";
+                conn.query(sql, &[&row.owner, &row.with]).is_ok_and(|r| !r.is_empty())
+            };
+            if prefs_of[row.owner.as_str()].admits(&row.with, in_roster) {
+                admitted.push(row);
+            }
+        }
+        let mut txn = conn.transaction().map_err(backend)?;
+        let insert = txn
+            .prepare("INSERT INTO mam_archive (owner, id, with_jid, xml) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
+            .map_err(backend)?;
+        for row in admitted {
+            txn.execute(&insert, &[&row.owner, &archive_id(row.id), &row.with, &row.xml]).map_err(backend)?;
+        }
+        txn.commit().map_err(backend)
+    }
+
+    fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage, StorageError> {
+        let order = if query.from_end { "DESC" } else { "ASC" };
+        let sql = format!(
+            "SELECT id, with_jid, xml FROM mam_archive WHERE owner = $1 AND id > $2 AND id < $3 \
+             AND ($4::TEXT IS NULL OR with_jid = $4) ORDER BY id {order} LIMIT $5"
+        );
+        let after = query.after_id.map_or(-1, archive_id);
+        let before = query.before_id.map_or(i64::MAX, archive_id);
+        let limit = i64::try_from(query.max + 1).unwrap_or(i64::MAX);
+        let rows = self.query(&sql, &[&owner, &after, &before, &query.with, &limit])?;
+        let items = rows.iter().map(|r| (r.get::<_, i64>(0) as u64, r.get(1), r.get(2))).collect();
+        Ok(ArchivePage::from_scan(items, query))
+    }
+
+    fn mam_prefs(&self, owner: &str) -> Result<MamPrefs, StorageError> {
+        mam_prefs_of(&self.query("SELECT * FROM mam_prefs WHERE owner = $1", &[&owner])?)
+    }
+
+    fn set_mam_prefs(&self, owner: &str, prefs: &MamPrefs) -> Result<(), StorageError> {
+        let sql = "INSERT INTO mam_prefs (owner, default_mode, always_jids, never_jids) VALUES ($1, $2, $3, $4) \
+                   ON CONFLICT (owner) DO UPDATE SET default_mode = $2, always_jids = $3, never_jids = $4";
+        self.execute(sql, &[&owner, &prefs.default.as_str(), &prefs.always, &prefs.never])?;
+        Ok(())
+    }
+
+    fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError> {
+        let rows = self.query("SELECT value FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, &key])?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
+        match value {
+            Some(v) => self.execute(
+                "INSERT INTO user_documents (owner, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (owner, key) DO UPDATE SET value = $3",
+                &[&owner, &key, &v],
+            )?,
+            None => self.execute("DELETE FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, &key])?,
+        };
+        Ok(())
     }
 }

@@ -12,7 +12,9 @@ use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, WriteTransac
 use sasl::secret::{Pbkdf2Secret, Pbkdf2Sha1, Pbkdf2Sha256};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::{Credentials, RosterItem, StorageError, Store};
+use std::collections::HashMap;
+
+use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, MamPrefs, RosterItem, StorageError, Store};
 
 const FILE_NAME: &str = "martlet.redb";
 
@@ -27,6 +29,18 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roster");
 /// (user, arrival sequence number) -> stanza XML
 const OFFLINE: TableDefinition<(&str, u64), &str> = TableDefinition::new("offline");
+/// (owner, archive id) -> `ArchivedRecord` (XEP-0313)
+const ARCHIVE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("archive");
+/// owner -> `MamPrefs`
+const MAM_PREFS: TableDefinition<&str, &[u8]> = TableDefinition::new("mam_prefs");
+/// (owner, key) -> document text
+const DOCS: TableDefinition<(&str, &str), &str> = TableDefinition::new("documents");
+
+#[derive(Serialize, Deserialize)]
+struct ArchivedRecord {
+    with: String,
+    xml: String,
+}
 
 /// On-disk form of one `sasl::secret` PBKDF2 secret.
 #[derive(Serialize, Deserialize)]
@@ -103,8 +117,8 @@ fn decode<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, StorageErr
     postcard::from_bytes(bytes).map_err(|e| StorageError::Corrupt(format!("{what}: {e}")))
 }
 
-/// Every offline key of `user`.
-fn offline_keys(user: &str) -> RangeInclusive<(&str, u64)> {
+/// Every key of `user` in a table keyed by (user, sequence).
+fn user_keys(user: &str) -> RangeInclusive<(&str, u64)> {
     (user, 0)..=(user, u64::MAX)
 }
 
@@ -160,6 +174,9 @@ impl RedbStore {
             txn.open_table(USERS)?;
             txn.open_table(ROSTER)?;
             txn.open_table(OFFLINE)?;
+            txn.open_table(ARCHIVE)?;
+            txn.open_table(MAM_PREFS)?;
+            txn.open_table(DOCS)?;
             let mut meta = txn.open_table(META)?;
             let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
             match found {
@@ -232,7 +249,10 @@ impl Store for RedbStore {
                 roster.remove((jid, contact.as_str()))?;
             }
             txn.open_table(OFFLINE)?
-                .retain_in(offline_keys(jid), |_, _| false)?;
+                .retain_in(user_keys(jid), |_, _| false)?;
+            txn.open_table(ARCHIVE)?.retain_in(user_keys(jid), |_, _| false)?;
+            txn.open_table(MAM_PREFS)?.remove(jid)?;
+            txn.open_table(DOCS)?.retain(|(owner, _), _| owner != jid)?;
             Ok(existed)
         })
     }
@@ -278,7 +298,7 @@ impl Store for RedbStore {
         self.write(|txn| {
             let mut offline = txn.open_table(OFFLINE)?;
             let (mut count, mut last) = (0, None);
-            for entry in offline.range(offline_keys(jid))? {
+            for entry in offline.range(user_keys(jid))? {
                 count += 1;
                 last = Some(entry?.0.value().1);
             }
@@ -295,7 +315,7 @@ impl Store for RedbStore {
     fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError> {
         self.write(|txn| {
             txn.open_table(OFFLINE)?
-                .extract_from_if(offline_keys(jid), |_, _| true)?
+                .extract_from_if(user_keys(jid), |_, _| true)?
                 .map(|entry| Ok(entry?.1.value().to_owned()))
                 .collect()
         })
@@ -303,10 +323,88 @@ impl Store for RedbStore {
 
     fn offline_count(&self, jid: &str) -> Result<usize, StorageError> {
         let mut count = 0;
-        for entry in self.read(OFFLINE)?.range(offline_keys(jid))? {
+        for entry in self.read(OFFLINE)?.range(user_keys(jid))? {
             entry?;
             count += 1;
         }
         Ok(count)
+    }
+
+    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError> {
+        self.write(|txn| {
+            let mut archive = txn.open_table(ARCHIVE)?;
+            let prefs_table = txn.open_table(MAM_PREFS)?;
+            let roster = txn.open_table(ROSTER)?;
+            let mut prefs: HashMap<&str, MamPrefs> = HashMap::new();
+            for row in rows {
+                if !prefs.contains_key(row.owner.as_str()) {
+                    let p = match prefs_table.get(row.owner.as_str())? {
+                        Some(v) => decode(v.value(), "archive preferences")?,
+                        None => MamPrefs::default(),
+                    };
+                    prefs.insert(&row.owner, p);
+                }
+                let in_roster = || matches!(roster.get((row.owner.as_str(), row.with.as_str())), Ok(Some(_)));
+                if prefs[row.owner.as_str()].admits(&row.with, in_roster) {
+                    let record = encode(&ArchivedRecord { with: row.with.clone(), xml: row.xml.clone() })?;
+                    archive.insert((row.owner.as_str(), row.id), record.as_slice())?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage, StorageError> {
+        let lo = query.after_id.map_or(0, |a| a.saturating_add(1));
+        let hi = query.before_id.map_or(u64::MAX, |b| b.saturating_sub(1));
+        if lo > hi {
+            return Ok(ArchivePage { items: Vec::new(), complete: true });
+        }
+        let table = self.read(ARCHIVE)?;
+        let range = table.range((owner, lo)..=(owner, hi))?;
+        let entries: Box<dyn Iterator<Item = _>> = if query.from_end { Box::new(range.rev()) } else { Box::new(range) };
+        let mut items = Vec::new();
+        for entry in entries {
+            let (key, value) = entry?;
+            let record: ArchivedRecord = decode(value.value(), "archived message")?;
+            if query.with.as_ref().is_some_and(|w| *w != record.with) {
+                continue;
+            }
+            items.push((key.value().1, record.with, record.xml));
+            if items.len() > query.max {
+                break;
+            }
+        }
+        Ok(ArchivePage::from_scan(items, query))
+    }
+
+    fn mam_prefs(&self, owner: &str) -> Result<MamPrefs, StorageError> {
+        match self.read(MAM_PREFS)?.get(owner)? {
+            Some(v) => decode(v.value(), "archive preferences"),
+            None => Ok(MamPrefs::default()),
+        }
+    }
+
+    fn set_mam_prefs(&self, owner: &str, prefs: &MamPrefs) -> Result<(), StorageError> {
+        let value = encode(prefs)?;
+        self.write(|txn| {
+            txn.open_table(MAM_PREFS)?.insert(owner, value.as_slice())?;
+            Ok(())
+        })
+    }
+
+    fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError> {
+        Ok(self.read(DOCS)?.get((owner, key))?.map(|v| v.value().to_owned()))
+    }
+
+    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
+        self.write(|txn| {
+            let mut docs = txn.open_table(DOCS)?;
+            match value {
+                Some(v) => docs.insert((owner, key), v)?,
+                None => docs.remove((owner, key))?,
+            };
+            Ok(())
+        })
     }
 }

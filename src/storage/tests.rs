@@ -112,6 +112,8 @@ on_each_backend!(
     delete_user_cascades,
     data_survives_close_and_reopen,
     a_panicking_job_fails_only_its_caller,
+    archive_pages_both_ways_and_honours_preferences,
+    documents_are_per_user_and_key,
 );
 
 fn item(contact: &str, subscription: Subscription) -> RosterItem {
@@ -253,6 +255,76 @@ fn offline_keeps_order_and_limit(place: &dyn Place) {
     });
 }
 
+fn row(owner: &str, id: u64, with: &str) -> ArchiveRow {
+    ArchiveRow { owner: owner.into(), id, with: with.into(), xml: format!("<m{id}/>") }
+}
+
+/// The archive is written behind the caller's back (group commit): wait until `n` rows are
+/// there.
+async fn archived(s: &Storage, owner: &str, n: usize) -> ArchivePage {
+    let all = ArchiveQuery { max: 1000, ..Default::default() };
+    for _ in 0..200 {
+        let page = s.archive_query(owner.into(), all.clone()).await.unwrap();
+        if page.items.len() >= n {
+            return page;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{owner}'s archive never reached {n} rows");
+}
+
+fn archive_pages_both_ways_and_honours_preferences(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let bob = "bob@localhost";
+        let never = MamPrefs { default: DefaultMode::Always, always: vec![], never: vec!["spam@localhost".into()] };
+        s.set_mam_prefs(bob.into(), never.clone()).await.unwrap();
+        assert_eq!(s.mam_prefs(bob.into()).await.unwrap(), never);
+        assert_eq!(s.mam_prefs(ALICE.into()).await.unwrap(), MamPrefs::default());
+        s.archive((1..=5).map(|id| row(ALICE, id << 10, if id % 2 == 0 { bob } else { "carol@localhost" })).collect()).await;
+        s.archive(vec![row(bob, 7 << 10, ALICE), row(bob, 8 << 10, "spam@localhost")]).await;
+        assert_eq!(archived(&s, ALICE, 5).await.items.len(), 5);
+        let bobs = archived(&s, bob, 1).await;
+        assert_eq!(bobs.items, vec![(7 << 10, ALICE.to_owned(), format!("<m{}/>", 7 << 10))]);
+
+        let ids = |p: &ArchivePage| p.items.iter().map(|i| i.0 >> 10).collect::<Vec<_>>();
+        let first = ArchiveQuery { max: 2, ..Default::default() };
+        let page = s.archive_query(ALICE.into(), first).await.unwrap();
+        assert_eq!((ids(&page), page.complete), (vec![1, 2], false));
+        let next = ArchiveQuery { max: 2, after_id: Some(2 << 10), ..Default::default() };
+        assert_eq!(ids(&s.archive_query(ALICE.into(), next).await.unwrap()), vec![3, 4]);
+        let last = ArchiveQuery { max: 2, from_end: true, ..Default::default() };
+        let page = s.archive_query(ALICE.into(), last).await.unwrap();
+        assert_eq!((ids(&page), page.complete), (vec![4, 5], false));
+        let with = ArchiveQuery { max: 10, with: Some(bob.into()), before_id: Some(4 << 10), ..Default::default() };
+        let page = s.archive_query(ALICE.into(), with).await.unwrap();
+        assert_eq!((ids(&page), page.complete), (vec![2], true));
+
+        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.delete_user(ALICE.into()).await.unwrap();
+        let all = ArchiveQuery { max: 10, ..Default::default() };
+        assert!(s.archive_query(ALICE.into(), all).await.unwrap().items.is_empty());
+    });
+}
+
+fn documents_are_per_user_and_key(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let get = |user: &str, key: &str| s.doc_get(user.into(), key.into());
+        assert_eq!(get(ALICE, "vcard").await.unwrap(), None);
+        s.doc_put(ALICE.into(), "vcard".into(), Some("<vCard/>".into())).await.unwrap();
+        s.doc_put(ALICE.into(), "vcard".into(), Some("<vCard>2</vCard>".into())).await.unwrap();
+        s.doc_put(ALICE.into(), "blocklist".into(), Some("x@d".into())).await.unwrap();
+        assert_eq!(get(ALICE, "vcard").await.unwrap().as_deref(), Some("<vCard>2</vCard>"));
+        assert_eq!(get("bob@localhost", "vcard").await.unwrap(), None);
+        s.doc_put(ALICE.into(), "vcard".into(), None).await.unwrap();
+        assert_eq!(get(ALICE, "vcard").await.unwrap(), None);
+        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.delete_user(ALICE.into()).await.unwrap();
+        assert_eq!(get(ALICE, "blocklist").await.unwrap(), None);
+    });
+}
+
 fn delete_user_cascades(place: &dyn Place) {
     let s = place.open();
     block_on(async {
@@ -356,7 +428,7 @@ fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2, 3]);
     client
         .execute("INSERT INTO martlet_schema_migrations (version, name) VALUES (99, 'future')", &[])
         .unwrap();
