@@ -73,6 +73,7 @@ offline_messages_max = 1000           # per user; beyond -> <resource-constraint
 roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
+blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more -> <resource-constraint/>
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -211,6 +212,7 @@ pub struct Limits {
     pub roster_items_max: usize,
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
+    pub blocklist_items_max: usize,
 }
 
 impl Default for Config {
@@ -295,6 +297,7 @@ impl Default for Limits {
             roster_items_max: 2000,
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
+            blocklist_items_max: 1000,
         }
     }
 }

@@ -164,6 +164,8 @@ pub enum StanzaError {
     ResourceConstraint,
     ServiceUnavailable,
     Conflict,
+    /// XEP-0191 §3.6: `<not-acceptable/>` with `<blocked/>`: the user blocked the recipient.
+    Blocked,
 }
 
 impl StanzaError {
@@ -174,7 +176,7 @@ impl StanzaError {
             StanzaError::Forbidden => "forbidden",
             StanzaError::ItemNotFound => "item-not-found",
             StanzaError::JidMalformed => "jid-malformed",
-            StanzaError::NotAcceptable => "not-acceptable",
+            StanzaError::NotAcceptable | StanzaError::Blocked => "not-acceptable",
             StanzaError::NotAllowed => "not-allowed",
             StanzaError::NotAuthorized => "not-authorized",
             StanzaError::RemoteServerNotFound => "remote-server-not-found",
@@ -193,7 +195,7 @@ impl StanzaError {
             | StanzaError::Conflict
             | StanzaError::ItemNotFound => "modify",
             StanzaError::Forbidden | StanzaError::NotAllowed | StanzaError::NotAuthorized => "auth",
-            StanzaError::RemoteServerNotFound | StanzaError::ServiceUnavailable => "cancel",
+            StanzaError::RemoteServerNotFound | StanzaError::ServiceUnavailable | StanzaError::Blocked => "cancel",
             StanzaError::ResourceConstraint => "wait",
         }
     }
@@ -209,6 +211,9 @@ impl StanzaError {
         let mut error = Element::bare("error", ns::CLIENT);
         set_attr(&mut error, "type", Some(self.error_type().into()));
         error.append_child(Element::bare(self.condition(), ns::STANZA_ERRORS));
+        if self == StanzaError::Blocked {
+            error.append_child(Element::bare("blocked", ns::BLOCKING_ERRORS));
+        }
         reply.append_child(error);
         reply
     }

@@ -15,7 +15,7 @@ use super::session::{BoundSession, Resumption};
 use super::stream_error::StreamError;
 use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
-use crate::modules::{csi, register, session_iq};
+use crate::modules::{csi, register, roster, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
 use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
@@ -203,7 +203,7 @@ impl Authenticated {
             "features",
             ns::STREAM,
             &[],
-            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature()],
+            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature(), roster::versioning_feature()],
         );
         self.conn.send_el(&features).await?;
         loop {
@@ -254,7 +254,7 @@ impl Authenticated {
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
         let deadline = Instant::now() + RESUME_HANDOVER_TIMEOUT;
         let mut meanwhile = Vec::new();
-        let mut carbon_peers = false;
+        let mut updates = Vec::new();
         loop {
             let mail = futures_lite::future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -264,11 +264,11 @@ impl Authenticated {
             match mail {
                 Some(Some(SessionMsg::Resumed(handover))) => {
                     let (registered, handover) = ((addr, rx), *handover);
-                    return Ok(Some(Resumption { registered, resume_id, h_client: h, handover, meanwhile, carbon_peers }));
+                    return Ok(Some(Resumption { registered, resume_id, h_client: h, handover, meanwhile, updates }));
                 }
                 Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
                 Some(Some(SessionMsg::DeliverBacklog(backlog))) => meanwhile.extend(backlog),
-                Some(Some(SessionMsg::CarbonPeers(peers))) => carbon_peers = peers,
+                Some(Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)))) => updates.push(m),
                 Some(Some(SessionMsg::ResumeFailed)) => {
                     self.core.unregister_session(addr);
                     return Ok(None);

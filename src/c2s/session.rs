@@ -15,6 +15,7 @@ use shards::mailbox;
 use super::conn::{Conn, ConnEnd};
 use super::negotiate::resource_of;
 use super::stream_error::StreamError;
+use crate::modules::blocking::BlockList;
 use crate::modules::csi::{self, Held, Verdict};
 use crate::modules::delivery::{self, Route};
 use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState};
@@ -61,6 +62,8 @@ pub struct BoundSession {
     carbons: bool,
     /// XEP-0280: a sibling wants copies of what this session sends.
     carbon_peers: bool,
+    /// XEP-0191: the user's blocklist, as its UserChannel last sent it.
+    blocked: Arc<BlockList>,
     /// XEP-0352: the client said it is inactive; `held` waits for an urgent stanza.
     inactive: bool,
     held: Held,
@@ -78,8 +81,8 @@ pub struct Resumption {
     pub h_client: u32,
     pub handover: Handover,
     pub meanwhile: Vec<Arc<str>>,
-    /// XEP-0280: what the UserChannel told the new address meanwhile.
-    pub carbon_peers: bool,
+    /// What the UserChannel told the new address meanwhile of the user's state.
+    pub updates: Vec<SessionMsg>,
 }
 
 enum Wake {
@@ -115,6 +118,7 @@ impl BoundSession {
             sm: None,
             carbons: false,
             carbon_peers: false,
+            blocked: Arc::default(),
             inactive: false,
             held: Held::default(),
             replay: None,
@@ -125,12 +129,12 @@ impl BoundSession {
     /// its UserChannel, and the hand-over is what the old session passed on.
     pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption) -> Self {
         let unacked_max = core.cfg.stream_management.unacked_stanzas_max;
-        let Resumption { registered, resume_id, h_client, handover, meanwhile, carbon_peers } = r;
+        let Resumption { registered, resume_id, h_client, handover, meanwhile, updates } = r;
         let mut session = Self::at(core, conn, jid, registered);
         session.presence = handover.presence.map(Box::new);
         session.roster_interested = handover.roster_interested;
         session.carbons = handover.carbons;
-        session.carbon_peers = carbon_peers;
+        updates.into_iter().for_each(|u| session.update(u));
         session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
         session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, unacked_max));
         let mut replay = handover.unacked;
@@ -208,7 +212,7 @@ impl BoundSession {
                     return ConnEnd::HandedOver;
                 }
                 Some(SessionMsg::RingChanged) => self.follow_owner().await,
-                Some(SessionMsg::CarbonPeers(peers)) => self.carbon_peers = peers,
+                Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_))) => self.update(m),
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
                 Some(SessionMsg::Resumed(_) | SessionMsg::ResumeFailed) => {}
@@ -249,6 +253,15 @@ impl BoundSession {
         self.request_ack(&mut out);
         self.conn.send(out.as_bytes()).await?;
         Ok(())
+    }
+
+    /// What the UserChannel tells a session of its user's state.
+    fn update(&mut self, msg: SessionMsg) {
+        match msg {
+            SessionMsg::CarbonPeers(peers) => self.carbon_peers = peers,
+            SessionMsg::Blocklist(list) => self.blocked = list,
+            _ => unreachable!("only state updates"),
+        }
     }
 
     /// Adds a delivered stanza to the batch being written, unless the client is inactive
@@ -461,7 +474,7 @@ impl BoundSession {
                     return Err(ConnEnd::HandedOver);
                 }
                 SessionMsg::RingChanged => self.follow_owner().await,
-                SessionMsg::CarbonPeers(peers) => self.carbon_peers = peers,
+                m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)) => self.update(m),
                 SessionMsg::Resumed(_) | SessionMsg::ResumeFailed => {}
             }
             next = if batch.len() < WRITE_BATCH_BYTES_MAX && outcome.is_ok() { rx.try_recv() } else { None };
@@ -495,6 +508,13 @@ impl BoundSession {
             Some(Ok(j)) => Some(j),
             Some(Err(_)) => return self.reply_error(&el, StanzaError::JidMalformed).await,
         };
+        // XEP-0191 §3.6: nothing goes to a JID the user blocked (the server and the user's
+        // own account stay reachable).
+        if let Some(t) = to.as_ref().filter(|t| t.node().is_some() && t.to_bare() != self.jid.to_bare()) {
+            if self.blocked.blocks(t) {
+                return self.reply_error(&el, StanzaError::Blocked).await;
+            }
+        }
         match kind {
             Kind::Message => self.on_message(el, to).await,
             Kind::Presence => self.on_presence(el, to).await,
@@ -601,10 +621,11 @@ impl BoundSession {
             return Ok(()); // an answer to the server's own ping, say
         }
         let payload = el.children().next().expect("one child, checked above");
-        if payload.ns() == ns::ROSTER && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
+        let payload_ns = payload.ns();
+        if modules::ACCOUNT_IQS.contains(&payload_ns.as_str()) && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), self.own_bare());
-            self.roster_interested |= &*stanza.type_ == "get";
-            let msg = UserMsg::RosterIq { resource: self.resource.clone(), stanza };
+            self.roster_interested |= payload_ns == ns::ROSTER && &*stanza.type_ == "get";
+            let msg = UserMsg::AccountIq { resource: self.resource.clone(), stanza };
             self.core.send_to_user(self.bare.clone(), msg).await;
             return Ok(());
         }

@@ -15,6 +15,7 @@ use crate::router::CoreState;
 use crate::stanza::StanzaError;
 use crate::xml::ns;
 
+pub mod blocking;
 pub mod carbons;
 pub mod csi;
 pub mod delivery;
@@ -98,7 +99,12 @@ pub static SERVER_IQS: &[ServerIq] = &[
 pub static OTHER_FEATURES: &[(&str, &str)] = &[
     ("XEP-0160, modules/offline.rs", ns::OFFLINE),
     ("RFC 6121 §2, router/user_channel.rs", ns::ROSTER),
+    ("XEP-0191, modules/blocking.rs + router/user_channel.rs", ns::BLOCKING),
+    ("XEP-0186, router/user_channel.rs", ns::INVISIBLE),
 ];
+
+/// IQ namespaces a user's own UserChannel answers (it owns that state), not the session.
+pub static ACCOUNT_IQS: &[&str] = &[ns::ROSTER, ns::BLOCKING, ns::INVISIBLE];
 
 /// Answers an IQ addressed to the server (or to the user's own account).
 pub async fn handle_server_iq(core: &Rc<CoreState>, user: &FullJid, iq: &Element, payload: &Element) -> IqAnswer {

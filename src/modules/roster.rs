@@ -20,8 +20,26 @@ pub fn item_xml(item: &RosterItem) -> Element {
     build("item", ns::ROSTER, &attrs, groups)
 }
 
-pub fn query(items: Vec<Element>) -> Element {
-    build("query", ns::ROSTER, &[], items)
+/// `<query/>` with `items`, stamped with the roster's version (XEP-0237).
+pub fn query(items: Vec<Element>, ver: &str) -> Element {
+    build("query", ns::ROSTER, &[("ver", ver)], items)
+}
+
+/// XEP-0237 roster version: a digest of the listed items as a client sees them, so equal
+/// rosters have equal versions with nothing stored. (A new build may hash differently;
+/// clients then fetch the roster once.)
+pub fn version<'a>(items: impl Iterator<Item = &'a RosterItem>) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for item in items.filter(|i| i.listed) {
+        crate::stanza::to_xml(&item_xml(item)).hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+/// `<ver/>`, the stream feature of XEP-0237 §3.
+pub fn versioning_feature() -> Element {
+    Element::bare("ver", ns::ROSTER_VER)
 }
 
 /// The item of a push announcing that `jid` left the roster (§2.5.2).

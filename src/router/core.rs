@@ -212,7 +212,7 @@ impl CoreState {
             | UserMsg::OwnPresence { .. }
             | UserMsg::Carbons { .. }
             | UserMsg::OutboundSubscription(_)
-            | UserMsg::RosterIq { .. } => tx.force_send(msg),
+            | UserMsg::AccountIq { .. } => tx.force_send(msg),
             other => {
                 if let Err(SendError::Full(msg) | SendError::Closed(msg)) = tx.try_send(other) {
                     self.counters.user_mailbox_full_drops.inc();

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use crate::modules::blocking::BlockList;
 use crate::stanza::Stanza;
 
 /// A session's address: its node, the core it lives on there and its slot on that core.
@@ -40,8 +41,9 @@ pub enum UserMsg {
     OwnPresence { resource: Arc<str>, stanza: Stanza },
     /// A subscription request or answer this user sends to a contact (RFC 6121 §3).
     OutboundSubscription(Stanza),
-    /// A roster get or set from one of this user's resources (RFC 6121 §2).
-    RosterIq { resource: Arc<str>, stanza: Stanza },
+    /// An IQ one of this user's resources sends its own account that this actor answers:
+    /// roster (RFC 6121 §2), blocking (XEP-0191), invisibility (XEP-0186).
+    AccountIq { resource: Arc<str>, stanza: Stanza },
     /// A stanza addressed to this user, bare or full JID.
     Inbound(Stanza),
     /// XEP-0280: `resource` enabled or disabled carbons.
@@ -93,6 +95,8 @@ pub enum SessionMsg {
     /// XEP-0280: whether another resource of this user wants carbon copies, so this
     /// session hands its sent messages to its UserChannel as well.
     CarbonPeers(bool),
+    /// XEP-0191: the user's blocklist changed (or, at bind, is not empty).
+    Blocklist(Arc<BlockList>),
     /// XEP-0198: the stream at `by` resumes this session; hand it over and end quietly.
     TakeOver { by: SessionAddr, h: u32 },
     /// XEP-0198: the session this stream resumes, handed over.

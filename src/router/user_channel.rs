@@ -16,6 +16,7 @@ use shards::mailbox;
 
 use super::core::CoreState;
 use super::envelope::{SessionAddr, SessionMsg, UserMsg};
+use crate::modules::blocking::{self, BlockList};
 use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
 use crate::modules::subscription::{self, SubType};
@@ -42,6 +43,8 @@ struct Resource {
     carbons: bool,
     /// What its session was last told of its siblings' carbons (`SessionMsg::CarbonPeers`).
     told_carbon_peers: Option<bool>,
+    /// XEP-0186: its presence reaches only the user's own resources.
+    invisible: bool,
 }
 
 struct UserChannel {
@@ -50,6 +53,8 @@ struct UserChannel {
     bare: BareJid,
     exists: bool,
     roster: BTreeMap<String, RosterItem>,
+    /// XEP-0191, shared with the user's sessions, which check outbound stanzas against it.
+    blocked: Arc<BlockList>,
     resources: Vec<Resource>,
 }
 
@@ -115,7 +120,18 @@ impl UserChannel {
             Vec::new()
         };
         let roster = roster.into_iter().map(|i| (i.jid.clone(), i)).collect();
-        UserChannel { core, jid, bare, exists, roster, resources: Vec::new() }
+        let blocked = if exists {
+            match core.storage.doc_get(jid.to_string(), blocking::KEY.into()).await {
+                Ok(stored) => BlockList::parse(&stored.unwrap_or_default()),
+                Err(e) => {
+                    log::error!("{jid}: blocklist not loaded: {e}");
+                    BlockList::default()
+                }
+            }
+        } else {
+            BlockList::default()
+        };
+        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new() }
     }
 
     async fn handle(&mut self, msg: UserMsg) {
@@ -124,7 +140,13 @@ impl UserChannel {
             UserMsg::Unbind { session } => self.unbind(session).await,
             UserMsg::OwnPresence { resource, stanza } => self.own_presence(&resource, stanza).await,
             UserMsg::OutboundSubscription(stanza) => self.outbound_subscription(stanza).await,
-            UserMsg::RosterIq { resource, stanza } => self.roster_iq(&resource, stanza).await,
+            UserMsg::AccountIq { resource, stanza } => self.account_iq(&resource, stanza).await,
+            // XEP-0191 §3.5: nothing from a blocked JID reaches the user.
+            UserMsg::Inbound(stanza) if self.blocked.blocks(&stanza.from) => {
+                if stanza.kind != Kind::Presence {
+                    bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await;
+                }
+            }
             UserMsg::Inbound(stanza) | UserMsg::ErrorReply(stanza) => match stanza.kind {
                 Kind::Message => self.inbound_message(stanza).await,
                 Kind::Presence => self.inbound_presence(stanza).await,
@@ -174,8 +196,12 @@ impl UserChannel {
             resume_id: None,
             carbons: false,
             told_carbon_peers: None,
+            invisible: false,
         });
         self.tell_carbon_peers().await;
+        if !self.blocked.is_empty() {
+            self.core.send_to_session(session, SessionMsg::Blocklist(self.blocked.clone())).await;
+        }
     }
 
     fn rebind(
@@ -198,6 +224,7 @@ impl UserChannel {
             resume_id,
             carbons,
             told_carbon_peers: None,
+            invisible: false,
         });
     }
 
@@ -334,17 +361,29 @@ impl UserChannel {
         }
     }
 
-    /// To contacts subscribed to this user, and to the user's own available resources.
+    /// To contacts subscribed to this user (unless the resource it is from is invisible),
+    /// and to the user's own available resources.
     async fn broadcast(&self, stanza: &Stanza) {
-        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
-            if let Ok(contact) = BareJid::new(&item.jid) {
-                let copy = stanza.readdressed(Jid::from(contact));
-                self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(copy)).await;
-            }
+        let invisible = stanza.from.resource().and_then(|r| self.index_of(r.as_str())).is_some_and(|i| self.resources[i].invisible);
+        if !invisible {
+            self.to_contacts(stanza).await;
         }
         for idx in 0..self.resources.len() {
             if self.resources[idx].available {
                 self.deliver(idx, stanza.xml.clone()).await;
+            }
+        }
+    }
+
+    /// To each contact subscribed to this user's presence and not blocked (XEP-0191 §3.3).
+    async fn to_contacts(&self, stanza: &Stanza) {
+        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
+            if let Ok(contact) = BareJid::new(&item.jid) {
+                let contact = Jid::from(contact);
+                if !self.blocked.blocks(&contact) {
+                    let copy = stanza.readdressed(contact);
+                    self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(copy)).await;
+                }
             }
         }
     }
@@ -428,7 +467,7 @@ impl UserChannel {
         if !allowed {
             return;
         }
-        for r in self.resources.iter().filter(|r| r.available) {
+        for r in self.resources.iter().filter(|r| r.available && !r.invisible) {
             if let Some(p) = &r.presence {
                 let copy = p.readdressed(probe.from.clone());
                 self.core.send_to_user(prober.as_str().into(), UserMsg::Inbound(copy)).await;
@@ -489,7 +528,7 @@ impl UserChannel {
 
     /// Current presence of every available resource, to a contact who just got access.
     async fn send_presence_to(&self, contact: &BareJid) {
-        for r in self.resources.iter().filter(|r| r.available) {
+        for r in self.resources.iter().filter(|r| r.available && !r.invisible) {
             if let Some(p) = &r.presence {
                 let copy = p.readdressed(Jid::from(contact.clone()));
                 self.core.send_to_user(contact.to_string().into(), UserMsg::Inbound(copy)).await;
@@ -498,7 +537,7 @@ impl UserChannel {
     }
 
     async fn send_unavailable_to(&self, contact: &BareJid) {
-        for r in self.resources.iter().filter(|r| r.available) {
+        for r in self.resources.iter().filter(|r| r.available && !r.invisible) {
             let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
             let gone = Stanza::seal(Kind::Presence, el, self.full_jid(&r.name), Jid::from(contact.clone()));
             self.core.send_to_user(contact.to_string().into(), UserMsg::Inbound(gone)).await;
@@ -519,26 +558,29 @@ impl UserChannel {
     }
 
     async fn push(&self, item_el: Element) {
-        for (idx, r) in self.resources.iter().enumerate().filter(|(_, r)| r.roster_interested) {
-            let to = self.full_jid(&r.name).to_string();
-            let id = format!("push{:x}", rand::random::<u32>());
-            let iq = build("iq", ns::CLIENT, &[("type", "set"), ("id", &id), ("to", &to)], vec![roster::query(vec![item_el.clone()])]);
-            self.deliver_el(idx, &iq).await;
+        let query = roster::query(vec![item_el], &roster::version(self.roster.values()));
+        for (idx, _) in self.resources.iter().enumerate().filter(|(_, r)| r.roster_interested) {
+            self.push_to(idx, query.clone()).await;
         }
     }
 
-    async fn roster_iq(&mut self, resource: &str, stanza: Stanza) {
+    /// A server push (an IQ set the client acknowledges) to one resource.
+    async fn push_to(&self, idx: usize, payload: Element) {
+        let to = self.full_jid(&self.resources[idx].name).to_string();
+        let id = format!("push{:x}", rand::random::<u32>());
+        self.deliver_el(idx, &build("iq", ns::CLIENT, &[("type", "set"), ("id", &id), ("to", &to)], vec![payload])).await;
+    }
+
+    /// The IQs this actor answers for its user's account (`modules::ACCOUNT_IQS`).
+    async fn account_iq(&mut self, resource: &str, stanza: Stanza) {
         let Some(idx) = self.index_of(resource) else { return };
         let iq = stanza.element();
-        let query = iq.get_child("query", ns::ROSTER).cloned().unwrap_or_else(|| Element::bare("query", ns::ROSTER));
-        let outcome = match &*stanza.type_ {
-            "get" => {
-                self.resources[idx].roster_interested = true;
-                let items = self.roster.values().filter(|i| i.listed).map(roster::item_xml).collect();
-                Ok(Some(roster::query(items)))
-            }
-            "set" => self.roster_set(&query).await.map(|()| None),
-            _ => Err(StanzaError::BadRequest),
+        let payload = iq.children().next().cloned().unwrap_or_else(|| Element::bare("query", ns::ROSTER));
+        let outcome = match payload.ns().as_str() {
+            ns::ROSTER => self.roster_answer(idx, &stanza.type_, &payload).await,
+            ns::BLOCKING => self.blocking_answer(&stanza.type_, &payload).await,
+            ns::INVISIBLE => self.invisible_answer(idx, &stanza.type_, &payload).await,
+            _ => Err(StanzaError::ServiceUnavailable),
         };
         let reply = match outcome {
             Ok(payload) => {
@@ -548,6 +590,102 @@ impl UserChannel {
             Err(e) => e.reply_to(&iq),
         };
         self.deliver_el(idx, &reply).await;
+    }
+
+    async fn roster_answer(&mut self, idx: usize, type_: &str, query: &Element) -> Result<Option<Element>, StanzaError> {
+        match type_ {
+            "get" => {
+                self.resources[idx].roster_interested = true;
+                let ver = roster::version(self.roster.values());
+                // XEP-0237 §2.6: the client's copy is current: an empty result, no items.
+                if query.attr("ver") == Some(ver.as_str()) {
+                    return Ok(None);
+                }
+                let items = self.roster.values().filter(|i| i.listed).map(roster::item_xml).collect();
+                Ok(Some(roster::query(items, &ver)))
+            }
+            "set" => self.roster_set(query).await.map(|()| None),
+            _ => Err(StanzaError::BadRequest),
+        }
+    }
+
+    // ---- blocking (XEP-0191) and invisibility (XEP-0186) ------------------------------
+
+    async fn blocking_answer(&mut self, type_: &str, payload: &Element) -> Result<Option<Element>, StanzaError> {
+        match (type_, payload.name()) {
+            ("get", "blocklist") => Ok(Some(self.blocked.to_element())),
+            ("set", _) => {
+                let change = blocking::parse_change(payload)?;
+                self.change_blocklist(change).await.map(|()| None)
+            }
+            _ => Err(StanzaError::BadRequest),
+        }
+    }
+
+    /// Applies, stores and announces a blocklist change: every resource gets the push
+    /// (§3.2) and every session the new list; a contact blocked now sees the user go
+    /// unavailable (§3.3), one unblocked gets the user's presence again (§3.4).
+    async fn change_blocklist(&mut self, change: blocking::Change) -> Result<(), StanzaError> {
+        let mut list = (*self.blocked).clone();
+        let (blocked, changed) = match change {
+            blocking::Change::Block(jids) => {
+                let added: Vec<String> = jids.into_iter().filter(|j| !list.contains(j)).collect();
+                if list.len() + added.len() > self.core.cfg.limits.blocklist_items_max {
+                    return Err(StanzaError::ResourceConstraint);
+                }
+                added.iter().for_each(|j| {
+                    list.insert(j.clone());
+                });
+                (true, added)
+            }
+            blocking::Change::Unblock(jids) if jids.is_empty() => (false, list.take_all()),
+            blocking::Change::Unblock(jids) => (false, jids.into_iter().filter(|j| list.remove(j)).collect()),
+        };
+        if let Err(e) = self.core.storage.doc_put(self.jid.to_string(), blocking::KEY.into(), Some(list.stored())).await {
+            log::error!("{}: blocklist not stored: {e}", self.jid);
+            return Err(StanzaError::ServiceUnavailable);
+        }
+        let before = std::mem::replace(&mut self.blocked, Arc::new(list));
+        let pushed = blocking::push_payload(blocked, &changed);
+        for idx in 0..self.resources.len() {
+            self.push_to(idx, pushed.clone()).await;
+            let session = self.resources[idx].session;
+            self.core.send_to_session(session, SessionMsg::Blocklist(self.blocked.clone())).await;
+        }
+        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
+            let Ok(contact) = BareJid::new(&item.jid) else { continue };
+            let jid = Jid::from(contact.clone());
+            match (before.blocks(&jid), self.blocked.blocks(&jid)) {
+                (false, true) => self.send_unavailable_to(&contact).await,
+                (true, false) => self.send_presence_to(&contact).await,
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// XEP-0186: an invisible resource's presence reaches only the user's own resources;
+    /// going invisible tells the contacts it left, going visible tells them it is back.
+    async fn invisible_answer(&mut self, idx: usize, type_: &str, payload: &Element) -> Result<Option<Element>, StanzaError> {
+        let invisible = match (type_, payload.name()) {
+            ("set", "invisible") => true,
+            ("set", "visible") => false,
+            _ => return Err(StanzaError::BadRequest),
+        };
+        let was = std::mem::replace(&mut self.resources[idx].invisible, invisible);
+        if was != invisible && self.resources[idx].available {
+            let from = self.full_jid(&self.resources[idx].name);
+            let presence = if invisible {
+                let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
+                Some(Stanza::seal(Kind::Presence, el, from, Jid::from(self.bare.clone())))
+            } else {
+                self.resources[idx].presence.clone()
+            };
+            if let Some(p) = presence {
+                self.to_contacts(&p).await;
+            }
+        }
+        Ok(None)
     }
 
     async fn roster_set(&mut self, query: &Element) -> Result<(), StanzaError> {

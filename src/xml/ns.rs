@@ -59,3 +59,5 @@ pub const BLOCKING: &str = "urn:xmpp:blocking";
 pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 /// XEP-0186 Invisible Command.
 pub const INVISIBLE: &str = "urn:xmpp:invisible:0";
+/// XEP-0237 Roster Versioning, the stream feature.
+pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";

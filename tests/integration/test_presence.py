@@ -31,8 +31,8 @@ def test_subscription_handshake_then_presence_both_ways(martlet_server, storage)
         # Each side now sees the other available (sent on approval, RFC 6121 §3.1.5).
         await alice.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "bob@localhost")
         await bob.next_presence(lambda p: p["type"] == "available" and p["from"].bare == "alice@localhost")
-        roster = await alice.get_roster()
-        assert roster["roster"]["items"]["bob@localhost"]["subscription"] == "both"
+        await alice.get_roster()  # XEP-0237: may answer "unchanged"; the client keeps its copy
+        assert alice.client_roster["bob@localhost"]["subscription"] == "both"
         await close(alice, bob)
 
         # Later logins learn each other's presence through broadcast and probes.
@@ -93,8 +93,8 @@ def test_roster_set_push_and_remove(martlet_server, storage):
         assert item["name"] == "Carol" and item["groups"] == ["friends"] and item["subscription"] == "none"
         alice.del_roster_item("carol@localhost")
         await asyncio.sleep(0.5)
-        result = await other.get_roster()
-        assert "carol@localhost" not in result["roster"]["items"]
+        await other.get_roster()
+        assert "carol@localhost" not in other.client_roster
         await close(alice, other)
 
     asyncio.run(run())
@@ -129,8 +129,8 @@ def test_pending_subscription_request_waits_for_login(martlet_server):
         # Declining it tells alice, whose roster item is left without a subscription.
         bob.send_presence(pto="alice@localhost", ptype="unsubscribed")
         await alice.next_presence(lambda p: p["type"] == "unsubscribed" and p["from"].bare == "bob@localhost")
-        roster = await alice.get_roster()
-        assert roster["roster"]["items"]["bob@localhost"]["subscription"] == "none"
+        await alice.get_roster()  # XEP-0237: may answer "unchanged"; the client keeps its copy
+        assert alice.client_roster["bob@localhost"]["subscription"] == "none"
         await close(alice, bob)
 
     asyncio.run(run())
@@ -147,8 +147,8 @@ def test_unsubscribe_stops_presence(martlet_server):
         alice.send_presence(pto="bob@localhost", ptype="unsubscribe")
         # bob's server-side subscription from alice ends: alice sees bob go unavailable.
         await alice.next_presence(lambda p: p["type"] == "unavailable" and p["from"].bare == "bob@localhost")
-        roster = await bob.get_roster()
-        assert roster["roster"]["items"]["alice@localhost"]["subscription"] == "to"
+        await bob.get_roster()  # XEP-0237: may answer "unchanged"; the client keeps its copy
+        assert bob.client_roster["alice@localhost"]["subscription"] == "to"
         await close(alice, bob)
 
     asyncio.run(run())
@@ -181,3 +181,36 @@ def test_directed_presence_without_broadcast_still_ends_unavailable(martlet_serv
         await close(bob)
 
     asyncio.run(run())
+
+
+def test_roster_versioning(martlet_server):
+    """XEP-0237: a client holding the current version gets an empty answer; a push carries
+    the new version."""
+    import re
+    from conftest import PASSWORD
+    from rawxmpp import Raw
+    server = martlet_server()
+    raw = Raw(server.port)
+    raw.open()
+    raw.starttls(server.ca)
+    raw.auth_plain("alice", PASSWORD)
+    raw.buf = b""
+    assert "urn:xmpp:features:rosterver" in raw.open()
+    raw.buf = b""
+    raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    raw.read_until(b"</iq>")
+
+    def get(ver):
+        raw.buf = b""
+        raw.send(f"<iq type='get' id='g'><query xmlns='jabber:iq:roster' ver='{ver}'/></iq>")
+        return raw.read_until(b"id='g'", b'id="g"')
+
+    first = get("")
+    ver = re.search(r"ver='([^']+)'", first).group(1)
+    assert "<query" not in get(ver).split("id='g'")[1]  # current: no roster sent again
+    raw.buf = b""
+    raw.send("<iq type='set' id='s'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>")
+    push = raw.read_until(b"carol@localhost")
+    new_ver = re.search(r"ver='([^']+)'", push).group(1)
+    assert new_ver != ver
+    assert "carol@localhost" in get(ver) and f"ver='{new_ver}'" in get(ver)
