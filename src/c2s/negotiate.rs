@@ -203,7 +203,7 @@ impl Authenticated {
             "features",
             ns::STREAM,
             &[],
-            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature(), roster::versioning_feature()],
+            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature(), roster::versioning_feature(), self.core.caps.clone()],
         );
         self.conn.send_el(&features).await?;
         loop {

@@ -16,6 +16,7 @@ use crate::stanza::StanzaError;
 use crate::xml::ns;
 
 pub mod blocking;
+pub mod caps;
 pub mod carbons;
 pub mod csi;
 pub mod delivery;

@@ -44,6 +44,8 @@ pub struct CoreState {
     pub peers: PeerLimits,
     /// XEP-0313 ids for the messages this core's UserChannels archive.
     pub archive_ids: ArchiveIds,
+    /// XEP-0115: the server's `<c/>` stream feature, hashed once from its features.
+    pub caps: minidom::Element,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -65,6 +67,7 @@ impl CoreState {
             id: mesh.core_id(),
             peers: PeerLimits::new(&cfg.limits),
             archive_ids: ArchiveIds::new(mesh.core_id()),
+            caps: crate::modules::caps::stream_feature(&cfg),
             cfg,
             ring: RefCell::new(ring),
             link,

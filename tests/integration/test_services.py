@@ -7,7 +7,8 @@ import pytest
 import slixmpp
 
 from clients import close, login
-from conftest import BINARY
+from conftest import BINARY, PASSWORD
+from rawxmpp import Raw
 
 
 def test_disco_version_ping(martlet_server):
@@ -103,3 +104,26 @@ def test_user_commands_while_the_server_runs(martlet_server, storage):
     asyncio.run(run())
     server.cli("user", "del", "carol@localhost")
     assert "carol@localhost" not in server.cli("user", "list").stdout.split()
+
+
+def test_server_caps_hash_its_disco_info(martlet_server):
+    """XEP-0115: the <c/> stream feature's ver is slixmpp's own hash of what disco#info
+    on that node answers."""
+    import re
+    server = martlet_server()
+    raw = Raw(server.port)
+    raw.open()
+    raw.starttls(server.ca)
+    raw.auth_plain("alice", PASSWORD)
+    raw.buf = b""
+    features = raw.open()
+    c = re.search(r"<c [^>]*xmlns='http://jabber.org/protocol/caps'[^>]*>", features).group(0)
+    node, ver = re.search(r"node='([^']+)'", c).group(1), re.search(r"ver='([^']+)'", c).group(1)
+
+    async def run():
+        alice = await login(server, "alice", plugins=("xep_0115",))
+        info = await alice.plugin["xep_0030"].get_info(jid="localhost", node=f"{node}#{ver}")
+        assert alice.plugin["xep_0115"].generate_verstring(info["disco_info"], "sha-1") == ver
+        await close(alice)
+
+    asyncio.run(run())
