@@ -66,14 +66,19 @@ class Raw:
         self.send(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{token}</auth>")
         return self.read_until(b"<success", b"</failure>", b"</stream:stream>")
 
-    def login(self, ca, user, password, resource=None):
-        """STARTTLS, PLAIN, bind: returns the bound JID."""
+    def authenticate(self, ca, user, password):
+        """STARTTLS, PLAIN, the restarted stream: returns its features (bind, sm, ...)."""
         self.open()
         self.starttls(ca)
         assert "<success" in self.auth_plain(user, password)
         self.buf = b""
-        self.open()
+        features = self.open()
         self.buf = b""
+        return features
+
+    def login(self, ca, user, password, resource=None):
+        """STARTTLS, PLAIN, bind: returns the bound JID."""
+        self.authenticate(ca, user, password)
         res = f"<resource>{resource}</resource>" if resource else ""
         self.send(f"<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>{res}</bind></iq>")
         reply = self.read_until(b"</iq>")

@@ -191,12 +191,7 @@ def test_roster_versioning(martlet_server):
     from rawxmpp import Raw
     server = martlet_server()
     raw = Raw(server.port)
-    raw.open()
-    raw.starttls(server.ca)
-    raw.auth_plain("alice", PASSWORD)
-    raw.buf = b""
-    assert "urn:xmpp:features:rosterver" in raw.open()
-    raw.buf = b""
+    assert "urn:xmpp:features:rosterver" in raw.authenticate(server.ca, "alice", PASSWORD)
     raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
     raw.read_until(b"</iq>")
 

@@ -111,12 +111,7 @@ def test_server_caps_hash_its_disco_info(martlet_server):
     on that node answers."""
     import re
     server = martlet_server()
-    raw = Raw(server.port)
-    raw.open()
-    raw.starttls(server.ca)
-    raw.auth_plain("alice", PASSWORD)
-    raw.buf = b""
-    features = raw.open()
+    features = Raw(server.port).authenticate(server.ca, "alice", PASSWORD)
     c = re.search(r"<c [^>]*xmlns='http://jabber.org/protocol/caps'[^>]*>", features).group(0)
     node, ver = re.search(r"node='([^']+)'", c).group(1), re.search(r"ver='([^']+)'", c).group(1)
 

@@ -92,21 +92,10 @@ def test_unacked_go_to_another_resource(martlet_server):
     asyncio.run(run())
 
 
-def raw_authenticated(server):
-    raw = Raw(server.port)
-    raw.open()
-    raw.starttls(server.ca)
-    assert "<success" in raw.auth_plain("alice", PASSWORD)
-    raw.buf = b""
-    features = raw.open()
-    assert "urn:xmpp:sm:3" in features
-    raw.buf = b""
-    return raw
-
-
 def test_resume_with_unknown_id_fails_and_binding_still_works(martlet_server):
     server = martlet_server()
-    raw = raw_authenticated(server)
+    raw = Raw(server.port)
+    assert "urn:xmpp:sm:3" in raw.authenticate(server.ca, "alice", PASSWORD)
     raw.send("<resume xmlns='urn:xmpp:sm:3' previd='0123456789abcdef' h='0'/>")
     failed = raw.read_until(b"</failed>")
     assert "item-not-found" in failed
