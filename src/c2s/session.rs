@@ -211,7 +211,7 @@ impl BoundSession {
                     self.hand_over(by, h).await;
                     return ConnEnd::HandedOver;
                 }
-                Some(SessionMsg::RingChanged) => self.follow_owner().await,
+                Some(SessionMsg::RingChanged(down)) => self.follow_owner(&down).await,
                 Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_))) => self.update(m),
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
@@ -473,7 +473,7 @@ impl BoundSession {
                     self.hand_over(by, h).await;
                     return Err(ConnEnd::HandedOver);
                 }
-                SessionMsg::RingChanged => self.follow_owner().await,
+                SessionMsg::RingChanged(down) => self.follow_owner(&down).await,
                 m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)) => self.update(m),
                 SessionMsg::Resumed(_) | SessionMsg::ResumeFailed => {}
             }
@@ -669,9 +669,10 @@ impl BoundSession {
 
     /// After a ring change: if the user's owner moved, register with the new one, carrying
     /// what it needs to route to this session as the old one did.
-    async fn follow_owner(&mut self) {
+    async fn follow_owner(&mut self, nodes_down: &[u32]) {
         let owner = self.core.owner_of(&self.bare);
-        if owner == self.owner {
+        // An owner that restarted keeps its place on the ring but lost its record of us.
+        if owner == self.owner && !nodes_down.contains(&owner.node) {
             return;
         }
         self.owner = owner;

@@ -284,8 +284,9 @@ impl CoreState {
                 }
             }
         }
+        let nodes_down: Arc<[u32]> = nodes_down.into();
         for (_, slot) in self.sessions.borrow().iter() {
-            slot.mailbox.force_send(SessionMsg::RingChanged);
+            slot.mailbox.force_send(SessionMsg::RingChanged(nodes_down.clone()));
         }
     }
 

@@ -90,8 +90,10 @@ pub enum SessionMsg {
     Replaced,
     /// The server is stopping: end with `<system-shutdown/>`.
     Shutdown,
-    /// The ring changed: if this session's user has a new owner, register there again.
-    RingChanged,
+    /// The ring changed, and these nodes went down (a node that restarted is both down and
+    /// back in the ring): if this session's user has a new owner, or its owner is one of
+    /// those nodes (which lost its UserChannels), register there again.
+    RingChanged(Arc<[u32]>),
     /// XEP-0280: whether another resource of this user wants carbon copies, so this
     /// session hands its sent messages to its UserChannel as well.
     CarbonPeers(bool),

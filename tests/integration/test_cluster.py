@@ -193,3 +193,30 @@ def test_node_with_wrong_secret_is_refused(cluster, martlet_server, postgres_sto
     # Both ends say why.
     assert any("refused" in line and "intruder" in line for line in nodes[0].log_path.read_text().splitlines())
     assert any("refused" in line and "node0" in line for line in intruder.log_path.read_text().splitlines())
+
+
+def test_fast_restart_of_an_owner_keeps_its_users_reachable(cluster):
+    """A node that is back before the others mark it down keeps its share of the ring, but
+    its UserChannels are gone: the sessions of its users elsewhere register with it again,
+    so their messages are delivered live, not stored offline."""
+    users = [f"u{i}" for i in range(12)]
+    nodes = cluster(users=users)
+    victim = nodes[2]
+
+    async def run():
+        # Every user online on node0 or node1; with 12 users, some are owned by node2.
+        clients = [await login(nodes[i % 2], u) for i, u in enumerate(users)]
+        victim.proc.kill()
+        victim.start()  # back within the suspicion timeout: a new incarnation, same arcs
+        for node in nodes:
+            wait_members(node, {"node0": "up", "node1": "up", "node2": "up"})
+        await asyncio.sleep(1)
+        for i, c in enumerate(clients):
+            c.send_message(mto=f"{users[(i + 1) % len(users)]}@localhost", mbody=f"from {i}", mtype="chat")
+        for i, c in enumerate(clients):
+            assert (await c.next_message())["body"] == f"from {(i - 1) % len(users)}"
+        stored = sum(n.metric_sum("martlet_offline_stored_total") for n in nodes)
+        assert stored == 0, f"{stored} messages went offline: their users' owner forgot them"
+        await close(*clients)
+
+    asyncio.run(run())
