@@ -65,6 +65,13 @@ impl Stanza {
         Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml })
     }
 
+    /// Of what a session could not hand its client, what goes to the user again: messages,
+    /// but not the carbon copies the user's own account made (from the user's bare JID),
+    /// which the siblings already had.
+    pub fn reroutable(xml: Arc<str>) -> Option<Stanza> {
+        Stanza::from_sealed(xml).filter(|s| s.kind == Kind::Message && s.from != Jid::from(s.to.to_bare()))
+    }
+
     /// The element again, for the rarer paths that must look inside (presence, roster).
     pub fn element(&self) -> Element {
         self.xml.parse().expect("a sealed stanza is well-formed")

@@ -23,10 +23,11 @@ use crate::xml::{ns, stream_parser::StreamEvent};
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
 const RESOURCE_BYTES_MAX: usize = 1023;
 
-/// How long a resuming stream waits for the old session to hand over (XEP-0198 §5). The
-/// hand-over is a few messages between actors, even across nodes; past this the old
-/// session is taken to be gone and resumption fails.
-const RESUME_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a resuming stream waits for the old session to hand over (XEP-0198 §5), beyond
+/// `send_stall_secs`: the hand-over is a few messages between actors, even across nodes,
+/// but an old session still connected may be stuck in a write to its dead peer until the
+/// stall limit ends it. Past this the old session is taken to be gone and resumption fails.
+const RESUME_HANDOVER_SLACK: Duration = Duration::from_secs(10);
 
 /// A connected stream before authentication.
 pub struct Unauthenticated {
@@ -252,7 +253,8 @@ impl Authenticated {
         let (addr, rx) = self.core.register_session();
         let user: Arc<str> = self.user.to_string().into();
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
-        let deadline = Instant::now() + RESUME_HANDOVER_TIMEOUT;
+        let wait = Duration::from_secs(self.core.cfg.limits.send_stall_secs) + RESUME_HANDOVER_SLACK;
+        let deadline = Instant::now() + wait;
         let mut meanwhile = Vec::new();
         let mut updates = Vec::new();
         loop {
@@ -281,10 +283,10 @@ impl Authenticated {
                 // Timed out, or the queue overflowed: the UserChannel may have moved the
                 // resource here already, so it is unbound and what came is routed again.
                 None | Some(None) => {
-                    log::warn!("{}: XEP-0198 hand-over did not arrive in {RESUME_HANDOVER_TIMEOUT:?}", self.user);
+                    log::warn!("{}: XEP-0198 hand-over did not arrive in {wait:?}", self.user);
                     self.core.unregister_session(addr);
                     self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
-                    for stanza in meanwhile.into_iter().filter_map(crate::stanza::Stanza::from_sealed) {
+                    for stanza in meanwhile.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
                         self.core.send_to_user(user.clone(), UserMsg::Undelivered(stanza)).await;
                     }
                     return Ok(None);

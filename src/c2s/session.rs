@@ -203,7 +203,8 @@ impl BoundSession {
                     }
                 }
                 Some(SessionMsg::DeliverBacklog(backlog)) => {
-                    if backlog.into_iter().any(|xml| self.track_sent(xml).is_err()) {
+                    let tracked: Vec<_> = backlog.into_iter().map(|xml| self.track_sent(xml)).collect();
+                    if tracked.iter().any(Result::is_err) {
                         return too_many_unacked();
                     }
                 }
@@ -244,15 +245,24 @@ impl BoundSession {
     async fn send_replay(&mut self, replay: Vec<Arc<str>>) -> Result<(), ConnEnd> {
         let sm = self.sm.as_mut().expect("resumed sessions have SM");
         let mut out = to_xml(&sm::resumed(sm.resume_id.as_deref().unwrap_or(""), sm.handled));
-        for xml in replay {
-            out.push_str(&xml);
-            if !sm.on_sent(xml) {
-                return Err(too_many_unacked());
-            }
-        }
+        let outcome = self.append_tracked(&mut out, replay);
         self.request_ack(&mut out);
         self.conn.send(out.as_bytes()).await?;
-        Ok(())
+        outcome
+    }
+
+    /// Appends each of `items` to `out` and tracks it, even past the unacked limit, so none
+    /// drops out of the queue that would re-route it; the limit's error comes after.
+    fn append_tracked(&mut self, out: &mut String, items: impl IntoIterator<Item = Arc<str>>) -> Result<(), ConnEnd> {
+        let mut outcome = Ok(());
+        for xml in items {
+            out.push_str(&xml);
+            let tracked = self.track_sent(xml);
+            if outcome.is_ok() {
+                outcome = tracked;
+            }
+        }
+        outcome
     }
 
     /// What the UserChannel tells a session of its user's state.
@@ -271,10 +281,8 @@ impl BoundSession {
             if self.held.offer(&xml, self.core.cfg.limits.csi_held_stanzas_max) == Verdict::Held {
                 return Ok(());
             }
-            for held in self.held.take() {
-                batch.push_str(&held);
-                self.track_sent(held)?;
-            }
+            let held = self.held.take();
+            return self.append_tracked(batch, held.into_iter().chain([xml]));
         }
         batch.push_str(&xml);
         self.track_sent(xml)
@@ -285,10 +293,8 @@ impl BoundSession {
         self.inactive = !active;
         if active && !self.held.is_empty() {
             let mut batch = String::new();
-            let outcome = self.held.take().into_iter().try_for_each(|xml| {
-                batch.push_str(&xml);
-                self.track_sent(xml)
-            });
+            let held = self.held.take();
+            let outcome = self.append_tracked(&mut batch, held);
             self.request_ack(&mut batch);
             self.conn.send(batch.as_bytes()).await?;
             outcome?;
@@ -458,7 +464,10 @@ impl BoundSession {
                 SessionMsg::Deliver(xml) => outcome = self.queue_out(&mut batch, xml),
                 SessionMsg::DeliverBacklog(backlog) => {
                     for xml in backlog {
-                        outcome = outcome.and_then(|()| self.queue_out(&mut batch, xml));
+                        let queued = self.queue_out(&mut batch, xml);
+                        if outcome.is_ok() {
+                            outcome = queued;
+                        }
                     }
                 }
                 SessionMsg::Replaced => {
@@ -468,8 +477,8 @@ impl BoundSession {
                     outcome = Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
                 }
                 SessionMsg::TakeOver { by, h } => {
-                    // The client came back on a new connection before this one was seen to die.
-                    self.conn.send(batch.as_bytes()).await?;
+                    // The client came back on a new connection before this one was seen to
+                    // die. What this batch holds is tracked, so the new stream sends it.
                     self.hand_over(by, h).await;
                     return Err(ConnEnd::HandedOver);
                 }
@@ -702,15 +711,8 @@ impl BoundSession {
     /// at shutdown they are stored here, before this core may stop.
     async fn finish(mut self, addr: SessionAddr, end: ConnEnd) {
         self.conn.end_with(&self.core.cfg.domain, &end).await;
-        let mut unacked: Vec<Stanza> = self
-            .sm
-            .as_mut()
-            .map(|s| s.take_unacked())
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(Stanza::from_sealed)
-            .filter(|s| s.kind == Kind::Message)
-            .collect();
+        let unacked = self.sm.as_mut().map(|s| s.take_unacked()).unwrap_or_default();
+        let mut unacked: Vec<Stanza> = unacked.into_iter().filter_map(Stanza::reroutable).collect();
         if matches!(end, ConnEnd::Error(StreamError::SystemShutdown, _)) {
             self.store_offline(std::mem::take(&mut unacked)).await;
         }

@@ -51,11 +51,11 @@ impl Held {
         if is_urgent(xml) {
             return Verdict::Flush;
         }
-        if xml.starts_with("<presence") {
+        if is_state(xml) {
             // A contact's newer presence replaces its older one (RFC 6121 §4.4: only the
-            // latest matters).
+            // latest matters); subscription requests and answers are kept, each.
             let from = attr(xml, "from");
-            self.stanzas.retain(|held| !(held.starts_with("<presence") && attr(held, "from") == from));
+            self.stanzas.retain(|held| !(is_state(held) && attr(held, "from") == from));
         }
         if self.stanzas.len() >= held_max {
             return Verdict::Flush;
@@ -71,6 +71,11 @@ impl Held {
     pub fn is_empty(&self) -> bool {
         self.stanzas.is_empty()
     }
+}
+
+/// Available or unavailable presence: state, of which only the newest counts.
+fn is_state(xml: &str) -> bool {
+    xml.starts_with("<presence") && matches!(attr(xml, "type"), None | Some("unavailable"))
 }
 
 fn is_urgent(xml: &str) -> bool {
@@ -106,6 +111,15 @@ mod tests {
         let held = h.take();
         assert_eq!(held.len(), 3);
         assert!(held[0].contains("c@d/1") && held[1].contains("unavailable") && held[2].contains("composing"));
+    }
+
+    #[test]
+    fn subscription_requests_are_not_collapsed() {
+        let mut h = Held::default();
+        assert_eq!(offer(&mut h, "<presence xmlns='jabber:client' from='b@d' to='a@d' type='subscribe'/>"), Verdict::Held);
+        assert_eq!(offer(&mut h, "<presence xmlns='jabber:client' from='b@d/1' to='a@d'/>"), Verdict::Held);
+        assert_eq!(offer(&mut h, "<presence xmlns='jabber:client' from='b@d' to='a@d' type='unsubscribe'/>"), Verdict::Held);
+        assert_eq!(h.take().len(), 3);
     }
 
     #[test]

@@ -47,9 +47,10 @@ fn micros_of(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros() as u64)
 }
 
-/// The first id of `micros` and the last, for time bounds.
+/// The first id of `micros`, for time bounds (clamped: a date past the year 2262 is the end
+/// of the id space, not a wrapped-around one).
 fn id_floor(micros: u64) -> u64 {
-    micros << 10
+    micros.min(u64::MAX >> 10) << 10
 }
 
 fn stamp_of(id: u64) -> String {
@@ -69,10 +70,14 @@ pub fn stamp(stanza: &Stanza, id: u64, owner: &str) -> Stanza {
     let id_el = build("stanza-id", ns::SID, &[("id", &id.to_string()), ("by", owner)], vec![]);
     let xml = if stanza.xml.contains(ns::SID) {
         let mut el = stanza.element();
-        let forged: Vec<Element> = el.children().filter(|c| c.is("stanza-id", ns::SID) && c.attr("by") == Some(owner)).cloned().collect();
-        for f in forged {
-            el.remove_child(f.name(), ns::SID);
-        }
+        // remove_child takes the first match only: take every stanza-id out, put back those
+        // by others.
+        let others: Vec<Element> =
+            el.children().filter(|c| c.is("stanza-id", ns::SID) && c.attr("by") != Some(owner)).cloned().collect();
+        while el.remove_child("stanza-id", ns::SID).is_some() {}
+        others.into_iter().for_each(|c| {
+            el.append_child(c);
+        });
         el.append_child(id_el);
         to_xml(&el)
     } else {
@@ -245,10 +250,10 @@ mod tests {
     fn stamping_adds_ours_and_drops_forged_ones() {
         let s = stamp(&chat("<body>x</body>"), 42, "a@d");
         assert!(s.xml.ends_with("<stanza-id xmlns='urn:xmpp:sid:0' by='a@d' id='42'/></message>"), "{}", s.xml);
-        let forged = chat("<body>x</body><stanza-id xmlns='urn:xmpp:sid:0' by='a@d' id='1'/>");
+        let forged = chat("<body>x</body><stanza-id xmlns='urn:xmpp:sid:0' by='room@x' id='r'/><stanza-id xmlns='urn:xmpp:sid:0' by='a@d' id='1'/>");
         let s = stamp(&forged, 42, "a@d");
-        assert_eq!(s.xml.matches("urn:xmpp:sid:0").count(), 1, "{}", s.xml);
-        assert!(s.xml.contains("id='42'"));
+        assert_eq!(s.xml.matches("urn:xmpp:sid:0").count(), 2, "{}", s.xml);
+        assert!(s.xml.contains("by='room@x'") && s.xml.contains("id='42'") && !s.xml.contains("id='1'"), "{}", s.xml);
     }
 
     #[test]

@@ -243,10 +243,15 @@ impl CoreState {
         self.counters.user_channels.add(-1);
     }
 
-    fn session_local(&self, to: SessionAddr, msg: SessionMsg) {
+    fn session_local(self: &Rc<Self>, to: SessionAddr, msg: SessionMsg) {
         let sessions = self.sessions.borrow();
         let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
-            return; // the session ended while the message travelled
+            // The session ended while the message travelled. A hand-over (XEP-0198) for a
+            // resuming stream that gave up carries what its client never saw: route that again.
+            if let SessionMsg::Resumed(handover) = msg {
+                self.reroute(handover.unacked);
+            }
+            return;
         };
         if let SessionMsg::Deliver(_) = msg {
             self.counters.routed_stanzas.inc();
@@ -257,6 +262,18 @@ impl CoreState {
             self.counters.session_mailbox_full_drops.inc();
             slot.mailbox.close();
         }
+    }
+
+    /// Sends messages no session could hand over back to their users, as undelivered.
+    fn reroute(self: &Rc<Self>, stanzas: Vec<Arc<str>>) {
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            for stanza in stanzas.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
+                let user: Arc<str> = stanza.to.to_bare().to_string().into();
+                this.send_to_user(user, UserMsg::Undelivered(stanza)).await;
+            }
+        })
+        .detach();
     }
 
     /// Gives a new session its address and mailbox on this core.

@@ -241,6 +241,9 @@ impl UserChannel {
         r.told_carbon_peers = None; // the new session starts without knowing
         self.core.send_to_session(old, SessionMsg::TakeOver { by: session, h }).await;
         self.tell_carbon_peers().await;
+        if !self.blocked.is_empty() {
+            self.core.send_to_session(session, SessionMsg::Blocklist(self.blocked.clone())).await;
+        }
     }
 
     /// XEP-0280: tells each session whose answer changed whether a sibling wants carbons.
@@ -275,16 +278,15 @@ impl UserChannel {
     }
 
     /// A message a session ended without confirming: to the user's other resources by the
-    /// usual rules, or offline. One sent to the bare JID already reached the other
-    /// resources of top priority when it was first routed, so it only goes offline.
+    /// usual rules, or offline. One sent to the bare JID may have reached another resource
+    /// of equal priority already; it goes again rather than risk that none has it.
     async fn undelivered(&mut self, stanza: Stanza) {
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
-            Route::Resources(targets) if stanza.to_resource().is_some() => {
+            Route::Resources(targets) => {
                 for idx in targets {
                     self.deliver(idx, stanza.xml.clone()).await;
                 }
             }
-            Route::Resources(_) => {}
             Route::Offline => self.store_offline(&stanza).await,
             Route::Bounce | Route::Drop => {}
         }
