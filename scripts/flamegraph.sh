@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Flamegraph of a running martlet while a load runs.
 #   scripts/flamegraph.sh PID OUT.svg -- LOAD COMMAND...
+# With FOLDED=FILE set, the folded stacks are kept there too (for shares by function).
 # Samples PID with `perf record -e cpu-clock` (software clock: works where hardware counters
 # do not, e.g. in VMs) at 999 Hz with call graphs from DWARF-less frame pointers or debug
 # info, for as long as the load command runs, then folds the stacks and draws the SVG with
@@ -18,5 +19,6 @@ sleep 0.5
 kill -INT "$rec"; wait "$rec" || true
 perf script -i "$data/perf.data" 2>/dev/null | inferno-collapse-perf > "$data/folded"
 inferno-flamegraph --title "martlet: $*" < "$data/folded" > "$out"
+[ -n "${FOLDED:-}" ] && cp "$data/folded" "$FOLDED"
 echo "wrote $out ($(wc -l < "$data/folded") distinct stacks)"
 rm -rf "$data"

@@ -36,7 +36,7 @@ const JOB_QUEUE_JOBS_MAX: usize = 4096;
 const ARCHIVE_QUEUE_MESSAGES_MAX: usize = 16_384;
 
 /// Rows committed in one archive transaction at most.
-const ARCHIVE_BATCH_ROWS_MAX: usize = 1024;
+const ARCHIVE_BATCH_ROWS_MAX: usize = 16_384;
 
 #[derive(Debug)]
 pub enum StorageError {
