@@ -2,6 +2,7 @@
 port and mesh port, all sharing one PostgreSQL database; slixmpp clients on different
 nodes. Membership is read with `martlet cluster status`, as an operator would."""
 import asyncio
+import ssl
 import time
 
 import pytest
@@ -218,5 +219,34 @@ def test_fast_restart_of_an_owner_keeps_its_users_reachable(cluster):
         stored = sum(n.metric_sum("martlet_offline_stored_total") for n in nodes)
         assert stored == 0, f"{stored} messages went offline: their users' owner forgot them"
         await close(*clients)
+
+    asyncio.run(run())
+
+
+def test_stream_resumes_on_another_node(cluster):
+    """XEP-0198 across the mesh: a phone's connection to node0 dies, it comes back through
+    node1, and resumes the same session, with what arrived meanwhile."""
+    nodes = cluster()
+
+    async def run():
+        alice = await login(nodes[0], "alice", plugins=("xep_0198",))
+        bob = await login(nodes[2], "bob")
+        assert alice.plugin["xep_0198"].sm_id
+        alice.abort()
+        await asyncio.sleep(0.5)
+        for i in range(3):
+            bob.send_message(mto="alice@localhost/test", mbody=f"away {i}", mtype="chat")
+        await asyncio.sleep(0.5)
+        resumed = asyncio.Event()
+        alice.add_event_handler("session_resumed", lambda _: resumed.set())
+        # Each node made its own dev certificate, all named localhost (so one trust store
+        # cannot tell them apart): this test is about the session, not about TLS.
+        alice.ssl_context.verify_mode = ssl.CERT_NONE
+        alice.connect("127.0.0.1", nodes[1].port)
+        await asyncio.wait_for(resumed.wait(), 15)
+        assert [(await alice.next_message())["body"] for _ in range(3)] == [f"away {i}" for i in range(3)]
+        alice.send_message(mto="bob@localhost", mbody="back via node1", mtype="chat")
+        assert (await bob.next_message())["body"] == "back via node1"
+        await close(alice, bob)
 
     asyncio.run(run())
