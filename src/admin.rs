@@ -26,6 +26,8 @@ pub enum Request {
     BulkAdd { jids: Vec<String>, password: String },
     /// Members, states and ring shares; only a running clustered server can answer.
     ClusterStatus,
+    /// The member owning a bare JID on the ring as this node sees it.
+    ClusterOwner { jid: String },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -65,7 +67,7 @@ pub async fn execute(storage: &Storage, request: Request) -> Reply {
         }),
         Request::List => storage.list_users().await.map(|users| reply(true, users.join("\n"))),
         Request::BulkAdd { jids, password } => bulk_add(storage, &jids, &password).await,
-        Request::ClusterStatus => Ok(reply(false, "the server is not running")),
+        Request::ClusterStatus | Request::ClusterOwner { .. } => Ok(reply(false, "the server is not running")),
     };
     result.unwrap_or_else(|e| reply(false, e.to_string()))
 }
@@ -145,9 +147,13 @@ pub async fn serve(
         let mut line = String::new();
         let answer = match (&mut reader).take(REQUEST_BYTES_MAX as u64).read_line(&mut line).await {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
-                Ok(Request::ClusterStatus) => match &cluster {
-                    Some((c, cores)) => reply(true, crate::cluster::status_text(&cfg, c, *cores)),
-                    None => reply(false, "this server runs alone: [cluster] listen is not set"),
+                Ok(request @ (Request::ClusterStatus | Request::ClusterOwner { .. })) => match (&cluster, request) {
+                    (Some((c, cores)), Request::ClusterStatus) => reply(true, crate::cluster::status_text(&cfg, c, *cores)),
+                    (Some((c, cores)), Request::ClusterOwner { jid }) => match crate::cluster::owner_text(&cfg, c, *cores, &jid) {
+                        Ok(text) => reply(true, text),
+                        Err(e) => reply(false, e),
+                    },
+                    _ => reply(false, "this server runs alone: [cluster] listen is not set"),
                 },
                 Ok(request) => execute(&storage, request).await,
                 Err(e) => reply(false, format!("bad request: {e}")),

@@ -64,6 +64,7 @@ impl NodeLink for MeshLink {
 
 /// A core's loop over what the mesh brings it: frames for its actors, and ring changes.
 pub async fn serve_core(state: Rc<CoreState>, inbox: flume::Receiver<Inbound>, cores: usize) {
+    glommio::spawn_local(state.clone().custody_ticks()).detach();
     while let Ok(msg) = inbox.recv_async().await {
         match msg {
             Inbound::Frame(bytes) => match node_link::decode(&bytes) {
@@ -79,12 +80,26 @@ pub async fn serve_core(state: Rc<CoreState>, inbox: flume::Receiver<Inbound>, c
     }
 }
 
+/// The ring as membership stands: every member not down.
+fn current_ring(cfg: &Config, cluster: &Cluster, cores: usize) -> (TwoLevelRing, Vec<Member>) {
+    let members: Vec<Member> =
+        cluster.status().into_iter().filter(|r| r.state.as_str() != "down").map(|r| r.member).collect();
+    (ring(cfg, &members, cluster.node_id(), cores), members)
+}
+
+/// `martlet cluster owner JID`: the member owning a bare JID's arc, by name.
+pub fn owner_text(cfg: &Config, cluster: &Cluster, cores: usize, jid: &str) -> Result<String, String> {
+    let bare = jid::BareJid::new(jid).map_err(|e| format!("{jid}: not a bare JID: {e}"))?;
+    let (ring, members) = current_ring(cfg, cluster, cores);
+    let owner = ring.owner(&bare.to_string()).node;
+    let member = members.iter().find(|m| m.node_id == owner).expect("the ring is made of these members");
+    Ok(format!("{} {}\n", member.name, member.addr))
+}
+
 /// `martlet cluster status`: every member, its state, and its share of the ring.
 pub fn status_text(cfg: &Config, cluster: &Cluster, cores: usize) -> String {
     let rows = cluster.status();
-    let ring_members: Vec<Member> =
-        rows.iter().filter(|r| r.state.as_str() != "down").map(|r| r.member.clone()).collect();
-    let shares = ring(cfg, &ring_members, cluster.node_id(), cores).node_shares();
+    let shares = current_ring(cfg, cluster, cores).0.node_shares();
     let mut out = format!("{:<20} {:<22} {:<8} {:>7} {:>10}\n", "node", "mesh address", "state", "ring %", "silent ms");
     for r in rows {
         let share = shares.get(&r.member.node_id).map_or(0.0, |s| s * 100.0);

@@ -53,6 +53,9 @@ vnodes = 160                  # points per node on the global ring
 suspicion_timeout_ms = 3000   # silent this long -> suspected; down after as long again
 outbound_frames_max = 65536   # queued frames per peer node; full -> sender gets backpressure
 frame_bytes_max = 1048576     # largest mesh frame; larger -> that peer connection is closed
+confirm_timeout_ms = 5000     # a message to another node unconfirmed this long is sent again (3 attempts)
+held_messages_max = 65536     # per core: messages to other nodes awaiting confirmation; full -> senders wait
+delivered_receipts_max = 262144  # per core: held messages remembered as delivered, so a copy sent again is dropped
 
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
@@ -192,6 +195,9 @@ pub struct Cluster {
     pub suspicion_timeout_ms: u64,
     pub outbound_frames_max: usize,
     pub frame_bytes_max: usize,
+    pub confirm_timeout_ms: u64,
+    pub held_messages_max: usize,
+    pub delivered_receipts_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -245,6 +251,9 @@ impl Default for Cluster {
             suspicion_timeout_ms: 3000,
             outbound_frames_max: 65_536,
             frame_bytes_max: 1_048_576,
+            confirm_timeout_ms: 5_000,
+            held_messages_max: 65_536,
+            delivered_receipts_max: 262_144,
         }
     }
 }
@@ -471,6 +480,9 @@ impl Config {
             ("cluster.suspicion_timeout_ms", c.suspicion_timeout_ms),
             ("cluster.outbound_frames_max", c.outbound_frames_max as u64),
             ("cluster.frame_bytes_max", c.frame_bytes_max as u64),
+            ("cluster.confirm_timeout_ms", c.confirm_timeout_ms),
+            ("cluster.held_messages_max", c.held_messages_max as u64),
+            ("cluster.delivered_receipts_max", c.delivered_receipts_max as u64),
         ] {
             if value == 0 {
                 return Err(key_error(key, POSITIVE));

@@ -10,7 +10,8 @@
 //! - [`c2s`]      client streams in typed phases: accept → negotiate (STARTTLS, SASL, bind)
 //!   → bound [`c2s::session`], the Session actor.
 //! - [`router`]   the routing table, the envelopes between actors, each core's state, and
-//!   the [`router::user_channel`] actor (RFC 6121 rules live there).
+//!   the [`router::user_channel`] actor (RFC 6121 rules live there); [`router::custody`]
+//!   keeps a message that crosses nodes until the end of its path confirms it.
 //! - [`modules`]  one protocol feature per file, labelled with its RFC/XEP; server IQs are
 //!   registered as data in [`modules::SERVER_IQS`].
 //! - [`stanza`]   the routed form of a stanza and stanza errors.

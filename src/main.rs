@@ -1,4 +1,4 @@
-//! The `martlet` command: `serve`, `user add|del|passwd|list`, `cluster status`, `check-config`.
+//! The `martlet` command: `serve`, `user add|del|passwd|list`, `cluster status|owner`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,6 +39,8 @@ enum Command {
 enum ClusterCmd {
     /// Members, their state (up, suspect, down) and each one's share of the ring.
     Status,
+    /// The node whose ring arc holds a bare JID: where its UserChannel lives.
+    Owner { jid: String },
 }
 
 fn main() -> ExitCode {
@@ -54,7 +56,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => martlet::server::serve(cfg),
         Command::User(cmd) => martlet::cli_user::run(&cfg, cmd),
-        Command::Cluster(ClusterCmd::Status) => cluster_status(&cfg),
+        Command::Cluster(ClusterCmd::Status) => cluster_request(&cfg, martlet::admin::Request::ClusterStatus),
+        Command::Cluster(ClusterCmd::Owner { jid }) => cluster_request(&cfg, martlet::admin::Request::ClusterOwner { jid }),
         Command::CheckConfig => {
             println!("configuration ok: serving {} on {}", cfg.domain, cfg.c2s.listen);
             Ok(())
@@ -69,9 +72,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn cluster_status(cfg: &Config) -> Result<(), String> {
+fn cluster_request(cfg: &Config, request: martlet::admin::Request) -> Result<(), String> {
     let path = martlet::admin::socket_path(cfg);
-    match martlet::admin::call(cfg, &martlet::admin::Request::ClusterStatus) {
+    match martlet::admin::call(cfg, &request) {
         None => Err(format!("no server answers on {}: is it running?", path.display())),
         Some(Err(e)) => Err(format!("admin socket {}: {e}", path.display())),
         Some(Ok(reply)) if reply.ok => {

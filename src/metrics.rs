@@ -16,6 +16,9 @@ impl Counter {
     pub fn inc(&self) {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
@@ -49,18 +52,26 @@ pub struct CoreCounters {
     pub session_mailbox_full_drops: Counter,
     pub user_mailbox_full_drops: Counter,
     pub connections_refused: Counter,
+    /// Messages to other nodes held until their path's end confirms (`router::custody`).
+    pub custody_held: Gauge,
+    pub custody_resends: Counter,
+    /// Held messages never confirmed after every attempt: lost, as far as this core knows.
+    pub custody_given_up: Counter,
+    /// Copies of held messages a session had already, dropped instead of written twice.
+    pub custody_copies_dropped: Counter,
 }
 
 impl CoreCounters {
-    fn gauges(&self) -> [(&'static str, i64); 3] {
+    fn gauges(&self) -> [(&'static str, i64); 4] {
         [
             ("connections", self.connections.get()),
             ("sessions", self.sessions.get()),
             ("user_channels", self.user_channels.get()),
+            ("custody_held", self.custody_held.get()),
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 9] {
+    fn counters(&self) -> [(&'static str, u64); 12] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
@@ -71,6 +82,9 @@ impl CoreCounters {
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),
             ("user_mailbox_full_drops", self.user_mailbox_full_drops.get()),
             ("connections_refused", self.connections_refused.get()),
+            ("custody_resends", self.custody_resends.get()),
+            ("custody_given_up", self.custody_given_up.get()),
+            ("custody_copies_dropped", self.custody_copies_dropped.get()),
         ]
     }
 }

@@ -10,6 +10,7 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use serde::{Deserialize, Serialize};
 
+use crate::router::custody::Receipt;
 use crate::xml::ns;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,9 @@ pub struct Stanza {
     pub to: Jid,
     /// The stanza as it goes on the wire, `from` stamped.
     pub xml: Arc<str>,
+    /// Set while a message crosses nodes: who holds it until its path's end confirms
+    /// (`router::custody`).
+    pub receipt: Option<Receipt>,
 }
 
 impl Stanza {
@@ -52,7 +56,7 @@ impl Stanza {
         set_attr(&mut el, "from", Some(from.to_string()));
         set_attr(&mut el, "to", Some(to.to_string()));
         let type_: Arc<str> = el.attr("type").unwrap_or("").into();
-        Stanza { kind, type_, from, to, xml: to_xml(&el).into() }
+        Stanza { kind, type_, from, to, xml: to_xml(&el).into(), receipt: None }
     }
 
     /// A stanza this server sealed earlier, read back from its text (a session returning
@@ -62,7 +66,7 @@ impl Stanza {
         let kind = Kind::of(&el)?;
         let from = Jid::new(el.attr("from")?).ok()?;
         let to = Jid::new(el.attr("to")?).ok()?;
-        Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml })
+        Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml, receipt: None })
     }
 
     /// Of what a session could not hand its client, what goes to the user again: messages,
@@ -100,18 +104,19 @@ pub struct WireStanza {
     from: String,
     to: String,
     xml: Arc<str>,
+    receipt: Option<Receipt>,
 }
 
 impl From<Stanza> for WireStanza {
     fn from(s: Stanza) -> Self {
-        WireStanza { kind: s.kind, type_: s.type_, from: s.from.to_string(), to: s.to.to_string(), xml: s.xml }
+        WireStanza { kind: s.kind, type_: s.type_, from: s.from.to_string(), to: s.to.to_string(), xml: s.xml, receipt: s.receipt }
     }
 }
 
 impl TryFrom<WireStanza> for Stanza {
     type Error = jid::Error;
     fn try_from(w: WireStanza) -> Result<Self, jid::Error> {
-        Ok(Stanza { kind: w.kind, type_: w.type_, from: Jid::new(&w.from)?, to: Jid::new(&w.to)?, xml: w.xml })
+        Ok(Stanza { kind: w.kind, type_: w.type_, from: Jid::new(&w.from)?, to: Jid::new(&w.to)?, xml: w.xml, receipt: w.receipt })
     }
 }
 

@@ -14,13 +14,15 @@ use shards::mesh::Mesh;
 use shards::ring::TwoLevelRing;
 use slab::Slab;
 
+use super::custody::{Custody, Held, Receipt, Retry};
 use super::envelope::{CoreMsg, SessionAddr, SessionMsg, UserMsg};
-use super::node_link::{self, NodeLink};
+use super::node_link::{self, LinkError, NodeLink};
 use super::user_channel;
 use crate::c2s::limits::PeerLimits;
 use crate::config::Config;
 use crate::metrics::CoreCounters;
 use crate::modules::mam::ArchiveIds;
+use crate::stanza::{Kind, Stanza};
 use crate::storage::Storage;
 
 /// A session as its core's table knows it.
@@ -31,6 +33,9 @@ struct SessionSlot {
 
 /// Pause between attempts to hand a frame to another node that is unreachable or busy.
 const NODE_SEND_RETRY: Duration = Duration::from_millis(20);
+/// How long confirmations gather before they go out as one frame per holder: a few per
+/// millisecond of traffic instead of one per message. Adds to custody, not to delivery.
+const CONFIRM_BATCH_DELAY: Duration = Duration::from_millis(2);
 
 pub struct CoreState {
     pub id: usize,
@@ -51,6 +56,10 @@ pub struct CoreState {
     next_generation: Cell<u32>,
     /// UserChannels owned by this core, by bare JID.
     users: RefCell<HashMap<Arc<str>, mailbox::Sender<UserMsg>>>,
+    /// The messages this core sent to other nodes and still answers for.
+    custody: Custody,
+    /// When the ring last changed (see [`Self::ring_settling_until`]).
+    ring_changed_at: Cell<Option<Instant>>,
 }
 
 impl CoreState {
@@ -63,8 +72,18 @@ impl CoreState {
         tls: futures_rustls::TlsAcceptor,
         counters: Arc<CoreCounters>,
     ) -> Rc<CoreState> {
+        let c = &cfg.cluster;
+        let custody = Custody::new(
+            ring.local_node(),
+            mesh.core_id() as u16,
+            c.held_messages_max,
+            c.delivered_receipts_max,
+            Duration::from_millis(c.confirm_timeout_ms),
+        );
         Rc::new(CoreState {
             id: mesh.core_id(),
+            custody,
+            ring_changed_at: Cell::new(None),
             peers: PeerLimits::new(&cfg.limits),
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
@@ -79,6 +98,14 @@ impl CoreState {
             next_generation: Cell::new(0),
             users: RefCell::new(HashMap::new()),
         })
+    }
+
+    /// Until when the last ring change may still be spreading: each node's failure
+    /// detector sees it on its own tick, within a suspicion timeout of the others, and only
+    /// then do its sessions register with their users' new owners.
+    pub fn ring_settling_until(&self) -> Option<Instant> {
+        let settled = self.ring_changed_at.get()? + Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms);
+        (Instant::now() < settled).then_some(settled)
     }
 
     pub fn local_node(&self) -> u32 {
@@ -107,29 +134,68 @@ impl CoreState {
 
     /// Routes a message to a session, wherever it lives.
     pub async fn send_to_session(self: &Rc<Self>, to: SessionAddr, msg: SessionMsg) {
-        if to.node != self.local_node() {
-            self.send_to_node(to.node, CoreMsg::ToSession { to, msg }).await;
-        } else if self.mesh.is_local(to.core as usize) {
-            self.session_local(to, msg);
+        self.send_to_core(to.node, to.core as usize, CoreMsg::ToSession { to, msg }).await;
+    }
+
+    /// Routes a message stanza to a session; true when it carried a receipt and passed it
+    /// on (the end of its path confirms, not the caller). One for another node is held
+    /// here until that node's core confirms, unless another core already holds it.
+    pub async fn deliver_message(self: &Rc<Self>, to: SessionAddr, stanza: &Stanza) -> bool {
+        let xml = stanza.xml.clone();
+        let receipt = match stanza.receipt {
+            Some(r) => r,
+            None if to.node == self.local_node() => {
+                self.send_to_session(to, SessionMsg::Deliver(xml)).await;
+                return false;
+            }
+            None => self.hold(to.node, Held::Session(to, xml.clone())).await,
+        };
+        self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
+        stanza.receipt.is_some()
+    }
+
+    /// The hop toward core `core` of `node`: handled here when it is this core, else across
+    /// the core mesh (waiting while that core's channel is full) or to the other node.
+    async fn send_to_core(self: &Rc<Self>, node: u32, core: usize, msg: CoreMsg) {
+        if node != self.local_node() {
+            self.send_to_node(node, msg).await;
+        } else if self.mesh.is_local(core) {
+            self.handle_here(msg);
         } else {
             self.counters.cross_core_messages.inc();
-            let _ = self.mesh.send(to.core as usize, CoreMsg::ToSession { to, msg }).await;
+            let _ = self.mesh.send(core, msg).await;
         }
     }
 
-    /// The hop to another node. While that node is unreachable or busy the sender waits
-    /// and retries (backpressure), re-reading the ring: when the node has failed, the ring
-    /// soon names another owner, and a message for a user goes there instead. A session's
-    /// address does not move, so a message for a session on a node that stays unreachable
-    /// is dropped after the deadline; that node's sessions are gone with it.
+    /// The hop to another node. A message stanza for a user there is held first
+    /// (`custody`). While that node is unreachable or busy the sender waits and retries
+    /// (backpressure), re-reading the ring: when the node has failed, the ring soon names
+    /// another owner, and a message for a user goes there instead. A session's address does
+    /// not move, so anything else for a node that stays unreachable is given up after the
+    /// deadline: the held messages are then custody's to re-route, the rest is dropped.
     async fn send_to_node(self: &Rc<Self>, mut node: u32, msg: CoreMsg) {
         let Some(link) = &self.link else {
             log::error!("core {}: message for node {node} on a single node dropped", self.id);
             return;
         };
+        let msg = match msg {
+            CoreMsg::ToUser { user, msg: UserMsg::Inbound(mut stanza) } if stanza.kind == Kind::Message && stanza.receipt.is_none() => {
+                stanza.receipt = Some(self.hold(node, Held::User(user.clone(), stanza.clone())).await);
+                CoreMsg::ToUser { user, msg: UserMsg::Inbound(stanza) }
+            }
+            other => other,
+        };
+        let receipt = match &msg {
+            CoreMsg::ToUser { msg: UserMsg::Inbound(s), .. } => s.receipt,
+            CoreMsg::HeldDelivery { receipt, .. } => Some(*receipt),
+            _ => None,
+        };
+        // Held here: while it waits, custody may take it back to send again (its node went
+        // down) or see it confirmed (a copy got through); then this attempt stops.
+        let mine = receipt.filter(|r| r.node == self.local_node() && r.core as usize == self.id).map(|r| r.id);
         let user = match &msg {
             CoreMsg::ToUser { user, .. } => Some(user.clone()),
-            CoreMsg::ToSession { .. } => None,
+            CoreMsg::ToSession { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -142,14 +208,25 @@ impl CoreState {
                 }
                 Err((why, back)) => {
                     frame = back;
+                    // Held and the node unreachable: custody sends it again when the node is
+                    // down, or at the confirmation timeout, and the caller (a UserChannel,
+                    // with more to route) does not wait for either.
+                    if why == LinkError::Unreachable && mine.is_some() {
+                        return;
+                    }
                     if Instant::now() >= deadline {
-                        self.counters.cross_node_drops.inc();
-                        log::warn!("core {}: node {node} {why:?} for {timeout:?}; message dropped", self.id);
+                        if receipt.is_none() {
+                            self.counters.cross_node_drops.inc();
+                            log::warn!("core {}: node {node} {why:?} for {timeout:?}; message dropped", self.id);
+                        }
                         return;
                     }
                 }
             }
             glommio::timer::sleep(NODE_SEND_RETRY).await;
+            if mine.is_some_and(|id| self.custody.held_at(id) != Some(node)) {
+                return;
+            }
             if let Some(user) = &user {
                 let owner = self.owner_of(user);
                 if owner.node == self.local_node() {
@@ -160,6 +237,9 @@ impl CoreState {
                     return;
                 }
                 node = owner.node;
+                if let Some(id) = mine {
+                    self.custody.redirect(id, node);
+                }
             }
         }
     }
@@ -171,23 +251,31 @@ impl CoreState {
     /// Forwarding runs as its own task: the loop that called this must not wait on another
     /// core's channel, which may be waiting on ours.
     pub fn dispatch(self: &Rc<Self>, msg: CoreMsg) {
-        match msg {
-            CoreMsg::ToUser { user, msg } => {
-                let owner = self.owner_of(&user);
-                if owner.node == self.local_node() && owner.core == self.id {
-                    self.user_local(user, msg);
-                } else {
-                    let this = self.clone();
-                    glommio::spawn_local(async move { this.send_to_user(user, msg).await }).detach();
-                }
+        let (node, core) = match &msg {
+            CoreMsg::ToUser { user, .. } => {
+                let owner = self.owner_of(user);
+                (owner.node, owner.core)
             }
-            CoreMsg::ToSession { to, msg } => {
-                if to.node == self.local_node() && to.core as usize == self.id {
-                    self.session_local(to, msg);
-                } else {
-                    let this = self.clone();
-                    glommio::spawn_local(async move { this.send_to_session(to, msg).await }).detach();
-                }
+            CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
+            CoreMsg::Confirm { core, .. } => (self.local_node(), *core as usize),
+        };
+        if node == self.local_node() && core == self.id {
+            self.handle_here(msg);
+        } else {
+            let this = self.clone();
+            glommio::spawn_local(async move { this.send_to_core(node, core, msg).await }).detach();
+        }
+    }
+
+    /// A message for this core itself.
+    fn handle_here(self: &Rc<Self>, msg: CoreMsg) {
+        match msg {
+            CoreMsg::ToUser { user, msg } => self.user_local(user, msg),
+            CoreMsg::ToSession { to, msg } => self.session_local(to, msg),
+            CoreMsg::HeldDelivery { to, xml, receipt } => self.held_delivery_local(to, xml, receipt),
+            CoreMsg::Confirm { ids, .. } => {
+                let released = self.custody.release(&ids);
+                self.counters.custody_held.add(-(released as i64));
             }
         }
     }
@@ -215,7 +303,8 @@ impl CoreState {
             | UserMsg::OwnPresence { .. }
             | UserMsg::Carbons { .. }
             | UserMsg::OutboundSubscription(_)
-            | UserMsg::AccountIq { .. } => tx.force_send(msg),
+            | UserMsg::AccountIq { .. }
+            | UserMsg::RingSettled => tx.force_send(msg),
             other => {
                 if let Err(SendError::Full(msg) | SendError::Closed(msg)) = tx.try_send(other) {
                     self.counters.user_mailbox_full_drops.inc();
@@ -264,6 +353,117 @@ impl CoreState {
         }
     }
 
+    /// A held message for a session here: queued and confirmed, or confirmed and dropped
+    /// when this session had it already (a copy sent again after a failure). When the
+    /// session is gone or not reading, it goes back to its user as undelivered, receipt
+    /// and all, and the owner's handling confirms it.
+    fn held_delivery_local(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, receipt: Receipt) {
+        let sessions = self.sessions.borrow();
+        let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
+            drop(sessions);
+            return self.reroute_held(xml, receipt);
+        };
+        if self.custody.delivered(receipt, to) {
+            self.counters.custody_copies_dropped.inc();
+            return self.confirm(receipt);
+        }
+        self.counters.routed_stanzas.inc();
+        match slot.mailbox.try_send(SessionMsg::Deliver(xml.clone())) {
+            Ok(()) => {
+                self.custody.remember_delivered(receipt, to);
+                self.confirm(receipt);
+            }
+            Err(_) => {
+                self.counters.session_mailbox_full_drops.inc();
+                slot.mailbox.close();
+                drop(sessions);
+                self.reroute_held(xml, receipt);
+            }
+        }
+    }
+
+    fn reroute_held(self: &Rc<Self>, xml: Arc<str>, receipt: Receipt) {
+        let Some(mut stanza) = Stanza::reroutable(xml) else { return self.confirm(receipt) };
+        stanza.receipt = Some(receipt);
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            let user: Arc<str> = stanza.to.to_bare().to_string().into();
+            this.send_to_user(user, UserMsg::Undelivered(stanza)).await;
+        })
+        .detach();
+    }
+
+    /// Holds a message for `node`, waiting while this core holds as many as it may.
+    async fn hold(&self, node: u32, held: Held) -> Receipt {
+        while self.custody.is_full() {
+            glommio::timer::sleep(NODE_SEND_RETRY).await;
+        }
+        self.counters.custody_held.add(1);
+        self.custody.hold(node, held, Instant::now())
+    }
+
+    /// The end of a held message's path has it: tell its holder (batched per holder).
+    pub fn confirm(self: &Rc<Self>, receipt: Receipt) {
+        if receipt.node == self.local_node() && receipt.core as usize == self.id {
+            let released = self.custody.release(&[receipt.id]);
+            self.counters.custody_held.add(-(released as i64));
+            return;
+        }
+        if !self.custody.queue_confirmation(receipt) {
+            return; // a flush is already due
+        }
+        let this = self.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(CONFIRM_BATCH_DELAY).await;
+            for ((node, core), ids) in this.custody.take_confirmations() {
+                this.send_to_core(node, core as usize, CoreMsg::Confirm { core, ids }).await;
+            }
+        })
+        .detach();
+    }
+
+    /// Sends a held message again: to its user's owner now, or, when it was for a session
+    /// whose node went down, back to its user as undelivered (that session is gone).
+    async fn send_again(self: &Rc<Self>, retry: Retry, nodes_down: &[u32]) {
+        self.counters.custody_resends.inc();
+        match retry.held.clone() {
+            Held::User(user, mut stanza) => {
+                stanza.receipt = Some(retry.receipt);
+                self.custody.hold_again(retry, self.owner_of(&user).node, Instant::now());
+                self.send_to_user(user, UserMsg::Inbound(stanza)).await;
+            }
+            Held::Session(to, xml) if nodes_down.contains(&to.node) => {
+                self.counters.custody_held.add(-1);
+                if let Some(stanza) = Stanza::reroutable(xml) {
+                    self.send_to_user(stanza.to.to_bare().to_string().into(), UserMsg::Undelivered(stanza)).await;
+                }
+            }
+            Held::Session(to, xml) => {
+                let receipt = retry.receipt;
+                self.custody.hold_again(retry, to.node, Instant::now());
+                self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
+            }
+        }
+    }
+
+    /// Sends again what no one confirmed in time, and gives up what ran out of attempts;
+    /// runs for the life of a clustered core.
+    pub async fn custody_ticks(self: Rc<Self>) {
+        let every = Duration::from_millis(self.cfg.cluster.confirm_timeout_ms / 4).max(NODE_SEND_RETRY);
+        loop {
+            glommio::timer::sleep(every).await;
+            let (again, given_up) = self.custody.overdue(Instant::now());
+            if given_up > 0 {
+                self.counters.custody_held.add(-(given_up as i64));
+                self.counters.custody_given_up.add(given_up as u64);
+                log::warn!("core {}: {given_up} messages to other nodes never confirmed; given up", self.id);
+            }
+            for retry in again {
+                self.send_again(retry, &[]).await;
+            }
+        }
+    }
+
     /// Sends messages no session could hand over back to their users, as undelivered.
     fn reroute(self: &Rc<Self>, stanzas: Vec<Arc<str>>) {
         let this = self.clone();
@@ -289,8 +489,9 @@ impl CoreState {
     /// The cluster's membership changed: adopt the new ring, let UserChannels this core no
     /// longer owns go (they pass on what they hold), tell every session so those whose user
     /// moved register with the new owner, and tell every UserChannel which nodes are gone.
-    pub fn ring_changed(&self, ring: TwoLevelRing, nodes_down: &[u32]) {
+    pub fn ring_changed(self: &Rc<Self>, ring: TwoLevelRing, nodes_down: &[u32]) {
         *self.ring.borrow_mut() = ring;
+        self.ring_changed_at.set(Some(Instant::now()));
         for (user, tx) in self.users.borrow().iter() {
             let owner = self.owner_of(user);
             if owner.node != self.local_node() || owner.core != self.id {
@@ -304,6 +505,19 @@ impl CoreState {
         let nodes_down: Arc<[u32]> = nodes_down.into();
         for (_, slot) in self.sessions.borrow().iter() {
             slot.mailbox.force_send(SessionMsg::RingChanged(nodes_down.clone()));
+        }
+        // After the NodeDown above: a message coming back as undelivered finds its user's
+        // actor without the sessions that went down.
+        let retries = self.custody.held_for(&nodes_down);
+        if !retries.is_empty() {
+            log::info!("core {}: {} held messages sent again after nodes {nodes_down:?} went down", self.id, retries.len());
+            let this = self.clone();
+            glommio::spawn_local(async move {
+                for retry in retries {
+                    this.send_again(retry, &nodes_down).await;
+                }
+            })
+            .detach();
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::custody::Receipt;
 use crate::modules::blocking::BlockList;
 use crate::stanza::Stanza;
 
@@ -27,6 +28,12 @@ pub enum CoreMsg {
     ToUser { user: Arc<str>, msg: UserMsg },
     /// For one session on its core.
     ToSession { to: SessionAddr, msg: SessionMsg },
+    /// A message for one session, held by the core `receipt` names (`super::custody`):
+    /// the session's core confirms it, and queues it as `SessionMsg::Deliver` unless it
+    /// had it already.
+    HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt },
+    /// For core `core`, which held these messages (`super::custody`): their path's end has them.
+    Confirm { core: u16, ids: Vec<u64> },
 }
 
 /// What a UserChannel handles.
@@ -76,6 +83,18 @@ pub enum UserMsg {
     Disown,
     /// A node is down: its sessions are gone (their contacts learn it).
     NodeDown(u32),
+    /// The ring has settled since a message found no session here: deliver or store it.
+    RingSettled,
+}
+
+impl UserMsg {
+    /// The receipt of a held message (`super::custody`) this actor may be the end of.
+    pub fn receipt(&self) -> Option<Receipt> {
+        match self {
+            UserMsg::Inbound(s) | UserMsg::Undelivered(s) => s.receipt,
+            _ => None,
+        }
+    }
 }
 
 /// What a session handles.

@@ -14,6 +14,7 @@
 //! Each hop checks the rule on arrival (the sender picked the owner; the owner verifies).
 
 pub mod core;
+pub mod custody;
 pub mod envelope;
 pub mod node_link;
 pub mod user_channel;

@@ -37,6 +37,7 @@ mod tests {
     use jid::Jid;
 
     use super::*;
+    use crate::router::custody::Receipt;
     use crate::router::envelope::{SessionAddr, SessionMsg, UserMsg};
     use crate::stanza::{build, Kind, Stanza};
     use crate::xml::ns;
@@ -49,6 +50,7 @@ mod tests {
     #[test]
     fn every_kind_of_message_survives_the_wire() {
         let session = SessionAddr { node: 7, core: 1, slot: 42, generation: 9 };
+        let receipt = Receipt { node: 3, core: 1, id: u64::MAX };
         let msgs = [
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(stanza()) },
             CoreMsg::ToUser {
@@ -57,6 +59,9 @@ mod tests {
             },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::NodeDown(3) },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },
+            CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(Stanza { receipt: Some(receipt), ..stanza() }) },
+            CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt },
+            CoreMsg::Confirm { core: 1, ids: vec![5, 6] },
         ];
         for msg in msgs {
             let again = decode(&encode(&msg)).unwrap();

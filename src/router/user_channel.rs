@@ -6,6 +6,7 @@
 //! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
 //! awaited here, so only this user waits for the disk, never the core.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -56,6 +57,13 @@ struct UserChannel {
     /// XEP-0191, shared with the user's sessions, which check outbound stanzas against it.
     blocked: Arc<BlockList>,
     resources: Vec<Resource>,
+    /// Set while handling a held message (`super::custody`) once a delivery took its
+    /// receipt on, so the session's core confirms it and not this actor.
+    receipt_passed: Cell<bool>,
+    /// Messages that found no session while the ring was settling: the sessions of a user
+    /// that moved here register one by one, as their nodes see the change. Delivered as
+    /// they come, the rest stored offline once the ring settled.
+    deferred: Vec<Stanza>,
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
@@ -67,8 +75,11 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
             // before goes on to the new owner, in order. The sessions register there
             // themselves (SessionMsg::RingChanged), so nothing is broadcast.
             core.retire_user_channel(&jid);
+            for stanza in std::mem::take(&mut uc.deferred) {
+                core.send_to_user(jid.clone(), UserMsg::Inbound(stanza)).await;
+            }
             while let Some(msg) = rx.try_recv() {
-                if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_)) {
+                if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_) | UserMsg::RingSettled) {
                     core.send_to_user(jid.clone(), msg).await;
                 }
             }
@@ -77,7 +88,7 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         // Boxed: handling awaits storage and the mesh, whose futures are large; an online
         // user's idle actor should hold only its state, not that space.
         Box::pin(uc.handle(msg)).await;
-        if uc.resources.is_empty() && rx.is_empty() {
+        if uc.resources.is_empty() && uc.deferred.is_empty() && rx.is_empty() {
             break;
         }
     }
@@ -85,8 +96,12 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
 }
 
 /// A message that found the user's mailbox full: answer the sender instead of queueing.
+/// That settles it, so a held one is confirmed.
 pub fn overloaded(core: Rc<CoreState>, msg: UserMsg) {
     if let UserMsg::Inbound(stanza) = msg {
+        if let Some(receipt) = stanza.receipt {
+            core.confirm(receipt);
+        }
         glommio::spawn_local(async move { bounce(&core, &stanza, StanzaError::ResourceConstraint).await }).detach();
     }
 }
@@ -131,12 +146,26 @@ impl UserChannel {
         } else {
             BlockList::default()
         };
-        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new() }
+        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new(), receipt_passed: Cell::new(false), deferred: Vec::new() }
     }
 
+    /// Handles one message; a held message whose path ends here (stored, refused, dropped,
+    /// or delivered without a session taking its receipt) is confirmed once handled.
     async fn handle(&mut self, msg: UserMsg) {
+        let receipt = msg.receipt();
+        self.receipt_passed.set(false);
+        self.handle_msg(msg).await;
+        if let Some(receipt) = receipt.filter(|_| !self.receipt_passed.get()) {
+            self.core.confirm(receipt);
+        }
+    }
+
+    async fn handle_msg(&mut self, msg: UserMsg) {
         match msg {
-            UserMsg::Bind { resource, session } => self.bind(resource, session).await,
+            UserMsg::Bind { resource, session } => {
+                self.bind(resource, session).await;
+                self.deliver_deferred(false).await;
+            }
             UserMsg::Unbind { session } => self.unbind(session).await,
             UserMsg::OwnPresence { resource, stanza } => self.own_presence(&resource, stanza).await,
             UserMsg::OutboundSubscription(stanza) => self.outbound_subscription(stanza).await,
@@ -155,6 +184,7 @@ impl UserChannel {
             UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons } => {
                 self.rebind(resource, session, presence, roster_interested, resume_id, carbons);
                 self.tell_carbon_peers().await;
+                self.deliver_deferred(false).await;
             }
             UserMsg::Carbons { resource, enabled } => {
                 if let Some(idx) = self.index_of(&resource) {
@@ -171,6 +201,7 @@ impl UserChannel {
             UserMsg::Resume { resume_id, session, h } => self.resume(&resume_id, session, h).await,
             UserMsg::Undelivered(stanza) => self.undelivered(stanza).await,
             UserMsg::NodeDown(node) => self.node_down(node).await,
+            UserMsg::RingSettled => self.deliver_deferred(true).await,
             UserMsg::Disown => unreachable!("handled by run"),
         }
     }
@@ -284,7 +315,7 @@ impl UserChannel {
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
                 for idx in targets {
-                    self.deliver(idx, stanza.xml.clone()).await;
+                    self.deliver_message(idx, &stanza).await;
                 }
             }
             Route::Offline => self.store_offline(&stanza).await,
@@ -318,6 +349,13 @@ impl UserChannel {
 
     async fn deliver(&self, idx: usize, xml: Arc<str>) {
         self.core.send_to_session(self.resources[idx].session, SessionMsg::Deliver(xml)).await;
+    }
+
+    /// A message to one resource: with its receipt, if it is held, passed on.
+    async fn deliver_message(&self, idx: usize, stanza: &Stanza) {
+        if self.core.deliver_message(self.resources[idx].session, stanza).await {
+            self.receipt_passed.set(true);
+        }
     }
 
     async fn deliver_el(&self, idx: usize, el: &Element) {
@@ -745,13 +783,56 @@ impl UserChannel {
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
                 for &idx in &targets {
-                    self.deliver(idx, stanza.xml.clone()).await;
+                    self.deliver_message(idx, &stanza).await;
                 }
                 self.carbon_copies(Direction::Received, &stanza, &targets).await;
             }
-            Route::Offline => self.store_offline(&stanza).await,
+            Route::Offline => match self.core.ring_settling_until() {
+                Some(until) => self.defer(stanza, until),
+                None => self.store_offline(&stanza).await,
+            },
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
             Route::Drop => {}
+        }
+    }
+
+    /// Keeps a message for a session that may be about to register (see `deferred`); it
+    /// keeps its receipt, and is confirmed when it is finally delivered or stored.
+    fn defer(&mut self, stanza: Stanza, until: std::time::Instant) {
+        self.receipt_passed.set(true);
+        self.deferred.push(stanza);
+        if self.deferred.len() == 1 {
+            let (core, jid) = (self.core.clone(), self.jid.clone());
+            glommio::spawn_local(async move {
+                glommio::timer::sleep(until.saturating_duration_since(std::time::Instant::now())).await;
+                core.send_to_user(jid, UserMsg::RingSettled).await;
+            })
+            .detach();
+        }
+    }
+
+    /// Routes the deferred messages again, now that a session registered (or, `settled`,
+    /// the wait is over and what still finds no session goes offline).
+    async fn deliver_deferred(&mut self, settled: bool) {
+        for stanza in std::mem::take(&mut self.deferred) {
+            let receipt = stanza.receipt;
+            self.receipt_passed.set(false);
+            match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
+                Route::Resources(targets) => {
+                    for idx in targets {
+                        self.deliver_message(idx, &stanza).await;
+                    }
+                }
+                Route::Offline if !settled => {
+                    self.deferred.push(stanza);
+                    continue;
+                }
+                Route::Offline => self.store_offline(&stanza).await,
+                Route::Bounce | Route::Drop => {}
+            }
+            if let Some(receipt) = receipt.filter(|_| !self.receipt_passed.get()) {
+                self.core.confirm(receipt);
+            }
         }
     }
 

@@ -105,16 +105,26 @@ def test_bare_jid_chat_reaches_resources_on_every_node(cluster):
     asyncio.run(run())
 
 
+def owner(node, user):
+    """The member owning `user`'s arc, from `martlet cluster owner` run against `node`."""
+    return node.cli("cluster", "owner", f"{user}@localhost").stdout.split()[0]
+
+
 def test_kill_9_under_traffic_loses_nothing_between_survivors(cluster):
-    users = [f"u{i}" for i in range(8)]
+    """Senders on node0, receivers on node1, and every receiver owned by node2: each message
+    passes through the node that is killed, with its mailbox and mesh queues. The senders'
+    node holds each one until the receiver's node confirms it (router/custody.rs), and sends
+    again what node2 took with it to the new owner; none is lost, none arrives twice."""
+    users = [f"u{i}" for i in range(40)]
     nodes = cluster(users=users + ["alice"])
     victim = nodes[2]
+    through_victim = [u for u in users if owner(nodes[0], u) == "node2"][:4]
+    elsewhere = [u for u in users if u not in through_victim][:4]
+    assert len(through_victim) == 4, "node2 owns a third of the ring: 4 of 40 users at least"
 
     async def run():
-        # Senders on node0, receivers on node1; their users' owners spread over all three
-        # nodes, so some UserChannels die with node2 and move.
-        senders = [await login(nodes[0], u) for u in users[:4]]
-        receivers = [await login(nodes[1], u) for u in users[4:]]
+        senders = [await login(nodes[0], u) for u in elsewhere]
+        receivers = [await login(nodes[1], u) for u in through_victim]
         stranded = await login(victim, "alice")
         sent = 0
         started = time.time()
@@ -122,7 +132,7 @@ def test_kill_9_under_traffic_loses_nothing_between_survivors(cluster):
         next_look = 0
         while time.time() - started < 8 or converged_secs is None:
             for i, s in enumerate(senders):
-                s.send_message(mto=f"{users[4 + i]}@localhost", mbody=f"n{sent}", mtype="chat")
+                s.send_message(mto=f"{through_victim[i]}@localhost", mbody=f"n{sent}", mtype="chat")
                 sent += 1
             if killed_at is None and time.time() - started > 2:
                 victim.proc.kill()  # SIGKILL: no goodbye to anyone
@@ -133,31 +143,36 @@ def test_kill_9_under_traffic_loses_nothing_between_survivors(cluster):
                     converged_secs = time.time() - killed_at
                 assert time.time() - killed_at < CONVERGE_SECS, [members(n) for n in nodes[:2]]
                 next_look = time.time() + 0.25
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.01)
         # node2's client comes back on a survivor and is reachable there.
         stranded.abort()
         alice = await login(nodes[0], "alice", resource="again")
         senders[0].send_message(mto="alice@localhost", mbody="after failover", mtype="chat")
         assert (await alice.next_message())["body"] == "after failover"
         # Every message reached its receiver: live, or stored offline while its owner moved
+        # (a message resent before the receiver's session registered with the new owner)
         # and handed over at the next login. None twice.
         await asyncio.sleep(3)
-        got = []
+        live = []
         for r in receivers:
             while not r.messages.empty():
-                got.append(r.messages.get_nowait()["body"])
+                live.append(r.messages.get_nowait()["body"])
         await close(*receivers)
-        again = [await login(nodes[1], u, resource="later") for u in users[4:]]
+        again = [await login(nodes[1], u, resource="later") for u in through_victim]
         await asyncio.sleep(1)
+        offline = []
         for r in again:
             while not r.messages.empty():
-                got.append(r.messages.get_nowait()["body"])
+                offline.append(r.messages.get_nowait()["body"])
+        got = live + offline
         assert sorted(got) == sorted(f"n{i}" for i in range(sent)), (sent, len(got), len(set(got)))
         await close(alice, *senders, *again)
-        return converged_secs
+        resends = nodes[0].metric_sum("martlet_custody_resends_total")
+        assert resends > 0, "node2 died holding nothing: the test did not exercise custody"
+        return converged_secs, sent, len(offline), resends
 
-    converged_secs = asyncio.run(run())
-    print(f"ring converged {converged_secs:.1f} s after kill -9")
+    converged_secs, sent, offline, resends = asyncio.run(run())
+    print(f"ring converged {converged_secs:.1f} s after kill -9; {sent} sent, {offline} via offline, {resends} resent")
 
     # The node rejoins, and routes again.
     victim.start()
@@ -172,6 +187,56 @@ def test_kill_9_under_traffic_loses_nothing_between_survivors(cluster):
         await close(a, b)
 
     asyncio.run(after_rejoin())
+
+
+def test_messages_for_sessions_on_a_dead_node_go_offline(cluster):
+    """The owner survives, the recipient's only session dies with its node: what the owner
+    held for that session, and what arrives before the failure is detected, is stored
+    offline and handed over at the next login, once each."""
+    users = [f"u{i}" for i in range(40)]
+    nodes = cluster(users=users)
+    receiver = next(u for u in users if owner(nodes[0], u) == "node0")
+    sender = next(u for u in users if u != receiver)
+
+    async def run():
+        s = await login(nodes[0], sender)
+        r = await login(nodes[2], receiver)
+        sent, killed_after = 0, None
+        started = time.time()
+        while time.time() - started < 5:
+            s.send_message(mto=f"{receiver}@localhost", mbody=f"n{sent}", mtype="chat")
+            sent += 1
+            if killed_after is None and time.time() - started > 1:
+                nodes[2].proc.kill()
+                killed_after = sent  # every message from here on was sent to a dead session
+            await asyncio.sleep(0.01)
+        live = []
+        while not r.messages.empty():
+            live.append(r.messages.get_nowait()["body"])
+        r.abort()
+        wait_members(nodes[0], {"node2": "down"})
+        # Stored one transaction each (PostgreSQL, fsync on): wait until the count settles.
+        stored, last = -1, time.time()
+        while time.time() - last < 1.5:
+            now = nodes[0].metric_sum("martlet_offline_stored_total")
+            if now != stored:
+                stored, last = now, time.time()
+            await asyncio.sleep(0.25)
+        again = await login(nodes[1], receiver, resource="back")
+        await asyncio.sleep(1)
+        offline = []
+        while not again.messages.empty():
+            offline.append(again.messages.get_nowait()["body"])
+        after_kill = {f"n{i}" for i in range(killed_after, sent)}
+        assert after_kill <= set(offline), sorted(after_kill - set(offline))[:10]
+        got = live + offline
+        assert len(got) == len(set(got)), "a message arrived twice"
+        await close(s, again)
+        print(f"{sent} sent, {sent - killed_after} after the kill, {len(live)} live, {stored} stored offline")
+        return sent - killed_after
+
+    after = asyncio.run(run())
+    assert after > 100, "the test sent too little after the kill to mean anything"
 
 
 def test_node_with_wrong_secret_is_refused(cluster, martlet_server, postgres_storage):
