@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use shards::cluster::membership::Member;
-use shards::cluster::{Cluster, ClusterConfig, Inbound, SendError};
+use shards::cluster::{Cluster, ClusterConfig, Inbound, MeshSender, SendError};
 use shards::ring::TwoLevelRing;
 
 use crate::config::Config;
@@ -47,8 +47,8 @@ pub fn ring(cfg: &Config, members: &[Member], local: u32, cores: usize) -> TwoLe
     TwoLevelRing::new(&nodes, cfg.cluster.vnodes, local, cores)
 }
 
-/// The router's way to other nodes.
-pub struct MeshLink(pub Cluster);
+/// The router's way to other nodes: one per core.
+pub struct MeshLink(pub MeshSender);
 
 impl NodeLink for MeshLink {
     fn send(&self, node: u32, core_hint: u16, frame: Vec<u8>) -> Result<(), (LinkError, Vec<u8>)> {

@@ -73,7 +73,7 @@ async fn core_main(
     let (ring, link) = match &node {
         Some((cluster, _)) => {
             let ring = crate::cluster::ring(&cfg, &[cluster.me()], cluster.node_id(), cores);
-            (ring, Some(Box::new(MeshLink(cluster.clone())) as Box<dyn NodeLink>))
+            (ring, Some(Box::new(MeshLink(cluster.sender())) as Box<dyn NodeLink>))
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen, cores), None),
     };

@@ -74,7 +74,7 @@ fn read_loop(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: &Identity) {
         };
         inner.heard(peer);
         match f.kind {
-            Kind::Data => inner.deliver(f.core, f.payload),
+            Kind::Data => inner.deliver(peer, f.core, f.payload),
             Kind::Heartbeat => inner.gossip(&f.payload),
             Kind::Hello => break std::io::Error::new(std::io::ErrorKind::InvalidData, "hello after the handshake"),
         }

@@ -4,9 +4,10 @@
 //! # How it fits the cores
 //! The mesh runs on its own threads, never on a core's executor: one listener, a dialer per
 //! known address, a ticker (heartbeats, failure detection), and per connection a reader and
-//! a writer. A core hands a payload to [`Cluster::send`], which puts it on the peer's
+//! a writer. A core hands a payload to its [`MeshSender`], which puts it on the peer's
 //! bounded crossbeam queue without blocking (full: [`SendError::Full`], the core waits and
-//! retries: backpressure). Readers hand data frames to the destination core through that
+//! retries: backpressure) and without a lock: each core keeps its own copy of the table of
+//! peer queues, and takes a fresh one only when a connection came or went. Readers hand data frames to the destination core through that
 //! core's bounded flume channel ([`Inbound`]), which the core awaits with `recv_async`; when
 //! it is full the reader blocks, and TCP flow control pushes back on the sending node.
 //! Membership changes reach every core through the same channel, so a core sees them in
@@ -26,6 +27,7 @@ pub mod frame;
 pub mod handshake;
 pub mod membership;
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -91,8 +93,12 @@ pub struct Inner {
     me: Identity,
     node_id: u32,
     started: Instant,
-    /// The live connection per node id. Locked briefly per send; two cores rarely meet here.
+    /// The live connection per node id; changed by the mesh threads, never by a send.
     peers: Mutex<HashMap<u32, Conn>>,
+    /// Each connection's queue by node id, as published for the senders after every change
+    /// of `peers`, and a count of those changes (see [`MeshSender`]).
+    queues: Mutex<Arc<HashMap<u32, crossbeam_channel::Sender<Vec<u8>>>>>,
+    queues_version: AtomicU64,
     membership: Mutex<Membership>,
     /// Addresses that have a dialer thread.
     dialing: Mutex<HashSet<SocketAddr>>,
@@ -112,6 +118,8 @@ impl Cluster {
             membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout)),
             started: Instant::now(),
             peers: Mutex::new(HashMap::new()),
+            queues: Mutex::new(Arc::new(HashMap::new())),
+            queues_version: AtomicU64::new(0),
             dialing: Mutex::new(HashSet::new()),
             cores: txs,
             next_conn_id: AtomicU64::new(1),
@@ -138,14 +146,15 @@ impl Cluster {
         Member { name: self.inner.me.name.clone(), addr: self.inner.me.addr, node_id: self.inner.node_id }
     }
 
-    /// Queues `payload` for core `core` of node `node_id`; never blocks.
+    /// A sending handle for one thread (a core): see [`MeshSender`].
+    pub fn sender(&self) -> MeshSender {
+        MeshSender { inner: self.inner.clone(), queues: RefCell::new((u64::MAX, Arc::new(HashMap::new()))) }
+    }
+
+    /// Queues `payload` for core `core` of node `node_id`; never blocks. For occasional
+    /// senders; a core keeps a [`MeshSender`].
     pub fn send(&self, node_id: u32, core: u16, payload: &[u8]) -> Result<(), SendError> {
-        let peers = self.inner.peers.lock().expect("peer table");
-        let conn = peers.get(&node_id).ok_or(SendError::Unreachable)?;
-        conn.tx.try_send(frame::encode(frame::Kind::Data, core, payload)).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => SendError::Full,
-            crossbeam_channel::TrySendError::Disconnected(_) => SendError::Unreachable,
-        })
+        self.sender().send(node_id, core, payload)
     }
 
     /// Every member this node knows, itself included, with its state.
@@ -154,7 +163,42 @@ impl Cluster {
     }
 }
 
+/// One core's way onto the mesh. It holds its own copy of the peer queue table and checks
+/// one atomic counter per send to see whether the table changed; only then does it lock,
+/// once, to take the new copy. Sends themselves are crossbeam's lock-free `try_send`.
+/// A connection's writer ends when the last copy naming it goes, so a core that sends
+/// nothing more keeps a closed connection's writer thread until its next send.
+pub struct MeshSender {
+    inner: Arc<Inner>,
+    queues: RefCell<(u64, Arc<HashMap<u32, crossbeam_channel::Sender<Vec<u8>>>>)>,
+}
+
+impl MeshSender {
+    /// Queues `payload` for core `core` of node `node_id`; never blocks.
+    pub fn send(&self, node_id: u32, core: u16, payload: &[u8]) -> Result<(), SendError> {
+        let version = self.inner.queues_version.load(Ordering::Acquire);
+        if self.queues.borrow().0 != version {
+            let table = self.inner.queues.lock().expect("queue table").clone();
+            *self.queues.borrow_mut() = (version, table);
+        }
+        let queues = self.queues.borrow();
+        let tx = queues.1.get(&node_id).ok_or(SendError::Unreachable)?;
+        tx.try_send(frame::encode(frame::Kind::Data, core, payload)).map_err(|e| match e {
+            crossbeam_channel::TrySendError::Full(_) => SendError::Full,
+            crossbeam_channel::TrySendError::Disconnected(_) => SendError::Unreachable,
+        })
+    }
+}
+
 impl Inner {
+    /// Publishes the queues of `peers` for the senders; called with `peers` locked, after
+    /// each change, so the published table never runs behind it for long.
+    fn publish_queues(&self, peers: &HashMap<u32, Conn>) {
+        let table: HashMap<u32, _> = peers.iter().map(|(&node, c)| (node, c.tx.clone())).collect();
+        *self.queues.lock().expect("queue table") = Arc::new(table);
+        self.queues_version.fetch_add(1, Ordering::Release);
+    }
+
     fn now(&self) -> Duration {
         self.started.elapsed()
     }
@@ -183,10 +227,24 @@ impl Inner {
         }
     }
 
-    fn deliver(&self, core: u16, payload: Vec<u8>) {
+    /// Hands a frame to its core, waiting while that core's channel is full: the reader
+    /// stops reading, and TCP flow control pushes back on the sender (backpressure). The
+    /// peer's heartbeats then wait behind its frames, so while waiting the peer counts as
+    /// heard: a frame from it in hand is proof it is alive, and a busy node must not
+    /// suspect its peers for its own slowness.
+    fn deliver(&self, peer: &Identity, core: u16, payload: Vec<u8>) {
         // The sender cannot know our core count; its hint only spreads the load.
         let core = core as usize % self.cores.len();
-        let _ = self.cores[core].send(Inbound::Frame(payload)); // blocks when full: backpressure
+        let mut frame = Inbound::Frame(payload);
+        loop {
+            match self.cores[core].send_timeout(frame, self.cfg.suspicion_timeout / 4) {
+                Err(flume::SendTimeoutError::Timeout(back)) => {
+                    frame = back;
+                    self.heard(peer);
+                }
+                Ok(()) | Err(flume::SendTimeoutError::Disconnected(_)) => return,
+            }
+        }
     }
 
     fn gossip(self: &Arc<Self>, payload: &[u8]) {
@@ -214,6 +272,7 @@ impl Inner {
             Ok(conn) => {
                 let _ = conn.tx.try_send(connection::heartbeat(&self.membership.lock().expect("membership").known_addrs()));
                 peers.insert(node, conn);
+                self.publish_queues(&peers);
             }
             Err(e) => log::error!("mesh: cannot start threads for {}: {e}", peer.name),
         }
@@ -226,6 +285,7 @@ impl Inner {
         let mut peers = self.peers.lock().expect("peer table");
         if peers.get(&node).is_some_and(|c| c.id == id) {
             peers.remove(&node);
+            self.publish_queues(&peers);
         }
     }
 

@@ -82,3 +82,36 @@ fn a_node_with_another_secret_never_becomes_a_member() {
     assert_eq!(na.status().len(), 1);
     assert_eq!(nx.status().len(), 1);
 }
+
+#[test]
+fn a_node_whose_core_stops_reading_still_hears_its_peers() {
+    let secret = b"0123456789abcdef";
+    let (a, b) = (free_addr(), free_addr());
+    let mut cfg_b = config("b", b, vec![a], secret);
+    cfg_b.inbound_messages_max = 1;
+    let (na, ra) = Cluster::start(config("a", a, vec![], secret), 1).unwrap();
+    let (nb, rb) = Cluster::start(cfg_b, 1).unwrap();
+    until_ring(&ra[0], &["a", "b"]);
+    until_ring(&rb[0], &["a", "b"]);
+    // b's one core takes nothing for six suspicion timeouts while a keeps sending: b's
+    // reader waits on the full channel, and a's heartbeats queue behind a's frames.
+    let stalled_until = Instant::now() + Duration::from_millis(2400);
+    let mut sent = 0u32;
+    while Instant::now() < stalled_until {
+        if na.send(membership::node_id("b"), 0, &sent.to_be_bytes()).is_ok() {
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(sent > 1, "a's frames went out");
+    let states: Vec<&str> = nb.status().iter().map(|s| s.state.as_str()).collect();
+    assert_eq!(states, ["up", "up"], "b suspected a for b's own stall");
+    // And nothing was lost meanwhile: b's core reads every frame, in order.
+    let mut got = Vec::new();
+    while got.len() < sent as usize {
+        if let Inbound::Frame(p) = rb[0].recv_timeout(WAIT).unwrap() {
+            got.push(u32::from_be_bytes(p.try_into().unwrap()));
+        }
+    }
+    assert_eq!(got, (0..sent).collect::<Vec<_>>());
+}
