@@ -35,9 +35,11 @@ pub fn start(cfg: &Config, cores: usize) -> Result<Option<Started>, String> {
         outbound_frames_max: c.outbound_frames_max,
         frame_bytes_max: c.frame_bytes_max,
         inbound_messages_max: cfg.limits.core_mailbox_messages_max,
+        tls: if c.tls { Some(crate::tls::mesh_tls(cfg).map_err(|e| format!("cluster.tls: {e}"))?) } else { None },
     };
     let (cluster, inboxes) = Cluster::start(mesh, cores).map_err(|e| format!("cluster.listen {listen}: {e}"))?;
-    log::info!("cluster: node {} on {listen}, seeds {:?}", c.node_name, c.seeds);
+    let tls = if c.tls { "TLS" } else { "plain TCP" };
+    log::info!("cluster: node {} on {listen} ({tls}), seeds {:?}", c.node_name, c.seeds);
     Ok(Some((cluster, inboxes)))
 }
 

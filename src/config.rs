@@ -49,6 +49,7 @@ listen = ""                   # node-to-node mesh address, e.g. "10.0.0.1:5270";
 node_name = ""                # unique per node; "" -> the listen address
 seeds = []                    # mesh addresses of nodes to join through, e.g. ["10.0.0.2:5270"]
 secret = ""                   # shared by every node; required with listen (nodes without it are refused)
+tls = true                    # encrypt the mesh (rustls, the [tls] certificate); the same on every node
 vnodes = 160                  # points per node on the global ring
 suspicion_timeout_ms = 3000   # silent this long -> suspected; down after as long again
 outbound_frames_max = 65536   # queued frames per peer node; full -> sender gets backpressure
@@ -191,6 +192,7 @@ pub struct Cluster {
     pub node_name: String,
     pub seeds: Vec<String>,
     pub secret: String,
+    pub tls: bool,
     pub vnodes: u32,
     pub suspicion_timeout_ms: u64,
     pub outbound_frames_max: usize,
@@ -247,6 +249,7 @@ impl Default for Cluster {
             node_name: String::new(),
             seeds: Vec::new(),
             secret: String::new(),
+            tls: true,
             vnodes: 160,
             suspicion_timeout_ms: 3000,
             outbound_frames_max: 65_536,

@@ -47,16 +47,21 @@ fn file_error(path: &Path, reason: impl fmt::Display) -> TlsError {
     }
 }
 
-/// TLS 1.2 and 1.3 with the ring provider, no client certificates, ALPN
-/// `xmpp-client`. Uses `tls.cert`/`tls.key` when set, else the dev certificate.
-pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+/// The node's certificate chain and key: `tls.cert`/`tls.key` when set, else the dev
+/// certificate (made on first use).
+fn node_identity(cfg: &Config) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
     let (cert_path, key_path) = if cfg.tls.cert.as_os_str().is_empty() {
         ensure_dev_cert(cfg)?
     } else {
         (cfg.tls.cert.clone(), cfg.tls.key.clone())
     };
-    let certs = read_certs(&cert_path)?;
-    let key = read_key(&key_path)?;
+    Ok((read_certs(&cert_path)?, read_key(&key_path)?))
+}
+
+/// TLS 1.2 and 1.3 with the ring provider, no client certificates, ALPN
+/// `xmpp-client`, with the node's certificate.
+pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+    let (certs, key) = node_identity(cfg)?;
     let mut config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
@@ -66,6 +71,13 @@ pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, TlsError> {
             .map_err(TlsError::Rustls)?;
     config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Mesh TLS with the node's certificate (`shards::cluster::transport`: the cluster
+/// secret, bound to each TLS session, authenticates the nodes; the certificate only keys it).
+pub fn mesh_tls(cfg: &Config) -> Result<shards::cluster::transport::MeshTls, TlsError> {
+    let (certs, key) = node_identity(cfg)?;
+    shards::cluster::transport::MeshTls::new(certs, key).map_err(TlsError::Rustls)
 }
 
 /// The certificate PEM a test client should trust: `tls.cert` when set

@@ -239,26 +239,48 @@ def test_messages_for_sessions_on_a_dead_node_go_offline(cluster):
     assert after > 100, "the test sent too little after the kill to mean anything"
 
 
-def test_node_with_wrong_secret_is_refused(cluster, martlet_server, postgres_storage):
-    nodes = cluster(n=2)
-    intruder = martlet_server(
+def outsider(martlet_server, postgres_storage, seed, name, **cluster):
+    """A node that tries to join through `seed` with settings of its own."""
+    node = martlet_server(
         users=(),
         storage=postgres_storage,
         cluster={
             "listen": f"127.0.0.1:{free_port()}",
-            "node_name": "intruder",
-            "seeds": [f"127.0.0.1:{nodes[0].mesh_port}"],
-            "secret": "not-the-cluster-secret-at-all",
+            "node_name": name,
+            "seeds": [f"127.0.0.1:{seed.mesh_port}"],
+            "secret": SECRET,
             "suspicion_timeout_ms": SUSPICION_MS,
+            **cluster,
         },
     )
+    node.name = name
+    return node
+
+
+def assert_kept_out(nodes, node):
     time.sleep(3)
-    for node in nodes:
-        assert "intruder" not in members(node)
-    assert members(intruder) == {"intruder": "up"}
+    for n in nodes:
+        assert node.name not in members(n)
+    assert members(node) == {node.name: "up"}
+
+
+def test_node_with_wrong_secret_is_refused(cluster, martlet_server, postgres_storage):
+    nodes = cluster(n=2)
+    intruder = outsider(martlet_server, postgres_storage, nodes[0], "intruder", secret="not-the-cluster-secret-at-all")
+    assert_kept_out(nodes, intruder)
     # Both ends say why.
     assert any("refused" in line and "intruder" in line for line in nodes[0].log_path.read_text().splitlines())
     assert any("refused" in line and "node0" in line for line in intruder.log_path.read_text().splitlines())
+
+
+def test_mesh_is_encrypted_and_a_plain_node_is_refused(cluster, martlet_server, postgres_storage):
+    """The mesh runs TLS by default: a node configured for plain TCP never joins (its first
+    hello is no TLS handshake), and the TLS side says why."""
+    nodes = cluster(n=2)
+    plain = outsider(martlet_server, postgres_storage, nodes[0], "plain", tls=False)
+    assert_kept_out(nodes, plain)
+    assert any("refused" in line and "TLS" in line for line in nodes[0].log_path.read_text().splitlines())
+    assert any("(TLS)" in line for line in nodes[0].log_path.read_text().splitlines())
 
 
 def test_fast_restart_of_an_owner_keeps_its_users_reachable(cluster):

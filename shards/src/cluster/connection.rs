@@ -2,7 +2,7 @@
 //! bounded queue into as few `write` calls as it can, and a reader thread that hands data
 //! frames to the destination core and liveness to membership.
 
-use std::io::{BufReader, Write};
+use std::io::BufReader;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::thread;
@@ -11,6 +11,7 @@ use crossbeam_channel::{Receiver, Sender};
 
 use super::frame::{self, Kind};
 use super::handshake::Identity;
+use super::transport::{Link, ReadHalf, WriteHalf};
 use super::Inner;
 
 /// Bytes gathered into one `write` at most: many small frames, few syscalls.
@@ -36,9 +37,10 @@ impl Conn {
 }
 
 /// Starts the threads of a freshly authenticated connection and returns its table entry.
-pub fn start(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: Identity, initiator: String) -> std::io::Result<Conn> {
+pub fn start(inner: &Arc<Inner>, id: u64, link: Link, peer: Identity, initiator: String) -> std::io::Result<Conn> {
     let (tx, rx) = crossbeam_channel::bounded(inner.cfg.outbound_frames_max);
-    let (reader, writer) = (stream.try_clone()?, stream.try_clone()?);
+    let stream = link.socket().try_clone()?;
+    let (reader, writer) = link.split(tx.clone())?;
     let name = peer.name.clone();
     thread::Builder::new().name(format!("mesh-w-{name}")).spawn(move || write_loop(writer, rx))?;
     let (inner2, peer2) = (inner.clone(), peer.clone());
@@ -46,7 +48,7 @@ pub fn start(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: Identity, ini
     Ok(Conn { id, peer, initiator, tx, stream })
 }
 
-fn write_loop(mut stream: TcpStream, rx: Receiver<Vec<u8>>) {
+fn write_loop(mut stream: WriteHalf, rx: Receiver<Vec<u8>>) {
     let mut batch = Vec::with_capacity(WRITE_BATCH_BYTES_MAX);
     // Ends when the connection leaves the peer table (every sender dropped).
     while let Ok(first) = rx.recv() {
@@ -58,14 +60,14 @@ fn write_loop(mut stream: TcpStream, rx: Receiver<Vec<u8>>) {
                 Err(_) => break,
             }
         }
-        if stream.write_all(&batch).is_err() {
-            let _ = stream.shutdown(Shutdown::Both); // the reader sees it and reports
+        if stream.send(&batch).is_err() {
+            stream.shut_down();
             return;
         }
     }
 }
 
-fn read_loop(inner: &Arc<Inner>, id: u64, stream: TcpStream, peer: &Identity) {
+fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity) {
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let end = loop {
         let f = match frame::read(&mut r, inner.cfg.frame_bytes_max) {

@@ -5,8 +5,10 @@
 //! initiator -> responder   Hello(name_i, addr_i, incarnation_i, nonce_i)
 //! responder -> initiator   Hello(name_r, addr_r, incarnation_r, nonce_r, proof_r)
 //! initiator -> responder   Hello(proof_i)
-//! proof_x = HMAC-SHA256(secret, role_x | nonce_i | nonce_r | name_x | name_other)
+//! proof_x = HMAC-SHA256(secret, role_x | nonce_i | nonce_r | name_x | name_other | binding)
 //! ```
+//! `binding` is the TLS session's exporter value when the mesh runs over TLS (see
+//! `transport`), empty otherwise: a proof made for one TLS session is worthless in another.
 //! Each side checks the other's proof in constant time; the role label keeps one side's
 //! proof from being replayed as the other's, and fresh nonces keep an old exchange from
 //! being replayed at all. A node without the secret learns nothing and is refused.
@@ -57,23 +59,33 @@ impl From<io::Error> for HandshakeError {
     }
 }
 
-/// HMAC over the role and both nonces and names, each length-prefixed.
-fn mac(secret: &[u8], role: &[u8], nonce_i: &[u8], nonce_r: &[u8], prover: &str, other: &str) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(secret).expect("HMAC takes keys of any length");
-    for part in [role, nonce_i, nonce_r, prover.as_bytes(), other.as_bytes()] {
-        mac.update(&(part.len() as u32).to_be_bytes());
-        mac.update(part);
+/// What both proofs of one exchange cover besides the role and the names.
+struct Exchange<'a> {
+    secret: &'a [u8],
+    nonce_i: &'a [u8],
+    nonce_r: &'a [u8],
+    binding: &'a [u8],
+}
+
+impl Exchange<'_> {
+    /// HMAC over the role, both nonces, both names and the binding, each length-prefixed.
+    fn mac(&self, role: &[u8], prover: &str, other: &str) -> HmacSha256 {
+        let mut mac = HmacSha256::new_from_slice(self.secret).expect("HMAC takes keys of any length");
+        for part in [role, self.nonce_i, self.nonce_r, prover.as_bytes(), other.as_bytes(), self.binding] {
+            mac.update(&(part.len() as u32).to_be_bytes());
+            mac.update(part);
+        }
+        mac
     }
-    mac
-}
 
-fn proof(secret: &[u8], role: &[u8], nonce_i: &[u8], nonce_r: &[u8], me: &str, other: &str) -> [u8; 32] {
-    mac(secret, role, nonce_i, nonce_r, me, other).finalize().into_bytes().into()
-}
+    fn proof(&self, role: &[u8], me: &str, other: &str) -> [u8; 32] {
+        self.mac(role, me, other).finalize().into_bytes().into()
+    }
 
-/// Constant-time check of a proof made by `them`.
-fn verify(secret: &[u8], role: &[u8], nonce_i: &[u8], nonce_r: &[u8], them: &str, me: &str, got: &[u8]) -> bool {
-    mac(secret, role, nonce_i, nonce_r, them, me).verify_slice(got).is_ok()
+    /// Constant-time check of a proof made by `them`.
+    fn verify(&self, role: &[u8], them: &str, me: &str, got: &[u8]) -> bool {
+        self.mac(role, them, me).verify_slice(got).is_ok()
+    }
 }
 
 /// Length-prefixed fields in one Hello payload.
@@ -130,28 +142,28 @@ fn nonce() -> [u8; NONCE_BYTES] {
 }
 
 /// The dialling side; returns who answered.
-pub fn initiate(s: &mut (impl Read + Write), secret: &[u8], me: &Identity) -> Result<Identity, HandshakeError> {
+pub fn initiate(s: &mut (impl Read + Write), secret: &[u8], me: &Identity, binding: &[u8]) -> Result<Identity, HandshakeError> {
     let nonce_i = nonce();
     let addr = me.addr.to_string();
     send_hello(s, &[me.name.as_bytes(), addr.as_bytes(), &me.incarnation.to_be_bytes(), &nonce_i])?;
     let f = read_hello(s, 5)?;
     let them = identity(&f[0], &f[1], &f[2])?;
-    let nonce_r = &f[3];
-    if !verify(secret, b"responder", &nonce_i, nonce_r, &them.name, &me.name, &f[4]) {
+    let x = Exchange { secret, nonce_i: &nonce_i, nonce_r: &f[3], binding };
+    if !x.verify(b"responder", &them.name, &me.name, &f[4]) {
         return Err(HandshakeError::Refused(format!("{} ({}) does not know the cluster secret", them.name, them.addr)));
     }
-    send_hello(s, &[&proof(secret, b"initiator", &nonce_i, nonce_r, &me.name, &them.name)])?;
+    send_hello(s, &[&x.proof(b"initiator", &me.name, &them.name)])?;
     Ok(them)
 }
 
 /// The accepting side; returns who dialled.
-pub fn respond(s: &mut (impl Read + Write), secret: &[u8], me: &Identity) -> Result<Identity, HandshakeError> {
+pub fn respond(s: &mut (impl Read + Write), secret: &[u8], me: &Identity, binding: &[u8]) -> Result<Identity, HandshakeError> {
     let f = read_hello(s, 4)?;
     let them = identity(&f[0], &f[1], &f[2])?;
-    let nonce_i = &f[3];
     let nonce_r = nonce();
+    let x = Exchange { secret, nonce_i: &f[3], nonce_r: &nonce_r, binding };
     let addr = me.addr.to_string();
-    let p = proof(secret, b"responder", nonce_i, &nonce_r, &me.name, &them.name);
+    let p = x.proof(b"responder", &me.name, &them.name);
     send_hello(s, &[me.name.as_bytes(), addr.as_bytes(), &me.incarnation.to_be_bytes(), &nonce_r, &p])?;
     // A node with the secret always answers with its proof; one that hangs up here found
     // our proof wrong, so it does not have the secret.
@@ -162,7 +174,7 @@ pub fn respond(s: &mut (impl Read + Write), secret: &[u8], me: &Identity) -> Res
         )),
         other => other,
     })?;
-    if !verify(secret, b"initiator", nonce_i, &nonce_r, &them.name, &me.name, &f[0]) {
+    if !x.verify(b"initiator", &them.name, &me.name, &f[0]) {
         return Err(HandshakeError::Refused(format!("{} ({}) does not know the cluster secret", them.name, them.addr)));
     }
     Ok(them)
@@ -179,15 +191,22 @@ mod tests {
         Identity { name: name.into(), addr: "127.0.0.1:1".parse().unwrap(), incarnation: 7 }
     }
 
-    fn exchange(secret_i: &'static [u8], secret_r: &'static [u8]) -> (Result<Identity, HandshakeError>, Result<Identity, HandshakeError>) {
+    type Outcome = Result<Identity, HandshakeError>;
+
+    fn exchange(secret_i: &'static [u8], secret_r: &'static [u8]) -> (Outcome, Outcome) {
+        bound_exchange((secret_i, b""), (secret_r, b""))
+    }
+
+    /// Each side with its secret and the binding it sees.
+    fn bound_exchange(i: (&'static [u8], &'static [u8]), r: (&'static [u8], &'static [u8])) -> (Outcome, Outcome) {
         let l = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = l.local_addr().unwrap();
         let responder = thread::spawn(move || {
             let (mut s, _) = l.accept().unwrap();
-            respond(&mut s, secret_r, &id("b"))
+            respond(&mut s, r.0, &id("b"), r.1)
         });
         let mut s = TcpStream::connect(addr).unwrap();
-        let initiated = initiate(&mut s, secret_i, &id("a"));
+        let initiated = initiate(&mut s, i.0, &id("a"), i.1);
         drop(s); // a refused initiator hangs up, as the mesh does
         (initiated, responder.join().unwrap())
     }
@@ -209,8 +228,21 @@ mod tests {
 
     #[test]
     fn a_proof_is_bound_to_its_role() {
-        let p = proof(b"k", b"responder", b"n1", b"n2", "a", "b");
-        assert!(verify(b"k", b"responder", b"n1", b"n2", "a", "b", &p));
-        assert!(!verify(b"k", b"initiator", b"n1", b"n2", "a", "b", &p));
+        let x = Exchange { secret: b"k", nonce_i: b"n1", nonce_r: b"n2", binding: b"" };
+        let p = x.proof(b"responder", "a", "b");
+        assert!(x.verify(b"responder", "a", "b", &p));
+        assert!(!x.verify(b"initiator", "a", "b", &p));
+    }
+
+    #[test]
+    fn proofs_made_for_another_tls_session_are_refused() {
+        // A node in the middle relays the hellos between two TLS sessions of its own; each
+        // end sees a different exporter value, so neither accepts the other's proof.
+        let secret: &[u8] = b"0123456789abcdef";
+        let (i, r) = bound_exchange((secret, b"session-1"), (secret, b"session-2"));
+        assert!(matches!(i, Err(HandshakeError::Refused(_))), "{i:?}");
+        assert!(matches!(r, Err(HandshakeError::Refused(_))), "{r:?}");
+        let (i, r) = bound_exchange((secret, b"session-1"), (secret, b"session-1"));
+        assert!(i.is_ok() && r.is_ok());
     }
 }

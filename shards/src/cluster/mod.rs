@@ -17,15 +17,14 @@
 //! - [`frame`]: the versioned, length-prefixed frame.
 //! - [`handshake`]: HMAC challenge-response with the cluster secret.
 //! - [`membership`]: the pure up/suspect/down state machine (simulated from a seed in tests).
+//! - [`transport`]: plain TCP or TLS (rustls), and the handshake's binding to the TLS session.
 //! - [`connection`]: one authenticated connection's reader and writer threads.
-//!
-//! Not here yet: encryption of mesh traffic (run the mesh on a private network, or add
-//! rustls on these streams); the secret authenticates, it does not hide.
 
 pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod membership;
+pub mod transport;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -41,6 +40,7 @@ use rand::Rng;
 use connection::Conn;
 use handshake::{HandshakeError, Identity};
 use membership::{Change, Member, MemberStatus, Membership};
+use transport::{Link, MeshTls};
 
 /// Everything the mesh needs; the server fills it from its `[cluster]` section.
 #[derive(Clone, Debug)]
@@ -57,6 +57,9 @@ pub struct ClusterConfig {
     pub frame_bytes_max: usize,
     /// Messages queued per core before a reader waits.
     pub inbound_messages_max: usize,
+    /// Encrypt the mesh; every node must agree (one speaking plain TCP to a TLS node fails
+    /// the handshake and is refused).
+    pub tls: Option<MeshTls>,
 }
 
 /// Pause before the first redial of an address, doubled up to [`RECONNECT_MAX`].
@@ -254,16 +257,16 @@ impl Inner {
     }
 
     /// Adds an authenticated connection, unless one to that node is already preferred.
-    fn register(self: &Arc<Self>, stream: TcpStream, peer: Identity, initiator: String) {
+    fn register(self: &Arc<Self>, stream: Link, peer: Identity, initiator: String) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.set_read_timeout(None);
-        let _ = stream.set_nodelay(true);
+        let _ = stream.socket().set_read_timeout(None);
+        let _ = stream.socket().set_nodelay(true);
         let node = membership::node_id(&peer.name);
         let mut peers = self.peers.lock().expect("peer table");
         if let Some(old) = peers.get(&node) {
             let keep_old = old.peer.incarnation == peer.incarnation && old.initiator < initiator;
             if keep_old {
-                let _ = stream.shutdown(std::net::Shutdown::Both);
+                let _ = stream.socket().shutdown(std::net::Shutdown::Both);
                 return;
             }
             old.close();
@@ -309,20 +312,27 @@ impl Inner {
 
 fn accept_loop(inner: &Arc<Inner>, listener: TcpListener) {
     for stream in listener.incoming() {
-        let Ok(mut stream) = stream else { continue };
+        let Ok(stream) = stream else { continue };
         let inner = inner.clone();
         let _ = thread::Builder::new().name("mesh-hello".into()).spawn(move || {
             let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-            match handshake::respond(&mut stream, &inner.cfg.secret, &inner.me) {
-                Ok(peer) => {
+            match accept(&inner, stream) {
+                Ok((link, peer)) => {
                     let initiator = peer.name.clone();
-                    inner.register(stream, peer, initiator);
+                    inner.register(link, peer, initiator);
                 }
                 Err(e) => log_handshake_failure(&from, &e),
             }
         });
     }
+}
+
+fn accept(inner: &Inner, stream: TcpStream) -> Result<(Link, Identity), HandshakeError> {
+    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let mut link = Link::accept(stream, inner.cfg.tls.as_ref()).map_err(tls_refused)?;
+    let binding = link.binding()?;
+    let peer = handshake::respond(&mut link, &inner.cfg.secret, &inner.me, &binding)?;
+    Ok((link, peer))
 }
 
 fn dial_loop(inner: &Arc<Inner>, addr: SocketAddr) {
@@ -353,11 +363,23 @@ fn dial_loop(inner: &Arc<Inner>, addr: SocketAddr) {
     }
 }
 
-fn connect(inner: &Inner, addr: SocketAddr) -> Result<(TcpStream, Identity), HandshakeError> {
-    let mut stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
+fn connect(inner: &Inner, addr: SocketAddr) -> Result<(Link, Identity), HandshakeError> {
+    let stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
     stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
-    let peer = handshake::initiate(&mut stream, &inner.cfg.secret, &inner.me)?;
-    Ok((stream, peer))
+    let mut link = Link::dial(stream, inner.cfg.tls.as_ref()).map_err(tls_refused)?;
+    let binding = link.binding()?;
+    let peer = handshake::initiate(&mut link, &inner.cfg.secret, &inner.me, &binding)?;
+    Ok((link, peer))
+}
+
+/// A TLS handshake that fails on a live connection is a peer that does not speak the
+/// mesh's TLS setting (or is no node at all): refused, and logged as such. A connection
+/// that simply ended is left for the redial.
+fn tls_refused(e: std::io::Error) -> HandshakeError {
+    match e.kind() {
+        io::ErrorKind::InvalidData | io::ErrorKind::Other => HandshakeError::Refused(format!("TLS handshake: {e}")),
+        _ => HandshakeError::Io(e),
+    }
 }
 
 fn log_handshake_failure(from: &str, e: &HandshakeError) {

@@ -21,7 +21,15 @@ fn config(name: &str, listen: SocketAddr, seeds: Vec<SocketAddr>, secret: &[u8])
         outbound_frames_max: 1024,
         frame_bytes_max: 1 << 20,
         inbound_messages_max: 1024,
+        tls: None,
     }
+}
+
+/// Mesh TLS from a fresh self-signed certificate, as a dev node has.
+fn mesh_tls() -> Option<transport::MeshTls> {
+    let cert = rcgen::generate_simple_self_signed(vec!["node.test".into()]).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(cert.key_pair.serialize_der().into());
+    Some(transport::MeshTls::new(vec![cert.cert.der().clone()], key).unwrap())
 }
 
 /// The next membership update a core receives, skipping frames.
@@ -114,4 +122,38 @@ fn a_node_whose_core_stops_reading_still_hears_its_peers() {
         }
     }
     assert_eq!(got, (0..sent).collect::<Vec<_>>());
+}
+
+#[test]
+fn over_tls_frames_of_every_size_arrive_in_order_and_a_plain_node_is_refused() {
+    let secret = b"0123456789abcdef";
+    let (a, b, p) = (free_addr(), free_addr(), free_addr());
+    let tls = |name, listen, seeds| ClusterConfig { tls: mesh_tls(), ..config(name, listen, seeds, secret) };
+    let (na, ra) = Cluster::start(tls("a", a, vec![]), 1).unwrap();
+    let (_nb, rb) = Cluster::start(tls("b", b, vec![a]), 1).unwrap();
+    until_ring(&ra[0], &["a", "b"]);
+    until_ring(&rb[0], &["a", "b"]);
+    // Sizes past one TLS record (16 KiB) and one socket read (64 KiB).
+    let sizes = [0usize, 1, 100, 16_385, 70_000, 300_000, 5];
+    let deadline = Instant::now() + WAIT;
+    for (i, &n) in sizes.iter().enumerate() {
+        let payload = vec![i as u8; n];
+        while na.send(membership::node_id("b"), 0, &payload).is_err() {
+            assert!(Instant::now() < deadline, "a never connected to b");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let mut got = Vec::new();
+    while got.len() < sizes.len() {
+        if let Inbound::Frame(p) = rb[0].recv_timeout(WAIT).unwrap() {
+            assert!(p.iter().all(|&x| x == got.len() as u8), "frame {} garbled", got.len());
+            got.push(p.len());
+        }
+    }
+    assert_eq!(got, sizes);
+    // A node that speaks plain TCP never joins.
+    let (np, _rp) = Cluster::start(config("plain", p, vec![a], secret), 1).unwrap();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(na.status().len(), 2, "a lists only itself and b");
+    assert_eq!(np.status().len(), 1);
 }
