@@ -74,6 +74,9 @@ roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
 blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more -> <resource-constraint/>
+pep_item_bytes_max = 131072           # XEP-0163: one published item's payload, in bytes (room for an avatar); larger -> <payload-too-big/>
+pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <resource-constraint/>
+pep_node_items_max = 256              # XEP-0163: items one node may keep (publish-options max_items up to this; 'max' = this)
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -213,6 +216,9 @@ pub struct Limits {
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
     pub blocklist_items_max: usize,
+    pub pep_item_bytes_max: usize,
+    pub pep_nodes_max: usize,
+    pub pep_node_items_max: usize,
 }
 
 impl Default for Config {
@@ -298,6 +304,9 @@ impl Default for Limits {
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
             blocklist_items_max: 1000,
+            pep_item_bytes_max: 131_072,
+            pep_nodes_max: 64,
+            pep_node_items_max: 256,
         }
     }
 }

@@ -46,6 +46,8 @@ pub struct CoreState {
     pub archive_ids: ArchiveIds,
     /// XEP-0115: the server's `<c/>` stream feature, hashed once from its features.
     pub caps: minidom::Element,
+    /// XEP-0115: what the caps hashes of clients seen on this core stand for.
+    pub client_caps: crate::modules::entity_caps::Cache,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -68,6 +70,7 @@ impl CoreState {
             peers: PeerLimits::new(&cfg.limits),
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
+            client_caps: Default::default(),
             cfg,
             ring: RefCell::new(ring),
             link,
@@ -214,6 +217,7 @@ impl CoreState {
             | UserMsg::ErrorReply(_)
             | UserMsg::OwnPresence { .. }
             | UserMsg::Carbons { .. }
+            | UserMsg::PepInterest { .. }
             | UserMsg::OutboundSubscription(_)
             | UserMsg::AccountIq { .. } => tx.force_send(msg),
             other => {

@@ -6,6 +6,8 @@
 //! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
 //! awaited here, so only this user waits for the disk, never the core.
 
+mod pep;
+
 use std::collections::BTreeMap;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,8 +21,9 @@ use super::envelope::{SessionAddr, SessionMsg, UserMsg};
 use crate::modules::blocking::{self, BlockList};
 use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
+use crate::modules::entity_caps::Interests;
 use crate::modules::subscription::{self, SubType};
-use crate::modules::{mam, offline, roster, vcard, IqAnswer};
+use crate::modules::{disco, mam, offline, roster, vcard, IqAnswer};
 use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
 use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
@@ -45,6 +48,8 @@ struct Resource {
     told_carbon_peers: Option<bool>,
     /// XEP-0186: its presence reaches only the user's own resources.
     invisible: bool,
+    /// XEP-0163: the PEP nodes its client wants events from.
+    pep_interest: Interests,
 }
 
 struct UserChannel {
@@ -56,6 +61,8 @@ struct UserChannel {
     /// XEP-0191, shared with the user's sessions, which check outbound stanzas against it.
     blocked: Arc<BlockList>,
     resources: Vec<Resource>,
+    /// XEP-0163: the user's PEP nodes.
+    pep: crate::modules::pep::Service,
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
@@ -131,7 +138,7 @@ impl UserChannel {
         } else {
             BlockList::default()
         };
-        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new() }
+        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new(), pep: Default::default() }
     }
 
     async fn handle(&mut self, msg: UserMsg) {
@@ -152,10 +159,13 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
-            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons } => {
-                self.rebind(resource, session, presence, roster_interested, resume_id, carbons);
+            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons, pep_interest } => {
+                self.rebind(resource, session, presence, roster_interested, resume_id, carbons, pep_interest);
                 self.tell_carbon_peers().await;
             }
+            UserMsg::PepInterest { resource, nodes } => self.pep_interest(&resource, nodes).await,
+            UserMsg::PepEvent { node, stanza } => self.pep_event(&node, &stanza).await,
+            UserMsg::PepLast { to, nodes } => self.pep_send_last(&to, &nodes).await,
             UserMsg::Carbons { resource, enabled } => {
                 if let Some(idx) = self.index_of(&resource) {
                     self.resources[idx].carbons = enabled;
@@ -197,6 +207,7 @@ impl UserChannel {
             carbons: false,
             told_carbon_peers: None,
             invisible: false,
+            pep_interest: Interests::default(),
         });
         self.tell_carbon_peers().await;
         if !self.blocked.is_empty() {
@@ -212,6 +223,7 @@ impl UserChannel {
         roster_interested: bool,
         resume_id: Option<Arc<str>>,
         carbons: bool,
+        pep_interest: Interests,
     ) {
         self.resources.retain(|r| r.session != session);
         self.resources.push(Resource {
@@ -225,6 +237,7 @@ impl UserChannel {
             carbons,
             told_carbon_peers: None,
             invisible: false,
+            pep_interest,
         });
     }
 
@@ -377,17 +390,22 @@ impl UserChannel {
         }
     }
 
-    /// To each contact subscribed to this user's presence and not blocked (XEP-0191 §3.3).
+    /// To each contact subscribed to this user's presence and not blocked.
     async fn to_contacts(&self, stanza: &Stanza) {
-        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
-            if let Ok(contact) = BareJid::new(&item.jid) {
-                let contact = Jid::from(contact);
-                if !self.blocked.blocks(&contact) {
-                    let copy = stanza.readdressed(contact);
-                    self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(copy)).await;
-                }
-            }
+        for contact in self.subscribers() {
+            let copy = stanza.readdressed(contact);
+            self.core.send_to_user(copy.to.to_string().into(), UserMsg::Inbound(copy)).await;
         }
+    }
+
+    /// The contacts subscribed to this user's presence (`from`, `both`) and not blocked
+    /// (XEP-0191 §3.3): who sees the user's presence, and its PEP events.
+    fn subscribers(&self) -> impl Iterator<Item = Jid> + '_ {
+        self.roster
+            .values()
+            .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+            .filter_map(|i| BareJid::new(&i.jid).ok().map(Jid::from))
+            .filter(|contact| !self.blocked.blocks(contact))
     }
 
     async fn broadcast_unavailable(&self, resource: &str) {
@@ -429,6 +447,8 @@ impl UserChannel {
         if self.resources[idx].priority >= 0 {
             self.flush_offline(idx).await;
         }
+        let pep_interest = self.resources[idx].pep_interest.clone();
+        self.pep_request_last(idx, pep_interest).await;
     }
 
     async fn flush_offline(&self, idx: usize) {
@@ -582,6 +602,7 @@ impl UserChannel {
             ns::ROSTER => self.roster_answer(idx, &stanza.type_, &payload).await,
             ns::BLOCKING => self.blocking_answer(&stanza.type_, &payload).await,
             ns::INVISIBLE => self.invisible_answer(idx, &stanza.type_, &payload).await,
+            ns::PUBSUB => self.pep_owner_answer(&stanza.type_, &payload).await,
             _ => Err(StanzaError::ServiceUnavailable),
         };
         let reply = match outcome {
@@ -796,17 +817,30 @@ impl UserChannel {
         }
     }
 
-    /// RFC 6120 §10.5.4: an IQ to the bare JID is answered by the server for the account;
-    /// here, reading its vCard (XEP-0054 §3.1).
-    async fn iq_for_account(&self, stanza: &Stanza) {
+    /// RFC 6120 §10.5.4: an IQ to the bare JID is answered by the server for the account:
+    /// reading its vCard (XEP-0054 §3.1), its disco#info (XEP-0030), its PEP (XEP-0163).
+    async fn iq_for_account(&mut self, stanza: &Stanza) {
         let iq = stanza.element();
-        let asks_vcard = iq.attr("type") == Some("get") && iq.get_child("vCard", ns::VCARD).is_some();
-        if !asks_vcard {
-            return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await;
-        }
-        let payload = match vcard::answer_for_account(&self.core.storage, self.jid.to_string()).await {
-            IqAnswer::Result(payload) => payload,
-            _ => return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await,
+        let type_ = iq.attr("type").unwrap_or("");
+        let Some(payload) = iq.children().next() else {
+            return bounce(&self.core, stanza, StanzaError::BadRequest).await;
+        };
+        let answer = match (type_, payload.ns().as_str()) {
+            ("get", ns::VCARD) if payload.name() == "vCard" => {
+                match vcard::answer_for_account(&self.core.storage, self.jid.to_string()).await {
+                    IqAnswer::Result(payload) => Ok(payload),
+                    _ => Err(StanzaError::ServiceUnavailable),
+                }
+            }
+            // XEP-0030 §3.1: nodes of an account are not listed, so none is known.
+            ("get", ns::DISCO_INFO) if payload.attr("node").is_some() => Err(StanzaError::ItemNotFound),
+            ("get", ns::DISCO_INFO) => Ok(Some(disco::account_info(&self.core.cfg, false))),
+            ("get" | "set", ns::PUBSUB) => self.pep_answer_other(&stanza.from, type_, payload).await,
+            _ => Err(StanzaError::ServiceUnavailable),
+        };
+        let payload = match answer {
+            Ok(payload) => payload,
+            Err(e) => return bounce(&self.core, stanza, e).await,
         };
         let id = iq.attr("id").unwrap_or("");
         let el = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], payload.into_iter().collect());
