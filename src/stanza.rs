@@ -191,6 +191,9 @@ pub enum StanzaError {
     PreconditionNotMet,
     /// XEP-0060: `<feature-not-implemented/>` with `<unsupported feature='...'/>`.
     Unsupported(&'static str),
+    /// XEP-0357 enable naming another domain: `<remote-server-not-found/>`, with a text that
+    /// says why (no server-to-server links, so app servers must be local).
+    RemotePushService,
 }
 
 impl StanzaError {
@@ -208,7 +211,7 @@ impl StanzaError {
             StanzaError::NotAcceptable | StanzaError::Blocked | StanzaError::PayloadTooBig => "not-acceptable",
             StanzaError::NotAllowed | StanzaError::ClosedNode => "not-allowed",
             StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired => "not-authorized",
-            StanzaError::RemoteServerNotFound => "remote-server-not-found",
+            StanzaError::RemoteServerNotFound | StanzaError::RemotePushService => "remote-server-not-found",
             StanzaError::ResourceConstraint => "resource-constraint",
             StanzaError::ServiceUnavailable => "service-unavailable",
             StanzaError::Conflict | StanzaError::PreconditionNotMet => "conflict",
@@ -233,7 +236,10 @@ impl StanzaError {
             | StanzaError::NotAllowed
             | StanzaError::NotAuthorized
             | StanzaError::PresenceSubscriptionRequired => "auth",
-            StanzaError::RemoteServerNotFound | StanzaError::ServiceUnavailable | StanzaError::Blocked => "cancel",
+            StanzaError::RemoteServerNotFound
+            | StanzaError::RemotePushService
+            | StanzaError::ServiceUnavailable
+            | StanzaError::Blocked => "cancel",
             StanzaError::ResourceConstraint => "wait",
         }
     }
@@ -249,15 +255,16 @@ impl StanzaError {
         let mut error = Element::bare("error", ns::CLIENT);
         set_attr(&mut error, "type", Some(self.error_type().into()));
         error.append_child(Element::bare(self.condition(), ns::STANZA_ERRORS));
-        if let Some(specific) = self.application_condition() {
-            error.append_child(specific);
+        if let Some(detail) = self.detail() {
+            error.append_child(detail);
         }
         reply.append_child(error);
         reply
     }
 
-    /// The application-specific condition that goes with the defined one (RFC 6120 §8.3.2).
-    fn application_condition(self) -> Option<Element> {
+    /// What goes with the defined condition (RFC 6120 §8.3.2): an application-specific
+    /// condition, or a text.
+    fn detail(self) -> Option<Element> {
         let pubsub = |name| Some(Element::bare(name, ns::PUBSUB_ERRORS));
         match self {
             StanzaError::Blocked => Some(Element::bare("blocked", ns::BLOCKING_ERRORS)),
@@ -270,6 +277,11 @@ impl StanzaError {
             StanzaError::ClosedNode => pubsub("closed-node"),
             StanzaError::PreconditionNotMet => pubsub("precondition-not-met"),
             StanzaError::Unsupported(feature) => Some(build("unsupported", ns::PUBSUB_ERRORS, &[("feature", feature)], vec![])),
+            StanzaError::RemotePushService => Some(text_el(
+                "text",
+                ns::STANZA_ERRORS,
+                "this server has no server-to-server links: the push service must be a client on its own domain",
+            )),
             _ => None,
         }
     }

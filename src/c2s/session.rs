@@ -75,6 +75,10 @@ pub struct BoundSession {
     /// caps query it has yet to answer.
     pep_interest: Interests,
     caps_query: Option<Pending>,
+    /// XEP-0198: the connection is lost and the session waits to be resumed.
+    hibernating: bool,
+    /// XEP-0357: what the UserChannel was last told of whether the client sees messages now.
+    told_dormant: bool,
 }
 
 /// A stream's successful XEP-0198 resumption: its new address (already the resource's in
@@ -129,6 +133,8 @@ impl BoundSession {
             replay: None,
             pep_interest: Interests::default(),
             caps_query: None,
+            hibernating: false,
+            told_dormant: false,
         }
     }
 
@@ -195,6 +201,8 @@ impl BoundSession {
     async fn hibernate(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
         let timeout = Duration::from_secs(self.core.cfg.stream_management.resume_timeout_secs);
         let deadline = Instant::now() + timeout;
+        self.hibernating = true;
+        self.tell_dormant().await;
         loop {
             let mail = future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -300,6 +308,7 @@ impl BoundSession {
     /// XEP-0352 `<active/>` or `<inactive/>`; becoming active sends what was held.
     async fn on_csi(&mut self, active: bool) -> Result<(), ConnEnd> {
         self.inactive = !active;
+        self.tell_dormant().await;
         if active && !self.held.is_empty() {
             let mut batch = String::new();
             let held = self.held.take();
@@ -736,6 +745,19 @@ impl BoundSession {
             pep_interest: self.pep_interest.clone(),
         };
         self.core.send_to_user(self.bare.clone(), msg).await;
+        self.told_dormant = false; // the new owner knows nothing of it yet
+        self.tell_dormant().await;
+    }
+
+    /// XEP-0357: tells the UserChannel whether this client sees messages now, so it knows
+    /// when a message should wake the phone instead.
+    async fn tell_dormant(&mut self) {
+        let dormant = self.inactive || self.hibernating;
+        if dormant != self.told_dormant {
+            self.told_dormant = dormant;
+            let msg = UserMsg::Dormant { session: self.addr, dormant };
+            self.core.send_to_user(self.bare.clone(), msg).await;
+        }
     }
 
     async fn send_unavailable_to_directed(&mut self) {

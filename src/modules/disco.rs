@@ -11,7 +11,8 @@ use crate::xml::ns;
 
 /// disco#info of an account, as its owner (`to_owner`) or anyone else sees it.
 pub fn account_info(cfg: &Config, to_owner: bool) -> Element {
-    let identities = [("account", "registered")].into_iter().chain(ACCOUNT_IQS.iter().filter_map(|a| a.identity));
+    let served = ACCOUNT_IQS.iter().filter(|a| to_owner || a.public).filter_map(|a| a.identity);
+    let identities = [("account", "registered")].into_iter().chain(served);
     let mut children: Vec<Element> =
         identities.map(|(category, type_)| build("identity", ns::DISCO_INFO, &[("category", category), ("type", type_)], vec![])).collect();
     children.extend(account_features(cfg, to_owner).into_iter().map(feature));

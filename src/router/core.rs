@@ -48,6 +48,8 @@ pub struct CoreState {
     pub caps: minidom::Element,
     /// XEP-0115: what the caps hashes of clients seen on this core stand for.
     pub client_caps: crate::modules::entity_caps::Cache,
+    /// XEP-0357: the pace of pushes for the users this core owns.
+    pub push_limiter: crate::modules::push::RateLimiter,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -71,6 +73,7 @@ impl CoreState {
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
             client_caps: Default::default(),
+            push_limiter: Default::default(),
             cfg,
             ring: RefCell::new(ring),
             link,
@@ -218,6 +221,7 @@ impl CoreState {
             | UserMsg::OwnPresence { .. }
             | UserMsg::Carbons { .. }
             | UserMsg::PepInterest { .. }
+            | UserMsg::Dormant { .. }
             | UserMsg::OutboundSubscription(_)
             | UserMsg::AccountIq { .. } => tx.force_send(msg),
             other => {

@@ -76,6 +76,9 @@ pub enum UserMsg {
     /// XEP-0163 §4.3.4: the resource `to` (a full JID) came to want `nodes`: send it the last
     /// item of each this user's access models let it see.
     PepLast { to: Arc<str>, nodes: Interests },
+    /// XEP-0357: the session's client will not see messages now (its connection is lost
+    /// and it waits to be resumed, XEP-0198, or it said it is inactive, XEP-0352), or will again.
+    Dormant { session: SessionAddr, dormant: bool },
     /// XEP-0198: the session holding `resource` may be resumed with `resume_id`.
     Resumable { session: SessionAddr, resume_id: Arc<str> },
     /// XEP-0198: a new stream of this user asks to take over the session that enabled

@@ -7,6 +7,7 @@
 //! awaited here, so only this user waits for the disk, never the core.
 
 mod pep;
+mod push;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -50,6 +51,8 @@ struct Resource {
     invisible: bool,
     /// XEP-0163: the PEP nodes its client wants events from.
     pep_interest: Interests,
+    /// XEP-0357: its client does not see messages now (hibernating, or inactive).
+    dormant: bool,
 }
 
 struct UserChannel {
@@ -63,6 +66,8 @@ struct UserChannel {
     resources: Vec<Resource>,
     /// XEP-0163: the user's PEP nodes.
     pep: crate::modules::pep::Service,
+    /// XEP-0357: the user's push registrations, read when first needed.
+    push: Option<Vec<crate::modules::push::Registration>>,
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
@@ -138,7 +143,7 @@ impl UserChannel {
         } else {
             BlockList::default()
         };
-        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new(), pep: Default::default() }
+        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new(), pep: Default::default(), push: None }
     }
 
     async fn handle(&mut self, msg: UserMsg) {
@@ -173,6 +178,11 @@ impl UserChannel {
                 }
             }
             UserMsg::Sent(stanza) => self.carbon_copies(Direction::Sent, &stanza, &[]).await,
+            UserMsg::Dormant { session, dormant } => {
+                if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
+                    r.dormant = dormant;
+                }
+            }
             UserMsg::Resumable { session, resume_id } => {
                 if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
                     r.resume_id = Some(resume_id);
@@ -208,6 +218,7 @@ impl UserChannel {
             told_carbon_peers: None,
             invisible: false,
             pep_interest: Interests::default(),
+            dormant: false,
         });
         self.tell_carbon_peers().await;
         if !self.blocked.is_empty() {
@@ -238,6 +249,7 @@ impl UserChannel {
             told_carbon_peers: None,
             invisible: false,
             pep_interest,
+            dormant: false,
         });
     }
 
@@ -252,6 +264,7 @@ impl UserChannel {
         };
         let old = std::mem::replace(&mut r.session, session);
         r.told_carbon_peers = None; // the new session starts without knowing
+        r.dormant = false; // a live stream, active until it says otherwise (XEP-0352)
         self.core.send_to_session(old, SessionMsg::TakeOver { by: session, h }).await;
         self.tell_carbon_peers().await;
         if !self.blocked.is_empty() {
@@ -300,7 +313,9 @@ impl UserChannel {
                     self.deliver(idx, stanza.xml.clone()).await;
                 }
             }
-            Route::Offline => self.store_offline(&stanza).await,
+            Route::Offline => {
+                self.store_offline(&stanza).await;
+            }
             Route::Bounce | Route::Drop => {}
         }
     }
@@ -603,6 +618,7 @@ impl UserChannel {
             ns::BLOCKING => self.blocking_answer(&stanza.type_, &payload).await,
             ns::INVISIBLE => self.invisible_answer(idx, &stanza.type_, &payload).await,
             ns::PUBSUB => self.pep_owner_answer(&stanza.type_, &payload).await,
+            ns::PUSH => self.push_answer(&stanza.type_, &payload).await,
             _ => Err(StanzaError::ServiceUnavailable),
         };
         let reply = match outcome {
@@ -769,8 +785,15 @@ impl UserChannel {
                     self.deliver(idx, stanza.xml.clone()).await;
                 }
                 self.carbon_copies(Direction::Received, &stanza, &targets).await;
+                if targets.iter().all(|&idx| self.resources[idx].dormant) {
+                    self.push_notify(&stanza).await;
+                }
             }
-            Route::Offline => self.store_offline(&stanza).await,
+            Route::Offline => {
+                if self.store_offline(&stanza).await {
+                    self.push_notify(&stanza).await;
+                }
+            }
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
             Route::Drop => {}
         }
@@ -794,17 +817,22 @@ impl UserChannel {
         stamped
     }
 
-    async fn store_offline(&self, stanza: &Stanza) {
+    /// Stores the message for later, or answers its sender why not; true if stored.
+    async fn store_offline(&self, stanza: &Stanza) -> bool {
         let stored = offline::stored_form(stanza.element(), &self.core.cfg.domain);
         let max = self.core.cfg.limits.offline_messages_max;
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
-            Ok(true) => self.core.counters.offline_stored.inc(),
+            Ok(true) => {
+                self.core.counters.offline_stored.inc();
+                return true;
+            }
             Ok(false) => bounce(&self.core, stanza, StanzaError::ResourceConstraint).await,
             Err(e) => {
                 log::error!("{}: offline message not stored: {e}", self.jid);
                 bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await
             }
         }
+        false
     }
 
     async fn inbound_iq(&mut self, stanza: Stanza) {

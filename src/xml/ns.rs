@@ -71,3 +71,5 @@ pub const CAPS: &str = "http://jabber.org/protocol/caps";
 /// XEP-0084 User Avatar: the image node and the metadata node.
 pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
 pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+/// XEP-0357 Push Notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";
