@@ -358,7 +358,7 @@ impl Service {
             chosen.drain(..chosen.len().saturating_sub(max));
         }
         let mut items = Items::new(&name);
-        items.items = chosen.into_iter().filter_map(|i| Some(Item { id: Some(ItemId(i.id.clone())), publisher: None, payload: i.payload.parse().ok() })).collect();
+        items.items = chosen.into_iter().map(|i| Item { id: Some(ItemId(i.id.clone())), publisher: None, payload: i.payload.parse().ok() }).collect();
         Ok(PubSub::Items(items).into())
     }
 }

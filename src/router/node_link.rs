@@ -58,6 +58,7 @@ mod tests {
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepEvent { node: "urn:x".into(), stanza: stanza() } },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepLast { to: "b@localhost/r".into(), nodes: Arc::from([Arc::from("urn:x")]) } },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::NodeDown(3) },
+            CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::Dormant { session, dormant: true } },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },
         ];
         for msg in msgs {

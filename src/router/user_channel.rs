@@ -165,7 +165,7 @@ impl UserChannel {
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
             UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons, pep_interest } => {
-                self.rebind(resource, session, presence, roster_interested, resume_id, carbons, pep_interest);
+                self.rebind(resource, session, presence, roster_interested, resume_id, carbons).pep_interest = pep_interest;
                 self.tell_carbon_peers().await;
             }
             UserMsg::PepInterest { resource, nodes } => self.pep_interest(&resource, nodes).await,
@@ -226,6 +226,8 @@ impl UserChannel {
         }
     }
 
+    /// Registers a session the ring moved here; returns its resource for the rest of what
+    /// `UserMsg::Rebind` carries.
     fn rebind(
         &mut self,
         name: Arc<str>,
@@ -234,8 +236,7 @@ impl UserChannel {
         roster_interested: bool,
         resume_id: Option<Arc<str>>,
         carbons: bool,
-        pep_interest: Interests,
-    ) {
+    ) -> &mut Resource {
         self.resources.retain(|r| r.session != session);
         self.resources.push(Resource {
             name,
@@ -248,9 +249,10 @@ impl UserChannel {
             carbons,
             told_carbon_peers: None,
             invisible: false,
-            pep_interest,
+            pep_interest: Interests::default(),
             dormant: false,
         });
+        self.resources.last_mut().expect("just added")
     }
 
     /// XEP-0198 §5: from now on the resource's stanzas go to the resuming stream, and the
