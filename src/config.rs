@@ -78,6 +78,11 @@ roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
 blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more -> <resource-constraint/>
+pep_item_bytes_max = 131072           # XEP-0163: one published item's payload, in bytes (room for an avatar); larger -> <payload-too-big/>
+pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <resource-constraint/>
+pep_node_items_max = 256              # XEP-0163: items one node may keep (publish-options max_items up to this; 'max' = this)
+push_services_max = 8                 # XEP-0357: push registrations per user; more -> <resource-constraint/>
+push_notifications_per_user_per_minute = 10  # XEP-0357: pushes for one user in any minute; messages past it are counted into the next
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -221,6 +226,11 @@ pub struct Limits {
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
     pub blocklist_items_max: usize,
+    pub pep_item_bytes_max: usize,
+    pub pep_nodes_max: usize,
+    pub pep_node_items_max: usize,
+    pub push_services_max: usize,
+    pub push_notifications_per_user_per_minute: usize,
 }
 
 impl Default for Config {
@@ -310,6 +320,11 @@ impl Default for Limits {
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
             blocklist_items_max: 1000,
+            pep_item_bytes_max: 131_072,
+            pep_nodes_max: 64,
+            pep_node_items_max: 256,
+            push_services_max: 8,
+            push_notifications_per_user_per_minute: 10,
         }
     }
 }

@@ -178,36 +178,73 @@ pub enum StanzaError {
     Conflict,
     /// XEP-0191 §3.6: `<not-acceptable/>` with `<blocked/>`: the user blocked the recipient.
     Blocked,
+    /// XEP-0060 §7.1.3.4: `<not-acceptable/>` with `<payload-too-big/>`.
+    PayloadTooBig,
+    /// XEP-0060 §7.1.3.5: `<bad-request/>` with `<invalid-payload/>`.
+    InvalidPayload,
+    /// XEP-0060 §7.1.3.6: `<bad-request/>` with `<payload-required/>`.
+    PayloadRequired,
+    /// XEP-0060 §7.2.3.3: `<bad-request/>` with `<item-required/>`.
+    ItemRequired,
+    /// XEP-0060 §7.1.3.x, §7.2.3.2: `<bad-request/>` with `<nodeid-required/>`.
+    NodeIdRequired,
+    /// XEP-0060 §6.5.9.2: `<not-authorized/>` with `<presence-subscription-required/>`.
+    PresenceSubscriptionRequired,
+    /// XEP-0060 §6.5.9.4: `<not-allowed/>` with `<closed-node/>`.
+    ClosedNode,
+    /// XEP-0060 §7.1.5: `<conflict/>` with `<precondition-not-met/>`.
+    PreconditionNotMet,
+    /// XEP-0060: `<feature-not-implemented/>` with `<unsupported feature='...'/>`.
+    Unsupported(&'static str),
+    /// XEP-0357 enable naming another domain: `<remote-server-not-found/>`, with a text that
+    /// says why (no server-to-server links, so app servers must be local).
+    RemotePushService,
 }
 
 impl StanzaError {
     pub fn condition(self) -> &'static str {
         match self {
-            StanzaError::BadRequest => "bad-request",
-            StanzaError::FeatureNotImplemented => "feature-not-implemented",
+            StanzaError::BadRequest
+            | StanzaError::InvalidPayload
+            | StanzaError::PayloadRequired
+            | StanzaError::ItemRequired
+            | StanzaError::NodeIdRequired => "bad-request",
+            StanzaError::FeatureNotImplemented | StanzaError::Unsupported(_) => "feature-not-implemented",
             StanzaError::Forbidden => "forbidden",
             StanzaError::ItemNotFound => "item-not-found",
             StanzaError::JidMalformed => "jid-malformed",
-            StanzaError::NotAcceptable | StanzaError::Blocked => "not-acceptable",
-            StanzaError::NotAllowed => "not-allowed",
-            StanzaError::NotAuthorized => "not-authorized",
-            StanzaError::RemoteServerNotFound => "remote-server-not-found",
+            StanzaError::NotAcceptable | StanzaError::Blocked | StanzaError::PayloadTooBig => "not-acceptable",
+            StanzaError::NotAllowed | StanzaError::ClosedNode => "not-allowed",
+            StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired => "not-authorized",
+            StanzaError::RemoteServerNotFound | StanzaError::RemotePushService => "remote-server-not-found",
             StanzaError::ResourceConstraint => "resource-constraint",
             StanzaError::ServiceUnavailable => "service-unavailable",
-            StanzaError::Conflict => "conflict",
+            StanzaError::Conflict | StanzaError::PreconditionNotMet => "conflict",
         }
     }
 
     fn error_type(self) -> &'static str {
         match self {
             StanzaError::BadRequest
-            | StanzaError::FeatureNotImplemented
+            | StanzaError::InvalidPayload
+            | StanzaError::PayloadRequired
+            | StanzaError::ItemRequired
+            | StanzaError::NodeIdRequired
+            | StanzaError::PayloadTooBig
             | StanzaError::JidMalformed
             | StanzaError::NotAcceptable
+            | StanzaError::FeatureNotImplemented
             | StanzaError::Conflict
             | StanzaError::ItemNotFound => "modify",
-            StanzaError::Forbidden | StanzaError::NotAllowed | StanzaError::NotAuthorized => "auth",
-            StanzaError::RemoteServerNotFound | StanzaError::ServiceUnavailable | StanzaError::Blocked => "cancel",
+            StanzaError::PreconditionNotMet | StanzaError::ClosedNode | StanzaError::Unsupported(_) => "cancel",
+            StanzaError::Forbidden
+            | StanzaError::NotAllowed
+            | StanzaError::NotAuthorized
+            | StanzaError::PresenceSubscriptionRequired => "auth",
+            StanzaError::RemoteServerNotFound
+            | StanzaError::RemotePushService
+            | StanzaError::ServiceUnavailable
+            | StanzaError::Blocked => "cancel",
             StanzaError::ResourceConstraint => "wait",
         }
     }
@@ -223,11 +260,35 @@ impl StanzaError {
         let mut error = Element::bare("error", ns::CLIENT);
         set_attr(&mut error, "type", Some(self.error_type().into()));
         error.append_child(Element::bare(self.condition(), ns::STANZA_ERRORS));
-        if self == StanzaError::Blocked {
-            error.append_child(Element::bare("blocked", ns::BLOCKING_ERRORS));
+        if let Some(detail) = self.detail() {
+            error.append_child(detail);
         }
         reply.append_child(error);
         reply
+    }
+
+    /// What goes with the defined condition (RFC 6120 §8.3.2): an application-specific
+    /// condition, or a text.
+    fn detail(self) -> Option<Element> {
+        let pubsub = |name| Some(Element::bare(name, ns::PUBSUB_ERRORS));
+        match self {
+            StanzaError::Blocked => Some(Element::bare("blocked", ns::BLOCKING_ERRORS)),
+            StanzaError::PayloadTooBig => pubsub("payload-too-big"),
+            StanzaError::InvalidPayload => pubsub("invalid-payload"),
+            StanzaError::PayloadRequired => pubsub("payload-required"),
+            StanzaError::ItemRequired => pubsub("item-required"),
+            StanzaError::NodeIdRequired => pubsub("nodeid-required"),
+            StanzaError::PresenceSubscriptionRequired => pubsub("presence-subscription-required"),
+            StanzaError::ClosedNode => pubsub("closed-node"),
+            StanzaError::PreconditionNotMet => pubsub("precondition-not-met"),
+            StanzaError::Unsupported(feature) => Some(build("unsupported", ns::PUBSUB_ERRORS, &[("feature", feature)], vec![])),
+            StanzaError::RemotePushService => Some(text_el(
+                "text",
+                ns::STANZA_ERRORS,
+                "this server has no server-to-server links: the push service must be a client on its own domain",
+            )),
+            _ => None,
+        }
     }
 }
 

@@ -18,6 +18,7 @@ use super::stream_error::StreamError;
 use crate::modules::blocking::BlockList;
 use crate::modules::csi::{self, Held, Verdict};
 use crate::modules::delivery::{self, Route};
+use crate::modules::entity_caps::{Interests, Lookup, Pending};
 use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState};
 use crate::modules::{self, offline, IqAnswer};
 use crate::router::{CoreState, Handover, SessionAddr, SessionMsg, UserMsg};
@@ -70,6 +71,14 @@ pub struct BoundSession {
     /// A resumed session's first writes: `<resumed/>`, then what the old session had not
     /// seen acknowledged, then what arrived for it during the hand-over.
     replay: Option<Vec<Arc<str>>>,
+    /// XEP-0163: the PEP nodes the client wants events from, by its XEP-0115 caps, and the
+    /// caps query it has yet to answer.
+    pep_interest: Interests,
+    caps_query: Option<Pending>,
+    /// XEP-0198: the connection is lost and the session waits to be resumed.
+    hibernating: bool,
+    /// XEP-0357: what the UserChannel was last told of whether the client sees messages now.
+    told_dormant: bool,
 }
 
 /// A stream's successful XEP-0198 resumption: its new address (already the resource's in
@@ -122,6 +131,10 @@ impl BoundSession {
             inactive: false,
             held: Held::default(),
             replay: None,
+            pep_interest: Interests::default(),
+            caps_query: None,
+            hibernating: false,
+            told_dormant: false,
         }
     }
 
@@ -134,6 +147,7 @@ impl BoundSession {
         session.presence = handover.presence.map(Box::new);
         session.roster_interested = handover.roster_interested;
         session.carbons = handover.carbons;
+        session.pep_interest = handover.pep_interest;
         updates.into_iter().for_each(|u| session.update(u));
         session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
         session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, unacked_max));
@@ -187,6 +201,8 @@ impl BoundSession {
     async fn hibernate(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
         let timeout = Duration::from_secs(self.core.cfg.stream_management.resume_timeout_secs);
         let deadline = Instant::now() + timeout;
+        self.hibernating = true;
+        self.tell_dormant().await;
         loop {
             let mail = future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -237,6 +253,7 @@ impl BoundSession {
             roster_interested: self.roster_interested,
             carbons: self.carbons,
             directed: self.directed.drain().map(|j| j.to_string()).collect(),
+            pep_interest: self.pep_interest.clone(),
         };
         self.core.send_to_session(by, SessionMsg::Resumed(Box::new(handover))).await;
     }
@@ -291,6 +308,7 @@ impl BoundSession {
     /// XEP-0352 `<active/>` or `<inactive/>`; becoming active sends what was held.
     async fn on_csi(&mut self, active: bool) -> Result<(), ConnEnd> {
         self.inactive = !active;
+        self.tell_dormant().await;
         if active && !self.held.is_empty() {
             let mut batch = String::new();
             let held = self.held.take();
@@ -567,6 +585,7 @@ impl BoundSession {
         let type_ = el.attr("type").unwrap_or("").to_owned();
         let Some(to) = to else {
             // Broadcast presence: the UserChannel fans it out (RFC 6121 §4.2, §4.5).
+            let caps = type_.is_empty().then(|| self.core.client_caps.lookup(&el, &self.core.cfg.domain, &self.jid.to_string())).flatten();
             let stanza = Stanza::seal(Kind::Presence, el, self.from(), self.own_bare());
             match type_.as_str() {
                 "" => self.presence = Some(Box::new(stanza.clone())),
@@ -578,7 +597,7 @@ impl BoundSession {
             }
             let msg = UserMsg::OwnPresence { resource: self.resource.clone(), stanza };
             self.core.send_to_user(self.bare.clone(), msg).await;
-            return Ok(());
+            return self.learn_caps(caps).await;
         };
         if let Err(e) = self.local_user(&to) {
             return self.reply_error(&el, e).await;
@@ -627,11 +646,17 @@ impl BoundSession {
             return Ok(());
         }
         if !request {
-            return Ok(()); // an answer to the server's own ping, say
+            // The answer to our XEP-0115 caps query, or to the server's own ping, say.
+            if let Some(pending) = self.caps_query.take_if(|p| el.attr("id") == Some(p.id.as_str())) {
+                if let Some(nodes) = self.core.client_caps.answer(&pending, &el) {
+                    self.set_pep_interest(nodes).await;
+                }
+            }
+            return Ok(());
         }
         let payload = el.children().next().expect("one child, checked above");
         let payload_ns = payload.ns();
-        if modules::ACCOUNT_IQS.contains(&payload_ns.as_str()) && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
+        if modules::is_account_iq(&payload_ns) && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), self.own_bare());
             self.roster_interested |= payload_ns == ns::ROSTER && &*stanza.type_ == "get";
             let msg = UserMsg::AccountIq { resource: self.resource.clone(), stanza };
@@ -666,6 +691,31 @@ impl BoundSession {
         self.send_stanza(&reply).await
     }
 
+    /// XEP-0115: what the caps of a presence the client broadcast stand for, known on this
+    /// core or asked of the client (whose answer comes back through `on_iq`).
+    async fn learn_caps(&mut self, caps: Option<Lookup>) -> Result<(), ConnEnd> {
+        match caps {
+            None => Ok(()),
+            Some(Lookup::Known(nodes)) => {
+                self.set_pep_interest(nodes).await;
+                Ok(())
+            }
+            Some(Lookup::Ask(pending, query)) => {
+                self.caps_query = Some(pending);
+                self.send_stanza(&query).await
+            }
+        }
+    }
+
+    /// XEP-0163: tells the UserChannel when the nodes the client wants events from change.
+    async fn set_pep_interest(&mut self, nodes: Interests) {
+        if nodes != self.pep_interest {
+            self.pep_interest = nodes.clone();
+            let msg = UserMsg::PepInterest { resource: self.resource.clone(), nodes };
+            self.core.send_to_user(self.bare.clone(), msg).await;
+        }
+    }
+
     /// Answers the client itself with a stanza error.
     async fn reply_error(&mut self, el: &Element, e: StanzaError) -> Result<(), ConnEnd> {
         if may_answer_with_error(el) {
@@ -692,8 +742,22 @@ impl BoundSession {
             roster_interested: self.roster_interested,
             resume_id: self.sm.as_ref().and_then(|s| s.resume_id.clone()),
             carbons: self.carbons,
+            pep_interest: self.pep_interest.clone(),
         };
         self.core.send_to_user(self.bare.clone(), msg).await;
+        self.told_dormant = false; // the new owner knows nothing of it yet
+        self.tell_dormant().await;
+    }
+
+    /// XEP-0357: tells the UserChannel whether this client sees messages now, so it knows
+    /// when a message should wake the phone instead.
+    async fn tell_dormant(&mut self) {
+        let dormant = self.inactive || self.hibernating;
+        if dormant != self.told_dormant {
+            self.told_dormant = dormant;
+            let msg = UserMsg::Dormant { session: self.addr, dormant };
+            self.core.send_to_user(self.bare.clone(), msg).await;
+        }
     }
 
     async fn send_unavailable_to_directed(&mut self) {

@@ -15,16 +15,20 @@ use crate::router::CoreState;
 use crate::stanza::StanzaError;
 use crate::xml::ns;
 
+pub mod avatar;
 pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod csi;
 pub mod delivery;
 pub mod disco;
+pub mod entity_caps;
 pub mod mam;
 pub mod offline;
+pub mod pep;
 pub mod private_xml;
 pub mod ping;
+pub mod push;
 pub mod register;
 pub mod roster;
 pub mod session_iq;
@@ -104,8 +108,38 @@ pub static OTHER_FEATURES: &[(&str, &str)] = &[
     ("XEP-0186, router/user_channel.rs", ns::INVISIBLE),
 ];
 
-/// IQ namespaces a user's own UserChannel answers (it owns that state), not the session.
-pub static ACCOUNT_IQS: &[&str] = &[ns::ROSTER, ns::BLOCKING, ns::INVISIBLE];
+/// An IQ namespace a user's own UserChannel answers (it owns that state), not the session.
+pub struct AccountIq {
+    pub spec: &'static str,
+    pub namespace: &'static str,
+    /// What disco#info of an account (its bare JID) lists for it.
+    pub account_features: &'static [&'static str],
+    /// Whether others than the owner see those features (they can use them).
+    pub public: bool,
+    /// The disco identity (category, type) the account has by serving it.
+    pub identity: Option<(&'static str, &'static str)>,
+}
+
+pub static ACCOUNT_IQS: &[AccountIq] = &[
+    AccountIq { spec: "RFC 6121 §2", namespace: ns::ROSTER, account_features: &[], public: false, identity: None },
+    AccountIq { spec: "XEP-0191", namespace: ns::BLOCKING, account_features: &[], public: false, identity: None },
+    AccountIq { spec: "XEP-0186", namespace: ns::INVISIBLE, account_features: &[], public: false, identity: None },
+    // XEP-0084 avatars are PEP nodes (modules/avatar.rs checks their items); entity caps
+    // of clients (modules/entity_caps.rs) pick who gets which notifications.
+    AccountIq {
+        spec: "XEP-0163, XEP-0084",
+        namespace: ns::PUBSUB,
+        account_features: pep::FEATURES,
+        public: true,
+        identity: Some(("pubsub", "pep")),
+    },
+    AccountIq { spec: "XEP-0357", namespace: ns::PUSH, account_features: &[ns::PUSH], public: false, identity: None },
+];
+
+/// Is `namespace` answered by the user's UserChannel?
+pub fn is_account_iq(namespace: &str) -> bool {
+    ACCOUNT_IQS.iter().any(|a| a.namespace == namespace)
+}
 
 /// Answers an IQ addressed to the server (or to the user's own account).
 pub async fn handle_server_iq(core: &Rc<CoreState>, user: &FullJid, iq: &Element, payload: &Element) -> IqAnswer {
@@ -117,9 +151,18 @@ pub async fn handle_server_iq(core: &Rc<CoreState>, user: &FullJid, iq: &Element
     }
 }
 
-/// What a user's own account advertises (XEP-0030 on the bare JID), sorted.
-pub fn account_features(cfg: &Config) -> Vec<&'static str> {
-    listed(cfg, |m| m.account_features, &[ns::DISCO_INFO])
+/// What an account advertises (XEP-0030 on the bare JID), sorted: to its owner, also what
+/// the server answers only for the owner (the archive); to others, what its UserChannel
+/// answers anyone.
+pub fn account_features(cfg: &Config, to_owner: bool) -> Vec<&'static str> {
+    let mut more: Vec<&str> =
+        ACCOUNT_IQS.iter().filter(|a| to_owner || a.public).flat_map(|a| a.account_features.iter().copied()).collect();
+    more.push(ns::DISCO_INFO);
+    if to_owner {
+        listed(cfg, |m| m.account_features, &more)
+    } else {
+        listed(cfg, |_| &[], &more)
+    }
 }
 
 /// Every feature the server advertises, sorted.

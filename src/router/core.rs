@@ -51,6 +51,10 @@ pub struct CoreState {
     pub archive_ids: ArchiveIds,
     /// XEP-0115: the server's `<c/>` stream feature, hashed once from its features.
     pub caps: minidom::Element,
+    /// XEP-0115: what the caps hashes of clients seen on this core stand for.
+    pub client_caps: crate::modules::entity_caps::Cache,
+    /// XEP-0357: the pace of pushes for the users this core owns.
+    pub push_limiter: crate::modules::push::RateLimiter,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -87,6 +91,8 @@ impl CoreState {
             peers: PeerLimits::new(&cfg.limits),
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
+            client_caps: Default::default(),
+            push_limiter: Default::default(),
             cfg,
             ring: RefCell::new(ring),
             link,
@@ -302,6 +308,8 @@ impl CoreState {
             | UserMsg::ErrorReply(_)
             | UserMsg::OwnPresence { .. }
             | UserMsg::Carbons { .. }
+            | UserMsg::PepInterest { .. }
+            | UserMsg::Dormant { .. }
             | UserMsg::OutboundSubscription(_)
             | UserMsg::AccountIq { .. }
             | UserMsg::RingSettled => tx.force_send(msg),

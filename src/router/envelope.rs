@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::custody::Receipt;
 use crate::modules::blocking::BlockList;
+use crate::modules::entity_caps::Interests;
 use crate::stanza::Stanza;
 
 /// A session's address: its node, the core it lives on there and its slot on that core.
@@ -70,7 +71,21 @@ pub enum UserMsg {
         roster_interested: bool,
         resume_id: Option<Arc<str>>,
         carbons: bool,
+        /// XEP-0163: the PEP nodes it wants notifications from.
+        pep_interest: Interests,
     },
+    /// XEP-0163 filtered notifications: the PEP nodes `resource`'s client wants events from,
+    /// learned from its XEP-0115 caps by its session.
+    PepInterest { resource: Arc<str>, nodes: Interests },
+    /// XEP-0163: an event from the PEP service at `stanza.from` (a bare JID) about `node`, for
+    /// this user's resources that want it; `stanza.to` naming a resource, for that one only.
+    PepEvent { node: Arc<str>, stanza: Stanza },
+    /// XEP-0163 §4.3.4: the resource `to` (a full JID) came to want `nodes`: send it the last
+    /// item of each this user's access models let it see.
+    PepLast { to: Arc<str>, nodes: Interests },
+    /// XEP-0357: the session's client will not see messages now (its connection is lost
+    /// and it waits to be resumed, XEP-0198, or it said it is inactive, XEP-0352), or will again.
+    Dormant { session: SessionAddr, dormant: bool },
     /// XEP-0198: the session holding `resource` may be resumed with `resume_id`.
     Resumable { session: SessionAddr, resume_id: Arc<str> },
     /// XEP-0198: a new stream of this user asks to take over the session that enabled
@@ -140,4 +155,6 @@ pub struct Handover {
     pub carbons: bool,
     /// Directed presences (RFC 6121 §4.6), as JIDs.
     pub directed: Vec<String>,
+    /// XEP-0163: the PEP nodes its client wants notifications from.
+    pub pep_interest: Interests,
 }

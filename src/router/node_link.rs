@@ -55,9 +55,12 @@ mod tests {
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(stanza()) },
             CoreMsg::ToUser {
                 user: "a@localhost".into(),
-                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()), carbons: true },
+                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()), carbons: true, pep_interest: Arc::from([Arc::from("urn:xmpp:avatar:metadata")]) },
             },
+            CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepEvent { node: "urn:x".into(), stanza: stanza() } },
+            CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepLast { to: "b@localhost/r".into(), nodes: Arc::from([Arc::from("urn:x")]) } },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::NodeDown(3) },
+            CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::Dormant { session, dormant: true } },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(Stanza { receipt: Some(receipt), ..stanza() }) },
             CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt },

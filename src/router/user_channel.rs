@@ -6,6 +6,9 @@
 //! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
 //! awaited here, so only this user waits for the disk, never the core.
 
+mod pep;
+mod push;
+
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
@@ -20,8 +23,9 @@ use super::envelope::{SessionAddr, SessionMsg, UserMsg};
 use crate::modules::blocking::{self, BlockList};
 use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
+use crate::modules::entity_caps::Interests;
 use crate::modules::subscription::{self, SubType};
-use crate::modules::{mam, offline, roster, vcard, IqAnswer};
+use crate::modules::{disco, mam, offline, roster, vcard, IqAnswer};
 use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
 use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
@@ -46,6 +50,10 @@ struct Resource {
     told_carbon_peers: Option<bool>,
     /// XEP-0186: its presence reaches only the user's own resources.
     invisible: bool,
+    /// XEP-0163: the PEP nodes its client wants events from.
+    pep_interest: Interests,
+    /// XEP-0357: its client does not see messages now (hibernating, or inactive).
+    dormant: bool,
 }
 
 struct UserChannel {
@@ -64,6 +72,10 @@ struct UserChannel {
     /// that moved here register one by one, as their nodes see the change. Delivered as
     /// they come, the rest stored offline once the ring settled.
     deferred: Vec<Stanza>,
+    /// XEP-0163: the user's PEP nodes.
+    pep: crate::modules::pep::Service,
+    /// XEP-0357: the user's push registrations, read when first needed.
+    push: Option<Vec<crate::modules::push::Registration>>,
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
@@ -146,7 +158,19 @@ impl UserChannel {
         } else {
             BlockList::default()
         };
-        UserChannel { core, jid, bare, exists, roster, blocked: Arc::new(blocked), resources: Vec::new(), receipt_passed: Cell::new(false), deferred: Vec::new() }
+        UserChannel {
+            core,
+            jid,
+            bare,
+            exists,
+            roster,
+            blocked: Arc::new(blocked),
+            resources: Vec::new(),
+            receipt_passed: Cell::new(false),
+            deferred: Vec::new(),
+            pep: Default::default(),
+            push: None,
+        }
     }
 
     /// Handles one message; a held message whose path ends here (stored, refused, dropped,
@@ -181,11 +205,14 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
-            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons } => {
-                self.rebind(resource, session, presence, roster_interested, resume_id, carbons);
+            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons, pep_interest } => {
+                self.rebind(resource, session, presence, roster_interested, resume_id, carbons).pep_interest = pep_interest;
                 self.tell_carbon_peers().await;
                 self.deliver_deferred(false).await;
             }
+            UserMsg::PepInterest { resource, nodes } => self.pep_interest(&resource, nodes).await,
+            UserMsg::PepEvent { node, stanza } => self.pep_event(&node, &stanza).await,
+            UserMsg::PepLast { to, nodes } => self.pep_send_last(&to, &nodes).await,
             UserMsg::Carbons { resource, enabled } => {
                 if let Some(idx) = self.index_of(&resource) {
                     self.resources[idx].carbons = enabled;
@@ -193,6 +220,11 @@ impl UserChannel {
                 }
             }
             UserMsg::Sent(stanza) => self.carbon_copies(Direction::Sent, &stanza, &[]).await,
+            UserMsg::Dormant { session, dormant } => {
+                if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
+                    r.dormant = dormant;
+                }
+            }
             UserMsg::Resumable { session, resume_id } => {
                 if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
                     r.resume_id = Some(resume_id);
@@ -228,6 +260,8 @@ impl UserChannel {
             carbons: false,
             told_carbon_peers: None,
             invisible: false,
+            pep_interest: Interests::default(),
+            dormant: false,
         });
         self.tell_carbon_peers().await;
         if !self.blocked.is_empty() {
@@ -235,6 +269,8 @@ impl UserChannel {
         }
     }
 
+    /// Registers a session the ring moved here; returns its resource for the rest of what
+    /// `UserMsg::Rebind` carries.
     fn rebind(
         &mut self,
         name: Arc<str>,
@@ -243,7 +279,7 @@ impl UserChannel {
         roster_interested: bool,
         resume_id: Option<Arc<str>>,
         carbons: bool,
-    ) {
+    ) -> &mut Resource {
         self.resources.retain(|r| r.session != session);
         self.resources.push(Resource {
             name,
@@ -256,7 +292,10 @@ impl UserChannel {
             carbons,
             told_carbon_peers: None,
             invisible: false,
+            pep_interest: Interests::default(),
+            dormant: false,
         });
+        self.resources.last_mut().expect("just added")
     }
 
     /// XEP-0198 §5: from now on the resource's stanzas go to the resuming stream, and the
@@ -270,6 +309,7 @@ impl UserChannel {
         };
         let old = std::mem::replace(&mut r.session, session);
         r.told_carbon_peers = None; // the new session starts without knowing
+        r.dormant = false; // a live stream, active until it says otherwise (XEP-0352)
         self.core.send_to_session(old, SessionMsg::TakeOver { by: session, h }).await;
         self.tell_carbon_peers().await;
         if !self.blocked.is_empty() {
@@ -318,7 +358,7 @@ impl UserChannel {
                     self.deliver_message(idx, &stanza).await;
                 }
             }
-            Route::Offline => self.store_offline(&stanza).await,
+            Route::Offline => self.store_offline_and_push(&stanza).await,
             Route::Bounce | Route::Drop => {}
         }
     }
@@ -415,17 +455,22 @@ impl UserChannel {
         }
     }
 
-    /// To each contact subscribed to this user's presence and not blocked (XEP-0191 §3.3).
+    /// To each contact subscribed to this user's presence and not blocked.
     async fn to_contacts(&self, stanza: &Stanza) {
-        for item in self.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)) {
-            if let Ok(contact) = BareJid::new(&item.jid) {
-                let contact = Jid::from(contact);
-                if !self.blocked.blocks(&contact) {
-                    let copy = stanza.readdressed(contact);
-                    self.core.send_to_user(item.jid.as_str().into(), UserMsg::Inbound(copy)).await;
-                }
-            }
+        for contact in self.subscribers() {
+            let copy = stanza.readdressed(contact);
+            self.core.send_to_user(copy.to.to_string().into(), UserMsg::Inbound(copy)).await;
         }
+    }
+
+    /// The contacts subscribed to this user's presence (`from`, `both`) and not blocked
+    /// (XEP-0191 §3.3): who sees the user's presence, and its PEP events.
+    fn subscribers(&self) -> impl Iterator<Item = Jid> + '_ {
+        self.roster
+            .values()
+            .filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both))
+            .filter_map(|i| BareJid::new(&i.jid).ok().map(Jid::from))
+            .filter(|contact| !self.blocked.blocks(contact))
     }
 
     async fn broadcast_unavailable(&self, resource: &str) {
@@ -467,6 +512,8 @@ impl UserChannel {
         if self.resources[idx].priority >= 0 {
             self.flush_offline(idx).await;
         }
+        let pep_interest = self.resources[idx].pep_interest.clone();
+        self.pep_request_last(idx, pep_interest).await;
     }
 
     async fn flush_offline(&self, idx: usize) {
@@ -620,6 +667,8 @@ impl UserChannel {
             ns::ROSTER => self.roster_answer(idx, &stanza.type_, &payload).await,
             ns::BLOCKING => self.blocking_answer(&stanza.type_, &payload).await,
             ns::INVISIBLE => self.invisible_answer(idx, &stanza.type_, &payload).await,
+            ns::PUBSUB => self.pep_owner_answer(&stanza.type_, &payload).await,
+            ns::PUSH => self.push_answer(&stanza.type_, &payload).await,
             _ => Err(StanzaError::ServiceUnavailable),
         };
         let reply = match outcome {
@@ -786,10 +835,13 @@ impl UserChannel {
                     self.deliver_message(idx, &stanza).await;
                 }
                 self.carbon_copies(Direction::Received, &stanza, &targets).await;
+                if targets.iter().all(|&idx| self.resources[idx].dormant) {
+                    self.push_notify(&stanza).await;
+                }
             }
             Route::Offline => match self.core.ring_settling_until() {
                 Some(until) => self.defer(stanza, until),
-                None => self.store_offline(&stanza).await,
+                None => self.store_offline_and_push(&stanza).await,
             },
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
             Route::Drop => {}
@@ -827,7 +879,7 @@ impl UserChannel {
                     self.deferred.push(stanza);
                     continue;
                 }
-                Route::Offline => self.store_offline(&stanza).await,
+                Route::Offline => self.store_offline_and_push(&stanza).await,
                 Route::Bounce | Route::Drop => {}
             }
             if let Some(receipt) = receipt.filter(|_| !self.receipt_passed.get()) {
@@ -854,17 +906,29 @@ impl UserChannel {
         stamped
     }
 
-    async fn store_offline(&self, stanza: &Stanza) {
+    /// Stores the message for later, or answers its sender why not; true if stored.
+    /// XEP-0160, then XEP-0357: stored for the next login, and the user's app told.
+    async fn store_offline_and_push(&mut self, stanza: &Stanza) {
+        if self.store_offline(stanza).await {
+            self.push_notify(stanza).await;
+        }
+    }
+
+    async fn store_offline(&self, stanza: &Stanza) -> bool {
         let stored = offline::stored_form(stanza.element(), &self.core.cfg.domain);
         let max = self.core.cfg.limits.offline_messages_max;
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
-            Ok(true) => self.core.counters.offline_stored.inc(),
+            Ok(true) => {
+                self.core.counters.offline_stored.inc();
+                return true;
+            }
             Ok(false) => bounce(&self.core, stanza, StanzaError::ResourceConstraint).await,
             Err(e) => {
                 log::error!("{}: offline message not stored: {e}", self.jid);
                 bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await
             }
         }
+        false
     }
 
     async fn inbound_iq(&mut self, stanza: Stanza) {
@@ -877,17 +941,30 @@ impl UserChannel {
         }
     }
 
-    /// RFC 6120 §10.5.4: an IQ to the bare JID is answered by the server for the account;
-    /// here, reading its vCard (XEP-0054 §3.1).
-    async fn iq_for_account(&self, stanza: &Stanza) {
+    /// RFC 6120 §10.5.4: an IQ to the bare JID is answered by the server for the account:
+    /// reading its vCard (XEP-0054 §3.1), its disco#info (XEP-0030), its PEP (XEP-0163).
+    async fn iq_for_account(&mut self, stanza: &Stanza) {
         let iq = stanza.element();
-        let asks_vcard = iq.attr("type") == Some("get") && iq.get_child("vCard", ns::VCARD).is_some();
-        if !asks_vcard {
-            return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await;
-        }
-        let payload = match vcard::answer_for_account(&self.core.storage, self.jid.to_string()).await {
-            IqAnswer::Result(payload) => payload,
-            _ => return bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await,
+        let type_ = iq.attr("type").unwrap_or("");
+        let Some(payload) = iq.children().next() else {
+            return bounce(&self.core, stanza, StanzaError::BadRequest).await;
+        };
+        let answer = match (type_, payload.ns().as_str()) {
+            ("get", ns::VCARD) if payload.name() == "vCard" => {
+                match vcard::answer_for_account(&self.core.storage, self.jid.to_string()).await {
+                    IqAnswer::Result(payload) => Ok(payload),
+                    _ => Err(StanzaError::ServiceUnavailable),
+                }
+            }
+            // XEP-0030 §3.1: nodes of an account are not listed, so none is known.
+            ("get", ns::DISCO_INFO) if payload.attr("node").is_some() => Err(StanzaError::ItemNotFound),
+            ("get", ns::DISCO_INFO) => Ok(Some(disco::account_info(&self.core.cfg, false))),
+            ("get" | "set", ns::PUBSUB) => self.pep_answer_other(&stanza.from, type_, payload).await,
+            _ => Err(StanzaError::ServiceUnavailable),
+        };
+        let payload = match answer {
+            Ok(payload) => payload,
+            Err(e) => return bounce(&self.core, stanza, e).await,
         };
         let id = iq.attr("id").unwrap_or("");
         let el = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], payload.into_iter().collect());

@@ -61,3 +61,15 @@ pub const BLOCKING_ERRORS: &str = "urn:xmpp:blocking:errors";
 pub const INVISIBLE: &str = "urn:xmpp:invisible:0";
 /// XEP-0237 Roster Versioning, the stream feature.
 pub const ROSTER_VER: &str = "urn:xmpp:features:rosterver";
+/// XEP-0060 Publish-Subscribe: requests, event notifications, errors, publish options.
+pub const PUBSUB: &str = "http://jabber.org/protocol/pubsub";
+pub const PUBSUB_EVENT: &str = "http://jabber.org/protocol/pubsub#event";
+pub const PUBSUB_ERRORS: &str = "http://jabber.org/protocol/pubsub#errors";
+pub const PUBSUB_PUBLISH_OPTIONS: &str = "http://jabber.org/protocol/pubsub#publish-options";
+/// XEP-0115 Entity Capabilities.
+pub const CAPS: &str = "http://jabber.org/protocol/caps";
+/// XEP-0084 User Avatar: the image node and the metadata node.
+pub const AVATAR_DATA: &str = "urn:xmpp:avatar:data";
+pub const AVATAR_METADATA: &str = "urn:xmpp:avatar:metadata";
+/// XEP-0357 Push Notifications.
+pub const PUSH: &str = "urn:xmpp:push:0";

@@ -1,0 +1,493 @@
+//! XEP-0163 Personal Eventing Protocol: every account is a small XEP-0060 pubsub service at
+//! its bare JID. The owner publishes and retracts; whoever the node's access model lets in
+//! reads the items; contacts subscribed to the owner's presence (and the owner's own
+//! resources) get event notifications for the nodes their client's caps ask for with
+//! `+notify` (XEP-0163 §4.3.2 filtered notifications, resolved by
+//! [`super::entity_caps`]), and the last item of each when they come online (§4.3.4).
+//!
+//! This file is the protocol and the stored form; the owner's UserChannel
+//! (`router/user_channel/pep.rs`) runs it, since only it knows the roster and the sessions.
+//! A node is one per-user document (`pep:<node>`) holding its configuration and items; the
+//! list of node names is one more (`pep`), so a node's items are read only when needed.
+
+use std::collections::BTreeSet;
+
+use minidom::Element;
+use serde::{Deserialize, Serialize};
+use xmpp_parsers::data_forms::DataForm;
+use xmpp_parsers::pubsub::event::{self, Event};
+use xmpp_parsers::pubsub::pubsub::{Item, Items, Publish, PublishOptions};
+use xmpp_parsers::pubsub::{ItemId, NodeName, PubSub};
+
+use super::avatar;
+use crate::config::Limits;
+use crate::stanza::{build, to_xml, StanzaError};
+use crate::storage::Storage;
+use crate::xml::ns;
+
+/// What disco#info on a bare JID lists for PEP (XEP-0060 §10), each served here.
+pub const FEATURES: &[&str] = &[
+    "http://jabber.org/protocol/pubsub#access-open",
+    "http://jabber.org/protocol/pubsub#access-presence",
+    "http://jabber.org/protocol/pubsub#access-whitelist",
+    "http://jabber.org/protocol/pubsub#auto-create",
+    "http://jabber.org/protocol/pubsub#auto-subscribe",
+    "http://jabber.org/protocol/pubsub#filtered-notifications",
+    "http://jabber.org/protocol/pubsub#item-ids",
+    "http://jabber.org/protocol/pubsub#last-published",
+    "http://jabber.org/protocol/pubsub#multi-items",
+    "http://jabber.org/protocol/pubsub#persistent-items",
+    "http://jabber.org/protocol/pubsub#publish",
+    "http://jabber.org/protocol/pubsub#publish-options",
+    "http://jabber.org/protocol/pubsub#retract-items",
+    "http://jabber.org/protocol/pubsub#retrieve-items",
+];
+
+/// The storage key of the node list.
+const INDEX_KEY: &str = "pep";
+
+fn node_key(node: &str) -> String {
+    format!("pep:{node}")
+}
+
+/// XEP-0060 §4.5 access models served. `Presence` is PEP's default (XEP-0163 §4.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Access {
+    #[default]
+    Presence,
+    Open,
+    /// With no way to add to the list here, only the owner.
+    Whitelist,
+}
+
+/// Who asks, as the owner's roster sees them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reader {
+    Owner,
+    /// Subscribed to the owner's presence (`from` or `both`).
+    Subscriber,
+    Other,
+}
+
+impl Access {
+    fn parse(value: &str) -> Option<Access> {
+        match value {
+            "presence" => Some(Access::Presence),
+            "open" => Some(Access::Open),
+            "whitelist" => Some(Access::Whitelist),
+            _ => None,
+        }
+    }
+
+    /// May `reader` retrieve items, and so get notifications (XEP-0060 §6.5.9)?
+    pub fn admits(self, reader: Reader) -> Result<(), StanzaError> {
+        match (self, reader) {
+            (_, Reader::Owner) | (Access::Open, _) | (Access::Presence, Reader::Subscriber) => Ok(()),
+            (Access::Presence, _) => Err(StanzaError::PresenceSubscriptionRequired),
+            (Access::Whitelist, _) => Err(StanzaError::ClosedNode),
+        }
+    }
+}
+
+/// A node as stored: its configuration and its items, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub access: Access,
+    pub max_items: usize,
+    /// XEP-0060 `pubsub#send_last_published_item`: false for `never`.
+    pub send_last: bool,
+    pub items: Vec<StoredItem>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredItem {
+    pub id: String,
+    /// The payload element as XML.
+    pub payload: String,
+}
+
+impl Node {
+    /// Adds or replaces the item with `item.id`, newest last, keeping `max_items`.
+    fn put(&mut self, item: StoredItem) {
+        self.items.retain(|i| i.id != item.id);
+        self.items.push(item);
+        let excess = self.items.len().saturating_sub(self.max_items);
+        self.items.drain(..excess);
+    }
+
+    pub fn last(&self) -> Option<&StoredItem> {
+        self.items.last()
+    }
+}
+
+/// What a publish asks of the node: preconditions on an existing one, the configuration
+/// of one auto-created (XEP-0060 §7.1.5).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    access: Option<Access>,
+    max_items: Option<usize>,
+    send_last: Option<bool>,
+}
+
+impl Options {
+    /// A new node with these options (PEP defaults otherwise: presence access, one item).
+    fn new_node(&self) -> Node {
+        Node {
+            access: self.access.unwrap_or_default(),
+            max_items: self.max_items.unwrap_or(1),
+            send_last: self.send_last.unwrap_or(true),
+            items: Vec::new(),
+        }
+    }
+
+    fn met_by(&self, node: &Node) -> bool {
+        self.access.is_none_or(|a| a == node.access)
+            && self.max_items.is_none_or(|m| m == node.max_items)
+            && self.send_last.is_none_or(|s| s == node.send_last)
+    }
+}
+
+/// A request to a PEP service.
+#[derive(Debug, PartialEq)]
+pub enum Request {
+    Publish { node: String, id: Option<String>, payload: Element, options: Options },
+    Retract { node: String, id: String, notify: bool },
+    Items { node: String, max: Option<usize>, ids: Vec<String> },
+}
+
+impl Request {
+    pub fn node(&self) -> &str {
+        match self {
+            Request::Publish { node, .. } | Request::Retract { node, .. } | Request::Items { node, .. } => node,
+        }
+    }
+}
+
+/// Reads an IQ's `<pubsub/>`; `limits` bound what a publish may carry and configure.
+pub fn parse(type_: &str, payload: &Element, limits: &Limits) -> Result<Request, StanzaError> {
+    // xmpp-parsers refuses a missing node as malformed; XEP-0060 names that case.
+    if payload.children().any(|c| matches!(c.name(), "publish" | "retract" | "items") && c.attr("node").is_none()) {
+        return Err(StanzaError::NodeIdRequired);
+    }
+    let pubsub = PubSub::try_from(payload.clone()).map_err(|_| StanzaError::BadRequest)?;
+    match (type_, pubsub) {
+        ("set", PubSub::Publish { publish, publish_options }) => parse_publish(publish, publish_options, limits),
+        ("set", PubSub::Retract(retract)) => {
+            let mut ids = retract.items.into_iter().map(|i| i.id);
+            match (ids.next(), ids.next()) {
+                (Some(Some(id)), None) => Ok(Request::Retract { node: retract.node.0, id: id.0, notify: retract.notify }),
+                _ => Err(StanzaError::ItemRequired),
+            }
+        }
+        ("get", PubSub::Items(items)) => Ok(Request::Items {
+            node: items.node.0,
+            max: items.max_items.map(|m| m as usize),
+            ids: items.items.into_iter().filter_map(|i| i.id.map(|id| id.0)).collect(),
+        }),
+        (_, other) => Err(unsupported(&other)),
+    }
+}
+
+/// The XEP-0060 feature a request we do not serve belongs to (§10); requests of the right
+/// kind with the wrong IQ type are malformed.
+fn unsupported(request: &PubSub) -> StanzaError {
+    match request {
+        PubSub::Create { .. } => StanzaError::Unsupported("create-nodes"),
+        PubSub::Subscribe { .. } | PubSub::Unsubscribe(_) => StanzaError::Unsupported("subscribe"),
+        PubSub::Subscription(_) => StanzaError::Unsupported("subscription-options"),
+        PubSub::Subscriptions(_) => StanzaError::Unsupported("retrieve-subscriptions"),
+        PubSub::Affiliations(_) => StanzaError::Unsupported("retrieve-affiliations"),
+        PubSub::Default(_) => StanzaError::Unsupported("retrieve-default"),
+        PubSub::Publish { .. } | PubSub::Retract(_) | PubSub::Items(_) => StanzaError::BadRequest,
+    }
+}
+
+fn parse_publish(publish: Publish, options: Option<PublishOptions>, limits: &Limits) -> Result<Request, StanzaError> {
+    let node = publish.node.0;
+    let mut items = publish.items.into_iter();
+    let item = match (items.next(), items.next()) {
+        (Some(item), None) => item,
+        (None, _) => return Err(StanzaError::PayloadRequired),
+        (Some(_), Some(_)) => return Err(StanzaError::InvalidPayload), // one item per publish
+    };
+    let payload = item.payload.ok_or(StanzaError::PayloadRequired)?;
+    if to_xml(&payload).len() > limits.pep_item_bytes_max {
+        return Err(StanzaError::PayloadTooBig);
+    }
+    let id = item.id.map(|i| i.0);
+    avatar::check(&node, id.as_deref(), &payload)?;
+    let options = match options.and_then(|o| o.form) {
+        Some(form) => parse_options(&form, limits)?,
+        None => Options::default(),
+    };
+    Ok(Request::Publish { node, id, payload, options })
+}
+
+/// The publish-options form (XEP-0060 §7.1.5, XEP-0223): each field a precondition. A
+/// field or value we cannot honour fails the precondition rather than be ignored.
+fn parse_options(form: &DataForm, limits: &Limits) -> Result<Options, StanzaError> {
+    if form.form_type() != Some(ns::PUBSUB_PUBLISH_OPTIONS) {
+        return Err(StanzaError::BadRequest);
+    }
+    let mut options = Options::default();
+    for field in form.fields.iter().filter(|f| f.var.as_deref() != Some("FORM_TYPE")) {
+        let value = field.values.first().map(String::as_str).unwrap_or("");
+        let ok = match field.var.as_deref().unwrap_or("") {
+            "pubsub#access_model" => Access::parse(value).map(|a| options.access = Some(a)).is_some(),
+            "pubsub#max_items" => {
+                let max = if value == "max" { Some(limits.pep_node_items_max) } else { value.parse().ok() };
+                let max = max.filter(|&m| (1..=limits.pep_node_items_max).contains(&m));
+                max.map(|m| options.max_items = Some(m)).is_some()
+            }
+            // Every item is kept in storage.
+            "pubsub#persist_items" => matches!(value, "1" | "true"),
+            "pubsub#send_last_published_item" => match value {
+                "never" => Some(false),
+                "on_sub" | "on_sub_and_presence" => Some(true),
+                _ => None,
+            }
+            .map(|s| options.send_last = Some(s))
+            .is_some(),
+            _ => false,
+        };
+        if !ok {
+            return Err(StanzaError::PreconditionNotMet);
+        }
+    }
+    Ok(options)
+}
+
+/// A publish applied: what to tell the publisher, and the event for whom may read.
+pub struct Published {
+    pub result: Element,
+    pub event: Element,
+    pub access: Access,
+}
+
+/// A user's PEP nodes, as its UserChannel holds them: the node list, read on first use.
+#[derive(Default)]
+pub struct Service {
+    index: Option<BTreeSet<String>>,
+}
+
+fn unavailable(e: crate::storage::StorageError) -> StanzaError {
+    log::error!("PEP storage: {e}");
+    StanzaError::ServiceUnavailable
+}
+
+impl Service {
+    async fn index(&mut self, storage: &Storage, owner: &str) -> Result<&mut BTreeSet<String>, StanzaError> {
+        if self.index.is_none() {
+            let stored = storage.doc_get(owner.into(), INDEX_KEY.into()).await.map_err(unavailable)?;
+            self.index = Some(stored.unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect());
+        }
+        Ok(self.index.as_mut().expect("loaded above"))
+    }
+
+    /// The node, if it exists.
+    pub async fn node(&mut self, storage: &Storage, owner: &str, name: &str) -> Result<Option<Node>, StanzaError> {
+        if !self.index(storage, owner).await?.contains(name) {
+            return Ok(None);
+        }
+        let stored = storage.doc_get(owner.into(), node_key(name)).await.map_err(unavailable)?;
+        match stored.map(|json| serde_json::from_str::<Node>(&json)) {
+            Some(Ok(node)) => Ok(Some(node)),
+            Some(Err(e)) => {
+                log::error!("{owner}: PEP node {name} unreadable: {e}");
+                Err(StanzaError::ServiceUnavailable)
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn store(&mut self, storage: &Storage, owner: &str, name: &str, node: &Node) -> Result<(), StanzaError> {
+        let json = serde_json::to_string(node).expect("nodes serialise");
+        storage.doc_put(owner.into(), node_key(name), Some(json)).await.map_err(unavailable)?;
+        let index = self.index(storage, owner).await?;
+        if index.insert(name.to_owned()) {
+            let stored: String = index.iter().map(|n| format!("{n}\n")).collect();
+            storage.doc_put(owner.into(), INDEX_KEY.into(), Some(stored)).await.map_err(unavailable)?;
+        }
+        Ok(())
+    }
+
+    /// XEP-0060 §7.1 with §7.1.4 auto-create: stores the item, answers with its id.
+    pub async fn publish(&mut self, storage: &Storage, owner: &str, limits: &Limits, request: Request) -> Result<Published, StanzaError> {
+        let Request::Publish { node: name, id, payload, options } = request else {
+            unreachable!("only publish requests are published")
+        };
+        let mut node = match self.node(storage, owner, &name).await? {
+            Some(node) if !options.met_by(&node) => return Err(StanzaError::PreconditionNotMet),
+            Some(node) => node,
+            None if self.index(storage, owner).await?.len() >= limits.pep_nodes_max => return Err(StanzaError::ResourceConstraint),
+            None => options.new_node(),
+        };
+        let id = id.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+        let event = event(&name, Some(item(&id, payload.clone())), None);
+        node.put(StoredItem { id: id.clone(), payload: to_xml(&payload) });
+        self.store(storage, owner, &name, &node).await?;
+        let publish = Publish { node: NodeName(name), items: vec![Item { id: Some(ItemId(id)), publisher: None, payload: None }] };
+        let result = PubSub::Publish { publish, publish_options: None }.into();
+        Ok(Published { result, event, access: node.access })
+    }
+
+    /// XEP-0060 §7.2: removes the item; the retraction event when `notify` asked for one.
+    pub async fn retract(&mut self, storage: &Storage, owner: &str, request: Request) -> Result<Option<(Element, Access)>, StanzaError> {
+        let Request::Retract { node: name, id, notify } = request else {
+            unreachable!("only retract requests are retracted")
+        };
+        let mut node = self.node(storage, owner, &name).await?.ok_or(StanzaError::ItemNotFound)?;
+        let before = node.items.len();
+        node.items.retain(|i| i.id != id);
+        if node.items.len() == before {
+            return Err(StanzaError::ItemNotFound);
+        }
+        self.store(storage, owner, &name, &node).await?;
+        Ok(notify.then(|| (event(&name, None, Some(id)), node.access)))
+    }
+
+    /// XEP-0060 §6.5: the items `reader` asked for, newest `max` or by id.
+    pub async fn items(&mut self, storage: &Storage, owner: &str, reader: Reader, request: Request) -> Result<Element, StanzaError> {
+        let Request::Items { node: name, max, ids } = request else {
+            unreachable!("only items requests list items")
+        };
+        let node = self.node(storage, owner, &name).await?.ok_or(StanzaError::ItemNotFound)?;
+        node.access.admits(reader)?;
+        let mut chosen: Vec<&StoredItem> = node.items.iter().filter(|i| ids.is_empty() || ids.contains(&i.id)).collect();
+        if let Some(max) = max {
+            chosen.drain(..chosen.len().saturating_sub(max));
+        }
+        let mut items = Items::new(&name);
+        items.items = chosen.into_iter().map(|i| Item { id: Some(ItemId(i.id.clone())), publisher: None, payload: i.payload.parse().ok() }).collect();
+        Ok(PubSub::Items(items).into())
+    }
+}
+
+fn item(id: &str, payload: Element) -> event::Item {
+    event::Item { id: Some(ItemId(id.to_owned())), publisher: None, payload: Some(payload) }
+}
+
+/// `<event/>` for one published or one retracted item (XEP-0060 §7.1.2.1, §7.2.2.1).
+fn event(node: &str, published: Option<event::Item>, retracted: Option<String>) -> Element {
+    let payload = event::Payload::Items {
+        node: NodeName(node.to_owned()),
+        published: published.into_iter().collect(),
+        retracted: retracted.into_iter().map(ItemId).collect(),
+    };
+    Event { payload }.into()
+}
+
+/// The event for the last item of `node`, sent to a resource that came to want it (§4.3.4).
+pub fn last_item_event(name: &str, node: &Node) -> Option<Element> {
+    let last = node.last()?;
+    Some(event(name, Some(item(&last.id, last.payload.parse().ok()?)), None))
+}
+
+/// The notification message carrying `event`; the caller addresses it (XEP-0163 §4.3).
+pub fn notification(event: Element) -> Element {
+    let id = format!("pep{:x}", rand::random::<u64>());
+    build("message", ns::CLIENT, &[("type", "headline"), ("id", &id)], vec![event])
+}
+
+/// The node an event notification is about.
+pub fn event_node(message: &Element) -> Option<String> {
+    let event = message.get_child("event", ns::PUBSUB_EVENT)?;
+    Event::try_from(event.clone()).ok().map(|e| e.payload.node_name().0.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(xml: &str) -> Result<Request, StanzaError> {
+        let el: Element = xml.parse().unwrap();
+        let type_ = if el.get_child("items", ns::PUBSUB).is_some() { "get" } else { "set" };
+        parse(type_, &el, &Limits::default())
+    }
+
+    const P: &str = "xmlns='http://jabber.org/protocol/pubsub'";
+
+    #[test]
+    fn publish_parses_with_and_without_id() {
+        let r = request(&format!("<pubsub {P}><publish node='n'><item id='a'><x xmlns='y'/></item></publish></pubsub>")).unwrap();
+        assert!(matches!(r, Request::Publish { ref node, id: Some(ref id), .. } if node == "n" && id == "a"));
+        let r = request(&format!("<pubsub {P}><publish node='n'><item><x xmlns='y'/></item></publish></pubsub>")).unwrap();
+        assert!(matches!(r, Request::Publish { id: None, .. }));
+    }
+
+    #[test]
+    fn malformed_publishes_get_their_xep_0060_errors() {
+        let cases = [
+            (format!("<pubsub {P}><publish><item><x xmlns='y'/></item></publish></pubsub>"), StanzaError::NodeIdRequired),
+            (format!("<pubsub {P}><publish node='n'/></pubsub>"), StanzaError::PayloadRequired),
+            (format!("<pubsub {P}><publish node='n'><item id='a'/></publish></pubsub>"), StanzaError::PayloadRequired),
+            (format!("<pubsub {P}><publish node='n'><item><x xmlns='y'/></item><item><x xmlns='y'/></item></publish></pubsub>"), StanzaError::InvalidPayload),
+            (format!("<pubsub {P}><retract node='n'/></pubsub>"), StanzaError::ItemRequired),
+            (format!("<pubsub {P}><create node='n'/></pubsub>"), StanzaError::Unsupported("create-nodes")),
+            (format!("<pubsub {P}><bogus/></pubsub>"), StanzaError::BadRequest),
+        ];
+        for (xml, err) in cases {
+            assert_eq!(request(&xml).unwrap_err(), err, "{xml}");
+        }
+    }
+
+    #[test]
+    fn a_payload_past_the_limit_is_too_big() {
+        let big = "z".repeat(Limits::default().pep_item_bytes_max);
+        let xml = format!("<pubsub {P}><publish node='n'><item><x xmlns='y'>{big}</x></item></publish></pubsub>");
+        assert_eq!(request(&xml).unwrap_err(), StanzaError::PayloadTooBig);
+    }
+
+    fn with_options(fields: &str) -> Result<Request, StanzaError> {
+        request(&format!(
+            "<pubsub {P}><publish node='n'><item><x xmlns='y'/></item></publish><publish-options>\
+             <x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'>\
+             <value>http://jabber.org/protocol/pubsub#publish-options</value></field>{fields}</x>\
+             </publish-options></pubsub>"
+        ))
+    }
+
+    #[test]
+    fn publish_options_are_preconditions_we_can_meet_or_refuse() {
+        let r = with_options("<field var='pubsub#access_model'><value>whitelist</value></field><field var='pubsub#max_items'><value>max</value></field>").unwrap();
+        let Request::Publish { options, .. } = r else { panic!() };
+        let node = options.new_node();
+        assert_eq!((node.access, node.max_items), (Access::Whitelist, Limits::default().pep_node_items_max));
+        assert!(options.met_by(&node));
+        assert!(!options.met_by(&Options::default().new_node()));
+        for bad in [
+            "<field var='pubsub#access_model'><value>roster</value></field>",
+            "<field var='pubsub#persist_items'><value>false</value></field>",
+            "<field var='pubsub#max_items'><value>100000</value></field>",
+            "<field var='pubsub#title'><value>t</value></field>",
+        ] {
+            assert_eq!(with_options(bad).unwrap_err(), StanzaError::PreconditionNotMet, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_node_keeps_its_newest_items_and_one_per_id() {
+        let mut node = Options::default().new_node();
+        node.max_items = 2;
+        for id in ["a", "b", "a", "c"] {
+            node.put(StoredItem { id: id.into(), payload: format!("<x xmlns='y'>{id}</x>") });
+        }
+        let ids: Vec<&str> = node.items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["a", "c"]);
+    }
+
+    #[test]
+    fn access_models_admit_as_xep_0060_says() {
+        assert_eq!(Access::Presence.admits(Reader::Subscriber), Ok(()));
+        assert_eq!(Access::Presence.admits(Reader::Other), Err(StanzaError::PresenceSubscriptionRequired));
+        assert_eq!(Access::Whitelist.admits(Reader::Subscriber), Err(StanzaError::ClosedNode));
+        assert_eq!(Access::Whitelist.admits(Reader::Owner), Ok(()));
+        assert_eq!(Access::Open.admits(Reader::Other), Ok(()));
+    }
+
+    #[test]
+    fn events_name_their_node() {
+        let msg = notification(event("urn:x", Some(item("i", Element::bare("x", "y"))), None));
+        assert_eq!(event_node(&msg).as_deref(), Some("urn:x"));
+    }
+}
