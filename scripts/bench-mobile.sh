@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 hold=${1:-360}
-port=${BENCH_PORT:-35223}
+port=${BENCH_PORT:-25223}  # below the ephemeral ports (32768+), which other runs' sockets may hold
 . scripts/lib/bench-node.sh
 start_bench_node "$port" 1400
 

@@ -27,6 +27,10 @@ TOML
   target/release/martlet serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
   server_pid=$!
   sleep 1
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    cat "$work/server.log" >&2
+    exit 1
+  fi
 }
 
 lg() { target/release/loadgen --server "127.0.0.1:$port" "$@"; }
