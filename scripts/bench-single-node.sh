@@ -11,31 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
 port=${BENCH_PORT:-35222}
-work=$(mktemp -d)
-trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-
-cargo build --release --quiet -p martlet -p loadgen
-cat > "$work/martlet.toml" <<TOML
-domain = "localhost"
-[c2s]
-listen = "127.0.0.1:$port"
-require_tls = false
-plain_without_tls = true
-[c2s_direct_tls]
-listen = ""
-[storage]
-path = "$work/data"
-[limits]
-connections_per_ip_max = 1000000
-auth_failures_per_ip_per_minute = 1000000
-TOML
 users=15000; [ "$quick" = --quick ] && users=3000
-target/release/martlet --config "$work/martlet.toml" user bulk-add --prefix user --count "$users" --password pw >/dev/null
-target/release/martlet serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
-server_pid=$!
-sleep 1
-lg() { target/release/loadgen --server "127.0.0.1:$port" "$@"; }
-field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+. scripts/lib/bench-node.sh
+start_bench_node "$port" "$users"
 
 lg --users 1000 --out "$work/paper.json" paper --messages 10 >/dev/null
 knee=0

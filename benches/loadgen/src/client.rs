@@ -14,8 +14,10 @@ use tokio_rustls::client::TlsStream;
 use crate::sasl::{self, Mechanism};
 use crate::tls::{Tls, TlsMode};
 
+mod control;
 mod stream;
-pub use stream::{Reader, Writer};
+pub use control::spawn_receiver;
+pub use stream::{bytes_so_far, Reader, Writer};
 
 /// Bytes read per call while logging in.
 const LOGIN_READ_BYTES: usize = 2048;
@@ -32,6 +34,8 @@ pub struct Account<'a> {
     pub presence: String,
     pub sasl: Mechanism,
     pub tls: &'a Tls,
+    /// Enable XEP-0198 stream management (with resumption) once bound.
+    pub sm: bool,
 }
 
 pub struct Session {
@@ -98,6 +102,14 @@ async fn negotiate(acct: &Account<'_>, mut s: Session) -> io::Result<Session> {
     if features.contains("urn:ietf:params:xml:ns:xmpp-session") && !features.contains("<optional") {
         s.writer.write_all(b"<iq type='set' id='sess'><session xmlns='urn:ietf:params:xml:ns:xmpp-session'/></iq>").await?;
         read_until(&mut s.reader, &mut buf, &["id='sess'", "id=\"sess\""]).await?;
+    }
+    if acct.sm {
+        // Before initial presence, so that h counts every stanza the session receives.
+        s.writer.write_all(b"<enable xmlns='urn:xmpp:sm:3' resume='true'/>").await?;
+        let reply = read_until(&mut s.reader, &mut buf, &["<enabled", "<failed"]).await?;
+        if !reply.contains("<enabled") {
+            return Err(io::Error::new(io::ErrorKind::Unsupported, format!("stream management refused: {reply}")));
+        }
     }
     s.writer.write_all(acct.presence.as_bytes()).await?;
     Ok(s)

@@ -64,6 +64,10 @@ pub struct Common {
     /// without it, any certificate is accepted (a dev server's), and loadgen says so.
     #[arg(long, global = true)]
     pub ca: Option<std::path::PathBuf>,
+    /// Enable XEP-0198 stream management (with resumption) on every session, and answer
+    /// the server's ack requests with the count of stanzas received.
+    #[arg(long, global = true)]
+    pub sm: bool,
     /// Logins in flight at once.
     #[arg(long, default_value_t = 200, global = true)]
     pub login_concurrency: usize,

@@ -24,11 +24,12 @@ const SETTLE: Duration = Duration::from_secs(4);
 /// latency is recomputed from the merged histogram.
 const SUMMED: &[&str] = &[
     "users_online", "login_errors", "logins_per_sec", "sent", "send_errors", "delivered", "offered_msgs_per_sec", "sessions",
-    "storm_reconnected", "storm_errors",
+    "storm_reconnected", "storm_errors", "bytes_read", "bytes_written", "bytes_read_total", "bytes_written_total",
+    "hold_bytes_read", "hold_bytes_written",
 ];
 /// Fields whose largest value across processes is the whole run's (the storm is over when
 /// the slowest process is back).
-const MAXED: &[&str] = &["storm_secs"];
+const MAXED: &[&str] = &["storm_secs", "hold_secs"];
 
 /// This process's slice of the range, as child `index` of `common.procs`.
 pub fn take_slice(common: &mut Common, index: u32) {
@@ -139,6 +140,12 @@ fn merge(mut reports: Vec<Report>) -> Report {
     }
     if let (Some(sent), Some(delivered)) = (merged.get("sent").and_then(Value::as_f64), merged.get("delivered").and_then(Value::as_f64)) {
         merged.set("delivery_ratio", if sent == 0.0 { 0.0 } else { delivered / sent });
+    }
+    if merged.get("bytes_read").is_some() {
+        crate::scenario::traffic::per_delivered(&mut merged);
+    }
+    if merged.get("hold_bytes_read").is_some() {
+        crate::scenario::connections::per_session_hour(&mut merged);
     }
     if !histogram.is_empty() {
         let mut latency = Report::new("latency");

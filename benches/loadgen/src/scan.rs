@@ -46,6 +46,18 @@ impl MarkScanner {
     }
 }
 
+/// An attribute's value in a start tag, quoted either way.
+pub fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    for quote in ['\'', '"'] {
+        let key = format!(" {name}={quote}");
+        if let Some(i) = tag.find(&key) {
+            let rest = &tag[i + key.len()..];
+            return rest.find(quote).map(|j| &rest[..j]);
+        }
+    }
+    None
+}
+
 /// (sender, send time): the first and the last field of a mark.
 fn fields(body: &str) -> Option<(u32, u128)> {
     Some((body.split(' ').next()?.parse().ok()?, body.rsplit(' ').next()?.parse().ok()?))
@@ -69,5 +81,12 @@ mod tests {
             s.feed(&stream[split..], |from, n| got.push((from, n)));
             assert_eq!(got, vec![(1, 123), (3, 456)], "split at {split}");
         }
+    }
+
+    #[test]
+    fn attributes_in_either_quote() {
+        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "from"), Some("a@b/c"));
+        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "type"), Some("subscribe"));
+        assert_eq!(attr("<presence", "type"), None);
     }
 }

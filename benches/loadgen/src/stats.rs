@@ -67,6 +67,11 @@ impl Report {
         self.fields.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
     }
 
+    /// A numeric field, 0 when absent.
+    pub fn number(&self, name: &str) -> f64 {
+        self.get(name).and_then(Value::as_f64).unwrap_or(0.0)
+    }
+
     pub fn set(&mut self, name: &'static str, value: impl Into<Value>) {
         match self.fields.iter_mut().find(|(n, _)| *n == name) {
             Some(field) => field.1 = value.into(),
@@ -82,7 +87,7 @@ impl Report {
     pub fn print(&self) {
         println!("{}", self.scenario);
         for (name, value) in &self.fields {
-            println!("  {name:<26} {value}");
+            println!("  {name:<28} {value}");
         }
     }
 

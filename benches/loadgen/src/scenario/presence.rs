@@ -16,17 +16,15 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::login_all;
 use crate::client::{self, login, marked_presence, Account};
-use crate::scan::{MarkScanner, STATUS};
+use crate::scan::{attr, MarkScanner, STATUS};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
 
-/// Bytes read per call by each session.
-const RECV_READ_BYTES: usize = 4096;
 /// Setup is over when, after some subscription traffic, none was seen for this long...
 const SETUP_QUIET: Duration = Duration::from_secs(3);
 /// ...or after this long in all.
@@ -131,6 +129,7 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
                 presence: String::new(),
                 sasl: common.sasl,
                 tls: crate::tls::get(),
+                sm: common.sm,
             };
             match login(&acct, timeout).await {
                 Ok(mut s) => {
@@ -173,35 +172,27 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
 /// its own presence, which the server reflects to the user's resources).
 fn spawn_reader(
     me: u32,
-    mut reader: client::Reader,
+    reader: client::Reader,
     writer: Writer,
     counts: &Rc<RefCell<Counts>>,
     histogram: &Rc<RefCell<hdrhistogram::Histogram<u64>>>,
 ) -> Writer {
-    let (w, counts, histogram) = (writer.clone(), counts.clone(), histogram.clone());
-    tokio::task::spawn_local(async move {
-        let mut buf = vec![0u8; RECV_READ_BYTES];
-        let mut scan = MarkScanner::new(STATUS);
-        let mut pending = String::new();
-        while let Ok(n) = reader.read(&mut buf).await {
-            if n == 0 {
-                break;
+    let (counts, histogram) = (counts.clone(), histogram.clone());
+    let mut scan = MarkScanner::new(STATUS);
+    let mut pending = String::new();
+    client::spawn_receiver(reader, writer.clone(), move |chunk, replies| {
+        let now = unix_nanos();
+        scan.feed(chunk, |sender, sent| {
+            let mut c = counts.borrow_mut();
+            if sender != me && sent >= c.round_started_nanos {
+                let _ = histogram.borrow_mut().record((now.saturating_sub(sent) / 1000).max(1) as u64);
+                c.available_marked += 1;
             }
-            let now = unix_nanos();
-            scan.feed(&buf[..n], |sender, sent| {
-                let mut c = counts.borrow_mut();
-                if sender != me && sent >= c.round_started_nanos {
-                    let _ = histogram.borrow_mut().record((now.saturating_sub(sent) / 1000).max(1) as u64);
-                    c.available_marked += 1;
-                }
-            });
-            pending.push_str(&String::from_utf8_lossy(&buf[..n]));
-            let (replies, rest) = presence_tags(&pending, &counts);
-            pending = rest;
-            if !replies.is_empty() {
-                let _ = w.lock().await.write_all(replies.as_bytes()).await;
-            }
-        }
+        });
+        pending.push_str(&String::from_utf8_lossy(chunk));
+        let (answers, rest) = presence_tags(&pending, &counts);
+        pending = rest;
+        replies.push_str(&answers);
     });
     writer
 }
@@ -238,18 +229,6 @@ fn presence_tags(text: &str, counts: &Rc<RefCell<Counts>>) -> (String, String) {
     (replies, text[keep..].to_owned())
 }
 
-/// An attribute's value in a start tag, quoted either way.
-fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
-    for quote in ['\'', '"'] {
-        let key = format!(" {name}={quote}");
-        if let Some(i) = tag.find(&key) {
-            let rest = &tag[i + key.len()..];
-            return rest.find(quote).map(|j| &rest[..j]);
-        }
-    }
-    None
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,12 +248,5 @@ mod tests {
         }
         assert_eq!(plan.expected_per_kind(), 5 * 50 * 20);
         assert!(!Plan { users: 100, roster: 20, rounds: 1, batch: 20 }.is_valid());
-    }
-
-    #[test]
-    fn attributes_in_either_quote() {
-        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "from"), Some("a@b/c"));
-        assert_eq!(attr("<presence from='a@b/c' type=\"subscribe\"", "type"), Some("subscribe"));
-        assert_eq!(attr("<presence", "type"), None);
     }
 }

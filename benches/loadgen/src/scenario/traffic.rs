@@ -10,20 +10,19 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use rand::Rng;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Mutex;
 
 use super::login_all;
-use crate::client::{message, Writer};
+use crate::client::{bytes_so_far, message, spawn_receiver, Writer};
 use crate::scan::{MarkScanner, BODY};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
 
-/// Bytes read per call by each receiving session.
-const RECV_READ_BYTES: usize = 4096;
-
 /// Users logged in, each with a reader counting what arrives.
 pub struct Traffic {
-    writers: Vec<Writer>,
+    /// Shared with the session's receiver, which answers acks and pings.
+    writers: Vec<Rc<Mutex<Writer>>>,
     histogram: Rc<RefCell<Histogram<u64>>>,
     delivered: Rc<RefCell<u64>>,
     pub users_online: u32,
@@ -38,6 +37,9 @@ pub struct Step {
     pub delivered: u64,
     pub send_secs: f64,
     pub histogram: Histogram<u64>,
+    /// Bytes this process read and wrote from the start of the offer to the end of the drain.
+    pub bytes_read: u64,
+    pub bytes_written: u64,
 }
 
 impl Step {
@@ -58,23 +60,17 @@ impl Traffic {
         let mut writers = Vec::new();
         for session in online.sessions.into_iter().flatten() {
             let (h, d) = (histogram.clone(), delivered.clone());
-            let mut reader = session.reader;
-            tokio::task::spawn_local(async move {
-                let mut buf = vec![0u8; RECV_READ_BYTES];
-                let mut scan = MarkScanner::new(BODY);
-                while let Ok(n) = reader.read(&mut buf).await {
-                    if n == 0 {
-                        break;
-                    }
-                    let now = unix_nanos();
-                    scan.feed(&buf[..n], |_, sent| {
-                        let micros = (now.saturating_sub(sent) / 1000).max(1) as u64;
-                        let _ = h.borrow_mut().record(micros);
-                        *d.borrow_mut() += 1;
-                    });
-                }
+            let writer = Rc::new(Mutex::new(session.writer));
+            let mut scan = MarkScanner::new(BODY);
+            spawn_receiver(session.reader, writer.clone(), move |chunk, _| {
+                let now = unix_nanos();
+                scan.feed(chunk, |_, sent| {
+                    let micros = (now.saturating_sub(sent) / 1000).max(1) as u64;
+                    let _ = h.borrow_mut().record(micros);
+                    *d.borrow_mut() += 1;
+                });
             });
-            writers.push(session.writer);
+            writers.push(writer);
         }
         Traffic {
             users_online: writers.len() as u32,
@@ -92,10 +88,11 @@ impl Traffic {
         self.histogram.borrow_mut().reset();
         *self.delivered.borrow_mut() = 0;
         let started = Instant::now();
+        let (read_before, written_before) = bytes_so_far();
         let sent = Rc::new(RefCell::new(0u64));
         let send_errors = Rc::new(RefCell::new(0u64));
         let mut senders = Vec::new();
-        for (idx, mut writer) in std::mem::take(&mut self.writers).into_iter().enumerate() {
+        for (idx, writer) in std::mem::take(&mut self.writers).into_iter().enumerate() {
             let (common, sent, send_errors) = (common.clone(), sent.clone(), send_errors.clone());
             senders.push(tokio::task::spawn_local(async move {
                 let interval = Duration::from_secs_f64(interval_secs);
@@ -110,7 +107,7 @@ impl Traffic {
                         peer += 1;
                     }
                     let to = format!("{}{}@{}", common.prefix, peer, common.domain);
-                    match writer.write_all(message(&to, idx as u32, seq, unix_nanos()).as_bytes()).await {
+                    match writer.lock().await.write_all(message(&to, idx as u32, seq, unix_nanos()).as_bytes()).await {
                         Ok(()) => *sent.borrow_mut() += 1,
                         Err(_) => *send_errors.borrow_mut() += 1,
                     }
@@ -124,12 +121,21 @@ impl Traffic {
         let send_secs = started.elapsed().as_secs_f64();
         tokio::time::sleep(Duration::from_secs(drain_secs)).await;
         let (sent, send_errors) = (*sent.borrow(), *send_errors.borrow());
-        Step { sent, send_errors, delivered: *self.delivered.borrow(), send_secs, histogram: self.histogram.borrow().clone() }
+        let (read, written) = bytes_so_far();
+        Step {
+            sent,
+            send_errors,
+            delivered: *self.delivered.borrow(),
+            send_secs,
+            histogram: self.histogram.borrow().clone(),
+            bytes_read: read - read_before,
+            bytes_written: written - written_before,
+        }
     }
 
     pub async fn close(self) {
-        for mut w in self.writers {
-            let _ = w.write_all(b"</stream:stream>").await;
+        for w in self.writers {
+            let _ = w.lock().await.write_all(b"</stream:stream>").await;
         }
     }
 }
@@ -149,9 +155,33 @@ pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, pe
         .add("send_secs", (step.send_secs * 100.0).round() / 100.0)
         .add("offered_msgs_per_sec", (step.sent as f64 / step.send_secs).round())
         .latency(&step.histogram);
+    wire_bytes(&mut report, step.bytes_read, step.bytes_written);
     if common.proc_index.is_some() {
         report.histogram(&step.histogram);
     }
     traffic.close().await;
     report
+}
+
+/// The bytes of the measured traffic (logins excluded) and of the whole process, and the
+/// traffic's bytes per delivered message. The per-message figures are derived again once
+/// the processes' counts are summed.
+pub fn wire_bytes(report: &mut Report, read: u64, written: u64) {
+    let (total_read, total_written) = bytes_so_far();
+    report
+        .add("bytes_read", read)
+        .add("bytes_written", written)
+        .add("bytes_read_total", total_read)
+        .add("bytes_written_total", total_written);
+    per_delivered(report);
+}
+
+/// `bytes_*_per_delivered` from a report's `bytes_read`, `bytes_written` and `delivered`.
+pub fn per_delivered(report: &mut Report) {
+    let delivered = report.number("delivered").max(1.0);
+    let (read, written) = (report.number("bytes_read"), report.number("bytes_written"));
+    let round = |x: f64| (x * 10.0).round() / 10.0;
+    report.set("bytes_read_per_delivered", round(read / delivered));
+    report.set("bytes_written_per_delivered", round(written / delivered));
+    report.set("bytes_per_delivered", round((read + written) / delivered));
 }

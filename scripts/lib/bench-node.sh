@@ -1,0 +1,37 @@
+# Sourced by the single-node benches (run from the repository root):
+#   start_bench_node PORT ACCOUNTS
+# builds martlet and loadgen (release), starts one martlet on 127.0.0.1:PORT (plain TCP +
+# PLAIN, embedded storage in a temporary directory, other settings at their defaults, the
+# per-IP limits lifted for the load generator) with accounts user1..userACCOUNTS (password
+# pw), and stops it on exit. Sets $work (the temporary directory) and $server_pid.
+start_bench_node() {
+  local port=$1 accounts=$2
+  work=$(mktemp -d)
+  trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT
+  cargo build --release --quiet -p martlet -p loadgen
+  cat > "$work/martlet.toml" <<TOML
+domain = "localhost"
+[c2s]
+listen = "127.0.0.1:$port"
+require_tls = false
+plain_without_tls = true
+[c2s_direct_tls]
+listen = ""
+[storage]
+path = "$work/data"
+[limits]
+connections_per_ip_max = 1000000
+auth_failures_per_ip_per_minute = 1000000
+TOML
+  target/release/martlet --config "$work/martlet.toml" user bulk-add --prefix user --count "$accounts" --password pw >/dev/null
+  target/release/martlet serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
+  server_pid=$!
+  sleep 1
+  if ! kill -0 "$server_pid" 2>/dev/null; then
+    cat "$work/server.log" >&2
+    exit 1
+  fi
+}
+
+lg() { target/release/loadgen --server "127.0.0.1:$port" "$@"; }
+field() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
