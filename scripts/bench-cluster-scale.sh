@@ -18,8 +18,9 @@
 # about 19,000 sessions, and NODES must be at least about IDLE / 19,000 (12 for 204,000).
 # Each loadgen process holds one node's share, so the same bound holds for them.
 #
-# Bench-only settings, not for production (they make provisioning 200,000+ accounts take
-# about a minute instead of an hour, and are said so in the results file):
+# Bench-only settings, not for production (said so in the results file too): with them,
+# provisioning 206,000 accounts takes under a minute here; without, each account is a
+# commit waiting for its WAL flush and 4096 PBKDF2 rounds per SCRAM mechanism.
 # - the run's database has synchronous_commit = off: a commit returns before its WAL is
 #   on disk, so a crash may lose the last commits (never corrupts); nothing here survives
 #   the run anyway.
@@ -31,6 +32,7 @@
 # bounded, every process started here is ended on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-node-config.sh
 nodes=${1:-12}
 idle=${2:-204000}
 active=${3:-2000}
@@ -61,6 +63,7 @@ quiet_sample_secs=10
 # Beyond its messages, what a paper run may take: logins, the start barrier, the drain.
 paper_overhead_secs_max=300
 port_wait_secs=30
+group_exit_wait_secs=30
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 fail() { log "$*"; exit 1; }
@@ -87,10 +90,11 @@ fi
 # Loopback queues every packet on a per-CPU backlog of net.core.netdev_max_backlog packets
 # (1000 by default) and drops what does not fit. Sessions that logged in within the same
 # ~2 s share a kernel timer-wheel slot, so their TCP keepalive probes (martlet's: after
-# 120 s of silence, then every 20 s) go out at once; beyond 1000 at once probes and answers
-# are dropped, and after 4 lost probes the server aborts the session while the client
-# still counts it (a first run lost 66,000 of 204,000 so; TcpExtTCPAbortOnTimeout). So the
-# backlog is raised for the run to room for every session's probe, and restored on exit.
+# 120 s of silence; unanswered, again every 20 s, 4 times) go out at once; beyond 1000 at
+# once probes and answers are dropped, the same ones each time, and the server aborts those
+# sessions while the client still counts them (a first run lost 66,000 of 204,000 so;
+# TcpExtTCPAbortOnTimeout). So the backlog is raised for the run to room for every
+# session's probe, and restored on exit.
 backlog=/proc/sys/net/core/netdev_max_backlog
 backlog_packets_was=$(cat "$backlog")
 
@@ -98,8 +102,12 @@ work=$(mktemp -d /tmp/bench-cluster-scale.XXXXXX)
 node_pids=()
 load_pid=""
 cleanup() {
-  # The idle loadgen runs in its own session: its group holds the parent and its children.
-  [ -z "$load_pid" ] || kill -- "-$load_pid" 2>/dev/null || true
+  # The idle loadgen runs in its own session: its group holds the parent and its children,
+  # which are not this shell's to wait for; closing 200,000 sockets takes them a few seconds.
+  if [ -n "$load_pid" ]; then
+    kill -- "-$load_pid" 2>/dev/null || true
+    for _ in $(seq "$((group_exit_wait_secs * 5))"); do kill -0 -- "-$load_pid" 2>/dev/null || break; sleep 0.2; done
+  fi
   for p in "${node_pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   echo "$backlog_packets_was" >"$backlog"
@@ -117,13 +125,14 @@ psql "$server_url" -qAt -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE
 psql "$server_url" -qAt -c "ALTER DATABASE $db SET synchronous_commit = off"
 url=${server_url%/*}/$db
 
-# Each node's pool holds one PostgreSQL connection per storage worker (storage::WORKERS),
-# and provisioning opens one pool too. The server is shared: count what others hold.
+# Each node's pool holds one PostgreSQL connection per storage worker (storage::WORKERS;
+# provisioning opens one such pool before the nodes start). The server is shared: count
+# what others hold.
 pool_connections=$(sed -n 's/^const WORKERS: usize = \([0-9]*\);.*/\1/p' src/storage/mod.rs)
 [ -n "$pool_connections" ] || fail "no storage WORKERS constant in src/storage/mod.rs"
 pg_connections_max=$(psql "$server_url" -qAt -c "SELECT current_setting('max_connections')::int - current_setting('superuser_reserved_connections')::int")
 pg_connections_used=$(psql "$server_url" -qAt -c "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
-pg_connections_needed=$(( (nodes + 1) * pool_connections ))
+pg_connections_needed=$((nodes * pool_connections))
 if [ $((pg_connections_used + pg_connections_needed)) -gt "$pg_connections_max" ]; then
   fail "PostgreSQL allows $pg_connections_max connections, $pg_connections_used in use, this run needs $pg_connections_needed: raise max_connections in scripts/postgres-scratch.sh"
 fi
@@ -137,28 +146,12 @@ node_config() {
   local i=$1 seed=0
   [ "$i" != 0 ] || seed=1
   mkdir -p "$work/n$i"
-  cat >"$work/n$i/martlet.toml" <<EOF
-cores = 1
-[c2s]
-listen = "127.0.0.1:$(c2s_port "$i")"
-require_tls = false
-plain_without_tls = true
-[c2s_direct_tls]
-listen = ""
-[storage]
-backend = "postgres"
-postgres_url = "$url"
-path = "$work/n$i/data"
-scram_iterations = $bench_scram_iterations
+  bench_node_config "$work/n$i/martlet.toml" 1 "$(c2s_port "$i")" "$(metrics_port "$i")" "$work/n$i/data" "$url" \
+    "scram_iterations = $bench_scram_iterations" \
+    "$(printf 'idle_timeout_secs = %s\nping_interval_secs = %s' "$session_silence_max_secs" "$session_silence_max_secs")"
+  cat >>"$work/n$i/martlet.toml" <<EOF
 [archive]
 enabled = false
-[metrics]
-listen = "127.0.0.1:$(metrics_port "$i")"
-[limits]
-connections_per_ip_max = 1000000
-auth_failures_per_ip_per_minute = 1000000
-idle_timeout_secs = $session_silence_max_secs
-ping_interval_secs = $session_silence_max_secs
 [cluster]
 listen = "127.0.0.1:$(mesh_port "$i")"
 node_name = "n$i"
@@ -236,7 +229,6 @@ for i in $(seq 0 $((nodes - 1))); do
     sleep 0.5
   done
 done
-"$bin/martlet" --config "$work/n0/martlet.toml" cluster status >"$work/status.txt"
 node_fds=$(for p in "${node_pids[@]}"; do fds "$p"; done | sort -n | tail -1)
 if [ $((per_node_sessions + node_fds)) -gt "$fds_max" ]; then
   fail "a node holds $node_fds files before any session; with $per_node_sessions sessions it passes $fds_max: use more nodes"

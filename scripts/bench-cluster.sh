@@ -11,6 +11,7 @@
 # Writes tuning/results/<date>-cluster.md. Everything on 127.0.0.1, every wait bounded.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+source scripts/bench-node-config.sh
 users=${1:-2000}
 rate=${2:-10000}
 secs=10
@@ -34,24 +35,7 @@ node_config() {
   mkdir -p "$work/$name"
   local seeds=""
   for s in "$@"; do seeds+="\"127.0.0.1:$s\", "; done
-  cat >"$work/$name/martlet.toml" <<EOF
-cores = $cores
-[c2s]
-listen = "127.0.0.1:$c2s"
-require_tls = false
-plain_without_tls = true
-[c2s_direct_tls]
-listen = ""
-[storage]
-backend = "postgres"
-postgres_url = "$url"
-path = "$work/$name/data"
-[metrics]
-listen = "127.0.0.1:$((c2s + 1000))"
-[limits]
-connections_per_ip_max = 1000000
-auth_failures_per_ip_per_minute = 1000000
-EOF
+  bench_node_config "$work/$name/martlet.toml" "$cores" "$c2s" "$((c2s + 1000))" "$work/$name/data" "$url"
   if [ "$mesh" != 0 ]; then
     cat >>"$work/$name/martlet.toml" <<EOF
 [cluster]
