@@ -32,7 +32,7 @@
 # bounded, every process started here is ended on exit.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/bench-node-config.sh
+source scripts/lib/bench-node-config.sh
 nodes=${1:-12}
 idle=${2:-204000}
 active=${3:-2000}

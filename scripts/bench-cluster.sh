@@ -11,7 +11,7 @@
 # Writes tuning/results/<date>-cluster.md. Everything on 127.0.0.1, every wait bounded.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-source scripts/bench-node-config.sh
+source scripts/lib/bench-node-config.sh
 users=${1:-2000}
 rate=${2:-10000}
 secs=10
