@@ -29,7 +29,7 @@ class Client(slixmpp.ClientXMPP):
         self.add_event_handler("session_start", self._started)
         self.add_event_handler("failed_auth", lambda *_: self.failed.set())
         self.add_event_handler("message", self.messages.put_nowait)
-        self.add_event_handler("presence", self.presences.put_nowait)
+        self.add_event_handler("presence", self._presence)
         for plugin in ("xep_0030", "xep_0092", "xep_0199", "xep_0077", "xep_0203", *plugins):
             self.register_plugin(plugin)
         self.initial_presence = True
@@ -41,8 +41,17 @@ class Client(slixmpp.ClientXMPP):
     async def _started(self, _):
         await self.get_roster()
         if self.initial_presence:
+            # Ready once the server has reflected the presence back (RFC 6121 §4.4.2): only
+            # then is this resource available to the router, so a test's next stanza from
+            # another connection cannot overtake it.
             self.send_presence()
-        self.ready.set()
+        else:
+            self.ready.set()
+
+    def _presence(self, presence):
+        if self.initial_presence and not self.ready.is_set() and presence["from"] == self.boundjid:
+            self.ready.set()
+        self.presences.put_nowait(presence)
 
     async def next_message(self, timeout=WAIT_SECS):
         return await asyncio.wait_for(self.messages.get(), timeout)
