@@ -43,6 +43,11 @@ enabled = true                # XEP-0313: archive users' chats (each user's pref
 [stream_management]
 resume_timeout_secs = 300     # XEP-0198: a resumable session outlives its connection this long; 0 = no resumption
 unacked_stanzas_max = 1024    # stanzas sent and not acknowledged; more -> <resource-constraint/>, and they are re-routed
+ack_request_stanzas = 4       # ask for an ack (<r/>) once this many stanzas are unacknowledged ...
+ack_request_delay_ms = 2000   # ... or once the oldest not yet asked about waited this long
+
+[fast]
+token_lifetime_secs = 1209600 # XEP-0484: a FAST token logs its client in for this long (14 days); 0 = FAST off
 
 [cluster]
 listen = ""                   # node-to-node mesh address, e.g. "10.0.0.1:5270"; "" = a single node
@@ -83,6 +88,7 @@ pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <r
 pep_node_items_max = 256              # XEP-0163: items one node may keep (publish-options max_items up to this; 'max' = this)
 push_services_max = 8                 # XEP-0357: push registrations per user; more -> <resource-constraint/>
 push_notifications_per_user_per_minute = 10  # XEP-0357: pushes for one user in any minute; messages past it are counted into the next
+fast_clients_per_user_max = 16        # XEP-0484: clients (user-agent ids) holding FAST tokens per user; more -> the one issued a token longest ago loses it
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -99,6 +105,7 @@ pub struct Config {
     pub registration: Registration,
     pub archive: Archive,
     pub stream_management: StreamManagement,
+    pub fast: Fast,
     pub metrics: Metrics,
     pub cluster: Cluster,
     pub limits: Limits,
@@ -174,11 +181,26 @@ impl Default for Archive {
 pub struct StreamManagement {
     pub resume_timeout_secs: u64,
     pub unacked_stanzas_max: usize,
+    pub ack_request_stanzas: usize,
+    pub ack_request_delay_ms: u64,
 }
 
 impl Default for StreamManagement {
     fn default() -> Self {
-        StreamManagement { resume_timeout_secs: 300, unacked_stanzas_max: 1024 }
+        StreamManagement { resume_timeout_secs: 300, unacked_stanzas_max: 1024, ack_request_stanzas: 4, ack_request_delay_ms: 2000 }
+    }
+}
+
+/// XEP-0484 FAST tokens (`c2s::fast`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Fast {
+    pub token_lifetime_secs: u64,
+}
+
+impl Default for Fast {
+    fn default() -> Self {
+        Fast { token_lifetime_secs: 14 * 24 * 3600 }
     }
 }
 
@@ -230,6 +252,7 @@ pub struct Limits {
     pub pep_nodes_max: usize,
     pub pep_node_items_max: usize,
     pub push_services_max: usize,
+    pub fast_clients_per_user_max: usize,
     pub push_notifications_per_user_per_minute: usize,
 }
 
@@ -245,6 +268,7 @@ impl Default for Config {
             registration: Registration::default(),
             archive: Archive::default(),
             stream_management: StreamManagement::default(),
+            fast: Fast::default(),
             metrics: Metrics::default(),
             cluster: Cluster::default(),
             limits: Limits::default(),
@@ -325,6 +349,7 @@ impl Default for Limits {
             pep_node_items_max: 256,
             push_services_max: 8,
             push_notifications_per_user_per_minute: 10,
+            fast_clients_per_user_max: 16,
         }
     }
 }

@@ -49,6 +49,9 @@ pub struct CoreCounters {
     pub cross_node_drops: Counter,
     pub offline_stored: Counter,
     pub auth_failures: Counter,
+    /// Logins through XEP-0388 SASL2, and those of them with a XEP-0484 FAST token.
+    pub sasl2_logins: Counter,
+    pub fast_logins: Counter,
     pub session_mailbox_full_drops: Counter,
     pub user_mailbox_full_drops: Counter,
     pub connections_refused: Counter,
@@ -71,7 +74,7 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 12] {
+    fn counters(&self) -> [(&'static str, u64); 14] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
@@ -79,6 +82,8 @@ impl CoreCounters {
             ("cross_node_drops", self.cross_node_drops.get()),
             ("offline_stored", self.offline_stored.get()),
             ("auth_failures", self.auth_failures.get()),
+            ("sasl2_logins", self.sasl2_logins.get()),
+            ("fast_logins", self.fast_logins.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),
             ("user_mailbox_full_drops", self.user_mailbox_full_drops.get()),
             ("connections_refused", self.connections_refused.get()),

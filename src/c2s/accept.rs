@@ -11,7 +11,7 @@ use glommio::net::{TcpListener, TcpStream};
 use shards::listener::{tune_stream, StreamOptions};
 
 use super::conn::{Conn, ConnEnd, ConnectionSlot};
-use super::negotiate::Unauthenticated;
+use super::negotiate::{LoggedIn, Unauthenticated};
 use super::stream_error::StreamError;
 use super::transport::Transport;
 use crate::router::CoreState;
@@ -76,8 +76,10 @@ async fn negotiate(
     conn.hold(slot);
     conn.deadline = Some(deadline);
     let phases = async {
-        let authenticated = Unauthenticated::new(core.clone(), conn).authenticate().await?;
-        authenticated.bind().await
+        match Unauthenticated::new(core.clone(), conn).authenticate().await? {
+            LoggedIn::Unbound(authenticated) => authenticated.bind().await,
+            LoggedIn::Bound(session) => Ok(session),
+        }
     };
     match phases.await {
         Ok(session) => Some(Box::pin(session.run())),

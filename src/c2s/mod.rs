@@ -3,12 +3,18 @@
 //!
 //! `accept` → [`negotiate::Unauthenticated`] (STARTTLS, SASL, XEP-0077) →
 //! [`negotiate::Authenticated`] (resource binding) → [`session::BoundSession`] (routing).
+//!
+//! SASL2 (`sasl2`, XEP-0388) with Bind 2 (`bind2`, XEP-0386) and FAST tokens (`fast`,
+//! XEP-0484) goes from the first phase to the last in one step.
 
 pub mod accept;
+pub mod bind2;
 pub mod conn;
+pub mod fast;
 pub mod limits;
 pub mod negotiate;
 pub mod sasl;
+pub mod sasl2;
 pub mod session;
 pub mod stream_error;
 pub mod transport;

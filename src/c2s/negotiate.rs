@@ -1,6 +1,7 @@
 //! Stream negotiation (RFC 6120 §4-7) as typed phases: an [`Unauthenticated`] stream can only
 //! become an [`Authenticated`] one through SASL, and only an authenticated stream can bind a
-//! resource and become a [`BoundSession`] — the one type that can route stanzas.
+//! resource and become a [`BoundSession`] — the one type that can route stanzas. SASL2
+//! (XEP-0388, `sasl2`) may bind or resume in the same step, going straight to a session.
 
 use std::rc::Rc;
 use std::sync::Arc;
@@ -10,7 +11,8 @@ use jid::{BareJid, FullJid};
 use minidom::Element;
 
 use super::conn::{new_stream_id, until, Conn, ConnEnd};
-use super::sasl::{self, Mechanism, Outcome};
+use super::sasl::{self, Mechanism, Outcome, Profile};
+use super::sasl2;
 use super::session::{BoundSession, Resumption};
 use super::stream_error::StreamError;
 use super::transport::Transport;
@@ -38,9 +40,23 @@ pub struct Unauthenticated {
 
 /// A stream whose client proved who it is; it may bind a resource and nothing else.
 pub struct Authenticated {
-    core: Rc<CoreState>,
-    conn: Conn,
-    user: BareJid,
+    pub(super) core: Rc<CoreState>,
+    pub(super) conn: Conn,
+    pub(super) user: BareJid,
+    /// RFC 6120 SASL restarts the stream; SASL2 does not, so no new header comes.
+    restarted: bool,
+}
+
+/// Where authentication leaves a stream: to bind a resource, or bound by SASL2 already.
+pub enum LoggedIn {
+    Unbound(Authenticated),
+    Bound(BoundSession),
+}
+
+/// How the client authenticated.
+enum Negotiated {
+    Rfc6120(BareJid),
+    Sasl2 { user: BareJid, req: Box<sasl2::Authenticate>, additional: Option<Vec<u8>>, rotate: bool },
 }
 
 fn end(err: StreamError, text: &str) -> ConnEnd {
@@ -90,14 +106,20 @@ impl Unauthenticated {
 
     /// Runs STARTTLS, in-band registration and SASL until the client authenticates.
     /// On an error the stream error is returned for the caller to send.
-    pub async fn authenticate(mut self) -> Result<Authenticated, (Conn, ConnEnd)> {
+    pub async fn authenticate(mut self) -> Result<LoggedIn, (Conn, ConnEnd)> {
         match self.negotiate().await {
-            Ok(user) => Ok(Authenticated { core: self.core, conn: self.conn, user }),
+            Ok(Negotiated::Rfc6120(user)) => {
+                Ok(LoggedIn::Unbound(Authenticated { core: self.core, conn: self.conn, user, restarted: true }))
+            }
+            Ok(Negotiated::Sasl2 { user, req, additional, rotate }) => {
+                let auth = Authenticated { core: self.core, conn: self.conn, user, restarted: false };
+                sasl2::complete(auth, *req, additional, rotate).await
+            }
             Err(e) => Err((self.conn, e)),
         }
     }
 
-    async fn negotiate(&mut self) -> Result<BareJid, ConnEnd> {
+    async fn negotiate(&mut self) -> Result<Negotiated, ConnEnd> {
         let cfg = self.core.cfg.clone();
         loop {
             open_stream(&self.core, &mut self.conn).await?;
@@ -110,15 +132,27 @@ impl Unauthenticated {
                 if el.is("starttls", ns::TLS) && !tls {
                     self.starttls().await?;
                     break; // a new stream starts over TLS (RFC 6120 §5.4.3.3)
-                } else if el.is("auth", ns::SASL) {
+                } else if el.is("auth", ns::SASL) || el.is("authenticate", ns::SASL2) {
+                    let profile = if el.ns() == ns::SASL2 { Profile::Sasl2 } else { Profile::Rfc6120 };
                     if !may_auth {
-                        let failure = build("failure", ns::SASL, &[], vec![Element::bare("encryption-required", ns::SASL)]);
-                        self.conn.send_el(&failure).await?;
+                        sasl::fail(&mut self.conn, profile, "encryption-required").await?;
                         continue;
                     }
-                    if let Some(user) = self.sasl(&mechanisms, &el).await? {
-                        self.conn.restart();
-                        return Ok(user);
+                    self.may_try_auth()?;
+                    if profile == Profile::Rfc6120 {
+                        let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text()).await?;
+                        if let Some((user, additional)) = self.counted(outcome)? {
+                            let data = additional.map(|a| sasl::encode(&a)).unwrap_or_default();
+                            self.conn.send_el(&text_el("success", ns::SASL, &data)).await?;
+                            self.conn.restart();
+                            return Ok(Negotiated::Rfc6120(user));
+                        }
+                    } else {
+                        let req = Box::new(sasl2::Authenticate::parse(&el));
+                        let (outcome, rotate) = sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await?;
+                        if let Some((user, additional)) = self.counted(outcome)? {
+                            return Ok(Negotiated::Sasl2 { user, req, additional, rotate });
+                        }
                     }
                 } else if el.is("iq", ns::CLIENT) && cfg.registration.enabled && may_auth {
                     let reply = register::unauthenticated(&self.core, &el).await;
@@ -140,6 +174,7 @@ impl Unauthenticated {
         if may_auth {
             let mechs = mechanisms.iter().map(|m| text_el("mechanism", ns::SASL, m.name())).collect();
             children.push(build("mechanisms", ns::SASL, &[], mechs));
+            children.push(sasl2::feature(&self.core, mechanisms));
             if self.core.cfg.registration.enabled {
                 children.push(Element::bare("register", ns::REGISTER_FEATURE));
             }
@@ -162,15 +197,21 @@ impl Unauthenticated {
         Ok(())
     }
 
-    /// One SASL attempt; `Some(user)` on success. Failures are counted per stream and per
-    /// address; past either limit the stream ends.
-    async fn sasl(&mut self, mechanisms: &[Mechanism], auth: &Element) -> Result<Option<BareJid>, ConnEnd> {
-        let ip = self.conn.peer.ip();
-        if !self.core.peers.auth_allowed(ip) {
+    /// Whether this address may try to authenticate now (`auth_failures_per_ip_per_minute`).
+    fn may_try_auth(&self) -> Result<(), ConnEnd> {
+        if !self.core.peers.auth_allowed(self.conn.peer.ip()) {
             return Err(end(StreamError::PolicyViolation, "too many failed authentications from this address; try again later"));
         }
-        match sasl::authenticate(&self.core, &mut self.conn, mechanisms, auth).await? {
-            Outcome::Success(user) => Ok(Some(user)),
+        Ok(())
+    }
+
+    /// The outcome of one SASL attempt, either profile: the user and the mechanism's
+    /// success data, or `None` after a failure. Failures are counted per stream and per
+    /// address; past either limit the stream ends.
+    fn counted(&mut self, outcome: Outcome) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
+        let ip = self.conn.peer.ip();
+        match outcome {
+            Outcome::Success { user, additional } => Ok(Some((user, additional))),
             Outcome::Failure => {
                 self.core.peers.record_auth_failure(ip);
                 self.core.counters.auth_failures.inc();
@@ -192,21 +233,19 @@ impl Authenticated {
             Ok(Bound::Fresh(jid)) => Ok(BoundSession::new(self.core, self.conn, jid)),
             Ok(Bound::Resumed(r)) => {
                 let jid = self.user.with_resource_str(&r.handover.resource).expect("a bound resource is valid");
-                Ok(BoundSession::resumed(self.core, self.conn, jid, *r))
+                Ok(BoundSession::resumed(self.core, self.conn, jid, *r, None))
             }
             Err(e) => Err((self.conn, e)),
         }
     }
 
     async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
-        open_stream(&self.core, &mut self.conn).await?;
-        let features = build(
-            "features",
-            ns::STREAM,
-            &[],
-            vec![Element::bare("bind", ns::BIND), session_iq::stream_feature(), sm::stream_feature(), csi::stream_feature(), roster::versioning_feature(), self.core.caps.clone()],
-        );
-        self.conn.send_el(&features).await?;
+        if self.restarted {
+            open_stream(&self.core, &mut self.conn).await?;
+        }
+        let mut features = vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()];
+        features.extend(session_features(&self.core, true));
+        self.conn.send_el(&build("features", ns::STREAM, &[], features)).await?;
         loop {
             let iq = next_element(&mut self.conn).await?;
             match ClientSm::parse(&iq) {
@@ -249,7 +288,7 @@ impl Authenticated {
     /// XEP-0198 §5: asks this user's UserChannel to move the session with `resume_id` to a
     /// new address here, and waits for the old session to hand over. `None` when there is
     /// nothing to resume; anything routed to the new address meanwhile is given back.
-    async fn resume(&mut self, resume_id: Arc<str>, h: u32) -> Result<Option<Resumption>, ConnEnd> {
+    pub(super) async fn resume(&mut self, resume_id: Arc<str>, h: u32) -> Result<Option<Resumption>, ConnEnd> {
         let (addr, rx) = self.core.register_session();
         let user: Arc<str> = self.user.to_string().into();
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
@@ -284,8 +323,8 @@ impl Authenticated {
                 // resource here already, so it is unbound and what came is routed again.
                 None | Some(None) => {
                     log::warn!("{}: XEP-0198 hand-over did not arrive in {wait:?}", self.user);
-                    self.core.unregister_session(addr);
                     self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
+                    self.core.unregister_session(addr);
                     for stanza in meanwhile.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
                         self.core.send_to_user(user.clone(), UserMsg::Undelivered(stanza)).await;
                     }
@@ -304,6 +343,13 @@ impl Authenticated {
             None => Ok(self.user.with_resource_str(&format!("martlet-{:08x}", rand::random::<u32>())).expect("hex is a valid resource")),
         }
     }
+}
+
+/// The features of an authenticated stream beyond binding: XEP-0198 (unless it is on),
+/// XEP-0352, XEP-0237 and the server's XEP-0115 caps.
+pub fn session_features(core: &CoreState, with_sm: bool) -> Vec<Element> {
+    let sm = with_sm.then(sm::stream_feature);
+    sm.into_iter().chain([csi::stream_feature(), roster::versioning_feature(), core.caps.clone()]).collect()
 }
 
 /// How the bind phase ended.

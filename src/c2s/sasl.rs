@@ -1,5 +1,7 @@
 //! SASL authentication (RFC 6120 §6): SCRAM-SHA-256 and SCRAM-SHA-1 through scram-rs,
-//! PLAIN checked against the stored salted password.
+//! PLAIN checked against the stored salted password. The same exchange runs under RFC
+//! 6120's profile or XEP-0388's ([`Profile`]); only the element names' namespace differs,
+//! and the caller sends the success, which under SASL2 carries more than the mechanism's.
 //!
 //! Credentials are fetched from storage before the mechanism runs (the mechanism's callback
 //! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on a
@@ -52,49 +54,69 @@ impl Mechanism {
 }
 
 pub enum Outcome {
-    Success(BareJid),
+    /// Authenticated as `user`; `additional` is the mechanism's success data (SCRAM's
+    /// server signature), for the caller's `<success/>`.
+    Success { user: BareJid, additional: Option<Vec<u8>> },
     /// The client was told `<failure/>` and may try again.
     Failure,
 }
 
-/// Runs one SASL exchange that starts with `<auth/>` (`auth`), on `conn`.
-pub async fn authenticate(
-    core: &Rc<CoreState>,
-    conn: &mut Conn,
-    offered: &[Mechanism],
-    auth: &Element,
-) -> Result<Outcome, ConnEnd> {
-    let mech = offered.iter().copied().find(|m| Some(m.name()) == auth.attr("mechanism"));
-    let Some(mech) = mech else {
-        return fail(conn, "invalid-mechanism").await;
-    };
-    let initial = auth.text();
-    match mech {
-        Mechanism::Plain => plain(core, conn, &initial).await,
-        Mechanism::ScramSha256 => scram::<ScramSha256Ring>(core, conn, mech, &initial).await,
-        Mechanism::ScramSha1 => scram::<ScramSha1Ring>(core, conn, mech, &initial).await,
+/// The framing of an exchange: RFC 6120 §6.4's elements, or XEP-0388's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    Rfc6120,
+    Sasl2,
+}
+
+impl Profile {
+    fn ns(self) -> &'static str {
+        match self {
+            Profile::Rfc6120 => ns::SASL,
+            Profile::Sasl2 => ns::SASL2,
+        }
     }
 }
 
-async fn plain(core: &Rc<CoreState>, conn: &mut Conn, initial_b64: &str) -> Result<Outcome, ConnEnd> {
-    let Some(msg) = decode(initial_b64) else { return fail(conn, "incorrect-encoding").await };
+/// Runs one SASL exchange with the mechanism the client named, which must be one of
+/// `offered`, starting from its base64 initial response.
+pub async fn authenticate(
+    core: &Rc<CoreState>,
+    conn: &mut Conn,
+    profile: Profile,
+    offered: &[Mechanism],
+    mechanism: Option<&str>,
+    initial_b64: &str,
+) -> Result<Outcome, ConnEnd> {
+    let mech = offered.iter().copied().find(|m| Some(m.name()) == mechanism);
+    let Some(mech) = mech else {
+        return fail(conn, profile, "invalid-mechanism").await;
+    };
+    match mech {
+        Mechanism::Plain => plain(core, conn, profile, initial_b64).await,
+        Mechanism::ScramSha256 => scram::<ScramSha256Ring>(core, conn, profile, mech, initial_b64).await,
+        Mechanism::ScramSha1 => scram::<ScramSha1Ring>(core, conn, profile, mech, initial_b64).await,
+    }
+}
+
+async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_b64: &str) -> Result<Outcome, ConnEnd> {
+    let Some(msg) = decode(initial_b64) else { return fail(conn, profile, "incorrect-encoding").await };
     let mut parts = msg.split(|&b| b == 0);
     let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return fail(conn, "malformed-request").await;
+        return fail(conn, profile, "malformed-request").await;
     };
     let (Ok(authcid), Ok(password)) = (std::str::from_utf8(authcid), std::str::from_utf8(password)) else {
-        return fail(conn, "malformed-request").await;
+        return fail(conn, profile, "malformed-request").await;
     };
-    let Some(jid) = local_jid(authcid, &core.cfg.domain) else { return fail(conn, "not-authorized").await };
+    let Some(jid) = local_jid(authcid, &core.cfg.domain) else { return fail(conn, profile, "not-authorized").await };
     if !authzid.is_empty() && authzid != jid.to_string().as_bytes() {
-        return fail(conn, "invalid-authzid").await;
+        return fail(conn, profile, "invalid-authzid").await;
     }
     match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
-        Ok(true) => succeed(conn, jid, None).await,
-        Ok(false) => fail(conn, "not-authorized").await,
+        Ok(true) => Ok(Outcome::Success { user: jid, additional: None }),
+        Ok(false) => fail(conn, profile, "not-authorized").await,
         Err(e) => {
             log::error!("PLAIN for {jid}: storage: {e}");
-            fail(conn, "temporary-auth-failure").await
+            fail(conn, profile, "temporary-auth-failure").await
         }
     }
 }
@@ -102,18 +124,19 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, initial_b64: &str) -> Resu
 async fn scram<S: ScramHashing + 'static>(
     core: &Rc<CoreState>,
     conn: &mut Conn,
+    profile: Profile,
     mech: Mechanism,
     initial_b64: &str,
 ) -> Result<Outcome, ConnEnd> {
-    let Some(first) = decode(initial_b64) else { return fail(conn, "incorrect-encoding").await };
+    let Some(first) = decode(initial_b64) else { return fail(conn, profile, "incorrect-encoding").await };
     let Some(jid) = scram_username(&first).and_then(|u| local_jid(&u, &core.cfg.domain)) else {
-        return fail(conn, "malformed-request").await;
+        return fail(conn, profile, "malformed-request").await;
     };
     let credentials = match core.storage.credentials(jid.to_string()).await {
         Ok(c) => c,
         Err(e) => {
             log::error!("SCRAM for {jid}: storage: {e}");
-            return fail(conn, "temporary-auth-failure").await;
+            return fail(conn, profile, "temporary-auth-failure").await;
         }
     };
     let secret = credentials.map(|c| StoredSecret::of(&c, mech));
@@ -121,36 +144,33 @@ async fn scram<S: ScramHashing + 'static>(
     let nonce = ScramNonce::none().expect("the system random source works");
     let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true)
     else {
-        return fail(conn, "temporary-auth-failure").await;
+        return fail(conn, profile, "temporary-auth-failure").await;
     };
-    let mut input = initial_b64.as_bytes().to_vec();
+    let mut input = initial_b64.trim().as_bytes().to_vec();
     loop {
         match server.parse_response_base64(&input) {
             ScramResultServer::Data(ref data) => {
-                let challenge = base64::engine::general_purpose::STANDARD.encode(data);
-                conn.send_el(&text_el("challenge", ns::SASL, &challenge)).await?;
-                match next_sasl_element(conn).await? {
-                    Some(resp) if resp.name() == "response" => input = resp.text().into_bytes(),
-                    Some(abort) if abort.name() == "abort" => return fail(conn, "aborted").await,
-                    _ => return fail(conn, "malformed-request").await,
+                let challenge = encode(data.as_bytes());
+                conn.send_el(&text_el("challenge", profile.ns(), &challenge)).await?;
+                match next_sasl_element(conn, profile).await? {
+                    Some(resp) if resp.name() == "response" => input = resp.text().trim().as_bytes().to_vec(),
+                    Some(abort) if abort.name() == "abort" => return fail(conn, profile, "aborted").await,
+                    _ => return fail(conn, profile, "malformed-request").await,
                 }
             }
-            ScramResultServer::Final(ref data) => {
-                let verifier = base64::engine::general_purpose::STANDARD.encode(data);
-                return succeed(conn, jid, Some(verifier)).await;
-            }
+            ScramResultServer::Final(data) => return Ok(Outcome::Success { user: jid, additional: Some(data.into_bytes()) }),
             ScramResultServer::Error(e) => {
                 log::debug!("SCRAM for {jid} failed: {e}");
-                return fail(conn, "not-authorized").await;
+                return fail(conn, profile, "not-authorized").await;
             }
         }
     }
 }
 
 /// The SASL element that answers a challenge; `None` for anything else.
-async fn next_sasl_element(conn: &mut Conn) -> Result<Option<Element>, ConnEnd> {
+async fn next_sasl_element(conn: &mut Conn, profile: Profile) -> Result<Option<Element>, ConnEnd> {
     match conn.next_event().await? {
-        StreamEvent::Element(el) if el.ns() == ns::SASL => Ok(Some(el)),
+        StreamEvent::Element(el) if el.ns() == profile.ns() => Ok(Some(el)),
         StreamEvent::Element(_) => Ok(None),
         StreamEvent::End => Err(ConnEnd::StreamClosed),
         StreamEvent::Header(_) => Err(ConnEnd::Error(StreamError::BadFormat, "stream header inside SASL".into())),
@@ -173,7 +193,7 @@ impl StoredSecret {
         };
         StoredSecret {
             salted_password: salted.clone(),
-            salt_b64: base64::engine::general_purpose::STANDARD.encode(salt),
+            salt_b64: encode(salt),
             iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
         }
     }
@@ -217,14 +237,14 @@ fn scram_username(client_first: &[u8]) -> Option<String> {
 }
 
 /// `user@domain` if `localpart` makes a valid JID (RFC 7622 via the jid crate).
-fn local_jid(localpart: &str, domain: &str) -> Option<BareJid> {
+pub(super) fn local_jid(localpart: &str, domain: &str) -> Option<BareJid> {
     if localpart.is_empty() || localpart.contains('@') || localpart.contains('/') {
         return None;
     }
     BareJid::new(&format!("{localpart}@{domain}")).ok()
 }
 
-fn decode(b64: &str) -> Option<Vec<u8>> {
+pub(super) fn decode(b64: &str) -> Option<Vec<u8>> {
     let b64 = b64.trim();
     if b64 == "=" || b64.is_empty() {
         return Some(Vec::new()); // RFC 6120 §6.4.2: "=" is an empty initial response
@@ -232,14 +252,13 @@ fn decode(b64: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(b64).ok()
 }
 
-
-async fn succeed(conn: &mut Conn, jid: BareJid, additional: Option<String>) -> Result<Outcome, ConnEnd> {
-    conn.send_el(&text_el("success", ns::SASL, additional.as_deref().unwrap_or(""))).await?;
-    Ok(Outcome::Success(jid))
+pub(super) fn encode(bytes: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-async fn fail(conn: &mut Conn, condition: &str) -> Result<Outcome, ConnEnd> {
-    let failure = build("failure", ns::SASL, &[], vec![Element::bare(condition, ns::SASL)]);
+/// `<failure/>` with an RFC 6120 §6.5 condition, which SASL2 keeps in the RFC's namespace.
+pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &str) -> Result<Outcome, ConnEnd> {
+    let failure = build("failure", profile.ns(), &[], vec![Element::bare(condition, ns::SASL)]);
     conn.send_el(&failure).await?;
     Ok(Outcome::Failure)
 }

@@ -68,9 +68,9 @@ pub struct BoundSession {
     /// XEP-0352: the client said it is inactive; `held` waits for an urgent stanza.
     inactive: bool,
     held: Held,
-    /// A resumed session's first writes: `<resumed/>`, then what the old session had not
-    /// seen acknowledged, then what arrived for it during the hand-over.
-    replay: Option<Vec<Arc<str>>>,
+    /// A resumed session's first writes: `<resumed/>` (or SASL2's `<success/>`), then what
+    /// the old session had not seen acknowledged, then what arrived for it meanwhile.
+    replay: Option<Replay>,
     /// XEP-0163: the PEP nodes the client wants events from, by its XEP-0115 caps, and the
     /// caps query it has yet to answer.
     pep_interest: Interests,
@@ -92,6 +92,23 @@ pub struct Resumption {
     pub meanwhile: Vec<Arc<str>>,
     /// What the UserChannel told the new address meanwhile of the user's state.
     pub updates: Vec<SessionMsg>,
+}
+
+/// What a resumed session writes first.
+struct Replay {
+    /// XML that announces the resumption; not a stanza, so not counted.
+    greeting: String,
+    stanzas: Vec<Arc<str>>,
+}
+
+/// What a XEP-0386 Bind 2 request turned on along with the binding.
+pub struct Inline {
+    /// XEP-0198, enabled (its `<enabled/>` went out in the SASL2 success).
+    pub sm: Option<SmState>,
+    /// XEP-0280 carbons.
+    pub carbons: bool,
+    /// XEP-0352: the client starts inactive.
+    pub inactive: bool,
 }
 
 enum Wake {
@@ -138,10 +155,18 @@ impl BoundSession {
         }
     }
 
+    /// Turns on what a Bind 2 request asked for; its UserChannel hears of it in `run`.
+    pub fn with_inline(mut self, inline: Inline) -> Self {
+        self.sm = inline.sm;
+        self.carbons = inline.carbons;
+        self.inactive = inline.inactive;
+        self
+    }
+
     /// A session resumed under XEP-0198: its address is already the resource's session in
-    /// its UserChannel, and the hand-over is what the old session passed on.
-    pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption) -> Self {
-        let unacked_max = core.cfg.stream_management.unacked_stanzas_max;
+    /// its UserChannel, and the hand-over is what the old session passed on. `greeting`
+    /// replaces the `<resumed/>` when the resumption answered a SASL2 `<authenticate/>`.
+    pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption, greeting: Option<String>) -> Self {
         let Resumption { registered, resume_id, h_client, handover, meanwhile, updates } = r;
         let mut session = Self::at(core, conn, jid, registered);
         session.presence = handover.presence.map(Box::new);
@@ -150,10 +175,12 @@ impl BoundSession {
         session.pep_interest = handover.pep_interest;
         updates.into_iter().for_each(|u| session.update(u));
         session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
-        session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, unacked_max));
-        let mut replay = handover.unacked;
-        replay.extend(meanwhile);
-        session.replay = Some(replay);
+        let greeting = greeting.unwrap_or_else(|| to_xml(&sm::resumed(&resume_id, handover.handled)));
+        let sm_cfg = &session.core.cfg.stream_management;
+        session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, sm_cfg));
+        let mut stanzas = handover.unacked;
+        stanzas.extend(meanwhile);
+        session.replay = Some(Replay { greeting, stanzas });
         session
     }
 
@@ -165,8 +192,7 @@ impl BoundSession {
         let mut end = match self.replay.take() {
             Some(replay) => Box::pin(self.send_replay(replay)).await.err(),
             None => {
-                let bind = UserMsg::Bind { resource: self.resource.clone(), session: addr };
-                Box::pin(self.core.send_to_user(self.bare.clone(), bind)).await;
+                Box::pin(self.announce()).await;
                 None
             }
         };
@@ -185,7 +211,28 @@ impl BoundSession {
                 self.conn.drop_transport().await;
                 self.core.unregister_session(addr);
             }
-            end => Box::pin(self.finish(addr, end)).await,
+            end => Box::pin(self.finish(addr, &rx, end)).await,
+        }
+    }
+
+    /// Registers with the user's UserChannel, with what Bind 2 turned on already; all in
+    /// one actor's order, so the UserChannel knows the resource before anything else.
+    async fn announce(&mut self) {
+        let bind = UserMsg::Bind { resource: self.resource.clone(), session: self.addr };
+        self.core.send_to_user(self.bare.clone(), bind).await;
+        self.tell_resumable().await;
+        if self.carbons {
+            let msg = UserMsg::Carbons { resource: self.resource.clone(), enabled: true };
+            self.core.send_to_user(self.bare.clone(), msg).await;
+        }
+        self.tell_dormant().await;
+    }
+
+    /// XEP-0198: tells the UserChannel this session may be resumed, under which id.
+    async fn tell_resumable(&mut self) {
+        if let Some(resume_id) = self.sm.as_ref().and_then(|s| s.resume_id.clone()) {
+            let msg = UserMsg::Resumable { session: self.addr, resume_id };
+            self.core.send_to_user(self.bare.clone(), msg).await;
         }
     }
 
@@ -258,11 +305,10 @@ impl BoundSession {
         self.core.send_to_session(by, SessionMsg::Resumed(Box::new(handover))).await;
     }
 
-    /// A resumed session's first words: `<resumed/>`, then the stanzas to send again.
-    async fn send_replay(&mut self, replay: Vec<Arc<str>>) -> Result<(), ConnEnd> {
-        let sm = self.sm.as_mut().expect("resumed sessions have SM");
-        let mut out = to_xml(&sm::resumed(sm.resume_id.as_deref().unwrap_or(""), sm.handled));
-        let outcome = self.append_tracked(&mut out, replay);
+    /// A resumed session's first words: its greeting, then the stanzas to send again.
+    async fn send_replay(&mut self, replay: Replay) -> Result<(), ConnEnd> {
+        let mut out = replay.greeting;
+        let outcome = self.append_tracked(&mut out, replay.stanzas);
         self.request_ack(&mut out);
         self.conn.send(out.as_bytes()).await?;
         outcome
@@ -333,13 +379,11 @@ impl BoundSession {
         }
     }
 
-    /// Appends `<r/>` when stanzas wait for an acknowledgement and none was asked for.
+    /// Appends `<r/>` when enough stanzas, or one for long enough, wait for an
+    /// acknowledgement and none was asked for (`SmState::take_ack_request`).
     fn request_ack(&mut self, out: &mut String) {
-        if let Some(sm) = &mut self.sm {
-            if !sm.ack_requested && sm.unacked_len() > 0 {
-                sm.ack_requested = true;
-                out.push_str(&to_xml(&sm::request()));
-            }
+        if self.sm.as_mut().is_some_and(|sm| sm.take_ack_request(Instant::now())) {
+            out.push_str(&to_xml(&sm::request()));
         }
     }
 
@@ -354,7 +398,7 @@ impl BoundSession {
     }
 
     fn track_sent(&mut self, xml: Arc<str>) -> Result<(), ConnEnd> {
-        let within_limit = self.sm.as_mut().is_none_or(|sm| sm.on_sent(xml));
+        let within_limit = self.sm.as_mut().is_none_or(|sm| sm.on_sent(xml, Instant::now()));
         if within_limit {
             Ok(())
         } else {
@@ -366,14 +410,9 @@ impl BoundSession {
     async fn on_sm(&mut self, el: ClientSm) -> Result<(), ConnEnd> {
         match el {
             ClientSm::Enable { resume } if self.sm.is_none() => {
-                let cfg = &self.core.cfg.stream_management;
-                let resume_id = (resume && cfg.resume_timeout_secs > 0).then(sm::new_resume_id);
-                let reply = sm::enabled(resume_id.as_deref(), cfg.resume_timeout_secs);
-                self.sm = Some(SmState::new(resume_id.clone(), cfg.unacked_stanzas_max));
-                if let Some(resume_id) = resume_id {
-                    let msg = UserMsg::Resumable { session: self.addr, resume_id };
-                    self.core.send_to_user(self.bare.clone(), msg).await;
-                }
+                let (state, reply) = sm::enable(&self.core.cfg.stream_management, resume);
+                self.sm = Some(state);
+                self.tell_resumable().await;
                 self.conn.send_el(&reply).await?;
             }
             ClientSm::Request => match &self.sm {
@@ -437,7 +476,8 @@ impl BoundSession {
         }
     }
 
-    /// Time until the next check is due: buffer release, ping, or idle timeout.
+    /// Time until the next check is due: buffer release, ping, idle timeout, or an
+    /// XEP-0198 ack request.
     fn next_check(&self) -> Duration {
         let limits = &self.core.cfg.limits;
         let since = self.conn.last_rx.elapsed();
@@ -446,10 +486,19 @@ impl BoundSession {
         if !self.released {
             due = due.min(IDLE_RELEASE_AFTER);
         }
-        due.saturating_sub(since).max(Duration::from_millis(10))
+        let mut wait = due.saturating_sub(since);
+        if let Some(ack_due) = self.sm.as_ref().and_then(SmState::ack_request_due) {
+            wait = wait.min(ack_due.saturating_duration_since(Instant::now()));
+        }
+        wait.max(Duration::from_millis(10))
     }
 
     async fn on_timer(&mut self) -> Result<(), ConnEnd> {
+        let mut ack_request = String::new();
+        self.request_ack(&mut ack_request);
+        if !ack_request.is_empty() {
+            self.conn.send(ack_request.as_bytes()).await?;
+        }
         let limits = &self.core.cfg.limits;
         let silent = self.conn.last_rx.elapsed();
         if silent >= IDLE_RELEASE_AFTER && !self.released {
@@ -773,21 +822,34 @@ impl BoundSession {
     /// connection just died. Messages the client never acknowledged (XEP-0198) go back to
     /// the UserChannel after the unbind, so they reach another resource or offline storage;
     /// at shutdown they are stored here, before this core may stop.
-    async fn finish(mut self, addr: SessionAddr, end: ConnEnd) {
+    /// The session ends for good. What the client may not have seen (unacknowledged under
+    /// XEP-0198, or still in the mailbox) goes back to the UserChannel as undelivered,
+    /// after the `Unbind`, so it is routed to the user's other resources or offline storage
+    /// and never to this session again; anything routed here later is sent back by the
+    /// core (`CoreState::session_local`), also behind the `Unbind`.
+    async fn finish(mut self, addr: SessionAddr, rx: &mailbox::Receiver<SessionMsg>, end: ConnEnd) {
         self.conn.end_with(&self.core.cfg.domain, &end).await;
-        let unacked = self.sm.as_mut().map(|s| s.take_unacked()).unwrap_or_default();
-        let mut unacked: Vec<Stanza> = unacked.into_iter().filter_map(Stanza::reroutable).collect();
-        if matches!(end, ConnEnd::Error(StreamError::SystemShutdown, _)) {
-            self.store_offline(std::mem::take(&mut unacked)).await;
-        }
-        self.core.unregister_session(addr);
-        // RFC 6121 §4.6.3: whether or not it ever broadcast presence.
-        self.send_unavailable_to_directed().await;
         let unbind = UserMsg::Unbind { session: addr };
         self.core.send_to_user(self.bare.clone(), unbind).await;
-        for stanza in unacked {
-            self.core.send_to_user(self.bare.clone(), UserMsg::Undelivered(stanza)).await;
+        self.core.unregister_session(addr);
+        let mut left = self.sm.as_mut().map(|s| s.take_unacked()).unwrap_or_default();
+        while let Some(mail) = rx.try_recv() {
+            match mail {
+                SessionMsg::Deliver(xml) => left.push(xml),
+                SessionMsg::DeliverBacklog(backlog) => left.extend(backlog),
+                _ => {}
+            }
         }
+        let left: Vec<Stanza> = left.into_iter().filter_map(Stanza::reroutable).collect();
+        if matches!(end, ConnEnd::Error(StreamError::SystemShutdown, _)) {
+            self.store_offline(left).await;
+        } else {
+            for stanza in left {
+                self.core.send_to_user(self.bare.clone(), UserMsg::Undelivered(stanza)).await;
+            }
+        }
+        // RFC 6121 §4.6.3: whether or not it ever broadcast presence.
+        self.send_unavailable_to_directed().await;
     }
 
     /// XEP-0160 storage of unacknowledged messages, for the shutdown path.

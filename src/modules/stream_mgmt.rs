@@ -13,9 +13,11 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use minidom::Element;
 
+use crate::config::StreamManagement;
 use crate::stanza::build;
 use crate::xml::ns;
 
@@ -31,8 +33,15 @@ pub struct SmState {
     /// `Some(id)` when the client asked for resumption.
     pub resume_id: Option<Arc<str>>,
     /// An `<r/>` went out and its `<a/>` has not come back: do not ask again.
-    pub ack_requested: bool,
+    ack_requested: bool,
+    /// When the oldest stanza sent since the last `<r/>` went out.
+    unrequested_since: Option<Instant>,
     unacked_max: usize,
+    /// Ask for an ack once this many stanzas wait for one, or once the oldest not yet
+    /// asked about has waited `ack_request_delay`: a phone receiving one message a second
+    /// then answers one `<r/>` per few messages instead of one per message.
+    ack_request_stanzas: usize,
+    ack_request_delay: Duration,
 }
 
 /// The client acknowledged more than was sent (XEP-0198 §4, `<handled-count-too-high/>`).
@@ -43,24 +52,55 @@ pub struct TooHigh {
 }
 
 impl SmState {
-    pub fn new(resume_id: Option<Arc<str>>, unacked_max: usize) -> SmState {
-        SmState { sent: 0, handled: 0, unacked: VecDeque::new(), resume_id, ack_requested: false, unacked_max }
+    pub fn new(resume_id: Option<Arc<str>>, cfg: &StreamManagement) -> SmState {
+        SmState {
+            sent: 0,
+            handled: 0,
+            unacked: VecDeque::new(),
+            resume_id,
+            ack_requested: false,
+            unrequested_since: None,
+            unacked_max: cfg.unacked_stanzas_max,
+            ack_request_stanzas: cfg.ack_request_stanzas,
+            ack_request_delay: Duration::from_millis(cfg.ack_request_delay_ms),
+        }
     }
 
     /// The state a resumed session continues with: the client has `h_client` of ours, and
     /// `unacked` (ours after that) goes out again and is counted again.
-    pub fn resumed(resume_id: Arc<str>, handled: u32, h_client: u32, unacked_max: usize) -> SmState {
-        let mut s = SmState::new(Some(resume_id), unacked_max);
+    pub fn resumed(resume_id: Arc<str>, handled: u32, h_client: u32, cfg: &StreamManagement) -> SmState {
+        let mut s = SmState::new(Some(resume_id), cfg);
         s.sent = h_client;
         s.handled = handled;
         s
     }
 
-    /// A stanza goes out; `false` when the queue is past its limit (the client does not ack).
-    pub fn on_sent(&mut self, xml: Arc<str>) -> bool {
+    /// A stanza goes out at `now`; `false` when the queue is past its limit (the client
+    /// does not ack).
+    pub fn on_sent(&mut self, xml: Arc<str>, now: Instant) -> bool {
         self.sent = self.sent.wrapping_add(1);
         self.unacked.push_back(xml);
+        self.unrequested_since.get_or_insert(now);
         self.unacked.len() <= self.unacked_max
+    }
+
+    /// When an `<r/>` is due (`None`: none is); at or before `now` means at once.
+    pub fn ack_request_due(&self) -> Option<Instant> {
+        let since = self.unrequested_since.filter(|_| !self.ack_requested)?;
+        if self.unacked.len() >= self.ack_request_stanzas {
+            return Some(since);
+        }
+        Some(since + self.ack_request_delay)
+    }
+
+    /// Whether to write an `<r/>` now; if so, it counts as written.
+    pub fn take_ack_request(&mut self, now: Instant) -> bool {
+        let due = self.ack_request_due().is_some_and(|due| due <= now);
+        if due {
+            self.ack_requested = true;
+            self.unrequested_since = None;
+        }
+        due
     }
 
     /// The client's `<a h='…'/>`: drop what it covers.
@@ -72,8 +112,10 @@ impl SmState {
         if newly > self.unacked.len() as i32 {
             return Err(TooHigh { h, sent: self.sent });
         }
-        self.unacked.drain(..newly.max(0) as usize);
-        self.ack_requested = false;
+        if newly >= 0 {
+            self.unacked.drain(..newly as usize);
+            self.ack_requested = false; // a stale `h` does not answer the `<r/>` out now
+        }
         Ok(())
     }
 
@@ -91,8 +133,16 @@ impl SmState {
     }
 }
 
+/// The state and the `<enabled/>` answer for a client's `<enable/>`, with a resumption id
+/// when it asked for one and resumption is on.
+pub fn enable(cfg: &StreamManagement, resume: bool) -> (SmState, Element) {
+    let resume_id = (resume && cfg.resume_timeout_secs > 0).then(new_resume_id);
+    let reply = enabled(resume_id.as_deref(), cfg.resume_timeout_secs);
+    (SmState::new(resume_id, cfg), reply)
+}
+
 /// A fresh, unguessable resumption id.
-pub fn new_resume_id() -> Arc<str> {
+fn new_resume_id() -> Arc<str> {
     format!("{:016x}{:016x}", rand::random::<u64>(), rand::random::<u64>()).into()
 }
 
@@ -160,12 +210,35 @@ pub fn failed(condition: &str) -> Element {
 mod tests {
     use super::*;
 
+    fn cfg() -> StreamManagement {
+        StreamManagement { unacked_stanzas_max: 3, ack_request_stanzas: 2, ack_request_delay_ms: 1000, ..StreamManagement::default() }
+    }
+
     fn state_with(n: usize) -> SmState {
-        let mut s = SmState::new(None, 3);
+        let mut s = SmState::new(None, &cfg());
         for i in 0..n {
-            s.on_sent(format!("<m{i}/>").into());
+            s.on_sent(format!("<m{i}/>").into(), Instant::now());
         }
         s
+    }
+
+    #[test]
+    fn acks_are_asked_for_after_a_few_stanzas_or_a_delay() {
+        let t0 = Instant::now();
+        let mut s = SmState::new(None, &cfg());
+        assert_eq!(s.ack_request_due(), None);
+        s.on_sent("<a/>".into(), t0);
+        assert_eq!(s.ack_request_due(), Some(t0 + Duration::from_secs(1)));
+        assert!(!s.take_ack_request(t0));
+        s.on_sent("<b/>".into(), t0 + Duration::from_millis(10));
+        assert!(s.take_ack_request(t0 + Duration::from_millis(10)), "two unacked: ask now");
+        s.on_sent("<c/>".into(), t0 + Duration::from_millis(20));
+        assert_eq!(s.ack_request_due(), None, "one <r/> at a time");
+        s.on_ack(2).unwrap();
+        assert!(!s.take_ack_request(t0 + Duration::from_millis(500)));
+        assert!(s.take_ack_request(t0 + Duration::from_millis(1020)), "<c/> waited long enough");
+        s.on_ack(1).unwrap(); // a stale `h`: the <r/> is still out
+        assert_eq!(s.ack_request_due(), None);
     }
 
     #[test]
@@ -186,9 +259,9 @@ mod tests {
 
     #[test]
     fn counters_wrap_at_2_pow_32() {
-        let mut s = SmState::resumed("id".into(), 0, u32::MAX, 3);
-        s.on_sent("<a/>".into());
-        s.on_sent("<b/>".into());
+        let mut s = SmState::resumed("id".into(), 0, u32::MAX, &cfg());
+        s.on_sent("<a/>".into(), Instant::now());
+        s.on_sent("<b/>".into(), Instant::now());
         assert_eq!(s.sent, 1);
         s.on_ack(0).unwrap();
         assert_eq!(s.take_unacked(), vec![Arc::<str>::from("<b/>")]);
@@ -197,7 +270,7 @@ mod tests {
     #[test]
     fn queue_limit_is_reported() {
         let mut s = state_with(3);
-        assert!(!s.on_sent("<x/>".into()));
+        assert!(!s.on_sent("<x/>".into(), Instant::now()));
     }
 
     #[test]

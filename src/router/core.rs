@@ -343,10 +343,14 @@ impl CoreState {
     fn session_local(self: &Rc<Self>, to: SessionAddr, msg: SessionMsg) {
         let sessions = self.sessions.borrow();
         let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
-            // The session ended while the message travelled. A hand-over (XEP-0198) for a
-            // resuming stream that gave up carries what its client never saw: route that again.
-            if let SessionMsg::Resumed(handover) = msg {
-                self.reroute(handover.unacked);
+            // The session ended while the message travelled: what its client never saw goes
+            // back to the user, behind the session's `Unbind`, for its other resources or
+            // offline storage. So does a hand-over (XEP-0198) for a resuming stream that gave up.
+            match msg {
+                SessionMsg::Deliver(xml) => self.reroute(vec![xml]),
+                SessionMsg::DeliverBacklog(backlog) => self.reroute(backlog),
+                SessionMsg::Resumed(handover) => self.reroute(handover.unacked),
+                _ => {}
             }
             return;
         };

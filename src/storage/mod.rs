@@ -25,6 +25,9 @@ pub use model::{Credentials, RosterItem, Subscription};
 pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 
+/// The per-user document of XEP-0484 FAST tokens (`c2s::fast`), dropped with the password.
+pub const FAST_TOKENS_DOC: &str = "fast-tokens";
+
 /// Threads running backend calls. Two keep one slow PBKDF2 derivation from
 /// stalling every other lookup, while writes serialise in the backend anyway.
 const WORKERS: usize = 2;
@@ -190,10 +193,17 @@ impl Storage {
     }
 
     /// False if there is no such user.
+    /// Also drops the user's XEP-0484 tokens: a new password logs every client out.
     pub async fn set_password(&self, jid: String, password: String) -> Result<bool, StorageError> {
         let iterations = self.scram_iterations;
-        self.run(move |s| s.set_credentials(&jid, &secrets::derive(&password, iterations)?))
-            .await
+        self.run(move |s| {
+            let known = s.set_credentials(&jid, &secrets::derive(&password, iterations)?)?;
+            if known {
+                s.doc_put(&jid, FAST_TOKENS_DOC, None)?;
+            }
+            Ok(known)
+        })
+        .await
     }
 
     /// Also deletes the roster and offline messages; false if unknown.

@@ -8,6 +8,12 @@ pub const CLIENT: &str = "jabber:client";
 pub const TLS: &str = "urn:ietf:params:xml:ns:xmpp-tls";
 /// RFC 6120 §6.4.
 pub const SASL: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
+/// XEP-0388 Extensible SASL Profile (SASL2).
+pub const SASL2: &str = "urn:xmpp:sasl:2";
+/// XEP-0386 Bind 2.
+pub const BIND2: &str = "urn:xmpp:bind:0";
+/// XEP-0484 Fast Authentication Streamlining Tokens.
+pub const FAST: &str = "urn:xmpp:fast:0";
 /// RFC 6120 §7.4.
 pub const BIND: &str = "urn:ietf:params:xml:ns:xmpp-bind";
 /// RFC 3921 §3 (legacy), answered for old clients and load tools (RFC 6121 appendix E).
