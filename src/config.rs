@@ -77,6 +77,7 @@ offline_messages_max = 1000           # per user; beyond -> <resource-constraint
 roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
+mam_messages_per_user_max = 10000     # XEP-0313: messages one user's archive keeps; more -> the oldest are dropped
 blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more -> <resource-constraint/>
 pep_item_bytes_max = 131072           # XEP-0163: one published item's payload, in bytes (room for an avatar); larger -> <payload-too-big/>
 pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <resource-constraint/>
@@ -225,6 +226,7 @@ pub struct Limits {
     pub roster_items_max: usize,
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
+    pub mam_messages_per_user_max: usize,
     pub blocklist_items_max: usize,
     pub pep_item_bytes_max: usize,
     pub pep_nodes_max: usize,
@@ -319,6 +321,7 @@ impl Default for Limits {
             roster_items_max: 2000,
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
+            mam_messages_per_user_max: 10_000,
             blocklist_items_max: 1000,
             pep_item_bytes_max: 131_072,
             pep_nodes_max: 64,
