@@ -84,6 +84,7 @@ pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <r
 pep_node_items_max = 256              # XEP-0163: items one node may keep (publish-options max_items up to this; 'max' = this)
 push_services_max = 8                 # XEP-0357: push registrations per user; more -> <resource-constraint/>
 push_notifications_per_user_per_minute = 10  # XEP-0357: pushes for one user in any minute; messages past it are counted into the next
+private_xml_docs_max = 64             # XEP-0049: namespaces one user may store (each within stanza_bytes_max); more -> <resource-constraint/>
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -233,6 +234,7 @@ pub struct Limits {
     pub pep_node_items_max: usize,
     pub push_services_max: usize,
     pub push_notifications_per_user_per_minute: usize,
+    pub private_xml_docs_max: usize,
 }
 
 impl Default for Config {
@@ -328,6 +330,7 @@ impl Default for Limits {
             pep_node_items_max: 256,
             push_services_max: 8,
             push_notifications_per_user_per_minute: 10,
+            private_xml_docs_max: 64,
         }
     }
 }

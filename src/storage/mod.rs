@@ -102,6 +102,10 @@ pub trait Store: Send + Sync + 'static {
     fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError>;
     /// Replaces the document, or (`None`) removes it.
     fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError>;
+    /// Stores the document unless `key` is new and `max` of the owner's keys already start
+    /// with `prefix` (then false): replacing one always works. Atomic, so concurrent sets
+    /// from several sessions or nodes cannot pass `max` together.
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError>;
 }
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -287,6 +291,19 @@ impl Storage {
 
     pub async fn doc_put(&self, owner: String, key: String, value: Option<String>) -> Result<(), StorageError> {
         self.run(move |s| s.doc_put(&owner, &key, value.as_deref())).await
+    }
+
+    /// False when `key` is new and the owner has `max` keys starting with `prefix`.
+    pub async fn doc_put_capped(
+        &self,
+        owner: String,
+        key: String,
+        value: String,
+        prefix: &'static str,
+        max: usize,
+    ) -> Result<bool, StorageError> {
+        debug_assert!(key.starts_with(prefix), "{key:?} is not under {prefix:?}");
+        self.run(move |s| s.doc_put_capped(&owner, &key, &value, prefix, max)).await
     }
 }
 

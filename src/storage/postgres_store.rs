@@ -134,6 +134,9 @@ fn count_and_trim(txn: &mut Transaction, owner: &str, added: i64, max: i64) -> R
     Ok(())
 }
 
+const UPSERT_DOCUMENT: &str =
+    "INSERT INTO user_documents (owner, key, value) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET value = $3";
+
 fn roster_item(row: &Row) -> Result<RosterItem, StorageError> {
     Ok(RosterItem {
         jid: row.get("contact"),
@@ -312,14 +315,26 @@ impl Store for PostgresStore {
 
     fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
         match value {
-            Some(v) => self.execute(
-                "INSERT INTO user_documents (owner, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner, key) DO UPDATE SET value = $3",
-                &[&owner, &key, &v],
-            )?,
+            Some(v) => self.execute(UPSERT_DOCUMENT, &[&owner, &key, &v])?,
             None => self.execute("DELETE FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, &key])?,
         };
         Ok(())
     }
 
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.transaction(|txn| {
+            // Per-owner lock, so sets from several nodes cannot pass `max` together; the
+            // two-key form keeps it apart from offline_push's one-key locks.
+            txn.execute("SELECT pg_advisory_xact_lock(hashtext('user_documents'), hashtext($1))", &[&owner])?;
+            let sql = "SELECT bool_or(key = $3), count(*) FROM user_documents WHERE owner = $1 AND starts_with(key, $2)";
+            let row = txn.query_one(sql, &[&owner, &prefix, &key])?;
+            let (exists, count): (Option<bool>, i64) = (row.get(0), row.get(1));
+            if !exists.unwrap_or(false) && count >= max {
+                return Ok(false);
+            }
+            txn.execute(UPSERT_DOCUMENT, &[&owner, &key, &value])?;
+            Ok(true)
+        })
+    }
 }

@@ -460,4 +460,26 @@ impl Store for RedbStore {
         })
     }
 
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
+        self.write(|txn| {
+            let mut docs = txn.open_table(DOCS)?;
+            if docs.get((owner, key))?.is_none() {
+                // Keys sort by owner, then bytes: the owner's keys under `prefix` are one run.
+                let mut under = 0;
+                for entry in docs.range((owner, prefix)..)? {
+                    let (key, _) = entry?;
+                    let (o, k) = key.value();
+                    if o != owner || !k.starts_with(prefix) || under >= max {
+                        break;
+                    }
+                    under += 1;
+                }
+                if under >= max {
+                    return Ok(false);
+                }
+            }
+            docs.insert((owner, key), value)?;
+            Ok(true)
+        })
+    }
 }

@@ -115,6 +115,7 @@ on_each_backend!(
     archive_pages_both_ways_and_honours_preferences,
     archive_drops_the_oldest_past_the_cap,
     documents_are_per_user_and_key,
+    capped_documents_are_replaced_but_never_pass_the_cap,
 );
 
 fn item(contact: &str, subscription: Subscription) -> RosterItem {
@@ -404,6 +405,25 @@ fn documents_are_per_user_and_key(place: &dyn Place) {
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         assert_eq!(get(ALICE, "blocklist").await.unwrap(), None);
+    });
+}
+
+fn capped_documents_are_replaced_but_never_pass_the_cap(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let put = |user: &str, key: &str, value: &str| s.doc_put_capped(user.into(), key.into(), value.into(), "private:", 2);
+        // Keys outside the prefix, sorting before and after it, are not counted.
+        s.doc_put(ALICE.into(), "pep".into(), Some("x".into())).await.unwrap();
+        s.doc_put(ALICE.into(), "vcard".into(), Some("<vCard/>".into())).await.unwrap();
+        assert!(put(ALICE, "private:a", "<a/>").await.unwrap());
+        assert!(put(ALICE, "private:b", "<b/>").await.unwrap());
+        assert!(!put(ALICE, "private:c", "<c/>").await.unwrap());
+        assert_eq!(s.doc_get(ALICE.into(), "private:c".into()).await.unwrap(), None);
+        assert!(put(ALICE, "private:a", "<a>2</a>").await.unwrap(), "a replacement at the cap");
+        assert_eq!(s.doc_get(ALICE.into(), "private:a".into()).await.unwrap().as_deref(), Some("<a>2</a>"));
+        assert!(put("bob@localhost", "private:c", "<c/>").await.unwrap(), "bob has room of his own");
+        s.doc_put(ALICE.into(), "private:b".into(), None).await.unwrap();
+        assert!(put(ALICE, "private:c", "<c/>").await.unwrap(), "a removed document makes room");
     });
 }
 
