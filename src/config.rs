@@ -82,6 +82,7 @@ offline_messages_max = 1000           # per user; beyond -> <resource-constraint
 roster_items_max = 2000               # per user
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
+mam_messages_per_user_max = 10000     # XEP-0313: messages one user's archive keeps; more -> the oldest are dropped
 blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more -> <resource-constraint/>
 pep_item_bytes_max = 131072           # XEP-0163: one published item's payload, in bytes (room for an avatar); larger -> <payload-too-big/>
 pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <resource-constraint/>
@@ -89,6 +90,7 @@ pep_node_items_max = 256              # XEP-0163: items one node may keep (publi
 push_services_max = 8                 # XEP-0357: push registrations per user; more -> <resource-constraint/>
 push_notifications_per_user_per_minute = 10  # XEP-0357: pushes for one user in any minute; messages past it are counted into the next
 fast_clients_per_user_max = 16        # XEP-0484: clients (user-agent ids) holding FAST tokens per user; more -> the one issued a token longest ago loses it
+private_xml_docs_max = 64             # XEP-0049: namespaces one user may store (each within stanza_bytes_max); more -> <resource-constraint/>
 "#;
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
@@ -247,6 +249,7 @@ pub struct Limits {
     pub roster_items_max: usize,
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
+    pub mam_messages_per_user_max: usize,
     pub blocklist_items_max: usize,
     pub pep_item_bytes_max: usize,
     pub pep_nodes_max: usize,
@@ -254,6 +257,7 @@ pub struct Limits {
     pub push_services_max: usize,
     pub fast_clients_per_user_max: usize,
     pub push_notifications_per_user_per_minute: usize,
+    pub private_xml_docs_max: usize,
 }
 
 impl Default for Config {
@@ -343,6 +347,7 @@ impl Default for Limits {
             roster_items_max: 2000,
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
+            mam_messages_per_user_max: 10_000,
             blocklist_items_max: 1000,
             pep_item_bytes_max: 131_072,
             pep_nodes_max: 64,
@@ -350,6 +355,7 @@ impl Default for Limits {
             push_services_max: 8,
             push_notifications_per_user_per_minute: 10,
             fast_clients_per_user_max: 16,
+            private_xml_docs_max: 64,
         }
     }
 }

@@ -902,7 +902,7 @@ impl UserChannel {
         if sender.node().is_some() && sender != self.bare {
             rows.push(ArchiveRow { owner: sender.to_string(), id, with: self.jid.to_string(), xml: stanza.xml.to_string() });
         }
-        self.core.storage.archive(rows).await;
+        self.core.storage.archive(rows, self.core.cfg.limits.mam_messages_per_user_max).await;
         stamped
     }
 

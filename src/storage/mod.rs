@@ -94,8 +94,9 @@ pub trait Store: Send + Sync + 'static {
     fn offline_take(&self, jid: &str) -> Result<Vec<String>, StorageError>;
     fn offline_count(&self, jid: &str) -> Result<usize, StorageError>;
     /// Appends to each row's owner's archive (XEP-0313) in one transaction, skipping rows
-    /// the owner's preferences refuse.
-    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError>;
+    /// the owner's preferences refuse; an owner's oldest rows beyond `per_owner_max` go.
+    /// Backends keep a count per owner, so this costs no scan of the archive.
+    fn archive_append(&self, rows: &[ArchiveRow], per_owner_max: usize) -> Result<(), StorageError>;
     fn archive_query(&self, owner: &str, query: &ArchiveQuery) -> Result<ArchivePage, StorageError>;
     /// The owner's preferences; the defaults when none were set.
     fn mam_prefs(&self, owner: &str) -> Result<MamPrefs, StorageError>;
@@ -104,6 +105,10 @@ pub trait Store: Send + Sync + 'static {
     fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError>;
     /// Replaces the document, or (`None`) removes it.
     fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError>;
+    /// Stores the document unless `key` is new and `max` of the owner's keys already start
+    /// with `prefix` (then false): replacing one always works. Atomic, so concurrent sets
+    /// from several sessions or nodes cannot pass `max` together.
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError>;
 }
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -114,7 +119,8 @@ type Job = Box<dyn FnOnce(&dyn Store) + Send>;
 #[derive(Clone)]
 pub struct Storage {
     jobs: flume::Sender<Job>,
-    archive_rows: flume::Sender<Vec<ArchiveRow>>,
+    /// Rows, with the per-owner cap they are written under.
+    archive_rows: flume::Sender<(Vec<ArchiveRow>, usize)>,
     scram_iterations: u32,
     // Declared after `jobs` so the last handle drops its sender before
     // joining: the workers leave their loop once every sender is gone.
@@ -269,9 +275,10 @@ impl Storage {
 
     /// Queues rows for the archive writer, which commits what has queued up in one
     /// transaction (group commit): the message path never waits for the disk, only for
-    /// room in the queue when the writer falls behind (backpressure).
-    pub async fn archive(&self, rows: Vec<ArchiveRow>) {
-        if self.archive_rows.send_async(rows).await.is_err() {
+    /// room in the queue when the writer falls behind (backpressure). Each owner keeps
+    /// its newest `per_owner_max` rows (a rolling archive).
+    pub async fn archive(&self, rows: Vec<ArchiveRow>, per_owner_max: usize) {
+        if self.archive_rows.send_async((rows, per_owner_max)).await.is_err() {
             log::error!("archive writer gone; messages not archived");
         }
     }
@@ -295,19 +302,36 @@ impl Storage {
     pub async fn doc_put(&self, owner: String, key: String, value: Option<String>) -> Result<(), StorageError> {
         self.run(move |s| s.doc_put(&owner, &key, value.as_deref())).await
     }
+
+    /// False when `key` is new and the owner has `max` keys starting with `prefix`.
+    pub async fn doc_put_capped(
+        &self,
+        owner: String,
+        key: String,
+        value: String,
+        prefix: &'static str,
+        max: usize,
+    ) -> Result<bool, StorageError> {
+        debug_assert!(key.starts_with(prefix), "{key:?} is not under {prefix:?}");
+        self.run(move |s| s.doc_put_capped(&owner, &key, &value, prefix, max)).await
+    }
 }
 
 /// The archive writer's loop: takes what is queued, up to a batch, and appends it in one
 /// transaction; returns when every `Storage` handle is gone.
-fn write_archive(store: &dyn Store, queue: flume::Receiver<Vec<ArchiveRow>>) {
-    while let Ok(mut rows) = queue.recv() {
+fn write_archive(store: &dyn Store, queue: flume::Receiver<(Vec<ArchiveRow>, usize)>) {
+    while let Ok((mut rows, mut per_owner_max)) = queue.recv() {
         while rows.len() < ARCHIVE_BATCH_ROWS_MAX {
             match queue.try_recv() {
-                Ok(more) => rows.extend(more),
+                // One configuration sends one cap; should two ever meet, the tighter holds.
+                Ok((more, max)) => {
+                    rows.extend(more);
+                    per_owner_max = per_owner_max.min(max);
+                }
                 Err(_) => break,
             }
         }
-        if let Err(e) = store.archive_append(&rows) {
+        if let Err(e) = store.archive_append(&rows, per_owner_max) {
             log::error!("{} archive rows not written: {e}", rows.len());
         }
     }

@@ -13,6 +13,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "accounts_rosters_offline", include_str!("postgres_migrations/0001_accounts_rosters_offline.sql")),
     (2, "message_archive", include_str!("postgres_migrations/0002_message_archive.sql")),
     (3, "user_documents", include_str!("postgres_migrations/0003_user_documents.sql")),
+    (4, "archive_counts", include_str!("postgres_migrations/0004_archive_counts.sql")),
 ];
 
 /// Key of the transaction-scoped advisory lock taken while migrating ("martlet" in ASCII).

@@ -3,7 +3,7 @@
 //! before the call returns, so an acknowledged write is as durable as the server makes it.
 //! The schema is in `postgres_migrations/`, applied on open by [`super::postgres_migrate`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -114,6 +114,29 @@ fn archive_id(id: u64) -> i64 {
     i64::try_from(id).unwrap_or(i64::MAX)
 }
 
+/// Adds `added` new rows to the owner's count and drops its oldest rows past `max`. The
+/// count's row stays locked to the end of the transaction, so appends for one owner from
+/// several nodes count and trim in turn, each seeing the rows of those before.
+fn count_and_trim(txn: &mut Transaction, owner: &str, added: i64, max: i64) -> Result<(), postgres::Error> {
+    let count: i64 = txn
+        .query_one(
+            "INSERT INTO mam_archive_counts (owner, messages) VALUES ($1, $2) \
+             ON CONFLICT (owner) DO UPDATE SET messages = mam_archive_counts.messages + $2 RETURNING messages",
+            &[&owner, &added],
+        )?
+        .get(0);
+    if count > max {
+        let sql = "DELETE FROM mam_archive WHERE owner = $1 AND id IN \
+                   (SELECT id FROM mam_archive WHERE owner = $1 ORDER BY id LIMIT $2)";
+        let dropped = txn.execute(sql, &[&owner, &(count - max)])? as i64;
+        txn.execute("UPDATE mam_archive_counts SET messages = messages - $2 WHERE owner = $1", &[&owner, &dropped])?;
+    }
+    Ok(())
+}
+
+const UPSERT_DOCUMENT: &str =
+    "INSERT INTO user_documents (owner, key, value) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO UPDATE SET value = $3";
+
 fn roster_item(row: &Row) -> Result<RosterItem, StorageError> {
     Ok(RosterItem {
         jid: row.get("contact"),
@@ -147,6 +170,7 @@ impl Store for PostgresStore {
             txn.execute("DELETE FROM roster_items WHERE owner = $1", &[&jid])?;
             txn.execute("DELETE FROM offline_messages WHERE owner = $1", &[&jid])?;
             txn.execute("DELETE FROM mam_archive WHERE owner = $1", &[&jid])?;
+            txn.execute("DELETE FROM mam_archive_counts WHERE owner = $1", &[&jid])?;
             txn.execute("DELETE FROM mam_prefs WHERE owner = $1", &[&jid])?;
             txn.execute("DELETE FROM user_documents WHERE owner = $1", &[&jid])?;
             Ok(existed)
@@ -223,9 +247,11 @@ impl Store for PostgresStore {
         Ok(count as usize)
     }
 
-    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError> {
+    fn archive_append(&self, rows: &[ArchiveRow], per_owner_max: usize) -> Result<(), StorageError> {
         let mut prefs_of: HashMap<&str, MamPrefs> = HashMap::new();
-        let mut admitted = Vec::with_capacity(rows.len());
+        // Written owner by owner in one order on every node, so writers that lock the same
+        // owners' count rows take them in the same order and never deadlock.
+        let mut admitted: BTreeMap<&str, Vec<&ArchiveRow>> = BTreeMap::new();
         let conn = &mut *self.connection()?;
         for row in rows {
             if !prefs_of.contains_key(row.owner.as_str()) {
@@ -237,15 +263,22 @@ impl Store for PostgresStore {
                 conn.query(sql, &[&row.owner, &row.with]).is_ok_and(|r| !r.is_empty())
             };
             if prefs_of[row.owner.as_str()].admits(&row.with, in_roster) {
-                admitted.push(row);
+                admitted.entry(&row.owner).or_default().push(row);
             }
         }
+        let max = i64::try_from(per_owner_max).unwrap_or(i64::MAX);
         let mut txn = conn.transaction().map_err(backend)?;
         let insert = txn
             .prepare("INSERT INTO mam_archive (owner, id, with_jid, xml) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
             .map_err(backend)?;
-        for row in admitted {
-            txn.execute(&insert, &[&row.owner, &archive_id(row.id), &row.with, &row.xml]).map_err(backend)?;
+        for (owner, rows) in admitted {
+            let mut added = 0;
+            for row in rows {
+                added += txn.execute(&insert, &[&row.owner, &archive_id(row.id), &row.with, &row.xml]).map_err(backend)?;
+            }
+            if added > 0 {
+                count_and_trim(&mut txn, owner, added as i64, max).map_err(backend)?;
+            }
         }
         txn.commit().map_err(backend)
     }
@@ -282,13 +315,26 @@ impl Store for PostgresStore {
 
     fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
         match value {
-            Some(v) => self.execute(
-                "INSERT INTO user_documents (owner, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (owner, key) DO UPDATE SET value = $3",
-                &[&owner, &key, &v],
-            )?,
+            Some(v) => self.execute(UPSERT_DOCUMENT, &[&owner, &key, &v])?,
             None => self.execute("DELETE FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, &key])?,
         };
         Ok(())
+    }
+
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.transaction(|txn| {
+            // Per-owner lock, so sets from several nodes cannot pass `max` together; the
+            // two-key form keeps it apart from offline_push's one-key locks.
+            txn.execute("SELECT pg_advisory_xact_lock(hashtext('user_documents'), hashtext($1))", &[&owner])?;
+            let sql = "SELECT bool_or(key = $3), count(*) FROM user_documents WHERE owner = $1 AND starts_with(key, $2)";
+            let row = txn.query_one(sql, &[&owner, &prefix, &key])?;
+            let (exists, count): (Option<bool>, i64) = (row.get(0), row.get(1));
+            if !exists.unwrap_or(false) && count >= max {
+                return Ok(false);
+            }
+            txn.execute(UPSERT_DOCUMENT, &[&owner, &key, &value])?;
+            Ok(true)
+        })
     }
 }

@@ -8,18 +8,20 @@ use std::fs;
 use std::ops::RangeInclusive;
 use std::path::Path;
 
-use redb::{Database, ReadOnlyTable, ReadableTable, TableDefinition, WriteTransaction};
+use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition, WriteTransaction};
 use sasl::secret::{Pbkdf2Secret, Pbkdf2Sha1, Pbkdf2Sha256};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, MamPrefs, RosterItem, StorageError, Store};
 
 const FILE_NAME: &str = "martlet.redb";
 
-/// Bump when any table layout or value encoding changes.
-const SCHEMA_VERSION: u64 = 1;
+/// Bump when any table layout or value encoding changes. 2 added `archive_counts`; a
+/// version 1 file is upgraded on open (`count_archives`), and older builds then refuse it
+/// rather than archive without counting.
+const SCHEMA_VERSION: u64 = 2;
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -31,6 +33,8 @@ const ROSTER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("roste
 const OFFLINE: TableDefinition<(&str, u64), &str> = TableDefinition::new("offline");
 /// (owner, archive id) -> `ArchivedRecord` (XEP-0313)
 const ARCHIVE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("archive");
+/// owner -> rows that owner has in `ARCHIVE`, so the cap is kept without counting them
+const ARCHIVE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("archive_counts");
 /// owner -> `MamPrefs`
 const MAM_PREFS: TableDefinition<&str, &[u8]> = TableDefinition::new("mam_prefs");
 /// (owner, key) -> document text
@@ -122,6 +126,37 @@ fn user_keys(user: &str) -> RangeInclusive<(&str, u64)> {
     (user, 0)..=(user, u64::MAX)
 }
 
+/// Schema 1 to 2: counts every owner's archive rows once, as `archive_append` then keeps them.
+fn count_archives(txn: &WriteTransaction) -> Result<(), StorageError> {
+    let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+    for entry in txn.open_table(ARCHIVE)?.iter()? {
+        *counts.entry(entry?.0.value().0.to_owned()).or_default() += 1;
+    }
+    let mut table = txn.open_table(ARCHIVE_COUNTS)?;
+    for (owner, count) in &counts {
+        table.insert(owner.as_str(), count)?;
+    }
+    Ok(())
+}
+
+/// Drops `owner`'s oldest rows beyond `max` of the `count` it has (ids sort by time);
+/// returns how many are left.
+fn trim_oldest(archive: &mut Table<(&str, u64), &[u8]>, owner: &str, count: u64, max: u64) -> Result<u64, StorageError> {
+    let excess = count.saturating_sub(max);
+    if excess == 0 {
+        return Ok(count);
+    }
+    let oldest = archive
+        .range(user_keys(owner))?
+        .take(excess as usize)
+        .map(|entry| Ok(entry?.0.value().1))
+        .collect::<Result<Vec<u64>, StorageError>>()?;
+    for id in &oldest {
+        archive.remove((owner, *id))?;
+    }
+    Ok(count - oldest.len() as u64)
+}
+
 /// `user`'s roster entries as (contact, encoded item), sorted by contact.
 /// The range has no exact upper bound, so it stops at the first other user.
 fn roster_entries(
@@ -175,6 +210,7 @@ impl RedbStore {
             txn.open_table(ROSTER)?;
             txn.open_table(OFFLINE)?;
             txn.open_table(ARCHIVE)?;
+            txn.open_table(ARCHIVE_COUNTS)?;
             txn.open_table(MAM_PREFS)?;
             txn.open_table(DOCS)?;
             let mut meta = txn.open_table(META)?;
@@ -185,6 +221,11 @@ impl RedbStore {
                     Ok(())
                 }
                 Some(SCHEMA_VERSION) => Ok(()),
+                Some(1) => {
+                    count_archives(txn)?;
+                    meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
+                    Ok(())
+                }
                 Some(other) => Err(StorageError::Corrupt(format!(
                     "schema version {other}; this build reads version {SCHEMA_VERSION}"
                 ))),
@@ -251,6 +292,7 @@ impl Store for RedbStore {
             txn.open_table(OFFLINE)?
                 .retain_in(user_keys(jid), |_, _| false)?;
             txn.open_table(ARCHIVE)?.retain_in(user_keys(jid), |_, _| false)?;
+            txn.open_table(ARCHIVE_COUNTS)?.remove(jid)?;
             txn.open_table(MAM_PREFS)?.remove(jid)?;
             txn.open_table(DOCS)?.retain(|(owner, _), _| owner != jid)?;
             Ok(existed)
@@ -330,12 +372,13 @@ impl Store for RedbStore {
         Ok(count)
     }
 
-    fn archive_append(&self, rows: &[ArchiveRow]) -> Result<(), StorageError> {
+    fn archive_append(&self, rows: &[ArchiveRow], per_owner_max: usize) -> Result<(), StorageError> {
         self.write(|txn| {
             let mut archive = txn.open_table(ARCHIVE)?;
             let prefs_table = txn.open_table(MAM_PREFS)?;
             let roster = txn.open_table(ROSTER)?;
             let mut prefs: HashMap<&str, MamPrefs> = HashMap::new();
+            let mut added: HashMap<&str, u64> = HashMap::new();
             for row in rows {
                 if !prefs.contains_key(row.owner.as_str()) {
                     let p = match prefs_table.get(row.owner.as_str())? {
@@ -347,8 +390,17 @@ impl Store for RedbStore {
                 let in_roster = || matches!(roster.get((row.owner.as_str(), row.with.as_str())), Ok(Some(_)));
                 if prefs[row.owner.as_str()].admits(&row.with, in_roster) {
                     let record = encode(&ArchivedRecord { with: row.with.clone(), xml: row.xml.clone() })?;
-                    archive.insert((row.owner.as_str(), row.id), record.as_slice())?;
+                    // An id stored before (a message sent again) replaces its row: no new one.
+                    if archive.insert((row.owner.as_str(), row.id), record.as_slice())?.is_none() {
+                        *added.entry(&row.owner).or_default() += 1;
+                    }
                 }
+            }
+            let mut counts = txn.open_table(ARCHIVE_COUNTS)?;
+            for (owner, n) in added {
+                let count = counts.get(owner)?.map_or(0, |c| c.value()) + n;
+                let left = trim_oldest(&mut archive, owner, count, per_owner_max as u64)?;
+                counts.insert(owner, left)?;
             }
             Ok(())
         })
@@ -405,6 +457,29 @@ impl Store for RedbStore {
                 None => docs.remove((owner, key))?,
             };
             Ok(())
+        })
+    }
+
+    fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
+        self.write(|txn| {
+            let mut docs = txn.open_table(DOCS)?;
+            if docs.get((owner, key))?.is_none() {
+                // Keys sort by owner, then bytes: the owner's keys under `prefix` are one run.
+                let mut under = 0;
+                for entry in docs.range((owner, prefix)..)? {
+                    let (key, _) = entry?;
+                    let (o, k) = key.value();
+                    if o != owner || !k.starts_with(prefix) || under >= max {
+                        break;
+                    }
+                    under += 1;
+                }
+                if under >= max {
+                    return Ok(false);
+                }
+            }
+            docs.insert((owner, key), value)?;
+            Ok(true)
         })
     }
 }

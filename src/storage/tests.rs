@@ -113,7 +113,9 @@ on_each_backend!(
     data_survives_close_and_reopen,
     a_panicking_job_fails_only_its_caller,
     archive_pages_both_ways_and_honours_preferences,
+    archive_drops_the_oldest_past_the_cap,
     documents_are_per_user_and_key,
+    capped_documents_are_replaced_but_never_pass_the_cap,
 );
 
 fn item(contact: &str, subscription: Subscription) -> RosterItem {
@@ -273,6 +275,87 @@ async fn archived(s: &Storage, owner: &str, n: usize) -> ArchivePage {
     panic!("{owner}'s archive never reached {n} rows");
 }
 
+/// A per-owner cap no test archive reaches.
+const NO_CAP: usize = 1_000_000;
+
+/// The owner's archive, as the numbers its rows were made with (`row(_, n << 10, _)`), once
+/// the writer has stored the row made with `newest`.
+async fn archive_through(s: &Storage, owner: &str, newest: u64) -> Vec<u64> {
+    let all = ArchiveQuery { max: 1000, ..Default::default() };
+    for _ in 0..200 {
+        let page = s.archive_query(owner.into(), all.clone()).await.unwrap();
+        if page.items.last().map(|i| i.0) == Some(newest << 10) {
+            return page.items.iter().map(|i| i.0 >> 10).collect();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    panic!("{owner}'s archive never got row {newest}");
+}
+
+fn archive_drops_the_oldest_past_the_cap(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let bob = "bob@localhost";
+        // Past the cap within one batch, then one row at a time; each owner on its own.
+        s.archive((1..=5).map(|n| row(ALICE, n << 10, bob)).collect(), 3).await;
+        s.archive(vec![row(bob, 1 << 10, ALICE)], 3).await;
+        assert_eq!(archive_through(&s, ALICE, 5).await, [3, 4, 5]);
+        for n in 6..=8 {
+            s.archive(vec![row(ALICE, n << 10, bob)], 3).await;
+        }
+        assert_eq!(archive_through(&s, ALICE, 8).await, [6, 7, 8]);
+        assert_eq!(archive_through(&s, bob, 1).await, [1]);
+        // A row stored again is no new row: it pushes none out, nor counts as one later.
+        s.archive(vec![row(ALICE, 8 << 10, bob)], 3).await;
+        s.archive(vec![row(ALICE, 9 << 10, bob)], 3).await;
+        assert_eq!(archive_through(&s, ALICE, 9).await, [7, 8, 9]);
+        // A lower cap trims at the next append; a deleted user's count goes with the rows.
+        s.archive(vec![row(ALICE, 10 << 10, bob)], 2).await;
+        assert_eq!(archive_through(&s, ALICE, 10).await, [9, 10]);
+        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.delete_user(ALICE.into()).await.unwrap();
+        s.archive(vec![row(ALICE, 11 << 10, bob), row(ALICE, 12 << 10, bob)], 2).await;
+        assert_eq!(archive_through(&s, ALICE, 12).await, [11, 12]);
+    });
+}
+
+/// Four rows archived, then `to_old_schema` takes the archive counts away as a build before
+/// them left the data; reopened, the counts are made from the rows, so the cap holds.
+fn archive_counts_are_made_for_an_old_schema(place: &dyn Place, to_old_schema: impl FnOnce()) {
+    let s = place.open();
+    block_on(s.archive((1..=4).map(|n| row(ALICE, n << 10, "bob@localhost")).collect(), NO_CAP));
+    assert_eq!(block_on(archive_through(&s, ALICE, 4)), [1, 2, 3, 4]);
+    drop(s);
+    to_old_schema();
+    let s = place.open();
+    block_on(s.archive(vec![row(ALICE, 5 << 10, "bob@localhost")], 3));
+    assert_eq!(block_on(archive_through(&s, ALICE, 5)), [3, 4, 5]);
+}
+
+#[test]
+fn embedded_archive_counts_are_made_for_a_version_1_file() {
+    let place = Embedded::new();
+    let file = place.config().path.join("martlet.redb");
+    archive_counts_are_made_for_an_old_schema(&place, || {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("schema_version", 1).unwrap();
+        let counts: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("archive_counts");
+        assert!(txn.delete_table(counts).unwrap());
+        txn.commit().unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: MARTLET_TEST_POSTGRES_URL"]
+fn postgres_archive_counts_are_made_by_migration_4() {
+    let place = PostgresDb::new();
+    archive_counts_are_made_for_an_old_schema(&place, || {
+        place.client().batch_execute("DROP TABLE mam_archive_counts; DELETE FROM martlet_schema_migrations WHERE version = 4").unwrap();
+    });
+}
+
 fn archive_pages_both_ways_and_honours_preferences(place: &dyn Place) {
     let s = place.open();
     block_on(async {
@@ -281,8 +364,8 @@ fn archive_pages_both_ways_and_honours_preferences(place: &dyn Place) {
         s.set_mam_prefs(bob.into(), never.clone()).await.unwrap();
         assert_eq!(s.mam_prefs(bob.into()).await.unwrap(), never);
         assert_eq!(s.mam_prefs(ALICE.into()).await.unwrap(), MamPrefs::default());
-        s.archive((1..=5).map(|id| row(ALICE, id << 10, if id % 2 == 0 { bob } else { "carol@localhost" })).collect()).await;
-        s.archive(vec![row(bob, 7 << 10, ALICE), row(bob, 8 << 10, "spam@localhost")]).await;
+        s.archive((1..=5).map(|id| row(ALICE, id << 10, if id % 2 == 0 { bob } else { "carol@localhost" })).collect(), NO_CAP).await;
+        s.archive(vec![row(bob, 7 << 10, ALICE), row(bob, 8 << 10, "spam@localhost")], NO_CAP).await;
         assert_eq!(archived(&s, ALICE, 5).await.items.len(), 5);
         let bobs = archived(&s, bob, 1).await;
         assert_eq!(bobs.items, vec![(7 << 10, ALICE.to_owned(), format!("<m{}/>", 7 << 10))]);
@@ -322,6 +405,25 @@ fn documents_are_per_user_and_key(place: &dyn Place) {
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         assert_eq!(get(ALICE, "blocklist").await.unwrap(), None);
+    });
+}
+
+fn capped_documents_are_replaced_but_never_pass_the_cap(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let put = |user: &str, key: &str, value: &str| s.doc_put_capped(user.into(), key.into(), value.into(), "private:", 2);
+        // Keys outside the prefix, sorting before and after it, are not counted.
+        s.doc_put(ALICE.into(), "pep".into(), Some("x".into())).await.unwrap();
+        s.doc_put(ALICE.into(), "vcard".into(), Some("<vCard/>".into())).await.unwrap();
+        assert!(put(ALICE, "private:a", "<a/>").await.unwrap());
+        assert!(put(ALICE, "private:b", "<b/>").await.unwrap());
+        assert!(!put(ALICE, "private:c", "<c/>").await.unwrap());
+        assert_eq!(s.doc_get(ALICE.into(), "private:c".into()).await.unwrap(), None);
+        assert!(put(ALICE, "private:a", "<a>2</a>").await.unwrap(), "a replacement at the cap");
+        assert_eq!(s.doc_get(ALICE.into(), "private:a".into()).await.unwrap().as_deref(), Some("<a>2</a>"));
+        assert!(put("bob@localhost", "private:c", "<c/>").await.unwrap(), "bob has room of his own");
+        s.doc_put(ALICE.into(), "private:b".into(), None).await.unwrap();
+        assert!(put(ALICE, "private:c", "<c/>").await.unwrap(), "a removed document makes room");
     });
 }
 
@@ -428,7 +530,7 @@ fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3]);
+    assert_eq!(versions, [1, 2, 3, 4]);
     client
         .execute("INSERT INTO martlet_schema_migrations (version, name) VALUES (99, 'future')", &[])
         .unwrap();

@@ -67,3 +67,40 @@ def test_private_xml_is_the_owners_alone(martlet_server, storage):
         await close(alice, bob)
 
     asyncio.run(run())
+
+
+def test_private_xml_cap_refuses_a_new_namespace_not_a_replacement(martlet_server, storage):
+    server = martlet_server(storage=storage, limits={"private_xml_docs_max": 2})
+
+    def doc(namespace, text=None):
+        el = ET.Element(f"{{{namespace}}}data")
+        el.text = text
+        return el
+
+    async def stored(client, namespace):
+        return str(await private(client, "get", doc(namespace)))
+
+    async def run():
+        alice = await login(server, "alice")
+        await private(alice, "set", doc("a:ns", "one"))
+        await private(alice, "set", doc("b:ns", "two"))
+        try:
+            await private(alice, "set", doc("c:ns", "three"))
+            raise AssertionError("a third namespace was stored past private_xml_docs_max = 2")
+        except IqError as e:
+            assert (e.condition, e.etype) == ("resource-constraint", "wait")
+        assert "three" not in await stored(alice, "c:ns")
+        # At the cap, a stored namespace is still replaced.
+        await private(alice, "set", doc("a:ns", "one again"))
+        assert "one again" in await stored(alice, "a:ns")
+        # The cap is alice's: bob has room of his own.
+        bob = await login(server, "bob")
+        await private(bob, "set", doc("c:ns", "bob's"))
+        # Setting an empty element keeps no document, which makes room.
+        await private(alice, "set", doc("b:ns"))
+        assert "two" not in await stored(alice, "b:ns")
+        await private(alice, "set", doc("c:ns", "three"))
+        assert "three" in await stored(alice, "c:ns")
+        await close(alice, bob)
+
+    asyncio.run(run())

@@ -104,3 +104,32 @@ def test_bad_queries_get_stanza_errors(martlet_server):
         await close(alice)
 
     asyncio.run(run())
+
+
+def test_archive_keeps_the_newest_past_the_cap(martlet_server, storage):
+    server = martlet_server(storage=storage, limits={"mam_messages_per_user_max": 3})
+
+    async def run():
+        alice = await login(server, "alice", plugins=("xep_0313",))
+        bob = await login(server, "bob", plugins=("xep_0313",))
+        for i in range(5):
+            alice.send_message(mto="bob@localhost", mbody=f"m{i}", mtype="chat")
+            await bob.next_message()
+        await asyncio.sleep(ARCHIVE_WRITE_SECS)
+        # A rolling archive: the oldest went, from each side's archive.
+        assert (await archive(bob))[0] == ["m2", "m3", "m4"]
+        assert (await archive(alice))[0] == ["m2", "m3", "m4"]
+        await close(alice, bob)
+
+        # The count is stored: after a restart one more message still pushes the oldest out.
+        server.restart()
+        alice = await login(server, "alice", plugins=("xep_0313",))
+        bob = await login(server, "bob", plugins=("xep_0313",))
+        alice.send_message(mto="bob@localhost", mbody="m5", mtype="chat")
+        await bob.next_message()
+        await asyncio.sleep(ARCHIVE_WRITE_SECS)
+        assert (await archive(bob))[0] == ["m3", "m4", "m5"]
+        assert (await archive(alice))[0] == ["m3", "m4", "m5"]
+        await close(alice, bob)
+
+    asyncio.run(run())
