@@ -61,6 +61,8 @@ pub struct BoundSession {
     sm: Option<SmState>,
     /// XEP-0280: this session enabled carbons (carried to a new owner or a resumed stream).
     carbons: bool,
+    /// XEP-0186: the client went invisible (carried to a new owner).
+    invisible: bool,
     /// XEP-0280: a sibling wants copies of what this session sends.
     carbon_peers: bool,
     /// XEP-0191: the user's blocklist, as its UserChannel last sent it.
@@ -144,6 +146,7 @@ impl BoundSession {
             sm: None,
             carbons: false,
             carbon_peers: false,
+            invisible: false,
             blocked: Arc::default(),
             inactive: false,
             held: Held::default(),
@@ -706,6 +709,9 @@ impl BoundSession {
         let payload = el.children().next().expect("one child, checked above");
         let payload_ns = payload.ns();
         if modules::is_account_iq(&payload_ns) && to.as_ref().is_none_or(|t| *t == self.own_bare()) {
+            if payload_ns == ns::INVISIBLE && type_ == "set" && matches!(payload.name(), "invisible" | "visible") {
+                self.invisible = payload.name() == "invisible";
+            }
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), self.own_bare());
             self.roster_interested |= payload_ns == ns::ROSTER && &*stanza.type_ == "get";
             let msg = UserMsg::AccountIq { resource: self.resource.clone(), stanza };
@@ -792,6 +798,7 @@ impl BoundSession {
             resume_id: self.sm.as_ref().and_then(|s| s.resume_id.clone()),
             carbons: self.carbons,
             pep_interest: self.pep_interest.clone(),
+            invisible: self.invisible,
         };
         self.core.send_to_user(self.bare.clone(), msg).await;
         self.told_dormant = false; // the new owner knows nothing of it yet

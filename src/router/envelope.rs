@@ -73,6 +73,8 @@ pub enum UserMsg {
         carbons: bool,
         /// XEP-0163: the PEP nodes it wants notifications from.
         pep_interest: Interests,
+        /// XEP-0186: it is invisible, so its presence goes to the user's resources only.
+        invisible: bool,
     },
     /// XEP-0163 filtered notifications: the PEP nodes `resource`'s client wants events from,
     /// learned from its XEP-0115 caps by its session.

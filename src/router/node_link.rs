@@ -55,7 +55,7 @@ mod tests {
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(stanza()) },
             CoreMsg::ToUser {
                 user: "a@localhost".into(),
-                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()), carbons: true, pep_interest: Arc::from([Arc::from("urn:xmpp:avatar:metadata")]) },
+                msg: UserMsg::Rebind { resource: "r".into(), session, presence: Some(stanza()), roster_interested: true, resume_id: Some("id".into()), carbons: true, pep_interest: Arc::from([Arc::from("urn:xmpp:avatar:metadata")]), invisible: true },
             },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepEvent { node: "urn:x".into(), stanza: stanza() } },
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::PepLast { to: "b@localhost/r".into(), nodes: Arc::from([Arc::from("urn:x")]) } },

@@ -205,8 +205,10 @@ impl UserChannel {
                 Kind::Presence => self.inbound_presence(stanza).await,
                 Kind::Iq => self.inbound_iq(stanza).await,
             },
-            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons, pep_interest } => {
-                self.rebind(resource, session, presence, roster_interested, resume_id, carbons).pep_interest = pep_interest;
+            UserMsg::Rebind { resource, session, presence, roster_interested, resume_id, carbons, pep_interest, invisible } => {
+                let r = self.rebind(resource, session, presence, roster_interested, resume_id, carbons);
+                r.pep_interest = pep_interest;
+                r.invisible = invisible;
                 self.tell_carbon_peers().await;
                 self.deliver_deferred(false).await;
             }

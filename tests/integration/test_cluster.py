@@ -4,6 +4,7 @@ nodes. Membership is read with `martlet cluster status`, as an operator would.""
 import asyncio
 import ssl
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -335,5 +336,43 @@ def test_stream_resumes_on_another_node(cluster):
         alice.send_message(mto="bob@localhost", mbody="back via node1", mtype="chat")
         assert (await bob.next_message())["body"] == "back via node1"
         await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_invisibility_survives_a_move_of_the_users_owner(cluster):
+    """XEP-0186 across a ring change: the owner of an invisible user restarts, and the
+    user's session registers with it again; it must stay invisible to its contacts."""
+    from test_presence import subscribe_both_ways
+    users = [f"u{i}" for i in range(12)]
+    nodes = cluster(users=users)
+    victim = nodes[2]
+    hidden = next(u for u in users if owner(nodes[0], u) == "node2")
+    watcher = next(u for u in users if u != hidden)
+
+    async def run():
+        a, b = await login(nodes[0], hidden), await login(nodes[1], watcher)
+        await subscribe_both_ways(a, b)
+        await b.next_presence(lambda p: p["from"].bare == f"{hidden}@localhost" and p["type"] == "available")
+        iq = a.make_iq_set()
+        iq.append(ET.Element("{urn:xmpp:invisible:0}invisible"))
+        await iq.send()
+        await b.next_presence(lambda p: p["from"].bare == f"{hidden}@localhost" and p["type"] == "unavailable")
+        victim.proc.kill()
+        victim.start()  # back within the suspicion timeout: the session registers again
+        for node in nodes:
+            wait_members(node, {"node0": "up", "node1": "up", "node2": "up"})
+        await asyncio.sleep(1)
+        a.send_presence(pstatus="still hidden")
+        a.send_message(mto=f"{watcher}@localhost", mbody="after the move", mtype="chat")
+        assert (await b.next_message())["body"] == "after the move"
+        await asyncio.sleep(0.5)
+        seen = [p for p in b.unmatched if p["from"].bare == f"{hidden}@localhost"]
+        while not b.presences.empty():
+            p = b.presences.get_nowait()
+            if p["from"].bare == f"{hidden}@localhost":
+                seen.append(p)
+        assert not [p for p in seen if p["type"] == "available"], seen
+        await close(a, b)
 
     asyncio.run(run())

@@ -156,12 +156,16 @@ def test_a_token_logs_in_without_the_password_across_a_restart_until_the_passwor
         await again.quit()
         # Another client cannot use this client's token.
         stranger = await Phone.start(server, "alice", "not-the-password", "agent-2", token)
-        assert (await stranger.next("failed"))["condition"] == "not-authorized"
+        failed = await stranger.next("failed")
+        assert failed["condition"] == "not-authorized", failed
+        await stranger.proc.wait()
         assert any(r["event"] == "token-deleted" for r in stranger.seen)
         # A new password logs every client out.
         server.cli("user", "passwd", f"alice@{DOMAIN}", "new-password")
         after = await Phone.start(server, "alice", "not-the-password", "agent-1", token)
-        assert (await after.next("failed"))["condition"] == "not-authorized"
+        failed = await after.next("failed")
+        assert failed["condition"] == "not-authorized", failed
+        await after.proc.wait()
 
     asyncio.run(run())
 

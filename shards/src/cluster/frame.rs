@@ -9,7 +9,10 @@
 
 use std::io::{self, Read};
 
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Bumped whenever a frame's payload changes shape, the application's included: nodes of
+/// builds that would misread each other are refused rather than left to garble messages.
+/// 2: a session re-registering after a ring change carries its XEP-0186 invisibility.
+pub const PROTOCOL_VERSION: u8 = 2;
 pub const HEADER_BYTES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
