@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 quick=${1:-}
-port=${BENCH_PORT:-35222}
+port=${BENCH_PORT:-25222}  # below the ephemeral ports (32768+), which other runs' sockets may hold
 users=15000; [ "$quick" = --quick ] && users=3000
 . scripts/lib/bench-node.sh
 start_bench_node "$port" "$users"

@@ -39,7 +39,7 @@ repo=$PWD
 here=$repo/scripts/compare
 
 # Below the ephemeral range (32768-60999), where a load generator's own source ports
-# could take them; and not scripts/bench-single-node.sh's 35222, which may run meanwhile.
+# could take them; and not scripts/bench-single-node.sh's 25222, which may run meanwhile.
 declare -A port=([martlet]=25232 [ejabberd]=25233 [prosody]=25234)
 ejabberd_dist_port=25239     # Erlang distribution for ejabberdctl, fixed so no epmd is needed
 ejabberd_node=ejabberd-bench@localhost

@@ -84,6 +84,8 @@ async fn negotiate(
     match phases.await {
         Ok(session) => Some(Box::pin(session.run())),
         Err((mut conn, end)) => {
+            // Before a session exists nothing else records why a login went nowhere.
+            log::debug!("{peer}: stream ended before a session was bound: {end:?}");
             conn.end_with(&core.cfg.domain, &end).await;
             None
         }

@@ -385,17 +385,22 @@ impl BoundSession {
     /// Appends `<r/>` when enough stanzas, or one for long enough, wait for an
     /// acknowledgement and none was asked for (`SmState::take_ack_request`).
     fn request_ack(&mut self, out: &mut String) {
-        if self.sm.as_mut().is_some_and(|sm| sm.take_ack_request(Instant::now())) {
+        self.ask_ack(out, false);
+    }
+
+    fn ask_ack(&mut self, out: &mut String, riding: bool) {
+        if self.sm.as_mut().is_some_and(|sm| sm.take_ack_request(Instant::now(), riding)) {
             out.push_str(&to_xml(&sm::request()));
         }
     }
 
-    /// Writes one stanza of the server's own (an IQ answer, a ping), counted for XEP-0198.
+    /// Writes one stanza of the server's own (an IQ answer, a ping), counted for XEP-0198;
+    /// the client is awake for it, so an `<r/>` that waits rides along.
     async fn send_stanza(&mut self, el: &Element) -> Result<(), ConnEnd> {
         let xml: Arc<str> = to_xml(el).into();
         self.track_sent(xml.clone())?;
         let mut out = String::from(&*xml);
-        self.request_ack(&mut out);
+        self.ask_ack(&mut out, true);
         self.conn.send(out.as_bytes()).await?;
         Ok(())
     }

@@ -93,9 +93,11 @@ impl SmState {
         Some(since + self.ack_request_delay)
     }
 
-    /// Whether to write an `<r/>` now; if so, it counts as written.
-    pub fn take_ack_request(&mut self, now: Instant) -> bool {
-        let due = self.ack_request_due().is_some_and(|due| due <= now);
+    /// Whether to write an `<r/>` now; if so, it counts as written. `riding`: the write
+    /// goes to a client that is awake anyway (an answer to its request, or our ping, which
+    /// it must answer), so an `<r/>` along costs it no extra wake-up and is not put off.
+    pub fn take_ack_request(&mut self, now: Instant, riding: bool) -> bool {
+        let due = self.ack_request_due().is_some_and(|due| riding || due <= now);
         if due {
             self.ack_requested = true;
             self.unrequested_since = None;
@@ -229,16 +231,19 @@ mod tests {
         assert_eq!(s.ack_request_due(), None);
         s.on_sent("<a/>".into(), t0);
         assert_eq!(s.ack_request_due(), Some(t0 + Duration::from_secs(1)));
-        assert!(!s.take_ack_request(t0));
+        assert!(!s.take_ack_request(t0, false));
         s.on_sent("<b/>".into(), t0 + Duration::from_millis(10));
-        assert!(s.take_ack_request(t0 + Duration::from_millis(10)), "two unacked: ask now");
+        assert!(s.take_ack_request(t0 + Duration::from_millis(10), false), "two unacked: ask now");
         s.on_sent("<c/>".into(), t0 + Duration::from_millis(20));
         assert_eq!(s.ack_request_due(), None, "one <r/> at a time");
         s.on_ack(2).unwrap();
-        assert!(!s.take_ack_request(t0 + Duration::from_millis(500)));
-        assert!(s.take_ack_request(t0 + Duration::from_millis(1020)), "<c/> waited long enough");
+        assert!(!s.take_ack_request(t0 + Duration::from_millis(500), false));
+        assert!(s.take_ack_request(t0 + Duration::from_millis(1020), false), "<c/> waited long enough");
         s.on_ack(1).unwrap(); // a stale `h`: the <r/> is still out
         assert_eq!(s.ack_request_due(), None);
+        s.on_ack(3).unwrap();
+        s.on_sent("<d/>".into(), t0 + Duration::from_millis(1030));
+        assert!(s.take_ack_request(t0 + Duration::from_millis(1030), true), "with a ping, at once");
     }
 
     #[test]
