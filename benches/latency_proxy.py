@@ -23,7 +23,8 @@ clock the clients' reports use):
   {"conn": C, "dir": "c2s"|"s2c", "bytes": B, "read": T, "written": T}
   {"conn": C, "close": T, "round_trips": R}     R: the whole connection's count
 `round_trips(events, until)` counts them for one connection up to a moment (a client's
-"session usable"), taking a server burst only once written to the client by then.
+"session usable"), taking a server burst only once written to the client by then;
+`server_waits` says how long the server took to answer in each.
 """
 import argparse
 import asyncio
@@ -40,19 +41,30 @@ def round_trips(events, until=None):
     """Client bursts followed by server bursts in `events` (one connection's "dir" log
     records, in log order), counting a server burst only if some of it was written to
     the client at or before `until`."""
-    count, last = 0, None
+    return len(server_waits(events, until))
+
+
+def server_waits(events, until=None):
+    """For each round trip of round_trips(), the seconds from the proxy's write of the
+    client's last bytes to the server until the server's answer reached the proxy: the
+    server's time (plus loopback's), without the added latency. Of a burst written in
+    several chunks the last one written before the answer counts (a TLS client's Finished
+    is answered with session tickets while its next chunk may still be on its way)."""
+    waits, last, sent = [], None, []
     for e in sorted(events, key=lambda e: e["read"]):
         if e["dir"] == "c2s":
             if until is not None and e["read"] > until:
                 break
+            sent = sent + [e["written"]] if last == "c2s" else [e["written"]]
             last = "c2s"
         else:
             if until is not None and e["written"] > until:
                 continue
             if last == "c2s":
-                count += 1
+                before = [w for w in sent if w <= e["read"]]
+                waits.append(e["read"] - max(before) if before else 0.0)
             last = "s2c"
-    return count
+    return waits
 
 
 class Log:
@@ -95,12 +107,13 @@ async def pump(conn, direction, reader, writer, hold_until, delay, log, events):
                 except (ConnectionError, OSError):
                     pass
                 return
+            written = time.time()  # before the write: the peer may answer before drain() returns
             try:
                 writer.write(data)
                 await writer.drain()
             except (ConnectionError, OSError):
                 return
-            record = {"conn": conn, "dir": direction, "bytes": len(data), "read": read_at, "written": time.time()}
+            record = {"conn": conn, "dir": direction, "bytes": len(data), "read": read_at, "written": written}
             events.append(record)
             log.write(**record)
 
