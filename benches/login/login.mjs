@@ -30,7 +30,7 @@
 // One fix to @xmpp/client, applied to each client here (openWaitingFirst): its open()
 // starts waiting for the server's stream header only once the write of its own header has
 // completed, and on a TLS socket a server on loopback answers before that often enough
-// (about one Direct TLS login in four here), so the login fails 2 s later with a
+// (several of a few dozen Direct TLS logins here), so the login fails 2 s later with a
 // TimeoutError although the server did everything. The fix changes nothing on the wire.
 import { fileURLToPath, pathToFileURL } from "node:url";
 import path from "node:path";
