@@ -1,14 +1,20 @@
 # Sourced by the single-node benches (run from the repository root):
-#   start_bench_node PORT ACCOUNTS
+#   start_bench_node PORT ACCOUNTS [DIRECT_TLS_PORT]
 # builds martlet and loadgen (release), starts one martlet on 127.0.0.1:PORT (plain TCP +
-# PLAIN, embedded storage in a temporary directory, other settings at their defaults, the
-# per-IP limits lifted for the load generator) with accounts user1..userACCOUNTS (password
-# pw), and stops it on exit. Sets $work (the temporary directory) and $server_pid.
+# PLAIN, STARTTLS offered but not required, embedded storage in a temporary directory with
+# its self-signed dev-cert.pem, other settings at their defaults, the per-IP limits lifted
+# for the load generator) with accounts user1..userACCOUNTS (password pw), and stops it on
+# exit. With DIRECT_TLS_PORT it also takes XEP-0368 Direct TLS there. Sets $work (the
+# temporary directory) and $server_pid.
+# MARTLET_BIN: a prebuilt martlet to run instead (then nothing is built, and lg needs a
+# loadgen built before).
+martlet_bin=${MARTLET_BIN:-target/release/martlet}
+
 start_bench_node() {
-  local port=$1 accounts=$2
+  local port=$1 accounts=$2 direct_tls=${3:-}
   work=$(mktemp -d)
   trap 'kill $server_pid 2>/dev/null || true; rm -rf "$work"' EXIT
-  cargo build --release --quiet -p martlet -p loadgen
+  [ -n "${MARTLET_BIN:-}" ] || cargo build --release --quiet -p martlet -p loadgen
   cat > "$work/martlet.toml" <<TOML
 domain = "localhost"
 [c2s]
@@ -16,15 +22,15 @@ listen = "127.0.0.1:$port"
 require_tls = false
 plain_without_tls = true
 [c2s_direct_tls]
-listen = ""
+listen = "${direct_tls:+127.0.0.1:$direct_tls}"
 [storage]
 path = "$work/data"
 [limits]
 connections_per_ip_max = 1000000
 auth_failures_per_ip_per_minute = 1000000
 TOML
-  target/release/martlet --config "$work/martlet.toml" user bulk-add --prefix user --count "$accounts" --password pw >/dev/null
-  target/release/martlet serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
+  "$martlet_bin" --config "$work/martlet.toml" user bulk-add --prefix user --count "$accounts" --password pw >/dev/null
+  "$martlet_bin" serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
   server_pid=$!
   sleep 1
   if ! kill -0 "$server_pid" 2>/dev/null; then
