@@ -23,7 +23,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rtt=${1:-100}
 logins=${BENCH_LOGINS:-10}
-port=${BENCH_PORT:-25230}  # below the ephemeral ports (32768+), which other runs' sockets may hold
+port=${BENCH_PORT:-25240}  # below the ephemeral ports (32768+), which other runs' sockets may hold
 tls_port=$((port + 1)) proxy_port=$((port + 2)) proxy_tls_port=$((port + 3))
 python=${PYTHON:-.venv/bin/python}
 run_secs_max=600

@@ -80,7 +80,7 @@ struct Client {
     count: u64,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 struct Token {
     secret: String,
     issued_unix: u64,
@@ -98,9 +98,9 @@ struct Refused(&'static str);
 
 impl Tokens {
     /// Checks `proof` against the tokens of client `agent` at `now`; on success the token
-    /// used, and the client's state moves on (count, the older token dropped once the
-    /// newer is used, everything dropped on `invalidate`).
-    fn verify(&mut self, agent: &str, proof: &[u8], req: &Request, now: u64) -> Result<Token, Refused> {
+    /// used, and whether the client's state moved on (count, the older token dropped once
+    /// the newer is used, everything dropped on `invalidate`) and must be stored.
+    fn verify(&mut self, agent: &str, proof: &[u8], req: &Request, now: u64) -> Result<(Token, bool), Refused> {
         let i = self.clients.iter().position(|c| c.agent == agent).ok_or(Refused("not-authorized"))?;
         let client = &mut self.clients[i];
         let proves = |t: &Token| signed(&t.secret, b"Initiator").verify_slice(proof).is_ok();
@@ -115,14 +115,17 @@ impl Tokens {
         if req.count.is_some_and(|c| c <= client.count) {
             return Err(Refused("not-authorized")); // a replayed proof
         }
+        let mut changed = req.count.is_some();
         client.count = req.count.unwrap_or(client.count);
-        if used.secret == client.current.secret {
+        if used.secret == client.current.secret && client.previous.is_some() {
             client.previous = None; // the client has the newest token: the older is done with
+            changed = true;
         }
         if req.invalidate {
             self.clients.remove(i);
+            changed = true;
         }
-        Ok(used)
+        Ok((used, changed))
     }
 
     /// A new token for client `agent`; its current one stays usable until the new one is
@@ -176,13 +179,16 @@ pub async fn authenticate(
         }
     };
     let now = unix_now();
-    let used = match tokens.verify(&agent_key(agent), proof, req, now) {
-        Ok(used) => used,
+    let (used, changed) = match tokens.verify(&agent_key(agent), proof, req, now) {
+        Ok(verified) => verified,
         Err(Refused(condition)) => return refuse(conn, condition).await,
     };
-    if let Err(e) = save(core, &user, &tokens).await {
-        log::error!("FAST for {user}: storage: {e}");
-        return refuse(conn, "temporary-auth-failure").await;
+    // Most logins change nothing: no storage write for them.
+    if changed {
+        if let Err(e) = save(core, &user, &tokens).await {
+            log::error!("FAST for {user}: storage: {e}");
+            return refuse(conn, "temporary-auth-failure").await;
+        }
     }
     core.counters.fast_logins.inc();
     let rotate = !req.invalidate && used.due_for_rotation(now);
@@ -266,8 +272,9 @@ mod tests {
         let first = tokens.issue("a", 0, DAY, 4);
         let second = tokens.issue("a", 10, DAY, 4);
         let req = Request::default();
-        assert_eq!(tokens.verify("a", &proof(&first), &req, 20).map(|t| t.secret), Ok(first.secret.clone()));
-        assert_eq!(tokens.verify("a", &proof(&second), &req, 30).map(|t| t.secret), Ok(second.secret.clone()));
+        assert_eq!(tokens.verify("a", &proof(&first), &req, 20).map(|(t, _)| t.secret), Ok(first.secret.clone()));
+        assert_eq!(tokens.verify("a", &proof(&second), &req, 30), Ok((second.clone(), true)), "the older one goes");
+        assert_eq!(tokens.verify("a", &proof(&second), &req, 31), Ok((second.clone(), false)), "nothing to store");
         assert_eq!(tokens.verify("a", &proof(&first), &req, 40).err(), Some(Refused("not-authorized")));
         assert_eq!(tokens.verify("b", &proof(&second), &req, 40).err(), Some(Refused("not-authorized")));
     }

@@ -3,8 +3,10 @@
 // usage: node chat.mjs PORT USER PASSWORD TO BODY     (NODE_EXTRA_CA_CERTS = the server's CA)
 import { client, xml } from "@xmpp/client";
 
+import { listenFirst } from "./open-first.mjs";
+
 const [port, username, password, to, body] = process.argv.slice(2);
-const xmpp = client({ service: `xmpp://127.0.0.1:${port}`, domain: "localhost", username, password, resource: "js" });
+const xmpp = listenFirst(client({ service: `xmpp://127.0.0.1:${port}`, domain: "localhost", username, password, resource: "js" }));
 const deadline = setTimeout(() => { console.error("timeout"); process.exit(3); }, 15000);
 let mechanism = null;
 xmpp.on("error", (err) => { console.error("error", err.toString()); process.exit(2); });

@@ -17,17 +17,19 @@ import readline from "node:readline";
 
 import { client, xml } from "@xmpp/client";
 
+import { listenFirst } from "./open-first.mjs";
+
 const [port, username, password, agentId, tokenJson] = process.argv.slice(2);
 const say = (obj) => console.log(JSON.stringify(obj));
 
-const xmpp = client({
+const xmpp = listenFirst(client({
   service: `xmpp://127.0.0.1:${port}`,
   domain: "localhost",
   username,
   password,
   resource: "phone",
   userAgent: xml("user-agent", { id: agentId }, xml("software", {}, "martlet tests")),
-});
+}));
 const inline = (process.env.INLINE ?? "").split(",");
 if (inline.includes("carbons")) {
   xmpp.bind2.use("urn:xmpp:carbons:2", () => xml("enable", { xmlns: "urn:xmpp:carbons:2" }));
