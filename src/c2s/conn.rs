@@ -185,8 +185,9 @@ impl Conn {
         self.send(to_xml(el).as_bytes()).await
     }
 
-    /// Our stream header, answering the client's (RFC 6120 §4.7).
-    pub async fn send_header(&mut self, domain: &str, stream_id: &str, lang: &str) -> io::Result<()> {
+    /// Our stream header, answering the client's (RFC 6120 §4.7), for the caller to write
+    /// before anything else; from now on a stream error needs no header of its own.
+    pub fn header(&mut self, domain: &str, stream_id: &str, lang: &str) -> String {
         let header = format!(
             "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
              xmlns:stream='http://etherx.jabber.org/streams' from='{}' id='{}' version='1.0' xml:lang='{}'>",
@@ -195,14 +196,15 @@ impl Conn {
             escape(lang)
         );
         self.header_sent = true;
-        self.send(header.as_bytes()).await
+        header
     }
 
     /// Sends a stream error and closes (RFC 6120 §4.9.1.1); a header goes first if the
     /// error comes before we sent ours (§4.9.1.2).
     pub async fn fail(&mut self, domain: &str, err: StreamError, text: &str) {
         if !self.header_sent {
-            let _ = self.send_header(domain, &new_stream_id(), "en").await;
+            let header = self.header(domain, &new_stream_id(), "en");
+            let _ = self.send(header.as_bytes()).await;
         }
         let _ = self.send(err.to_xml(text).as_bytes()).await;
         let _ = self.transport.close().await;

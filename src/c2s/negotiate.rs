@@ -19,7 +19,7 @@ use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
-use crate::stanza::{build, text_el, StanzaError};
+use crate::stanza::{build, text_el, to_xml, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
@@ -63,8 +63,9 @@ fn end(err: StreamError, text: &str) -> ConnEnd {
     ConnEnd::Error(err, text.to_owned())
 }
 
-/// Reads the client's stream header and answers with ours (RFC 6120 §4.7).
-async fn open_stream(core: &CoreState, conn: &mut Conn) -> Result<(), ConnEnd> {
+/// Reads the client's stream header and answers with ours (RFC 6120 §4.7) and `features`,
+/// in one write: a login is several stream opens, each one segment less this way.
+async fn open_stream(core: &CoreState, conn: &mut Conn, features: &Element) -> Result<(), ConnEnd> {
     let header = match conn.next_event().await? {
         StreamEvent::Header(h) => h,
         _ => return Err(end(StreamError::NotWellFormed, "expected a stream header")),
@@ -81,7 +82,9 @@ async fn open_stream(core: &CoreState, conn: &mut Conn) -> Result<(), ConnEnd> {
         return Err(end(StreamError::UnsupportedVersion, "XMPP 1.x only"));
     }
     let lang = header.attr_ns(rxml::Namespace::xml(), "lang").unwrap_or("en").to_owned();
-    conn.send_header(&core.cfg.domain, &new_stream_id(), &lang).await?;
+    let mut out = conn.header(&core.cfg.domain, &new_stream_id(), &lang);
+    out.push_str(&to_xml(features));
+    conn.send(out.as_bytes()).await?;
     Ok(())
 }
 
@@ -122,11 +125,11 @@ impl Unauthenticated {
     async fn negotiate(&mut self) -> Result<Negotiated, ConnEnd> {
         let cfg = self.core.cfg.clone();
         loop {
-            open_stream(&self.core, &mut self.conn).await?;
             let tls = self.conn.transport.is_tls();
             let mechanisms = Mechanism::offered(tls, cfg.c2s.require_tls, cfg.c2s.plain_without_tls);
             let may_auth = tls || !cfg.c2s.require_tls;
-            self.conn.send_el(&self.features(tls, may_auth, &mechanisms)).await?;
+            let features = self.features(tls, may_auth, &mechanisms);
+            open_stream(&self.core, &mut self.conn, &features).await?;
             loop {
                 let el = next_element(&mut self.conn).await?;
                 if el.is("starttls", ns::TLS) && !tls {
@@ -240,12 +243,14 @@ impl Authenticated {
     }
 
     async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
-        if self.restarted {
-            open_stream(&self.core, &mut self.conn).await?;
-        }
         let mut features = vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()];
         features.extend(session_features(&self.core, true));
-        self.conn.send_el(&build("features", ns::STREAM, &[], features)).await?;
+        let features = build("features", ns::STREAM, &[], features);
+        if self.restarted {
+            open_stream(&self.core, &mut self.conn, &features).await?;
+        } else {
+            self.conn.send_el(&features).await?; // SASL2: the stream goes on, no header
+        }
         loop {
             let iq = next_element(&mut self.conn).await?;
             match ClientSm::parse(&iq) {
