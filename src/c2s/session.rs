@@ -312,7 +312,7 @@ impl BoundSession {
     async fn send_replay(&mut self, replay: Replay) -> Result<(), ConnEnd> {
         let mut out = replay.greeting;
         let outcome = self.append_tracked(&mut out, replay.stanzas);
-        self.request_ack(&mut out);
+        self.request_ack(&mut out, false);
         self.conn.send(out.as_bytes()).await?;
         outcome
     }
@@ -362,7 +362,7 @@ impl BoundSession {
             let mut batch = String::new();
             let held = self.held.take();
             let outcome = self.append_tracked(&mut batch, held);
-            self.request_ack(&mut batch);
+            self.request_ack(&mut batch, false);
             self.conn.send(batch.as_bytes()).await?;
             outcome?;
         }
@@ -383,12 +383,9 @@ impl BoundSession {
     }
 
     /// Appends `<r/>` when enough stanzas, or one for long enough, wait for an
-    /// acknowledgement and none was asked for (`SmState::take_ack_request`).
-    fn request_ack(&mut self, out: &mut String) {
-        self.ask_ack(out, false);
-    }
-
-    fn ask_ack(&mut self, out: &mut String, riding: bool) {
+    /// acknowledgement and none was asked for; at once when `riding` on a write the client
+    /// is awake for anyway (`SmState::take_ack_request`).
+    fn request_ack(&mut self, out: &mut String, riding: bool) {
         if self.sm.as_mut().is_some_and(|sm| sm.take_ack_request(Instant::now(), riding)) {
             out.push_str(&to_xml(&sm::request()));
         }
@@ -400,7 +397,7 @@ impl BoundSession {
         let xml: Arc<str> = to_xml(el).into();
         self.track_sent(xml.clone())?;
         let mut out = String::from(&*xml);
-        self.ask_ack(&mut out, true);
+        self.request_ack(&mut out, true);
         self.conn.send(out.as_bytes()).await?;
         Ok(())
     }
@@ -503,7 +500,7 @@ impl BoundSession {
 
     async fn on_timer(&mut self) -> Result<(), ConnEnd> {
         let mut ack_request = String::new();
-        self.request_ack(&mut ack_request);
+        self.request_ack(&mut ack_request, false);
         if !ack_request.is_empty() {
             self.conn.send(ack_request.as_bytes()).await?;
         }
@@ -564,7 +561,7 @@ impl BoundSession {
             next = if batch.len() < WRITE_BATCH_BYTES_MAX && outcome.is_ok() { rx.try_recv() } else { None };
         }
         if outcome.is_ok() {
-            self.request_ack(&mut batch);
+            self.request_ack(&mut batch, false);
         }
         self.conn.send(batch.as_bytes()).await?;
         outcome
