@@ -223,6 +223,8 @@ impl StanzaError {
         }
     }
 
+    /// The usual type of each condition (RFC 6120 §8.3.3); a condition a XEP qualifies
+    /// with its own element (the pubsub and blocking ones) takes the type that XEP gives.
     fn error_type(self) -> &'static str {
         match self {
             StanzaError::BadRequest
@@ -232,19 +234,19 @@ impl StanzaError {
             | StanzaError::NodeIdRequired
             | StanzaError::PayloadTooBig
             | StanzaError::JidMalformed
-            | StanzaError::NotAcceptable
+            | StanzaError::NotAcceptable => "modify",
+            StanzaError::Conflict
             | StanzaError::FeatureNotImplemented
-            | StanzaError::Conflict
-            | StanzaError::ItemNotFound => "modify",
-            StanzaError::PreconditionNotMet | StanzaError::ClosedNode | StanzaError::Unsupported(_) => "cancel",
-            StanzaError::Forbidden
+            | StanzaError::ItemNotFound
             | StanzaError::NotAllowed
-            | StanzaError::NotAuthorized
-            | StanzaError::PresenceSubscriptionRequired => "auth",
-            StanzaError::RemoteServerNotFound
+            | StanzaError::PreconditionNotMet
+            | StanzaError::ClosedNode
+            | StanzaError::Unsupported(_)
+            | StanzaError::RemoteServerNotFound
             | StanzaError::RemotePushService
             | StanzaError::ServiceUnavailable
             | StanzaError::Blocked => "cancel",
+            StanzaError::Forbidden | StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired => "auth",
             StanzaError::ResourceConstraint => "wait",
         }
     }
@@ -305,4 +307,51 @@ pub fn may_answer_with_error(el: &Element) -> bool {
 /// `Some(full)` when `jid` names a resource.
 pub fn as_full(jid: &Jid) -> Option<FullJid> {
     jid.clone().try_into_full().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::StanzaError as E;
+
+    /// Each condition with the type its defining section gives; a wrong type makes clients
+    /// retry what cannot succeed (`modify`) or give up on what could (`cancel`).
+    #[test]
+    fn each_condition_has_the_type_its_spec_gives() {
+        let table: &[(E, &str, &str)] = &[
+            (E::BadRequest, "bad-request", "modify"),                  // RFC 6120 §8.3.3.1
+            (E::Conflict, "conflict", "cancel"),                        // RFC 6120 §8.3.3.2; XEP-0077 §3.1 ex. 7
+            (E::FeatureNotImplemented, "feature-not-implemented", "cancel"), // RFC 6120 §8.3.3.3; XEP-0313 §4.1.1
+            (E::Forbidden, "forbidden", "auth"),                        // RFC 6120 §8.3.3.4; XEP-0012 §3, XEP-0060 §7.1.3.1
+            (E::ItemNotFound, "item-not-found", "cancel"),              // RFC 6120 §8.3.3.7; XEP-0060 §6.5.9.11, XEP-0059 §2.5
+            (E::JidMalformed, "jid-malformed", "modify"),               // RFC 6120 §8.3.3.8
+            (E::NotAcceptable, "not-acceptable", "modify"),             // RFC 6120 §8.3.3.9; XEP-0049 §3
+            (E::NotAllowed, "not-allowed", "cancel"),                   // RFC 6120 §8.3.3.10
+            (E::NotAuthorized, "not-authorized", "auth"),               // RFC 6120 §8.3.3.11
+            (E::RemoteServerNotFound, "remote-server-not-found", "cancel"), // RFC 6120 §8.3.3.16
+            (E::RemotePushService, "remote-server-not-found", "cancel"),    // RFC 6120 §8.3.3.16
+            (E::ResourceConstraint, "resource-constraint", "wait"),     // RFC 6120 §8.3.3.18
+            (E::ServiceUnavailable, "service-unavailable", "cancel"),   // RFC 6120 §8.3.3.19
+            (E::Blocked, "not-acceptable", "cancel"),                   // XEP-0191 §3.5
+            (E::PayloadTooBig, "not-acceptable", "modify"),             // XEP-0060 §7.1.3.4
+            (E::InvalidPayload, "bad-request", "modify"),               // XEP-0060 §7.1.3.5
+            (E::PayloadRequired, "bad-request", "modify"),              // XEP-0060 §7.1.3.6
+            (E::ItemRequired, "bad-request", "modify"),                 // XEP-0060 §7.2.3.3
+            (E::NodeIdRequired, "bad-request", "modify"),               // XEP-0060 §7.1.3.3
+            (E::PresenceSubscriptionRequired, "not-authorized", "auth"), // XEP-0060 §6.5.9.2
+            (E::ClosedNode, "not-allowed", "cancel"),                   // XEP-0060 §6.5.9.4
+            (E::PreconditionNotMet, "conflict", "cancel"),              // XEP-0060 §7.1.5
+            (E::Unsupported("publish"), "feature-not-implemented", "cancel"), // XEP-0060 §7.1.3.x
+        ];
+        for &(e, condition, type_) in table {
+            assert_eq!((e.condition(), e.error_type()), (condition, type_), "{e:?}");
+        }
+    }
+
+    #[test]
+    fn the_reply_carries_type_and_condition() {
+        let iq: minidom::Element = "<iq xmlns='jabber:client' type='get' id='1' from='a@d/r' to='b@d'><q xmlns='x'/></iq>".parse().unwrap();
+        let xml = super::to_xml(&E::ItemNotFound.reply_to(&iq));
+        assert!(xml.contains("<error type='cancel'><item-not-found xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error>"), "{xml}");
+        assert!(xml.contains("from='b@d'") && xml.contains("to='a@d/r'"), "{xml}");
+    }
 }
