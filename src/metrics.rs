@@ -48,6 +48,9 @@ pub struct CoreCounters {
     /// Messages for another node given up after it stayed unreachable.
     pub cross_node_drops: Counter,
     pub offline_stored: Counter,
+    /// Messages for an offline user not stored, as XEP-0334 hints or XEP-0085 §5.5 ask
+    /// (a chat state, a bodiless message, one hinted `<no-store/>`): dropped by design.
+    pub offline_not_kept: Counter,
     pub auth_failures: Counter,
     /// Logins through XEP-0388 SASL2, and those of them with a XEP-0484 FAST token.
     pub sasl2_logins: Counter,
@@ -74,13 +77,14 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 14] {
+    fn counters(&self) -> [(&'static str, u64); 15] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
             ("cross_node_messages", self.cross_node_messages.get()),
             ("cross_node_drops", self.cross_node_drops.get()),
             ("offline_stored", self.offline_stored.get()),
+            ("offline_not_kept", self.offline_not_kept.get()),
             ("auth_failures", self.auth_failures.get()),
             ("sasl2_logins", self.sasl2_logins.get()),
             ("fast_logins", self.fast_logins.get()),

@@ -45,7 +45,7 @@ pub fn eligible(stanza: &Stanza) -> bool {
         "" | "normal" => xml.contains("<body"),
         _ => false,
     };
-    kind_ok && !xml.contains(ns::CARBONS) && !(xml.contains("<no-copy") && xml.contains(ns::HINTS))
+    kind_ok && !xml.contains(ns::CARBONS) && super::hints::may_copy(stanza)
 }
 
 /// The copy for `to` (a full JID of the user): the original, forwarded (XEP-0297) inside

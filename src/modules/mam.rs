@@ -58,12 +58,6 @@ fn stamp_of(id: u64) -> String {
     humantime::format_rfc3339_micros(t).to_string()
 }
 
-/// Whether a message goes into the archives (XEP-0313 §5.1.1): one with a body, of type
-/// chat or normal.
-pub fn archivable(stanza: &Stanza) -> bool {
-    matches!(&*stanza.type_, "chat" | "normal" | "") && stanza.xml.contains("<body")
-}
-
 /// The message as delivered to and archived for `owner`: a `<stanza-id/>` by `owner` added
 /// (XEP-0359 §3), and any the sender put in claiming to be by `owner` taken out first.
 pub fn stamp(stanza: &Stanza, id: u64, owner: &str) -> Stanza {
@@ -83,7 +77,7 @@ pub fn stamp(stanza: &Stanza, id: u64, owner: &str) -> Stanza {
     } else {
         // Sealed stanzas end with their closing tag; a text splice spares a parse on the
         // path every chat takes.
-        let end = stanza.xml.rfind("</").expect("archivable messages have a body, so a closing tag");
+        let end = stanza.xml.rfind("</").expect("archived messages have a body or a hint, so a closing tag");
         format!("{}{}{}", &stanza.xml[..end], to_xml(&id_el), &stanza.xml[end..])
     };
     Stanza { xml: xml.into(), ..stanza.clone() }
@@ -148,8 +142,16 @@ fn fin(page: &ArchivePage) -> Element {
     build("fin", ns::MAM, &[("complete", complete)], vec![build("set", ns::RSM, &[], set)])
 }
 
+/// The elements of XEP-0059 result set management, and its `<set/>` itself.
+const RSM_ELEMENTS: &[&str] = &["set", "max", "before", "after", "index", "first", "last", "count"];
+
 /// The query's form (§4.1.1) and RSM set; ids that are not ours are item-not-found (§4.3.4).
 fn parse_query(query: &Element, page_max: usize) -> Result<ArchiveQuery, StanzaError> {
+    // XEP-0059 §2: paging is asked for inside `<set xmlns=RSM>`. A `<max/>` or `<before/>`
+    // elsewhere would be ignored, and the client served page one again and again.
+    if query.children().any(|c| RSM_ELEMENTS.contains(&c.name()) && !c.is("set", ns::RSM)) {
+        return Err(StanzaError::BadRequest);
+    }
     let mut q = ArchiveQuery { max: PAGE_MESSAGES_DEFAULT.min(page_max), ..Default::default() };
     if let Some(form) = query.get_child("x", ns::DATA_FORMS) {
         for field in form.children().filter(|c| c.is("field", ns::DATA_FORMS)) {
@@ -273,8 +275,15 @@ mod tests {
     }
 
     #[test]
-    fn archivable_messages() {
-        assert!(archivable(&chat("<body>x</body>")));
-        assert!(!archivable(&chat("<active xmlns='http://jabber.org/protocol/chatstates'/>")));
+    fn rsm_outside_its_set_is_refused() {
+        for inner in [
+            "<max>5</max>",
+            "<before/>",
+            "<after xmlns='http://jabber.org/protocol/rsm'>1</after>",
+            "<set><max>5</max></set>",
+        ] {
+            let q: Element = format!("<query xmlns='urn:xmpp:mam:2'>{inner}</query>").parse().unwrap();
+            assert_eq!(parse_query(&q, 100), Err(StanzaError::BadRequest), "{inner}");
+        }
     }
 }

@@ -23,6 +23,8 @@ pub mod csi;
 pub mod delivery;
 pub mod disco;
 pub mod entity_caps;
+pub mod hints;
+pub mod last;
 pub mod mam;
 pub mod offline;
 pub mod pep;
@@ -78,6 +80,7 @@ pub static SERVER_IQS: &[ServerIq] = &[
     ServerIq { spec: "XEP-0030", namespace: ns::DISCO_INFO, features: &[ns::DISCO_INFO], account_features: &[], enabled: always, handle: disco::info },
     ServerIq { spec: "XEP-0030", namespace: ns::DISCO_ITEMS, features: &[ns::DISCO_ITEMS], account_features: &[], enabled: always, handle: disco::items },
     ServerIq { spec: "XEP-0092", namespace: ns::VERSION, features: &[ns::VERSION], account_features: &[], enabled: always, handle: version::handle },
+    ServerIq { spec: "XEP-0012", namespace: ns::LAST, features: &[ns::LAST], account_features: &[], enabled: always, handle: last::server_uptime },
     ServerIq { spec: "XEP-0199", namespace: ns::PING, features: &[ns::PING], account_features: &[], enabled: always, handle: ping::handle },
     ServerIq { spec: "RFC 3921 §3", namespace: ns::SESSION, features: &[], account_features: &[], enabled: always, handle: session_iq::handle },
     ServerIq {
@@ -133,6 +136,7 @@ pub static ACCOUNT_IQS: &[AccountIq] = &[
         public: true,
         identity: Some(("pubsub", "pep")),
     },
+    AccountIq { spec: "XEP-0012", namespace: ns::LAST, account_features: &[ns::LAST], public: true, identity: None },
     AccountIq { spec: "XEP-0357", namespace: ns::PUSH, account_features: &[ns::PUSH], public: false, identity: None },
 ];
 

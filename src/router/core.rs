@@ -55,6 +55,8 @@ pub struct CoreState {
     pub client_caps: crate::modules::entity_caps::Cache,
     /// XEP-0357: the pace of pushes for the users this core owns.
     pub push_limiter: crate::modules::push::RateLimiter,
+    /// XEP-0012: the server's uptime counts from here.
+    pub started: Instant,
     mesh: Mesh<CoreMsg>,
     sessions: RefCell<Slab<SessionSlot>>,
     next_generation: Cell<u32>,
@@ -93,6 +95,7 @@ impl CoreState {
             caps: crate::modules::caps::stream_feature(&cfg),
             client_caps: Default::default(),
             push_limiter: Default::default(),
+            started: Instant::now(),
             cfg,
             ring: RefCell::new(ring),
             link,

@@ -6,6 +6,7 @@
 //! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
 //! awaited here, so only this user waits for the disk, never the core.
 
+mod last;
 mod pep;
 mod push;
 
@@ -25,7 +26,7 @@ use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
 use crate::modules::entity_caps::Interests;
 use crate::modules::subscription::{self, SubType};
-use crate::modules::{disco, mam, offline, roster, vcard, IqAnswer};
+use crate::modules::{disco, hints, mam, offline, roster, vcard, IqAnswer};
 use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
 use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
@@ -378,6 +379,7 @@ impl UserChannel {
         let gone = self.resources.remove(i);
         if gone.available {
             self.broadcast_unavailable(&gone.name).await;
+            self.note_logout(None).await;
         }
     }
 
@@ -437,6 +439,7 @@ impl UserChannel {
                     self.resources[idx].available = false;
                     self.resources[idx].presence = None;
                     self.broadcast(&stanza).await;
+                    self.note_logout(Some(&stanza.element())).await;
                 }
             }
             _ => {} // probe or error without a 'to': nothing to do (RFC 6121 §4.3.1)
@@ -671,6 +674,7 @@ impl UserChannel {
             ns::INVISIBLE => self.invisible_answer(idx, &stanza.type_, &payload).await,
             ns::PUBSUB => self.pep_owner_answer(&stanza.type_, &payload).await,
             ns::PUSH => self.push_answer(&stanza.type_, &payload).await,
+            ns::LAST => self.last_activity(&stanza.from, &stanza.type_).await,
             _ => Err(StanzaError::ServiceUnavailable),
         };
         let reply = match outcome {
@@ -894,7 +898,7 @@ impl UserChannel {
     /// reaches this user stamped with its archive id (XEP-0359). The rows are queued for the
     /// storage's archive writer; nothing here waits for the disk.
     async fn archive(&self, stanza: Stanza) -> Stanza {
-        if !self.core.cfg.archive.enabled || !mam::archivable(&stanza) {
+        if !self.core.cfg.archive.enabled || !hints::archive(&stanza) {
             return stanza;
         }
         let id = self.core.archive_ids.next();
@@ -917,6 +921,10 @@ impl UserChannel {
     }
 
     async fn store_offline(&self, stanza: &Stanza) -> bool {
+        if !hints::store_offline(stanza) {
+            self.core.counters.offline_not_kept.inc();
+            return false;
+        }
         let stored = offline::stored_form(stanza.element(), &self.core.cfg.domain);
         let max = self.core.cfg.limits.offline_messages_max;
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
@@ -962,6 +970,7 @@ impl UserChannel {
             ("get", ns::DISCO_INFO) if payload.attr("node").is_some() => Err(StanzaError::ItemNotFound),
             ("get", ns::DISCO_INFO) => Ok(Some(disco::account_info(&self.core.cfg, false))),
             ("get" | "set", ns::PUBSUB) => self.pep_answer_other(&stanza.from, type_, payload).await,
+            (_, ns::LAST) => self.last_activity(&stanza.from, type_).await,
             _ => Err(StanzaError::ServiceUnavailable),
         };
         let payload = match answer {

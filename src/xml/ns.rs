@@ -46,6 +46,10 @@ pub const CARBONS: &str = "urn:xmpp:carbons:2";
 pub const FORWARD: &str = "urn:xmpp:forward:0";
 /// XEP-0334 Message Processing Hints.
 pub const HINTS: &str = "urn:xmpp:hints";
+/// XEP-0012 Last Activity.
+pub const LAST: &str = "jabber:iq:last";
+/// XEP-0085 Chat State Notifications.
+pub const CHATSTATES: &str = "http://jabber.org/protocol/chatstates";
 /// XEP-0352 Client State Indication.
 pub const CSI: &str = "urn:xmpp:csi:0";
 /// XEP-0313 Message Archive Management.

@@ -18,7 +18,7 @@ use crate::storage::Subscription;
 
 impl UserChannel {
     /// Who `jid` is to this user's PEP service.
-    fn pep_reader(&self, jid: &Jid) -> Reader {
+    pub(super) fn pep_reader(&self, jid: &Jid) -> Reader {
         let bare = jid.to_bare();
         if bare == self.bare {
             return Reader::Owner;
