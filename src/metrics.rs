@@ -62,6 +62,12 @@ pub struct CoreCounters {
     pub custody_given_up: Counter,
     /// Copies of held messages a session had already, dropped instead of written twice.
     pub custody_copies_dropped: Counter,
+    /// XEP-0198 hibernating sessions ended past `hibernating_sessions_per_{ip,user}_max`.
+    pub hibernation_evictions: Counter,
+    /// Storage calls that failed; the request was refused, never answered as if it worked.
+    pub storage_errors: Counter,
+    /// XEP-0163 items read from storage (each one parsed): what PEP reads cost.
+    pub pep_items_read: Counter,
 }
 
 impl CoreCounters {
@@ -74,7 +80,7 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 14] {
+    fn counters(&self) -> [(&'static str, u64); 17] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
@@ -90,6 +96,9 @@ impl CoreCounters {
             ("custody_resends", self.custody_resends.get()),
             ("custody_given_up", self.custody_given_up.get()),
             ("custody_copies_dropped", self.custody_copies_dropped.get()),
+            ("hibernation_evictions", self.hibernation_evictions.get()),
+            ("storage_errors", self.storage_errors.get()),
+            ("pep_items_read", self.pep_items_read.get()),
         ]
     }
 }
