@@ -183,39 +183,75 @@ def psql(storage, sql):
     subprocess.run(["psql", storage["postgres_url"], "-qAtv", "ON_ERROR_STOP=1", "-c", sql], check=True)
 
 
-def test_storage_failures_fail_closed(martlet_server, postgres_storage):
+class TableAway:
+    """Renames a table for the block's length: every statement on it fails at once."""
+
+    def __init__(self, storage, table):
+        self.storage, self.table = storage, table
+
+    def __enter__(self):
+        psql(self.storage, f"ALTER TABLE {self.table} RENAME TO {self.table}_away")
+
+    def __exit__(self, *_):
+        psql(self.storage, f"ALTER TABLE {self.table}_away RENAME TO {self.table}")
+
+
+def test_a_failed_roster_write_is_refused_not_reported_done(martlet_server, postgres_storage):
+    server = martlet_server(storage=postgres_storage)
+    alice = logged_in(server, "alice")
+    with TableAway(postgres_storage, "roster_items"):
+        reply = iq(alice, "r1", "<query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query>")
+        assert "service-unavailable" in reply, reply
+    assert "carol" not in iq(alice, "r2", "<query xmlns='jabber:iq:roster'/>", "get")
+
+
+def send_while_unreadable(server, storage, table):
+    """Alice writes to offline bob while `table` cannot be read, so bob's UserChannel
+    cannot load; the table comes back once the server has seen the failure."""
+    alice = logged_in(server, "alice")
+    wait_for(lambda: server.metric_sum("martlet_user_channels") == 1, "only alice's UserChannel")
+    before = handled(server)
+    with TableAway(storage, table):
+        alice.send("<message to='bob@localhost' type='chat' id='m1'><body>hi</body></message>")
+        # The failure seen (or, without the fix, the message stored or refused at once, as
+        # if nothing were wrong).
+        wait_for(lambda: handled(server) != before or got_error(alice), "a failed load")
+    return alice
+
+
+def handled(server):
+    return server.metric_sum("martlet_storage_errors_total"), server.metric_sum("martlet_offline_stored_total")
+
+
+def got_error(raw):
+    try:
+        raw.read_until(b"type='error'", timeout=0.05)
+    except TimeoutError:
+        pass
+    return b"type='error'" in raw.buf
+
+
+def test_a_blocklist_that_cannot_be_read_is_not_taken_as_empty(martlet_server, postgres_storage):
     server = martlet_server(storage=postgres_storage)
     bob = logged_in(server, "bob")
-    bob.send("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block></iq>")
-    bob.read_until(b"id='b1'", b'id="b1"')
+    assert "type='result'" in iq(bob, "b1", "<block xmlns='urn:xmpp:blocking'><item jid='alice@localhost'/></block>")
     bob.close()
-    alice = logged_in(server, "alice")
-    wait_for(lambda: server.metric_sum("martlet_user_channels") == 1, "bob's UserChannel gone")
-
-    # A roster write that fails is refused, not answered as done.
-    psql(postgres_storage, "ALTER TABLE roster_items RENAME TO roster_items_away")
-    try:
-        alice.send("<iq type='set' id='r1'><query xmlns='jabber:iq:roster'><item jid='carol@localhost'/></query></iq>")
-        reply = alice.read_until(b"</iq>", timeout=WAIT_SECS)
-        assert "type='error'" in reply or 'type="error"' in reply, reply
-    finally:
-        psql(postgres_storage, "ALTER TABLE roster_items_away RENAME TO roster_items")
-
-    # Bob's blocklist cannot be read while his UserChannel loads: alice's message waits
-    # for it instead of passing as if nothing were blocked.
-    alice.buf = b""
-    errors_before = server.metric_sum("martlet_storage_errors_total")
-    psql(postgres_storage, "ALTER TABLE user_documents RENAME TO user_documents_away")
-    try:
-        alice.send("<message to='bob@localhost' type='chat' id='m1'><body>hi</body></message>")
-        wait_for(lambda: server.metric_sum("martlet_storage_errors_total") > errors_before, "a failed load")
-    finally:
-        psql(postgres_storage, "ALTER TABLE user_documents_away RENAME TO user_documents")
+    alice = send_while_unreadable(server, postgres_storage, "user_documents")
     assert "service-unavailable" in alice.read_until(b"service-unavailable", timeout=WAIT_SECS)
     bob = logged_in(server, "bob")
     bob.send("<presence/>")
     with pytest.raises(TimeoutError):
         bob.read_until(b"<body>hi", timeout=2)
+
+
+def test_an_account_that_cannot_be_read_is_not_taken_as_unknown(martlet_server, postgres_storage):
+    server = martlet_server(storage=postgres_storage)
+    alice = send_while_unreadable(server, postgres_storage, "users")
+    bob = logged_in(server, "bob")
+    bob.send("<presence/>")
+    assert "<body>hi</body>" in bob.read_until(b"<body>hi", timeout=WAIT_SECS)
+    with pytest.raises(TimeoutError):  # no bounce on the way: the message waited for storage
+        alice.read_until(b"type='error'", b'type="error"', timeout=1)
 
 
 # ---- XEP-0163 PEP: bytes bounded, reads cost what they ask for ------------------------------
