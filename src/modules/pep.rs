@@ -575,6 +575,27 @@ mod tests {
     }
 
     #[test]
+    fn a_node_stored_inline_is_split_into_one_document_per_item_on_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::StorageConfig { path: dir.path().join("data"), ..Default::default() };
+        let storage = Storage::open(&cfg).unwrap();
+        let (owner, legacy) = ("a@d", r#"{"access":"Open","max_items":2,"send_last":true,"items":[{"id":"a","payload":"<x xmlns='y'>1</x>"},{"id":"b","payload":"<x xmlns='y'>2</x>"}]}"#);
+        futures_lite::future::block_on(async {
+            storage.doc_put(owner.into(), INDEX_KEY.into(), Some("n\n".into())).await.unwrap();
+            storage.doc_put(owner.into(), node_key("n"), Some(legacy.into())).await.unwrap();
+            let node = Service::default().node(&storage, owner, "n").await.unwrap().unwrap();
+            let ids: Vec<&str> = node.entries.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, ["a", "b"]);
+            // Stored in the new layout: a fresh service reads it without the inline items.
+            let stored = storage.doc_get(owner.into(), node_key("n")).await.unwrap().unwrap();
+            assert!(!stored.contains("payload"), "{stored}");
+            let service = Service::default();
+            let payload = service.payload(&storage, owner, "n", "b").await.unwrap().unwrap();
+            assert_eq!(payload.text(), "2");
+        });
+    }
+
+    #[test]
     fn access_models_admit_as_xep_0060_says() {
         assert_eq!(Access::Presence.admits(Reader::Subscriber), Ok(()));
         assert_eq!(Access::Presence.admits(Reader::Other), Err(StanzaError::PresenceSubscriptionRequired));

@@ -58,6 +58,20 @@ def test_subscribe_to_new_contacts_stops_at_roster_items_max(martlet_server):
     assert "resource-constraint" in alice.read_until(b"id='r2'", b'id="r2"', b"</iq>")
 
 
+def test_subscribe_requests_from_strangers_stop_at_roster_items_max(martlet_server):
+    # Each request is kept as an unlisted roster item until answered: those count too.
+    server = martlet_server(users=("alice", "bob", "carol"), limits={"roster_items_max": 1})
+    alice, bob, carol = logged_in(server, "alice"), logged_in(server, "bob"), logged_in(server, "carol")
+    alice.send("<presence/>")
+    bob.send("<presence to='alice@localhost' type='subscribe' id='s1'/>")
+    alice.read_until(b"type='subscribe'", b'type="subscribe"')  # bob's request is in
+    carol.send("<presence/>")  # available, so the error presence reaches her
+    carol.send("<presence to='alice@localhost' type='subscribe' id='s2'/>")
+    assert "resource-constraint" in carol.read_until(b"resource-constraint")
+    with pytest.raises(TimeoutError):
+        bob.read_until(b"type='error'", b'type="error"', timeout=1)
+
+
 # ---- per-IP limits, node-wide -------------------------------------------------------------
 
 def test_connections_per_ip_are_counted_over_all_cores(martlet_server):
