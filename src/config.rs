@@ -72,9 +72,11 @@ handshake_timeout_secs = 30           # TCP accept to bound resource
 idle_timeout_secs = 600               # no bytes received for this long -> connection-timeout
 ping_interval_secs = 120              # server XEP-0199 ping after this much silence
 send_stall_secs = 60                  # a client that takes no bytes for this long is disconnected
-connections_per_ip_max = 200          # open connections from one IP address, per core
+connections_per_ip_max = 200          # open connections from one IP address (IPv6: one /64), node-wide; more -> <policy-violation/>
 auth_failures_max = 3                 # per stream; then <not-authorized/> stream error and close
-auth_failures_per_ip_per_minute = 30  # more failures from one IP in a minute -> further attempts refused until it passes
+auth_failures_per_ip_per_minute = 30  # node-wide; more failures from one IP (IPv6: /64) in a minute -> further attempts refused until it passes
+hibernating_sessions_per_ip_max = 200 # XEP-0198 sessions awaiting resumption from one IP (IPv6: /64), node-wide; more -> the longest waiting ends
+hibernating_sessions_per_user_max = 16  # XEP-0198 sessions awaiting resumption per user, per node; more -> the longest waiting ends
 session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> that session is closed with <resource-constraint/>
 core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -> sender awaits (backpressure)
 user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
@@ -87,6 +89,8 @@ blocklist_items_max = 1000            # XEP-0191: JIDs a user may block; more ->
 pep_item_bytes_max = 131072           # XEP-0163: one published item's payload, in bytes (room for an avatar); larger -> <payload-too-big/>
 pep_nodes_max = 64                    # XEP-0163: PEP nodes per user; more -> <resource-constraint/>
 pep_node_items_max = 256              # XEP-0163: items one node may keep (publish-options max_items up to this; 'max' = this)
+pep_node_bytes_max = 1048576          # XEP-0163: payload bytes one node keeps; a publish past it -> <not-acceptable/><payload-too-big/>
+pep_account_bytes_max = 4194304       # XEP-0163: payload bytes all of a user's nodes keep; a publish past it -> <resource-constraint/>
 push_services_max = 8                 # XEP-0357: push registrations per user; more -> <resource-constraint/>
 push_notifications_per_user_per_minute = 10  # XEP-0357: pushes for one user in any minute; messages past it are counted into the next
 fast_clients_per_user_max = 16        # XEP-0484: clients (user-agent ids) holding FAST tokens per user; more -> the one issued a token longest ago loses it
@@ -241,6 +245,8 @@ pub struct Limits {
     pub connections_per_ip_max: usize,
     pub auth_failures_max: usize,
     pub auth_failures_per_ip_per_minute: usize,
+    pub hibernating_sessions_per_ip_max: usize,
+    pub hibernating_sessions_per_user_max: usize,
     pub session_mailbox_stanzas_max: usize,
     pub core_mailbox_messages_max: usize,
     pub send_stall_secs: u64,
@@ -254,6 +260,8 @@ pub struct Limits {
     pub pep_item_bytes_max: usize,
     pub pep_nodes_max: usize,
     pub pep_node_items_max: usize,
+    pub pep_node_bytes_max: usize,
+    pub pep_account_bytes_max: usize,
     pub push_services_max: usize,
     pub fast_clients_per_user_max: usize,
     pub push_notifications_per_user_per_minute: usize,
@@ -339,6 +347,8 @@ impl Default for Limits {
             connections_per_ip_max: 200,
             auth_failures_max: 3,
             auth_failures_per_ip_per_minute: 30,
+            hibernating_sessions_per_ip_max: 200,
+            hibernating_sessions_per_user_max: 16,
             session_mailbox_stanzas_max: 1024,
             core_mailbox_messages_max: 16_384,
             send_stall_secs: 60,
@@ -352,6 +362,8 @@ impl Default for Limits {
             pep_item_bytes_max: 131_072,
             pep_nodes_max: 64,
             pep_node_items_max: 256,
+            pep_node_bytes_max: 1_048_576,
+            pep_account_bytes_max: 4_194_304,
             push_services_max: 8,
             push_notifications_per_user_per_minute: 10,
             fast_clients_per_user_max: 16,

@@ -65,11 +65,17 @@ pub struct CoreCounters {
     pub custody_given_up: Counter,
     /// Copies of held messages a session had already, dropped instead of written twice.
     pub custody_copies_dropped: Counter,
+    /// XEP-0198 hibernating sessions ended past `hibernating_sessions_per_{ip,user}_max`.
+    pub hibernation_evictions: Counter,
+    /// Storage calls that failed; the request was refused, never answered as if it worked.
+    pub storage_errors: Counter,
+    /// XEP-0163 items read from storage (each one parsed): what PEP reads cost.
+    pub pep_items_read: Counter,
 }
 
 impl CoreCounters {
-    fn gauges(&self) -> [(&'static str, i64); 4] {
-        [
+    fn gauges(&self) -> Vec<(&'static str, i64)> {
+        vec![
             ("connections", self.connections.get()),
             ("sessions", self.sessions.get()),
             ("user_channels", self.user_channels.get()),
@@ -77,8 +83,9 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 15] {
-        [
+    // Vectors, not arrays: a new counter is one line here, not a length to keep in step.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
             ("cross_node_messages", self.cross_node_messages.get()),
@@ -94,6 +101,9 @@ impl CoreCounters {
             ("custody_resends", self.custody_resends.get()),
             ("custody_given_up", self.custody_given_up.get()),
             ("custody_copies_dropped", self.custody_copies_dropped.get()),
+            ("hibernation_evictions", self.hibernation_evictions.get()),
+            ("storage_errors", self.storage_errors.get()),
+            ("pep_items_read", self.pep_items_read.get()),
         ]
     }
 }
@@ -101,14 +111,14 @@ impl CoreCounters {
 /// Prometheus text exposition of every core's counters.
 pub fn render(cores: &[Arc<CoreCounters>]) -> String {
     let mut out = String::new();
-    let names_g = cores[0].gauges().map(|(n, _)| n);
+    let names_g: Vec<_> = cores[0].gauges().into_iter().map(|(n, _)| n).collect();
     for (i, name) in names_g.iter().enumerate() {
         let _ = writeln!(out, "# TYPE martlet_{name} gauge");
         for (core, c) in cores.iter().enumerate() {
             let _ = writeln!(out, "martlet_{name}{{core=\"{core}\"}} {}", c.gauges()[i].1);
         }
     }
-    let names_c = cores[0].counters().map(|(n, _)| n);
+    let names_c: Vec<_> = cores[0].counters().into_iter().map(|(n, _)| n).collect();
     for (i, name) in names_c.iter().enumerate() {
         let _ = writeln!(out, "# TYPE martlet_{name}_total counter");
         for (core, c) in cores.iter().enumerate() {

@@ -37,6 +37,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let tls = crate::tls::server_config(&cfg).map_err(|e| format!("TLS: {e}"))?;
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
+    let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -50,10 +51,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let inboxes = Arc::new(Mutex::new(inboxes));
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
-        let (cfg, storage, tls, counters, stop) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone());
+        let (cfg, storage, tls, counters, stop, peers) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone(), peers.clone());
         let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
         let node = cluster.clone().zip(inbox);
-        async move { core_main(core, cfg, storage, tls, counters, node, stop).await }
+        async move { core_main(core, cfg, storage, tls, counters, peers, node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -64,6 +65,7 @@ async fn core_main(
     storage: Storage,
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
+    peers: Arc<crate::c2s::limits::PeerLimits>,
     node: Option<(Cluster, flume::Receiver<Inbound>)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -77,7 +79,7 @@ async fn core_main(
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen, cores), None),
     };
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone());
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers);
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {
         glommio::spawn_local(crate::cluster::serve_core(state.clone(), inbox, cores)).detach();

@@ -208,6 +208,7 @@ impl BoundSession {
             self.conn.end_with(&self.core.cfg.domain, &end).await;
             self.conn.drop_transport().await;
             end = Box::pin(self.hibernate(&rx)).await;
+            self.core.peers.woke(self.conn.peer.ip(), &self.bare, addr);
         }
         match end {
             ConnEnd::HandedOver => {
@@ -253,6 +254,10 @@ impl BoundSession {
         let deadline = Instant::now() + timeout;
         self.hibernating = true;
         self.tell_dormant().await;
+        for evicted in self.core.peers.hibernate(self.conn.peer.ip(), &self.bare, self.addr) {
+            self.core.counters.hibernation_evictions.inc();
+            self.core.send_to_session(evicted, SessionMsg::Evicted).await;
+        }
         loop {
             let mail = future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -282,6 +287,7 @@ impl BoundSession {
                 Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_))) => self.update(m),
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
+                Some(SessionMsg::Evicted) => return ConnEnd::Error(StreamError::ResourceConstraint, "too many sessions await resumption".into()),
                 Some(SessionMsg::Resumed(_) | SessionMsg::ResumeFailed) => {}
                 None => return ConnEnd::Error(StreamError::ResourceConstraint, "session queue full".into()),
             }
@@ -556,7 +562,8 @@ impl BoundSession {
                 }
                 SessionMsg::RingChanged(down) => self.follow_owner(&down).await,
                 m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)) => self.update(m),
-                SessionMsg::Resumed(_) | SessionMsg::ResumeFailed => {}
+                // Evicted: meant for this session while it hibernated, and it was resumed since.
+                SessionMsg::Resumed(_) | SessionMsg::ResumeFailed | SessionMsg::Evicted => {}
             }
             next = if batch.len() < WRITE_BATCH_BYTES_MAX && outcome.is_ok() { rx.try_recv() } else { None };
         }

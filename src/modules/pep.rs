@@ -7,8 +7,10 @@
 //!
 //! This file is the protocol and the stored form; the owner's UserChannel
 //! (`router/user_channel/pep.rs`) runs it, since only it knows the roster and the sessions.
-//! A node is one per-user document (`pep:<node>`) holding its configuration and items; the
-//! list of node names is one more (`pep`), so a node's items are read only when needed.
+//! A node is one per-user document (`pep:<node>`) holding its configuration and its items'
+//! ids and sizes, each item's payload one more (`item_key`), and the list of node names one
+//! more (`pep`): access is decided before any payload is read, and a request reads and
+//! writes only the items it names, so its cost does not grow with what the node holds.
 
 use std::collections::BTreeSet;
 
@@ -50,6 +52,12 @@ fn node_key(node: &str) -> String {
     format!("pep:{node}")
 }
 
+/// The storage key of one item's payload; the node's length first, so no node name and id
+/// can make another's key.
+fn item_key(node: &str, id: &str) -> String {
+    format!("pep-item:{}:{node}:{id}", node.len())
+}
+
 /// XEP-0060 §4.5 access models served. `Presence` is PEP's default (XEP-0163 §4.1).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Access {
@@ -89,34 +97,55 @@ impl Access {
     }
 }
 
-/// A node as stored: its configuration and its items, oldest first.
+/// A node as stored under `pep:<node>`: its configuration, and its items' ids and sizes,
+/// oldest first. Each payload is a document of its own (`item_key`), so a read or a write
+/// of one item touches only that one, whatever the node holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Node {
     pub access: Access,
     pub max_items: usize,
     /// XEP-0060 `pubsub#send_last_published_item`: false for `never`.
     pub send_last: bool,
-    pub items: Vec<StoredItem>,
+    #[serde(default)]
+    pub entries: Vec<Entry>,
+    /// The layout before items were stored apart, with every payload inline: split into
+    /// that layout on first read (`Service::node`), which keeps nodes stored before.
+    #[serde(default, skip_serializing)]
+    items: Vec<StoredItem>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredItem {
+pub struct Entry {
     pub id: String,
+    /// Of id and payload: what the item costs against `pep_node_bytes_max`.
+    pub bytes: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredItem {
+    id: String,
     /// The payload element as XML.
-    pub payload: String,
+    payload: String,
+}
+
+impl Entry {
+    fn new(id: &str, payload: &str) -> Entry {
+        Entry { id: id.to_owned(), bytes: id.len() + payload.len() }
+    }
 }
 
 impl Node {
-    /// Adds or replaces the item with `item.id`, newest last, keeping `max_items`.
-    fn put(&mut self, item: StoredItem) {
-        self.items.retain(|i| i.id != item.id);
-        self.items.push(item);
-        let excess = self.items.len().saturating_sub(self.max_items);
-        self.items.drain(..excess);
+    /// Adds or replaces the entry with `entry.id`, newest last, keeping `max_items`;
+    /// returns the ids of the items that made room.
+    fn put(&mut self, entry: Entry) -> Vec<String> {
+        self.entries.retain(|e| e.id != entry.id);
+        self.entries.push(entry);
+        let excess = self.entries.len().saturating_sub(self.max_items);
+        self.entries.drain(..excess).map(|e| e.id).collect()
     }
 
-    pub fn last(&self) -> Option<&StoredItem> {
-        self.items.last()
+    pub fn bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.bytes).sum()
     }
 }
 
@@ -136,6 +165,7 @@ impl Options {
             access: self.access.unwrap_or_default(),
             max_items: self.max_items.unwrap_or(1),
             send_last: self.send_last.unwrap_or(true),
+            entries: Vec::new(),
             items: Vec::new(),
         }
     }
@@ -264,10 +294,12 @@ pub struct Published {
     pub access: Access,
 }
 
-/// A user's PEP nodes, as its UserChannel holds them: the node list, read on first use.
+/// A user's PEP nodes, as its UserChannel holds them: the node list, read on first use,
+/// and the bytes all nodes hold, summed on the first publish.
 #[derive(Default)]
 pub struct Service {
     index: Option<BTreeSet<String>>,
+    account_bytes: Option<usize>,
 }
 
 fn unavailable(e: crate::storage::StorageError) -> StanzaError {
@@ -277,58 +309,102 @@ fn unavailable(e: crate::storage::StorageError) -> StanzaError {
 
 impl Service {
     async fn index(&mut self, storage: &Storage, owner: &str) -> Result<&mut BTreeSet<String>, StanzaError> {
-        if self.index.is_none() {
-            let stored = storage.doc_get(owner.into(), INDEX_KEY.into()).await.map_err(unavailable)?;
-            self.index = Some(stored.unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect());
-        }
-        Ok(self.index.as_mut().expect("loaded above"))
+        let index = match self.index.take() {
+            Some(index) => index,
+            None => {
+                let stored = storage.doc_get(owner.into(), INDEX_KEY.into()).await.map_err(unavailable)?;
+                stored.unwrap_or_default().lines().filter(|l| !l.is_empty()).map(str::to_owned).collect()
+            }
+        };
+        Ok(self.index.insert(index))
     }
 
-    /// The node, if it exists.
+    /// The node, if it exists: its configuration and item list, no payload.
     pub async fn node(&mut self, storage: &Storage, owner: &str, name: &str) -> Result<Option<Node>, StanzaError> {
         if !self.index(storage, owner).await?.contains(name) {
             return Ok(None);
         }
         let stored = storage.doc_get(owner.into(), node_key(name)).await.map_err(unavailable)?;
-        match stored.map(|json| serde_json::from_str::<Node>(&json)) {
-            Some(Ok(node)) => Ok(Some(node)),
-            Some(Err(e)) => {
-                log::error!("{owner}: PEP node {name} unreadable: {e}");
-                Err(StanzaError::ServiceUnavailable)
-            }
-            None => Ok(None),
+        let Some(json) = stored else { return Ok(None) };
+        let mut node = serde_json::from_str::<Node>(&json).map_err(|e| {
+            log::error!("{owner}: PEP node {name} unreadable: {e}");
+            StanzaError::ServiceUnavailable
+        })?;
+        if !node.items.is_empty() {
+            let items = std::mem::take(&mut node.items);
+            node.entries = items.iter().map(|i| Entry::new(&i.id, &i.payload)).collect();
+            let mut docs: Vec<_> = items.into_iter().map(|i| (item_key(name, &i.id), Some(i.payload))).collect();
+            docs.push((node_key(name), Some(to_json(&node))));
+            storage.docs_put(owner.into(), docs).await.map_err(unavailable)?;
         }
+        Ok(Some(node))
     }
 
-    async fn store(&mut self, storage: &Storage, owner: &str, name: &str, node: &Node) -> Result<(), StanzaError> {
-        let json = serde_json::to_string(node).expect("nodes serialise");
-        storage.doc_put(owner.into(), node_key(name), Some(json)).await.map_err(unavailable)?;
-        let index = self.index(storage, owner).await?;
-        if index.insert(name.to_owned()) {
-            let stored: String = index.iter().map(|n| format!("{n}\n")).collect();
-            storage.doc_put(owner.into(), INDEX_KEY.into(), Some(stored)).await.map_err(unavailable)?;
-        }
-        Ok(())
+    /// The payload of one item, parsed; `None` if it is gone or unreadable.
+    pub async fn payload(&self, storage: &Storage, owner: &str, node: &str, id: &str) -> Result<Option<Element>, StanzaError> {
+        let stored = storage.doc_get(owner.into(), item_key(node, id)).await.map_err(unavailable)?;
+        Ok(stored.and_then(|xml| xml.parse().ok()))
     }
 
-    /// XEP-0060 §7.1 with §7.1.4 auto-create: stores the item, answers with its id.
+    /// What all the owner's nodes hold, in bytes.
+    async fn account_bytes(&mut self, storage: &Storage, owner: &str) -> Result<usize, StanzaError> {
+        if let Some(bytes) = self.account_bytes {
+            return Ok(bytes);
+        }
+        let names: Vec<String> = self.index(storage, owner).await?.iter().cloned().collect();
+        let mut bytes = 0;
+        for name in names {
+            bytes += self.node(storage, owner, &name).await?.map_or(0, |n| n.bytes());
+        }
+        Ok(*self.account_bytes.insert(bytes))
+    }
+
+    /// XEP-0060 §7.1 with §7.1.4 auto-create: stores the item, answers with its id. The
+    /// node's and the account's bytes are checked before anything is written.
     pub async fn publish(&mut self, storage: &Storage, owner: &str, limits: &Limits, request: Request) -> Result<Published, StanzaError> {
         let Request::Publish { node: name, id, payload, options } = request else {
             unreachable!("only publish requests are published")
         };
-        let mut node = match self.node(storage, owner, &name).await? {
+        let (mut node, new) = match self.node(storage, owner, &name).await? {
             Some(node) if !options.met_by(&node) => return Err(StanzaError::PreconditionNotMet),
-            Some(node) => node,
+            Some(node) => (node, false),
             None if self.index(storage, owner).await?.len() >= limits.pep_nodes_max => return Err(StanzaError::ResourceConstraint),
-            None => options.new_node(),
+            None => (options.new_node(), true),
         };
         let id = id.unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
-        let event = event(&name, Some(item(&id, payload.clone())), None);
-        node.put(StoredItem { id: id.clone(), payload: to_xml(&payload) });
-        self.store(storage, owner, &name, &node).await?;
+        let xml = to_xml(&payload);
+        let bytes_before = node.bytes();
+        let evicted = node.put(Entry::new(&id, &xml));
+        if node.bytes() > limits.pep_node_bytes_max {
+            return Err(StanzaError::PayloadTooBig);
+        }
+        let account = self.account_bytes(storage, owner).await?.saturating_sub(bytes_before) + node.bytes();
+        if account > limits.pep_account_bytes_max {
+            return Err(StanzaError::ResourceConstraint);
+        }
+        let event = event(&name, Some(item(&id, payload)), None);
+        let mut docs: Vec<_> = evicted.iter().filter(|e| **e != id).map(|e| (item_key(&name, e), None)).collect();
+        docs.push((item_key(&name, &id), Some(xml)));
+        docs.push((node_key(&name), Some(to_json(&node))));
+        self.write(storage, owner, &name, new, docs).await?;
+        self.account_bytes = Some(account);
         let publish = Publish { node: NodeName(name), items: vec![Item { id: Some(ItemId(id)), publisher: None, payload: None }] };
         let result = PubSub::Publish { publish, publish_options: None }.into();
         Ok(Published { result, event, access: node.access })
+    }
+
+    /// Writes `docs` in one transaction, with the node list when `name` is `new`.
+    async fn write(&mut self, storage: &Storage, owner: &str, name: &str, new: bool, mut docs: Vec<(String, Option<String>)>) -> Result<(), StanzaError> {
+        let index = self.index(storage, owner).await?;
+        if new {
+            let listed: String = index.iter().chain([&name.to_owned()]).map(|n| format!("{n}\n")).collect();
+            docs.push((INDEX_KEY.into(), Some(listed)));
+        }
+        storage.docs_put(owner.into(), docs).await.map_err(unavailable)?;
+        if new {
+            index.insert(name.to_owned());
+        }
+        Ok(())
     }
 
     /// XEP-0060 §7.2: removes the item; the retraction event when `notify` asked for one.
@@ -337,30 +413,48 @@ impl Service {
             unreachable!("only retract requests are retracted")
         };
         let mut node = self.node(storage, owner, &name).await?.ok_or(StanzaError::ItemNotFound)?;
-        let before = node.items.len();
-        node.items.retain(|i| i.id != id);
-        if node.items.len() == before {
+        let bytes_before = node.bytes();
+        let before = node.entries.len();
+        node.entries.retain(|e| e.id != id);
+        if node.entries.len() == before {
             return Err(StanzaError::ItemNotFound);
         }
-        self.store(storage, owner, &name, &node).await?;
+        let docs = vec![(item_key(&name, &id), None), (node_key(&name), Some(to_json(&node)))];
+        self.write(storage, owner, &name, false, docs).await?;
+        self.account_bytes = self.account_bytes.map(|b| b.saturating_sub(bytes_before) + node.bytes());
         Ok(notify.then(|| (event(&name, None, Some(id)), node.access)))
     }
 
-    /// XEP-0060 §6.5: the items `reader` asked for, newest `max` or by id.
-    pub async fn items(&mut self, storage: &Storage, owner: &str, reader: Reader, request: Request) -> Result<Element, StanzaError> {
+    /// XEP-0060 §6.5: the items `reader` asked for, newest `max` or by id. Access is checked
+    /// on the node's configuration alone; then only the payloads asked for are read.
+    pub async fn items(&mut self, storage: &Storage, owner: &str, reader: Reader, request: Request) -> Result<(Element, usize), StanzaError> {
         let Request::Items { node: name, max, ids } = request else {
             unreachable!("only items requests list items")
         };
         let node = self.node(storage, owner, &name).await?.ok_or(StanzaError::ItemNotFound)?;
         node.access.admits(reader)?;
-        let mut chosen: Vec<&StoredItem> = node.items.iter().filter(|i| ids.is_empty() || ids.contains(&i.id)).collect();
+        let mut chosen: Vec<&Entry> = node.entries.iter().filter(|e| ids.is_empty() || ids.contains(&e.id)).collect();
         if let Some(max) = max {
             chosen.drain(..chosen.len().saturating_sub(max));
         }
         let mut items = Items::new(&name);
-        items.items = chosen.into_iter().map(|i| Item { id: Some(ItemId(i.id.clone())), publisher: None, payload: i.payload.parse().ok() }).collect();
-        Ok(PubSub::Items(items).into())
+        for entry in &chosen {
+            let payload = self.payload(storage, owner, &name, &entry.id).await?;
+            items.items.push(Item { id: Some(ItemId(entry.id.clone())), publisher: None, payload });
+        }
+        Ok((PubSub::Items(items).into(), chosen.len()))
     }
+
+    /// The event for the last item of `node`, sent to a resource that came to want it (§4.3.4).
+    pub async fn last_item_event(&self, storage: &Storage, owner: &str, name: &str, node: &Node) -> Option<Element> {
+        let last = node.entries.last()?;
+        let payload = self.payload(storage, owner, name, &last.id).await.ok()??;
+        Some(event(name, Some(item(&last.id, payload)), None))
+    }
+}
+
+fn to_json(node: &Node) -> String {
+    serde_json::to_string(node).unwrap_or_default()
 }
 
 fn item(id: &str, payload: Element) -> event::Item {
@@ -375,12 +469,6 @@ fn event(node: &str, published: Option<event::Item>, retracted: Option<String>) 
         retracted: retracted.into_iter().map(ItemId).collect(),
     };
     Event { payload }.into()
-}
-
-/// The event for the last item of `node`, sent to a resource that came to want it (§4.3.4).
-pub fn last_item_event(name: &str, node: &Node) -> Option<Element> {
-    let last = node.last()?;
-    Some(event(name, Some(item(&last.id, last.payload.parse().ok()?)), None))
 }
 
 /// The notification message carrying `event`; the caller addresses it (XEP-0163 §4.3).
@@ -469,11 +557,42 @@ mod tests {
     fn a_node_keeps_its_newest_items_and_one_per_id() {
         let mut node = Options::default().new_node();
         node.max_items = 2;
+        let mut evicted = Vec::new();
         for id in ["a", "b", "a", "c"] {
-            node.put(StoredItem { id: id.into(), payload: format!("<x xmlns='y'>{id}</x>") });
+            evicted.extend(node.put(Entry::new(id, &format!("<x xmlns='y'>{id}</x>"))));
         }
-        let ids: Vec<&str> = node.items.iter().map(|i| i.id.as_str()).collect();
-        assert_eq!(ids, ["a", "c"]);
+        let ids: Vec<&str> = node.entries.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!((ids, evicted), (vec!["a", "c"], vec!["b".to_owned()]));
+        assert_eq!(node.bytes(), 2 * (1 + "<x xmlns='y'>a</x>".len()));
+    }
+
+    #[test]
+    fn a_node_stored_with_its_items_inline_still_reads() {
+        let json = r#"{"access":"Open","max_items":2,"send_last":true,"items":[{"id":"a","payload":"<x xmlns='y'/>"}]}"#;
+        let node: Node = serde_json::from_str(json).unwrap();
+        assert_eq!((node.access, node.items.len(), node.entries.len()), (Access::Open, 1, 0));
+        assert!(!to_json(&node).contains("payload"));
+    }
+
+    #[test]
+    fn a_node_stored_inline_is_split_into_one_document_per_item_on_first_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = crate::config::StorageConfig { path: dir.path().join("data"), ..Default::default() };
+        let storage = Storage::open(&cfg).unwrap();
+        let (owner, legacy) = ("a@d", r#"{"access":"Open","max_items":2,"send_last":true,"items":[{"id":"a","payload":"<x xmlns='y'>1</x>"},{"id":"b","payload":"<x xmlns='y'>2</x>"}]}"#);
+        futures_lite::future::block_on(async {
+            storage.doc_put(owner.into(), INDEX_KEY.into(), Some("n\n".into())).await.unwrap();
+            storage.doc_put(owner.into(), node_key("n"), Some(legacy.into())).await.unwrap();
+            let node = Service::default().node(&storage, owner, "n").await.unwrap().unwrap();
+            let ids: Vec<&str> = node.entries.iter().map(|e| e.id.as_str()).collect();
+            assert_eq!(ids, ["a", "b"]);
+            // Stored in the new layout: a fresh service reads it without the inline items.
+            let stored = storage.doc_get(owner.into(), node_key("n")).await.unwrap().unwrap();
+            assert!(!stored.contains("payload"), "{stored}");
+            let service = Service::default();
+            let payload = service.payload(&storage, owner, "n", "b").await.unwrap().unwrap();
+            assert_eq!(payload.text(), "2");
+        });
     }
 
     #[test]

@@ -46,7 +46,8 @@ pub struct CoreState {
     pub storage: Storage,
     pub tls: futures_rustls::TlsAcceptor,
     pub counters: Arc<CoreCounters>,
-    pub peers: PeerLimits,
+    /// Node-wide, shared with the other cores (see `c2s::limits`).
+    pub peers: Arc<PeerLimits>,
     /// XEP-0313 ids for the messages this core's UserChannels archive.
     pub archive_ids: ArchiveIds,
     /// XEP-0115: the server's `<c/>` stream feature, hashed once from its features.
@@ -77,6 +78,7 @@ impl CoreState {
         storage: Storage,
         tls: futures_rustls::TlsAcceptor,
         counters: Arc<CoreCounters>,
+        peers: Arc<PeerLimits>,
     ) -> Rc<CoreState> {
         let c = &cfg.cluster;
         let custody = Custody::new(
@@ -90,7 +92,7 @@ impl CoreState {
             id: mesh.core_id(),
             custody,
             ring_changed_at: Cell::new(None),
-            peers: PeerLimits::new(&cfg.limits),
+            peers,
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
             client_caps: Default::default(),

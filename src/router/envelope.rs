@@ -141,6 +141,9 @@ pub enum SessionMsg {
     Resumed(Box<Handover>),
     /// XEP-0198: nothing to resume under that id (it timed out, or never was).
     ResumeFailed,
+    /// XEP-0198: a hibernating session past `hibernating_sessions_per_{ip,user}_max`, the
+    /// one waiting longest: end for good (`c2s::limits`).
+    Evicted,
 }
 
 /// What a resumed session takes from the one it replaces (XEP-0198 §5).

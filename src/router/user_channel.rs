@@ -34,6 +34,10 @@ use crate::xml::ns;
 /// Longest roster group name accepted, in bytes.
 const ROSTER_GROUP_BYTES_MAX: usize = 1024;
 
+/// Waits between attempts to load a user's state while storage fails, doubling.
+const LOAD_RETRY_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(250);
+const LOAD_RETRY_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Resource {
     name: Arc<str>,
     session: SessionAddr,
@@ -81,7 +85,7 @@ struct UserChannel {
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
 pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
-    let mut uc = Box::pin(UserChannel::load(core.clone(), jid.clone())).await;
+    let mut uc = Box::pin(load_when_readable(&core, &jid)).await;
     while let Some(msg) = rx.recv().await {
         if let UserMsg::Disown = msg {
             // Out of the core's table first, so nothing new arrives here; then what came
@@ -108,6 +112,24 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
     core.retire_user_channel(&jid);
 }
 
+/// Loads the user's state, waiting out a storage failure: run on a roster or blocklist read
+/// as empty, the user would be unblocked, and the next change would overwrite what is
+/// stored. Meanwhile messages wait in the bounded mailbox, and past it are refused.
+async fn load_when_readable(core: &Rc<CoreState>, jid: &Arc<str>) -> UserChannel {
+    let mut delay = LOAD_RETRY_DELAY_MIN;
+    loop {
+        match UserChannel::load(core.clone(), jid.clone()).await {
+            Ok(uc) => return uc,
+            Err(e) => {
+                core.counters.storage_errors.inc();
+                log::error!("{jid}: not loaded, trying again in {delay:?}: {e}");
+                glommio::timer::sleep(delay).await;
+                delay = (delay * 2).min(LOAD_RETRY_DELAY_MAX);
+            }
+        }
+    }
+}
+
 /// A message that found the user's mailbox full: answer the sender instead of queueing.
 /// That settles it, so a held one is confirmed.
 pub fn overloaded(core: Rc<CoreState>, msg: UserMsg) {
@@ -130,36 +152,18 @@ async fn bounce(core: &Rc<CoreState>, stanza: &Stanza, err: StanzaError) {
 }
 
 impl UserChannel {
-    async fn load(core: Rc<CoreState>, jid: Arc<str>) -> UserChannel {
+    async fn load(core: Rc<CoreState>, jid: Arc<str>) -> Result<UserChannel, crate::storage::StorageError> {
         let bare = BareJid::new(&jid).expect("owner keys are bare JIDs");
-        let exists = match core.storage.user_exists(jid.to_string()).await {
-            Ok(e) => e,
-            Err(e) => {
-                log::error!("{jid}: storage unavailable, treating as unknown: {e}");
-                false
-            }
-        };
-        let roster = if exists {
-            core.storage.roster(jid.to_string()).await.unwrap_or_else(|e| {
-                log::error!("{jid}: roster not loaded: {e}");
-                Vec::new()
-            })
+        let exists = core.storage.user_exists(jid.to_string()).await?;
+        let (roster, blocked) = if exists {
+            let roster = core.storage.roster(jid.to_string()).await?;
+            let blocked = core.storage.doc_get(jid.to_string(), blocking::KEY.into()).await?;
+            (roster, BlockList::parse(&blocked.unwrap_or_default()))
         } else {
-            Vec::new()
+            (Vec::new(), BlockList::default())
         };
         let roster = roster.into_iter().map(|i| (i.jid.clone(), i)).collect();
-        let blocked = if exists {
-            match core.storage.doc_get(jid.to_string(), blocking::KEY.into()).await {
-                Ok(stored) => BlockList::parse(&stored.unwrap_or_default()),
-                Err(e) => {
-                    log::error!("{jid}: blocklist not loaded: {e}");
-                    BlockList::default()
-                }
-            }
-        } else {
-            BlockList::default()
-        };
-        UserChannel {
+        Ok(UserChannel {
             core,
             jid,
             bare,
@@ -171,7 +175,7 @@ impl UserChannel {
             deferred: Vec::new(),
             pep: Default::default(),
             push: None,
-        }
+        })
     }
 
     /// Handles one message; a held message whose path ends here (stored, refused, dropped,
@@ -573,10 +577,18 @@ impl UserChannel {
         let Some(t) = SubType::parse(&stanza.type_) else { return };
         let contact = stanza.to_bare();
         let key = contact.to_string();
-        let mut item = self.roster.get(&key).cloned().unwrap_or_else(|| subscription::new_item(&key));
+        let known = self.roster.get(&key).cloned();
+        // A subscribe lists the contact: the same limit as a roster set (RFC 6121 §3.1.2).
+        if t == SubType::Subscribe && !known.as_ref().is_some_and(|i| i.listed) && !self.roster_has_room() {
+            return bounce(&self.core, &stanza, StanzaError::ResourceConstraint).await;
+        }
+        let mut item = known.unwrap_or_else(|| subscription::new_item(&key));
         let effect = subscription::outbound(&mut item, t);
         if effect.changed {
-            self.store_and_push(item).await;
+            if let Err(e) = self.store_and_push(item).await {
+                // Not forwarded: the contact's state would run ahead of the user's.
+                return bounce(&self.core, &stanza, e).await;
+            }
         }
         if !effect.forward {
             return;
@@ -594,10 +606,18 @@ impl UserChannel {
     async fn inbound_subscription(&mut self, t: SubType, stanza: Stanza) {
         let contact = stanza.from.to_bare();
         let key = contact.to_string();
+        // A request from a stranger is kept as an unlisted item: those count too, or any
+        // number of senders could grow the stored roster past the limit.
+        if t == SubType::Subscribe && !self.roster.contains_key(&key) && self.roster.len() >= self.core.cfg.limits.roster_items_max {
+            return bounce(&self.core, &stanza, StanzaError::ResourceConstraint).await;
+        }
         let mut item = self.roster.get(&key).cloned().unwrap_or_else(|| subscription::new_item(&key));
         let effect = subscription::inbound(&mut item, t);
         if effect.changed {
-            self.store_and_push(item).await;
+            if let Err(e) = self.store_and_push(item).await {
+                // Refused, so the contact learns it did not happen, and may send it again.
+                return bounce(&self.core, &stanza, e).await;
+            }
         }
         if let Some(reply) = effect.auto_reply {
             let type_ = match reply {
@@ -638,15 +658,19 @@ impl UserChannel {
 
     // ---- roster (RFC 6121 §2) ---------------------------------------------------------
 
-    async fn store_and_push(&mut self, item: RosterItem) {
+    /// Stores the item, then holds and pushes it; nothing changes when it is not stored.
+    async fn store_and_push(&mut self, item: RosterItem) -> Result<(), StanzaError> {
         if let Err(e) = self.core.storage.roster_put(self.jid.to_string(), item.clone()).await {
+            self.core.counters.storage_errors.inc();
             log::error!("{}: roster item {} not stored: {e}", self.jid, item.jid);
+            return Err(StanzaError::ServiceUnavailable);
         }
         let pushed = item.listed.then(|| roster::item_xml(&item));
         self.roster.insert(item.jid.clone(), item);
         if let Some(item_el) = pushed {
             self.push(item_el).await;
         }
+        Ok(())
     }
 
     async fn push(&self, item_el: Element) {
@@ -737,6 +761,7 @@ impl UserChannel {
             blocking::Change::Unblock(jids) => (false, jids.into_iter().filter(|j| list.remove(j)).collect()),
         };
         if let Err(e) = self.core.storage.doc_put(self.jid.to_string(), blocking::KEY.into(), Some(list.stored())).await {
+            self.core.counters.storage_errors.inc();
             log::error!("{}: blocklist not stored: {e}", self.jid);
             return Err(StanzaError::ServiceUnavailable);
         }
@@ -789,25 +814,31 @@ impl UserChannel {
             return Err(StanzaError::NotAllowed);
         }
         if set.remove {
-            let item = self.roster.remove(&set.jid).ok_or(StanzaError::ItemNotFound)?;
+            let item = self.roster.get(&set.jid).cloned().ok_or(StanzaError::ItemNotFound)?;
             if let Err(e) = self.core.storage.roster_remove(self.jid.to_string(), set.jid.clone()).await {
+                self.core.counters.storage_errors.inc();
                 log::error!("{}: roster removal not stored: {e}", self.jid);
+                return Err(StanzaError::ServiceUnavailable);
             }
+            self.roster.remove(&set.jid);
             self.push(roster::removed_item(&set.jid)).await;
             self.cancel_subscriptions(&item).await;
             return Ok(());
         }
-        let listed = self.roster.values().filter(|i| i.listed).count();
         let mut item = match self.roster.get(&set.jid) {
             Some(existing) => existing.clone(),
-            None if listed >= self.core.cfg.limits.roster_items_max => return Err(StanzaError::ResourceConstraint),
+            None if !self.roster_has_room() => return Err(StanzaError::ResourceConstraint),
             None => subscription::new_item(&set.jid),
         };
         item.name = set.name;
         item.groups = set.groups;
         item.listed = true;
-        self.store_and_push(item).await;
-        Ok(())
+        self.store_and_push(item).await
+    }
+
+    /// May one more contact be listed (`roster_items_max`)?
+    fn roster_has_room(&self) -> bool {
+        self.roster.values().filter(|i| i.listed).count() < self.core.cfg.limits.roster_items_max
     }
 
     /// RFC 6121 §2.5.2: removing a contact cancels the subscriptions both ways.

@@ -104,7 +104,11 @@ pub trait Store: Send + Sync + 'static {
     /// A small per-user document (blocklist, private XML, vCard) by key.
     fn doc_get(&self, owner: &str, key: &str) -> Result<Option<String>, StorageError>;
     /// Replaces the document, or (`None`) removes it.
-    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError>;
+    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
+        self.docs_put(owner, &[(key.to_owned(), value.map(str::to_owned))])
+    }
+    /// Replaces or (`None`) removes each document, all in one transaction.
+    fn docs_put(&self, owner: &str, docs: &[(String, Option<String>)]) -> Result<(), StorageError>;
     /// Stores the document unless `key` is new and `max` of the owner's keys already start
     /// with `prefix` (then false): replacing one always works. Atomic, so concurrent sets
     /// from several sessions or nodes cannot pass `max` together.
@@ -301,6 +305,11 @@ impl Storage {
 
     pub async fn doc_put(&self, owner: String, key: String, value: Option<String>) -> Result<(), StorageError> {
         self.run(move |s| s.doc_put(&owner, &key, value.as_deref())).await
+    }
+
+    /// Replaces or (`None`) removes each document, atomically: all or none.
+    pub async fn docs_put(&self, owner: String, docs: Vec<(String, Option<String>)>) -> Result<(), StorageError> {
+        self.run(move |s| s.docs_put(&owner, &docs)).await
     }
 
     /// False when `key` is new and the owner has `max` keys starting with `prefix`.

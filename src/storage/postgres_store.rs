@@ -313,12 +313,16 @@ impl Store for PostgresStore {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
-        match value {
-            Some(v) => self.execute(UPSERT_DOCUMENT, &[&owner, &key, &v])?,
-            None => self.execute("DELETE FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, &key])?,
-        };
-        Ok(())
+    fn docs_put(&self, owner: &str, docs: &[(String, Option<String>)]) -> Result<(), StorageError> {
+        self.transaction(|txn| {
+            for (key, value) in docs {
+                match value {
+                    Some(v) => txn.execute(UPSERT_DOCUMENT, &[&owner, key, v])?,
+                    None => txn.execute("DELETE FROM user_documents WHERE owner = $1 AND key = $2", &[&owner, key])?,
+                };
+            }
+            Ok(())
+        })
     }
 
     fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {

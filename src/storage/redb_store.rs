@@ -449,13 +449,15 @@ impl Store for RedbStore {
         Ok(self.read(DOCS)?.get((owner, key))?.map(|v| v.value().to_owned()))
     }
 
-    fn doc_put(&self, owner: &str, key: &str, value: Option<&str>) -> Result<(), StorageError> {
+    fn docs_put(&self, owner: &str, docs: &[(String, Option<String>)]) -> Result<(), StorageError> {
         self.write(|txn| {
-            let mut docs = txn.open_table(DOCS)?;
-            match value {
-                Some(v) => docs.insert((owner, key), v)?,
-                None => docs.remove((owner, key))?,
-            };
+            let mut table = txn.open_table(DOCS)?;
+            for (key, value) in docs {
+                match value {
+                    Some(v) => table.insert((owner, key.as_str()), v.as_str())?,
+                    None => table.remove((owner, key.as_str()))?,
+                };
+            }
             Ok(())
         })
     }

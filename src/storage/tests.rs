@@ -116,6 +116,7 @@ on_each_backend!(
     archive_drops_the_oldest_past_the_cap,
     documents_are_per_user_and_key,
     capped_documents_are_replaced_but_never_pass_the_cap,
+    several_documents_change_in_one_call,
 );
 
 fn item(contact: &str, subscription: Subscription) -> RosterItem {
@@ -405,6 +406,17 @@ fn documents_are_per_user_and_key(place: &dyn Place) {
         s.create_user(ALICE.into(), "pw".into()).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         assert_eq!(get(ALICE, "blocklist").await.unwrap(), None);
+    });
+}
+
+fn several_documents_change_in_one_call(place: &dyn Place) {
+    let s = place.open();
+    block_on(async {
+        let get = |key: &str| s.doc_get(ALICE.into(), key.into());
+        s.doc_put(ALICE.into(), "a".into(), Some("1".into())).await.unwrap();
+        let docs = vec![("a".to_owned(), None), ("b".to_owned(), Some("2".to_owned())), ("c".to_owned(), Some("3".to_owned()))];
+        s.docs_put(ALICE.into(), docs).await.unwrap();
+        assert_eq!((get("a").await.unwrap(), get("b").await.unwrap().as_deref(), get("c").await.unwrap().as_deref()), (None, Some("2"), Some("3")));
     });
 }
 

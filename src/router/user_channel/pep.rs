@@ -48,7 +48,7 @@ impl UserChannel {
                 }
                 Ok(None)
             }
-            Request::Items { .. } => self.pep.items(storage, &self.jid, Reader::Owner, request).await.map(Some),
+            Request::Items { .. } => self.pep_items(Reader::Owner, request).await.map(Some),
         }
     }
 
@@ -60,7 +60,14 @@ impl UserChannel {
         }
         let request = pep::parse(type_, payload, &self.core.cfg.limits)?;
         let reader = self.pep_reader(from);
-        self.pep.items(&self.core.storage, &self.jid, reader, request).await.map(Some)
+        self.pep_items(reader, request).await.map(Some)
+    }
+
+    /// XEP-0060 §6.5 items for `reader`, counting the payloads read.
+    async fn pep_items(&mut self, reader: Reader, request: Request) -> Result<Element, StanzaError> {
+        let (items, read) = self.pep.items(&self.core.storage, &self.jid, reader, request).await?;
+        self.core.counters.pep_items_read.add(read as u64);
+        Ok(items)
     }
 
     /// Event notifications (§4.3): to the owner's resources that want `node`, and, unless
@@ -135,7 +142,8 @@ impl UserChannel {
             if !stored.send_last || stored.access.admits(reader).is_err() {
                 continue;
             }
-            let Some(event) = pep::last_item_event(node, &stored) else { continue };
+            let Some(event) = self.pep.last_item_event(&self.core.storage, &self.jid, node, &stored).await else { continue };
+            self.core.counters.pep_items_read.inc();
             let stanza = Stanza::seal(Kind::Message, pep::notification(event), me.clone(), to.clone());
             if reader == Reader::Owner {
                 self.pep_event(node, &stanza).await;

@@ -19,10 +19,11 @@ impl UserChannel {
                 log::error!("{}: push registrations not read: {e}", self.jid);
                 StanzaError::ServiceUnavailable
             })?;
-            let list = stored.map(|json| serde_json::from_str(&json).unwrap_or_else(|e| {
-                log::error!("{}: push registrations unreadable, dropped: {e}", self.jid);
-                Vec::new()
-            }));
+            // Unreadable is refused, not taken as none: the next change would overwrite them.
+            let list = stored.map(|json| serde_json::from_str(&json)).transpose().map_err(|e| {
+                log::error!("{}: push registrations unreadable: {e}", self.jid);
+                StanzaError::ServiceUnavailable
+            })?;
             self.push = Some(list.unwrap_or_default());
         }
         Ok(self.push.as_mut().expect("loaded above"))
