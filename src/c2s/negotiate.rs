@@ -19,7 +19,7 @@ use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
-use crate::stanza::{build, text_el, to_xml, StanzaError};
+use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
@@ -65,7 +65,7 @@ fn end(err: StreamError, text: &str) -> ConnEnd {
 
 /// Reads the client's stream header and answers with ours (RFC 6120 §4.7) and `features`,
 /// in one write: a login is several stream opens, each one segment less this way.
-async fn open_stream(core: &CoreState, conn: &mut Conn, features: &Element) -> Result<(), ConnEnd> {
+async fn open_stream(core: &CoreState, conn: &mut Conn, features: &[Element]) -> Result<(), ConnEnd> {
     let header = match conn.next_event().await? {
         StreamEvent::Header(h) => h,
         _ => return Err(end(StreamError::NotWellFormed, "expected a stream header")),
@@ -83,7 +83,7 @@ async fn open_stream(core: &CoreState, conn: &mut Conn, features: &Element) -> R
     }
     let lang = header.attr_ns(rxml::Namespace::xml(), "lang").unwrap_or("en").to_owned();
     let mut out = conn.header(&core.cfg.domain, &new_stream_id(), &lang);
-    out.push_str(&to_xml(features));
+    out.push_str(&super::features::to_wire(features));
     conn.send(out.as_bytes()).await?;
     Ok(())
 }
@@ -168,7 +168,7 @@ impl Unauthenticated {
         }
     }
 
-    fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Element {
+    fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Vec<Element> {
         let mut children = Vec::new();
         if !tls {
             let required = if self.core.cfg.c2s.require_tls { vec![Element::bare("required", ns::TLS)] } else { vec![] };
@@ -182,7 +182,7 @@ impl Unauthenticated {
                 children.push(Element::bare("register", ns::REGISTER_FEATURE));
             }
         }
-        build("features", ns::STREAM, &[], children)
+        children
     }
 
     async fn starttls(&mut self) -> Result<(), ConnEnd> {
@@ -245,11 +245,11 @@ impl Authenticated {
     async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
         let mut features = vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()];
         features.extend(session_features(&self.core, true));
-        let features = build("features", ns::STREAM, &[], features);
         if self.restarted {
             open_stream(&self.core, &mut self.conn, &features).await?;
         } else {
-            self.conn.send_el(&features).await?; // SASL2: the stream goes on, no header
+            // SASL2: the stream goes on, no header
+            self.conn.send(super::features::to_wire(&features).as_bytes()).await?;
         }
         loop {
             let iq = next_element(&mut self.conn).await?;
