@@ -25,6 +25,9 @@ use crate::xml::{ns, stream_parser::StreamEvent};
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
 const RESOURCE_BYTES_MAX: usize = 1023;
 
+/// Longest mechanism name the log repeats; real ones are at most 20 (RFC 4422 §3.1).
+const MECHANISM_LOGGED_CHARS_MAX: usize = 32;
+
 /// How long a resuming stream waits for the old session to hand over (XEP-0198 §5), beyond
 /// `send_stall_secs`: the hand-over is a few messages between actors, even across nodes,
 /// but an old session still connected may be stuck in a write to its dead peer until the
@@ -144,7 +147,7 @@ impl Unauthenticated {
                     self.may_try_auth()?;
                     if profile == Profile::Rfc6120 {
                         let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text()).await?;
-                        if let Some((user, additional)) = self.counted(outcome)? {
+                        if let Some((user, additional)) = self.counted(outcome, &el)? {
                             let data = additional.map(|a| sasl::encode(&a)).unwrap_or_default();
                             self.conn.send_el(&text_el("success", ns::SASL, &data)).await?;
                             self.conn.restart();
@@ -153,7 +156,7 @@ impl Unauthenticated {
                     } else {
                         let req = Box::new(sasl2::Authenticate::parse(&el));
                         let (outcome, rotate) = sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await?;
-                        if let Some((user, additional)) = self.counted(outcome)? {
+                        if let Some((user, additional)) = self.counted(outcome, &el)? {
                             return Ok(Negotiated::Sasl2 { user, req, additional, rotate });
                         }
                     }
@@ -210,12 +213,20 @@ impl Unauthenticated {
 
     /// The outcome of one SASL attempt, either profile: the user and the mechanism's
     /// success data, or `None` after a failure. Failures are counted per stream and per
-    /// address; past either limit the stream ends.
-    fn counted(&mut self, outcome: Outcome) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
+    /// address; past either limit the stream ends. Each failure is logged (rate-limited)
+    /// with what an operator, or fail2ban, needs: user, address, mechanism, reason.
+    fn counted(&mut self, outcome: Outcome, auth: &Element) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
         let ip = self.conn.peer.ip();
         match outcome {
             Outcome::Success { user, additional } => Ok(Some((user, additional))),
-            Outcome::Failure => {
+            Outcome::Failure { condition, user } => {
+                let user = user.map_or_else(|| "(none given)".to_owned(), |u| u.to_string());
+                // The client's own words: cut short and quoted, so they cannot forge log lines.
+                let mechanism: String = auth.attr("mechanism").unwrap_or("").chars().take(MECHANISM_LOGGED_CHARS_MAX).collect();
+                crate::security_log::event(
+                    log::Level::Warn,
+                    format_args!("authentication failed: user {user} from {ip}, mechanism {mechanism:?}: {condition}"),
+                );
                 self.core.peers.record_auth_failure(ip);
                 self.core.counters.auth_failures.inc();
                 self.auth_failures += 1;
