@@ -176,3 +176,11 @@ def test_the_dev_server_config_listens_on_loopback_only():
     listens = [a for section in tomllib.loads(config.read_text()).values() for a in section["listen"]]
     hosts = {a.rsplit(":", 1)[0].strip("[]") for a in listens}
     assert hosts == {"127.0.0.1", "::1"} and all(ipaddress.ip_address(h).is_loopback for h in hosts), listens
+
+
+def test_a_handshake_timeout_is_logged(martlet_server):
+    server = martlet_server(limits={"handshake_timeout_secs": 1})
+    raw = Raw(server.port)
+    raw.open()  # then nothing: a slowloris
+    assert raw.closed_by_server(timeout=15)
+    wait_for_log(server, "stream closed with <connection-timeout/>: the stream was not set up in time")
