@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Runs martlet for development: release build, embedded storage in ./martlet-data, a
 # self-signed certificate made on first start, and two demo accounts (alice, bob; password
-# "demo"). Extra arguments go to `martlet serve` (e.g. --config FILE).
+# "demo"), on loopback only (scripts/dev-server.toml). Extra arguments go to `martlet serve`
+# instead of that config (e.g. --config FILE).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin martlet
 bin=target/release/martlet
+if [ $# -eq 0 ]; then
+  set -- --config scripts/dev-server.toml
+fi
 for user in alice bob; do
   # `user add` refuses an existing account; that is fine on the second run.
   "$bin" "$@" user add "$user@localhost" demo 2>/dev/null || true

@@ -16,13 +16,13 @@ pub const EXAMPLE: &str = r#"domain = "localhost"          # the one XMPP domain
 cores = 0                     # executors; 0 = all available cores
 
 [c2s]
-listen = "0.0.0.0:5222"       # RFC 6120 client port (STARTTLS)
+listen = ["0.0.0.0:5222", "[::]:5222"]  # RFC 6120 client port (STARTTLS): IPv4 and IPv6; one "IP:port" or a list
 require_tls = true            # refuse to authenticate before STARTTLS
 plain_without_tls = false     # offer SASL PLAIN on an unencrypted stream (never when require_tls)
 backlog = 4096                # listen(2) backlog
 
 [c2s_direct_tls]
-listen = "0.0.0.0:5223"       # XEP-0368 Direct TLS; "" disables
+listen = ["0.0.0.0:5223", "[::]:5223"]  # XEP-0368 Direct TLS; "" or [] disables
 
 [tls]
 cert = ""                     # PEM chain; empty -> self-signed cert for `domain`, made on first start, kept in storage path
@@ -65,6 +65,9 @@ delivered_receipts_max = 262144  # per core: held messages remembered as deliver
 
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
+
+[log]
+security_events_per_minute = 60  # per core: failed logins, handshake timeouts, stream errors, expired sessions; more -> not logged, counted in one "N suppressed" line
 
 [limits]
 stanza_bytes_max = 262144             # larger stanza -> <policy-violation/> stream error
@@ -113,6 +116,7 @@ pub struct Config {
     pub stream_management: StreamManagement,
     pub fast: Fast,
     pub metrics: Metrics,
+    pub log: Log,
     pub cluster: Cluster,
     pub limits: Limits,
 }
@@ -120,7 +124,7 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct C2s {
-    pub listen: String,
+    pub listen: Listen,
     pub require_tls: bool,
     pub plain_without_tls: bool,
     pub backlog: u32,
@@ -130,7 +134,7 @@ pub struct C2s {
 #[serde(default, deny_unknown_fields)]
 pub struct DirectTls {
     /// Empty disables the Direct TLS listener.
-    pub listen: String,
+    pub listen: Listen,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -217,6 +221,19 @@ pub struct Metrics {
     pub listen: String,
 }
 
+/// What goes into the log: see `crate::security_log`.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub security_events_per_minute: u32,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { security_events_per_minute: 60 }
+    }
+}
+
 /// The node-to-node mesh (issue 4); an empty `listen` runs a single node.
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -282,6 +299,7 @@ impl Default for Config {
             stream_management: StreamManagement::default(),
             fast: Fast::default(),
             metrics: Metrics::default(),
+            log: Log::default(),
             cluster: Cluster::default(),
             limits: Limits::default(),
         }
@@ -310,7 +328,7 @@ impl Default for Cluster {
 impl Default for C2s {
     fn default() -> Self {
         C2s {
-            listen: "0.0.0.0:5222".into(),
+            listen: Listen::Many(vec!["0.0.0.0:5222".into(), "[::]:5222".into()]),
             require_tls: true,
             plain_without_tls: false,
             backlog: 4096,
@@ -321,7 +339,7 @@ impl Default for C2s {
 impl Default for DirectTls {
     fn default() -> Self {
         DirectTls {
-            listen: "0.0.0.0:5223".into(),
+            listen: Listen::Many(vec!["0.0.0.0:5223".into(), "[::]:5223".into()]),
         }
     }
 }
@@ -453,14 +471,13 @@ impl Config {
                 )
             })?
             .to_string();
-        parse_addr("c2s.listen", &self.c2s.listen)?;
-        for (key, text) in [
-            ("c2s_direct_tls.listen", &self.c2s_direct_tls.listen),
-            ("metrics.listen", &self.metrics.listen),
-        ] {
-            if !text.is_empty() {
-                parse_addr(key, text)?;
-            }
+        self.c2s.listen.check("c2s.listen")?;
+        if self.c2s.listen.texts().is_empty() {
+            return Err(key_error("c2s.listen", "needs at least one address"));
+        }
+        self.c2s_direct_tls.listen.check("c2s_direct_tls.listen")?;
+        if !self.metrics.listen.is_empty() {
+            parse_addr("metrics.listen", &self.metrics.listen)?;
         }
         self.validate_cluster()?;
         if self.c2s.require_tls && self.c2s.plain_without_tls {
@@ -492,6 +509,9 @@ impl Config {
         }
         if self.storage.scram_iterations == 0 {
             return Err(key_error("storage.scram_iterations", POSITIVE));
+        }
+        if self.log.security_events_per_minute == 0 {
+            return Err(key_error("log.security_events_per_minute", POSITIVE));
         }
         if self.stream_management.unacked_stanzas_max == 0 {
             return Err(key_error("stream_management.unacked_stanzas_max", POSITIVE));
@@ -566,12 +586,39 @@ fn parse_addr(key: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         .map_err(|e| key_error(key, format!("{text:?} is not an IP:port address: {e}")))
 }
 
-impl C2s {
-    /// The STARTTLS listener address (checked by `Config::load`).
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen
-            .parse()
-            .expect("c2s.listen checked by Config::load")
+/// A listener's addresses: one `"IP:port"` or a list of them. The default pairs an IPv4
+/// and an IPv6 wildcard, two sockets as Prosody's `interfaces = { "*", "::" }` (ejabberd
+/// takes one `ip` per listener), since `localhost` resolves to `::1` first on many systems.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(untagged, expecting = "an \"IP:port\" address or a list of them")]
+pub enum Listen {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl Listen {
+    /// The configured texts; `""` is none.
+    fn texts(&self) -> &[String] {
+        match self {
+            Listen::One(text) if text.is_empty() => &[],
+            Listen::One(text) => std::slice::from_ref(text),
+            Listen::Many(texts) => texts,
+        }
+    }
+
+    fn check(&self, key: &str) -> Result<(), ConfigError> {
+        self.texts().iter().try_for_each(|text| parse_addr(key, text).map(drop))
+    }
+
+    /// The addresses (checked by `Config::load`).
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.texts().iter().filter_map(|text| optional_addr(text)).collect()
+    }
+}
+
+impl fmt::Display for Listen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.texts().join(", "))
     }
 }
 
@@ -581,13 +628,6 @@ fn optional_addr(text: &str) -> Option<SocketAddr> {
         text.parse()
             .expect("listen address checked by Config::load")
     })
-}
-
-impl DirectTls {
-    /// The Direct TLS listener address, `None` when disabled.
-    pub fn listen_addr(&self) -> Option<SocketAddr> {
-        optional_addr(&self.listen)
-    }
 }
 
 impl Config {
@@ -639,20 +679,19 @@ mod tests {
         assert_eq!(c.domain, "example.org");
         assert_eq!(c.limits.roster_items_max, 5);
         assert_eq!(c.limits.stanza_bytes_max, 262_144);
-        assert_eq!(c.c2s.listen_addr(), "0.0.0.0:5222".parse().unwrap());
-        assert_eq!(
-            c.c2s_direct_tls.listen_addr(),
-            Some("0.0.0.0:5223".parse().unwrap())
-        );
+        assert_eq!(c.c2s.listen.addrs(), ["0.0.0.0:5222".parse().unwrap(), "[::]:5222".parse().unwrap()]);
+        assert_eq!(c.c2s_direct_tls.listen.addrs(), ["0.0.0.0:5223".parse().unwrap(), "[::]:5223".parse().unwrap()]);
         assert_eq!(c.limits.ping_interval_duration(), Duration::from_secs(120));
         assert_eq!(c.metrics_addr(), None);
     }
 
     #[test]
     fn optional_listeners() {
-        let text = "[c2s_direct_tls]\nlisten = \"\"\n[metrics]\nlisten = \"[::1]:9464\"\n";
+        let text = "[c2s]\nlisten = \"127.0.0.1:5222\"\n[c2s_direct_tls]\nlisten = \"\"\n[metrics]\nlisten = \"[::1]:9464\"\n";
         let c = Config::parse(text).unwrap();
-        assert_eq!(c.c2s_direct_tls.listen_addr(), None);
+        assert_eq!(c.c2s.listen.addrs(), ["127.0.0.1:5222".parse().unwrap()], "a single string still works");
+        assert_eq!(c.c2s_direct_tls.listen.addrs(), []);
+        assert_eq!(Config::parse("[c2s_direct_tls]\nlisten = []\n").unwrap().c2s_direct_tls.listen.addrs(), []);
         assert_eq!(c.metrics_addr(), Some("[::1]:9464".parse().unwrap()));
     }
 
@@ -678,6 +717,8 @@ mod tests {
         let cases = [
             ("domain = \"a b@c\"", "domain: "),
             ("[c2s]\nlisten = \"nowhere\"", "c2s.listen: "),
+            ("[c2s]\nlisten = [\"127.0.0.1:5222\", \"nowhere\"]", "c2s.listen: "),
+            ("[c2s]\nlisten = []", "c2s.listen: needs at least one address"),
             (
                 "[c2s_direct_tls]\nlisten = \":5223\"",
                 "c2s_direct_tls.listen: ",

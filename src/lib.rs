@@ -20,7 +20,10 @@
 //!   behind an async facade so disk work never blocks a core.
 //! - [`cluster`]  the node mesh as the router's link to other nodes, the global ring, and
 //!   `martlet cluster status`.
-//! - [`config`], [`tls`], [`metrics`]: configuration, certificates, counters.
+//! - [`config`], [`tls`], [`metrics`]: configuration, certificates, counters; [`listeners`]:
+//!   the addresses served, claimed so that a second server on them refuses to start;
+//!   [`security_log`]: what an attacker can make us log, rate-limited per core;
+//!   [`startup_log`]: what the log says at start (listeners, storage, certificate).
 //! - [`cli_user`], [`admin`]: account administration, offline or through the running server.
 
 pub mod admin;
@@ -28,11 +31,14 @@ pub mod c2s;
 pub mod cli_user;
 pub mod cluster;
 pub mod config;
+pub mod listeners;
 pub mod metrics;
 pub mod modules;
 pub mod router;
+pub mod security_log;
 pub mod server;
 pub mod stanza;
+pub mod startup_log;
 pub mod storage;
 pub mod tls;
 pub mod xml;

@@ -16,6 +16,7 @@ use shards::cluster::{Cluster, Inbound};
 use crate::c2s::accept::accept_loop;
 use crate::cluster::MeshLink;
 use crate::config::Config;
+use crate::listeners::Kind;
 use crate::metrics::{self, CoreCounters};
 use crate::router::node_link::NodeLink;
 use crate::router::{CoreMsg, CoreState};
@@ -28,17 +29,23 @@ const PREEMPT_TIMER: Duration = Duration::from_millis(20);
 
 /// How often each core looks at the stop flag set by SIGTERM/SIGINT.
 const STOP_POLL: Duration = Duration::from_millis(100);
+/// listen(2) backlog of the metrics endpoint: one scraper or two.
+const METRICS_BACKLOG: i32 = 64;
 /// How long sessions get to say goodbye before a stopping core exits anyway.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
 pub fn serve(cfg: Config) -> Result<(), String> {
     let cfg = Arc::new(cfg);
+    crate::security_log::set_events_per_minute(cfg.log.security_events_per_minute);
+    let claimed = crate::listeners::claim(&cfg)?;
     let storage = Storage::open(&cfg.storage).map_err(|e| format!("storage: {e}"))?;
     let tls = crate::tls::server_config(&cfg).map_err(|e| format!("TLS: {e}"))?;
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
     let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
+    crate::startup_log::log(&cfg, &claimed.listeners, cores);
+    let listeners = Arc::new(claimed.listeners.clone());
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
@@ -52,16 +59,19 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop, peers) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone(), peers.clone());
+        let listeners = listeners.clone();
         let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
         let node = cluster.clone().zip(inbox);
-        async move { core_main(core, cfg, storage, tls, counters, peers, node, stop).await }
+        async move { core_main(core, cfg, &listeners, storage, tls, counters, peers, node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn core_main(
     core: Core<CoreMsg>,
     cfg: Arc<Config>,
+    listeners: &[(SocketAddr, Kind)],
     storage: Storage,
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
@@ -77,7 +87,7 @@ async fn core_main(
             let ring = crate::cluster::ring(&cfg, &[cluster.me()], cluster.node_id(), cores);
             (ring, Some(Box::new(MeshLink(cluster.sender())) as Box<dyn NodeLink>))
         }
-        None => (TwoLevelRing::single_node(&cfg.c2s.listen, cores), None),
+        None => (TwoLevelRing::single_node(&cfg.c2s.listen.to_string(), cores), None),
     };
     let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers);
     let cluster = node.as_ref().map(|(c, _)| c.clone());
@@ -93,9 +103,18 @@ async fn core_main(
         })
         .detach();
     }
-    listen(&state, cfg.c2s.listen_addr(), false);
-    if let Some(addr) = cfg.c2s_direct_tls.listen_addr() {
-        listen(&state, addr, true);
+    for &(addr, kind) in listeners {
+        match kind {
+            Kind::Starttls => listen(&state, addr, false),
+            Kind::DirectTls => listen(&state, addr, true),
+            Kind::Metrics if id == 0 => match bind_reuseport(addr, METRICS_BACKLOG) {
+                Ok(l) => {
+                    glommio::spawn_local(metrics::serve(l, counters.clone())).detach();
+                }
+                Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
+            },
+            Kind::Metrics => {}
+        }
     }
     if id == 0 {
         match crate::admin::bind(&cfg) {
@@ -104,14 +123,6 @@ async fn core_main(
                 glommio::spawn_local(crate::admin::serve(l, state.storage.clone(), state.cfg.clone(), status)).detach();
             }
             Err(e) => fatal(&format!("admin socket {}: {e}", crate::admin::socket_path(&cfg).display())),
-        }
-    }
-    if let (0, Some(addr)) = (id, cfg.metrics_addr()) {
-        match glommio::net::TcpListener::bind(addr) {
-            Ok(l) => {
-                glommio::spawn_local(metrics::serve(l, counters)).detach();
-            }
-            Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
         }
     }
     while !stop.load(Ordering::Relaxed) {

@@ -170,7 +170,7 @@ fn open_pem(path: &Path) -> Result<BufReader<fs::File>, TlsError> {
 }
 
 /// The certificate chain in `path`, never empty.
-fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let certs = rustls_pemfile::certs(&mut open_pem(path)?)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| file_error(path, e))?;

@@ -52,6 +52,13 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, di
     }
 }
 
+fn describe_end(end: &ConnEnd) -> String {
+    match end {
+        ConnEnd::Error(_, text) => text.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
 /// Negotiates a stream up to a bound session; `None` when it ended before (the error, if
 /// any, already sent). Separate from the session's run so that its large state is freed
 /// before the session's long life starts.
@@ -67,7 +74,13 @@ async fn negotiate(
     let transport = if direct_tls {
         match super::conn::until(deadline, async { core.tls.accept(stream).await.map_err(ConnEnd::Io) }).await {
             Ok(tls) => Transport::Tls(Box::new(tls)),
-            Err(_) => return None, // no XMPP stream yet to carry an error
+            // A port probe (a health check, a scan) connects and closes: not worth a line.
+            Err(ConnEnd::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+            Err(e) => {
+                // No XMPP stream yet to carry an error: the log alone says why.
+                crate::security_log::event(log::Level::Info, format_args!("{peer}: Direct TLS handshake failed: {}", describe_end(&e)));
+                return None;
+            }
         }
     } else {
         Transport::Plain(stream)

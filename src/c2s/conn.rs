@@ -202,6 +202,11 @@ impl Conn {
     /// Sends a stream error and closes (RFC 6120 §4.9.1.1); a header goes first if the
     /// error comes before we sent ours (§4.9.1.2).
     pub async fn fail(&mut self, domain: &str, err: StreamError, text: &str) {
+        // Shutdown closes every stream at once; it is logged once, by the server.
+        if err != StreamError::SystemShutdown {
+            let (peer, condition, text) = (self.peer, err.condition(), text.escape_debug());
+            crate::security_log::event(log::Level::Info, format_args!("{peer}: stream closed with <{condition}/>: {text}"));
+        }
         if !self.header_sent {
             let header = self.header(domain, &new_stream_id(), "en");
             let _ = self.send(header.as_bytes()).await;

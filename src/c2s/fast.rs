@@ -196,7 +196,7 @@ pub async fn authenticate(
     Ok((Outcome::Success { user, additional: Some(additional) }, rotate))
 }
 
-async fn refuse(conn: &mut Conn, condition: &str) -> Result<(Outcome, bool), ConnEnd> {
+async fn refuse(conn: &mut Conn, condition: &'static str) -> Result<(Outcome, bool), ConnEnd> {
     Ok((sasl::fail(conn, Profile::Sasl2, condition).await?, false))
 }
 

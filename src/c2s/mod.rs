@@ -11,6 +11,7 @@ pub mod accept;
 pub mod bind2;
 pub mod conn;
 pub mod fast;
+pub mod features;
 pub mod limits;
 pub mod negotiate;
 pub mod sasl;

@@ -19,11 +19,14 @@ use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
-use crate::stanza::{build, text_el, to_xml, StanzaError};
+use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
 const RESOURCE_BYTES_MAX: usize = 1023;
+
+/// Longest mechanism name the log repeats; real ones are at most 20 (RFC 4422 §3.1).
+const MECHANISM_LOGGED_CHARS_MAX: usize = 32;
 
 /// How long a resuming stream waits for the old session to hand over (XEP-0198 §5), beyond
 /// `send_stall_secs`: the hand-over is a few messages between actors, even across nodes,
@@ -65,7 +68,7 @@ fn end(err: StreamError, text: &str) -> ConnEnd {
 
 /// Reads the client's stream header and answers with ours (RFC 6120 §4.7) and `features`,
 /// in one write: a login is several stream opens, each one segment less this way.
-async fn open_stream(core: &CoreState, conn: &mut Conn, features: &Element) -> Result<(), ConnEnd> {
+async fn open_stream(core: &CoreState, conn: &mut Conn, features: &[Element]) -> Result<(), ConnEnd> {
     let header = match conn.next_event().await? {
         StreamEvent::Header(h) => h,
         _ => return Err(end(StreamError::NotWellFormed, "expected a stream header")),
@@ -83,7 +86,7 @@ async fn open_stream(core: &CoreState, conn: &mut Conn, features: &Element) -> R
     }
     let lang = header.attr_ns(rxml::Namespace::xml(), "lang").unwrap_or("en").to_owned();
     let mut out = conn.header(&core.cfg.domain, &new_stream_id(), &lang);
-    out.push_str(&to_xml(features));
+    out.push_str(&super::features::to_wire(features));
     conn.send(out.as_bytes()).await?;
     Ok(())
 }
@@ -144,7 +147,7 @@ impl Unauthenticated {
                     self.may_try_auth()?;
                     if profile == Profile::Rfc6120 {
                         let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text()).await?;
-                        if let Some((user, additional)) = self.counted(outcome)? {
+                        if let Some((user, additional)) = self.counted(outcome, &el)? {
                             let data = additional.map(|a| sasl::encode(&a)).unwrap_or_default();
                             self.conn.send_el(&text_el("success", ns::SASL, &data)).await?;
                             self.conn.restart();
@@ -153,7 +156,7 @@ impl Unauthenticated {
                     } else {
                         let req = Box::new(sasl2::Authenticate::parse(&el));
                         let (outcome, rotate) = sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await?;
-                        if let Some((user, additional)) = self.counted(outcome)? {
+                        if let Some((user, additional)) = self.counted(outcome, &el)? {
                             return Ok(Negotiated::Sasl2 { user, req, additional, rotate });
                         }
                     }
@@ -168,7 +171,7 @@ impl Unauthenticated {
         }
     }
 
-    fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Element {
+    fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Vec<Element> {
         let mut children = Vec::new();
         if !tls {
             let required = if self.core.cfg.c2s.require_tls { vec![Element::bare("required", ns::TLS)] } else { vec![] };
@@ -182,7 +185,7 @@ impl Unauthenticated {
                 children.push(Element::bare("register", ns::REGISTER_FEATURE));
             }
         }
-        build("features", ns::STREAM, &[], children)
+        children
     }
 
     async fn starttls(&mut self) -> Result<(), ConnEnd> {
@@ -210,12 +213,20 @@ impl Unauthenticated {
 
     /// The outcome of one SASL attempt, either profile: the user and the mechanism's
     /// success data, or `None` after a failure. Failures are counted per stream and per
-    /// address; past either limit the stream ends.
-    fn counted(&mut self, outcome: Outcome) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
+    /// address; past either limit the stream ends. Each failure is logged (rate-limited)
+    /// with what an operator, or fail2ban, needs: user, address, mechanism, reason.
+    fn counted(&mut self, outcome: Outcome, auth: &Element) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
         let ip = self.conn.peer.ip();
         match outcome {
             Outcome::Success { user, additional } => Ok(Some((user, additional))),
-            Outcome::Failure => {
+            Outcome::Failure { condition, user } => {
+                let user = user.map_or_else(|| "(none given)".to_owned(), |u| u.to_string());
+                // The client's own words: cut short and quoted, so they cannot forge log lines.
+                let mechanism: String = auth.attr("mechanism").unwrap_or("").chars().take(MECHANISM_LOGGED_CHARS_MAX).collect();
+                crate::security_log::event(
+                    log::Level::Warn,
+                    format_args!("authentication failed: user {user} from {ip}, mechanism {mechanism:?}: {condition}"),
+                );
                 self.core.peers.record_auth_failure(ip);
                 self.core.counters.auth_failures.inc();
                 self.auth_failures += 1;
@@ -245,11 +256,11 @@ impl Authenticated {
     async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
         let mut features = vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()];
         features.extend(session_features(&self.core, true));
-        let features = build("features", ns::STREAM, &[], features);
         if self.restarted {
             open_stream(&self.core, &mut self.conn, &features).await?;
         } else {
-            self.conn.send_el(&features).await?; // SASL2: the stream goes on, no header
+            // SASL2: the stream goes on, no header
+            self.conn.send(super::features::to_wire(&features).as_bytes()).await?;
         }
         loop {
             let iq = next_element(&mut self.conn).await?;

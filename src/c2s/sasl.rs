@@ -57,8 +57,19 @@ pub enum Outcome {
     /// Authenticated as `user`; `additional` is the mechanism's success data (SCRAM's
     /// server signature), for the caller's `<success/>`.
     Success { user: BareJid, additional: Option<Vec<u8>> },
-    /// The client was told `<failure/>` and may try again.
-    Failure,
+    /// The client was told `<failure/>` with `condition` and may try again; `user` is who
+    /// it claimed to be, when it got that far.
+    Failure { condition: &'static str, user: Option<BareJid> },
+}
+
+impl Outcome {
+    /// A failure, for the log: named after the user the client claimed to be.
+    fn claimed_by(self, jid: &BareJid) -> Outcome {
+        match self {
+            Outcome::Failure { condition, .. } => Outcome::Failure { condition, user: Some(jid.clone()) },
+            success => success,
+        }
+    }
 }
 
 /// The framing of an exchange: RFC 6120 §6.4's elements, or XEP-0388's.
@@ -113,10 +124,10 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_
     }
     match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
         Ok(true) => Ok(Outcome::Success { user: jid, additional: None }),
-        Ok(false) => fail(conn, profile, "not-authorized").await,
+        Ok(false) => fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid)),
         Err(e) => {
             log::error!("PLAIN for {jid}: storage: {e}");
-            fail(conn, profile, "temporary-auth-failure").await
+            fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid))
         }
     }
 }
@@ -154,14 +165,14 @@ async fn scram<S: ScramHashing + 'static>(
                 conn.send_el(&text_el("challenge", profile.ns(), &challenge)).await?;
                 match next_sasl_element(conn, profile).await? {
                     Some(resp) if resp.name() == "response" => input = resp.text().trim().as_bytes().to_vec(),
-                    Some(abort) if abort.name() == "abort" => return fail(conn, profile, "aborted").await,
-                    _ => return fail(conn, profile, "malformed-request").await,
+                    Some(abort) if abort.name() == "abort" => return fail(conn, profile, "aborted").await.map(|o| o.claimed_by(&jid)),
+                    _ => return fail(conn, profile, "malformed-request").await.map(|o| o.claimed_by(&jid)),
                 }
             }
             ScramResultServer::Final(data) => return Ok(Outcome::Success { user: jid, additional: Some(data.into_bytes()) }),
             ScramResultServer::Error(e) => {
                 log::debug!("SCRAM for {jid} failed: {e}");
-                return fail(conn, profile, "not-authorized").await;
+                return fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid));
             }
         }
     }
@@ -257,10 +268,10 @@ pub(super) fn encode(bytes: &[u8]) -> String {
 }
 
 /// `<failure/>` with an RFC 6120 §6.5 condition, which SASL2 keeps in the RFC's namespace.
-pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &str) -> Result<Outcome, ConnEnd> {
+pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &'static str) -> Result<Outcome, ConnEnd> {
     let failure = build("failure", profile.ns(), &[], vec![Element::bare(condition, ns::SASL)]);
     conn.send_el(&failure).await?;
-    Ok(Outcome::Failure)
+    Ok(Outcome::Failure { condition, user: None })
 }
 
 #[cfg(test)]

@@ -107,7 +107,7 @@ pub async fn complete(
                 let jid = auth.user.with_resource_str(&resumed.handover.resource).expect("a bound resource is valid");
                 extra.push(sm::resumed(&resumed.resume_id, resumed.handover.handled));
                 let mut greeting = to_xml(&success(&jid.to_string(), additional.as_deref(), extra));
-                greeting.push_str(&to_xml(&features(&auth.core, false)));
+                greeting.push_str(&features(&auth.core, false));
                 let Authenticated { core, conn, .. } = auth;
                 return Ok(LoggedIn::Bound(BoundSession::resumed(core, conn, jid, resumed, Some(greeting))));
             }
@@ -127,7 +127,7 @@ pub async fn complete(
     let answers = enabled.iter().map(|(_, reply)| reply.clone()).collect();
     extra.push(bind2::bound(answers));
     let mut greeting = to_xml(&success(&jid.to_string(), additional.as_deref(), extra));
-    greeting.push_str(&to_xml(&features(&auth.core, enabled.is_none())));
+    greeting.push_str(&features(&auth.core, enabled.is_none()));
     if let Err(e) = auth.conn.send(greeting.as_bytes()).await {
         return Err((auth.conn, e.into()));
     }
@@ -149,8 +149,8 @@ fn success(aid: &str, additional: Option<&[u8]>, extra: Vec<Element>) -> Element
 
 /// The features of a stream bound through SASL2: no binding left to offer, and XEP-0198
 /// only when it is not on yet (a client seeing `<sm/>` would enable or resume again).
-fn features(core: &CoreState, with_sm: bool) -> Element {
-    build("features", ns::STREAM, &[], session_features(core, with_sm))
+fn features(core: &CoreState, with_sm: bool) -> String {
+    super::features::to_wire(&session_features(core, with_sm))
 }
 
 #[cfg(test)]

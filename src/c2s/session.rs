@@ -265,6 +265,11 @@ impl BoundSession {
             })
             .await;
             let Some(mail) = mail else {
+                let (bare, resource, secs) = (&self.bare, &self.resource, timeout.as_secs());
+                crate::security_log::event(
+                    log::Level::Info,
+                    format_args!("{bare}/{resource}: not resumed within {secs} s (XEP-0198); the session ends, unacknowledged stanzas are routed again"),
+                );
                 return ConnEnd::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "not resumed in time"));
             };
             match mail {
