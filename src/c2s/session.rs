@@ -876,8 +876,7 @@ impl BoundSession {
     /// XEP-0160 storage of unacknowledged messages, for the shutdown path.
     async fn store_offline(&self, messages: Vec<Stanza>) {
         let max = self.core.cfg.limits.offline_messages_max;
-        let kept = |m: &Stanza| delivery::message(&[], None, &m.type_) == Route::Offline && modules::hints::store_offline(m);
-        for m in messages.into_iter().filter(kept) {
+        for m in messages.into_iter().filter(|m| delivery::message(&[], None, &m.type_) == Route::Offline) {
             let stored = offline::stored_form(m.element(), &self.core.cfg.domain);
             if let Err(e) = self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
                 log::error!("{}: unacknowledged message not stored at shutdown: {e}", self.bare);

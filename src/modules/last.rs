@@ -59,9 +59,10 @@ impl Logout {
         Some(Logout { at_secs: at.parse().ok()?, status: status.to_owned() })
     }
 
-    /// The §3 answer at `now`.
+    /// The §3 answer at `now`: at least 1, since 0 says the user is online (§3), and
+    /// clients (profanity) show "currently logged in" for a logout in the same second.
     pub fn answer(&self, now: SystemTime) -> Element {
-        query(unix_secs(now).saturating_sub(self.at_secs), &self.status)
+        query(unix_secs(now).saturating_sub(self.at_secs).max(1), &self.status)
     }
 }
 
@@ -90,8 +91,10 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_set_back_answers_zero() {
+    fn a_logout_just_now_or_a_clock_set_back_answers_one() {
         let l = Logout { at_secs: u64::MAX, status: String::new() };
-        assert_eq!(crate::stanza::to_xml(&l.answer(SystemTime::now())), "<query xmlns='jabber:iq:last' seconds='0'/>");
+        assert_eq!(crate::stanza::to_xml(&l.answer(SystemTime::now())), "<query xmlns='jabber:iq:last' seconds='1'/>");
+        let now = Logout::now(None);
+        assert!(crate::stanza::to_xml(&now.answer(SystemTime::now())).contains("seconds='1'"));
     }
 }

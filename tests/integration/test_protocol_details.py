@@ -200,7 +200,7 @@ def test_last_activity(martlet_server, storage):
         await alice.next_presence(lambda p: p["type"] == "unavailable" and p["from"].bare == "bob@localhost")
         bob.disconnect()
         frm, seconds, status = await last(alice, "bob@localhost")
-        assert (frm, status) == ("bob@localhost", "Heading Home") and 0 <= seconds < 60
+        assert (frm, status) == ("bob@localhost", "Heading Home") and 1 <= seconds < 60
         assert await last_error(carol, "bob@localhost") == ("auth", "forbidden")
         await close(alice, carol)
 
