@@ -532,7 +532,11 @@ impl UserChannel {
                 let backlog = stored.into_iter().map(Arc::from).collect();
                 self.core.send_to_session(self.resources[idx].session, SessionMsg::DeliverBacklog(backlog)).await;
             }
-            Err(e) => log::error!("{}: offline messages not read: {e}", self.jid),
+            // They stay stored: the next available resource of the user gets them.
+            Err(e) => {
+                self.core.counters.storage_errors.inc();
+                log::error!("{}: offline messages not read: {e}", self.jid);
+            }
         }
     }
 
@@ -965,6 +969,7 @@ impl UserChannel {
             }
             Ok(false) => bounce(&self.core, stanza, StanzaError::ResourceConstraint).await,
             Err(e) => {
+                self.core.counters.storage_errors.inc();
                 log::error!("{}: offline message not stored: {e}", self.jid);
                 bounce(&self.core, stanza, StanzaError::ServiceUnavailable).await
             }
