@@ -49,6 +49,12 @@ pub struct CoreCounters {
     pub cross_node_drops: Counter,
     pub offline_stored: Counter,
     pub auth_failures: Counter,
+    /// Password checks and registrations refused because the PBKDF2 pool was saturated.
+    pub password_hash_busy: Counter,
+    /// XEP-0077 registrations refused by `registrations_per_ip_per_hour`.
+    pub registrations_refused: Counter,
+    /// Sessions ended because their account was deleted or its password changed.
+    pub sessions_revoked: Counter,
     /// Logins through XEP-0388 SASL2, and those of them with a XEP-0484 FAST token.
     pub sasl2_logins: Counter,
     pub fast_logins: Counter,
@@ -74,7 +80,7 @@ impl CoreCounters {
         ]
     }
 
-    fn counters(&self) -> [(&'static str, u64); 14] {
+    fn counters(&self) -> [(&'static str, u64); 17] {
         [
             ("routed_stanzas", self.routed_stanzas.get()),
             ("cross_core_messages", self.cross_core_messages.get()),
@@ -82,6 +88,9 @@ impl CoreCounters {
             ("cross_node_drops", self.cross_node_drops.get()),
             ("offline_stored", self.offline_stored.get()),
             ("auth_failures", self.auth_failures.get()),
+            ("password_hash_busy", self.password_hash_busy.get()),
+            ("registrations_refused", self.registrations_refused.get()),
+            ("sessions_revoked", self.sessions_revoked.get()),
             ("sasl2_logins", self.sasl2_logins.get()),
             ("fast_logins", self.fast_logins.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),

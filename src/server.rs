@@ -14,6 +14,7 @@ use shards::runtime::{self, Core, RuntimeConfig};
 use shards::cluster::{Cluster, Inbound};
 
 use crate::c2s::accept::accept_loop;
+use crate::c2s::registration_limit::RegistrationLimit;
 use crate::cluster::MeshLink;
 use crate::config::Config;
 use crate::metrics::{self, CoreCounters};
@@ -37,6 +38,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let tls = crate::tls::server_config(&cfg).map_err(|e| format!("TLS: {e}"))?;
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
+    let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
@@ -51,9 +53,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone());
+        let registrations = registrations.clone();
         let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
         let node = cluster.clone().zip(inbox);
-        async move { core_main(core, cfg, storage, tls, counters, node, stop).await }
+        async move { core_main(core, cfg, storage, tls, counters, registrations, node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -64,6 +67,7 @@ async fn core_main(
     storage: Storage,
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
+    registrations: Arc<RegistrationLimit>,
     node: Option<(Cluster, flume::Receiver<Inbound>)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -77,7 +81,7 @@ async fn core_main(
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen, cores), None),
     };
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone());
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), registrations);
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {
         glommio::spawn_local(crate::cluster::serve_core(state.clone(), inbox, cores)).detach();
@@ -99,7 +103,7 @@ async fn core_main(
         match crate::admin::bind(&cfg) {
             Ok(l) => {
                 let status = cluster.map(|c| (c, cores));
-                glommio::spawn_local(crate::admin::serve(l, state.storage.clone(), state.cfg.clone(), status)).detach();
+                glommio::spawn_local(crate::admin::serve(l, state.clone(), status)).detach();
             }
             Err(e) => fatal(&format!("admin socket {}: {e}", crate::admin::socket_path(&cfg).display())),
         }

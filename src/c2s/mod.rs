@@ -13,6 +13,7 @@ pub mod conn;
 pub mod fast;
 pub mod limits;
 pub mod negotiate;
+pub mod registration_limit;
 pub mod sasl;
 pub mod sasl2;
 pub mod session;

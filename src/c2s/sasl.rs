@@ -4,8 +4,10 @@
 //! and the caller sends the success, which under SASL2 carries more than the mechanism's.
 //!
 //! Credentials are fetched from storage before the mechanism runs (the mechanism's callback
-//! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on a
-//! storage thread for the same reason: one login storm must not stall a core's routing.
+//! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on the
+//! storage's KDF pool for the same reason: one login storm must not stall a core's routing.
+//! A name that is no account gets made-up credentials, the same at every attempt, so SCRAM
+//! runs to its end as for a user and no PBKDF2 runs on the core for it either.
 
 use std::num::NonZeroU32;
 use std::rc::Rc;
@@ -23,7 +25,7 @@ use super::conn::{Conn, ConnEnd};
 use super::stream_error::StreamError;
 use crate::router::CoreState;
 use crate::stanza::{build, text_el};
-use crate::storage::Credentials;
+use crate::storage::{Credentials, StorageError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,6 +116,10 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_
     match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
         Ok(true) => Ok(Outcome::Success { user: jid, additional: None }),
         Ok(false) => fail(conn, profile, "not-authorized").await,
+        Err(StorageError::Busy) => {
+            core.counters.password_hash_busy.inc();
+            fail(conn, profile, "temporary-auth-failure").await
+        }
         Err(e) => {
             log::error!("PLAIN for {jid}: storage: {e}");
             fail(conn, profile, "temporary-auth-failure").await
@@ -132,17 +138,16 @@ async fn scram<S: ScramHashing + 'static>(
     let Some(jid) = scram_username(&first).and_then(|u| local_jid(&u, &core.cfg.domain)) else {
         return fail(conn, profile, "malformed-request").await;
     };
-    let credentials = match core.storage.credentials(jid.to_string()).await {
-        Ok(c) => c,
+    let secret = match core.storage.credentials_or_made_up(jid.to_string()).await {
+        Ok((c, _known)) => StoredSecret::of(&c, mech),
         Err(e) => {
             log::error!("SCRAM for {jid}: storage: {e}");
             return fail(conn, profile, "temporary-auth-failure").await;
         }
     };
-    let secret = credentials.map(|c| StoredSecret::of(&c, mech));
     let scram_type = SCRAM_TYPES.get_scramtype(mech.name()).expect("scram-rs knows SCRAM-SHA-1 and -256");
     let nonce = ScramNonce::none().expect("the system random source works");
-    let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true)
+    let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), NoChannelBinding, nonce, scram_type, true)
     else {
         return fail(conn, profile, "temporary-auth-failure").await;
     };
@@ -199,10 +204,10 @@ impl StoredSecret {
     }
 }
 
-/// Credentials fetched before the exchange; `None` for an unknown user, for which scram-rs
-/// makes up a consistent fake salt so that a probe cannot tell users from non-users.
+/// Credentials fetched before the exchange (made up for an unknown user, see the module
+/// comment).
 #[derive(Clone)]
-struct Prefetched(Option<StoredSecret>);
+struct Prefetched(StoredSecret);
 
 impl std::fmt::Debug for Prefetched {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -212,20 +217,16 @@ impl std::fmt::Debug for Prefetched {
 
 impl<S: ScramHashing> ScramAuthServer<S> for Prefetched {
     fn get_password_for_user(&self, _username: &str, _authzid: Option<&str>) -> ScramResult<ScramPassword> {
-        match &self.0 {
-            Some(s) => Ok(ScramPassword::found_secret_password(
-                s.salted_password.clone(),
-                s.salt_b64.clone(),
-                s.iterations,
-                None,
-            )),
-            None => ScramPassword::not_found::<S>(),
-        }
+        let s = &self.0;
+        Ok(ScramPassword::found_secret_password(s.salted_password.clone(), s.salt_b64.clone(), s.iterations, None))
     }
 }
 
 /// No channel binding yet (tls-exporter is future work): the default helper refuses it.
-impl ScramCbHelper for Prefetched {}
+#[derive(Debug)]
+struct NoChannelBinding;
+
+impl ScramCbHelper for NoChannelBinding {}
 
 /// The `n=` attribute of a SCRAM client-first message, unescaped (RFC 5802 §5.1).
 fn scram_username(client_first: &[u8]) -> Option<String> {

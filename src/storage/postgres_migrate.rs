@@ -14,6 +14,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "message_archive", include_str!("postgres_migrations/0002_message_archive.sql")),
     (3, "user_documents", include_str!("postgres_migrations/0003_user_documents.sql")),
     (4, "archive_counts", include_str!("postgres_migrations/0004_archive_counts.sql")),
+    (5, "server_secrets", include_str!("postgres_migrations/0005_server_secrets.sql")),
 ];
 
 /// Key of the transaction-scoped advisory lock taken while migrating ("martlet" in ASCII).

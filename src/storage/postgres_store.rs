@@ -337,4 +337,11 @@ impl Store for PostgresStore {
             Ok(true)
         })
     }
+
+    fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
+        // The first node to insert wins; every other node reads what it inserted.
+        self.execute("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &fresh])?;
+        let rows = self.query("SELECT value FROM server_secrets WHERE name = $1", &[&name])?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| StorageError::Corrupt(format!("server secret {name:?} vanished")))
+    }
 }

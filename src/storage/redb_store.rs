@@ -39,6 +39,9 @@ const ARCHIVE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("archive
 const MAM_PREFS: TableDefinition<&str, &[u8]> = TableDefinition::new("mam_prefs");
 /// (owner, key) -> document text
 const DOCS: TableDefinition<(&str, &str), &str> = TableDefinition::new("documents");
+/// name -> server-wide secret (the key behind made-up SCRAM salts for unknown users). A new
+/// table older builds never open, so the schema version stays.
+const SERVER_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("server_secrets");
 
 #[derive(Serialize, Deserialize)]
 struct ArchivedRecord {
@@ -213,6 +216,7 @@ impl RedbStore {
             txn.open_table(ARCHIVE_COUNTS)?;
             txn.open_table(MAM_PREFS)?;
             txn.open_table(DOCS)?;
+            txn.open_table(SERVER_SECRETS)?;
             let mut meta = txn.open_table(META)?;
             let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
             match found {
@@ -480,6 +484,17 @@ impl Store for RedbStore {
             }
             docs.insert((owner, key), value)?;
             Ok(true)
+        })
+    }
+
+    fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
+        self.write(|txn| {
+            let mut secrets = txn.open_table(SERVER_SECRETS)?;
+            if let Some(kept) = secrets.get(name)? {
+                return Ok(kept.value().to_vec());
+            }
+            secrets.insert(name, fresh)?;
+            Ok(fresh.to_vec())
         })
     }
 }
