@@ -15,6 +15,7 @@ pub mod limits;
 pub mod negotiate;
 pub mod registration_limit;
 pub mod sasl;
+pub mod scram;
 pub mod sasl2;
 pub mod session;
 pub mod stream_error;

@@ -23,7 +23,8 @@ use crate::config::{Backend, StorageConfig};
 
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveRow, DefaultMode, MamPrefs};
 pub use kdf_pool::WhenBusy;
-pub use model::{Credentials, RosterItem, Subscription};
+pub use model::{Credentials, RosterItem, ScramKeys, Subscription};
+pub use secrets::{scram_keys, ScramHash};
 pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 

@@ -6,10 +6,65 @@
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sasl::secret::{Pbkdf2Sha1, Pbkdf2Sha256};
-use sha2::Sha256;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use super::{Credentials, StorageError};
+use super::{Credentials, ScramKeys, StorageError};
+
+/// The hash of a SCRAM mechanism (RFC 5802 SHA-1, RFC 7677 SHA-256).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScramHash {
+    Sha1,
+    Sha256,
+}
+
+impl ScramHash {
+    pub fn hmac(self, key: &[u8], message: &[u8]) -> Vec<u8> {
+        match self {
+            ScramHash::Sha1 => keyed::<Hmac<Sha1>>(key, message),
+            ScramHash::Sha256 => keyed::<Hmac<Sha256>>(key, message),
+        }
+    }
+
+    pub fn digest(self, data: &[u8]) -> Vec<u8> {
+        match self {
+            ScramHash::Sha1 => Sha1::digest(data).to_vec(),
+            ScramHash::Sha256 => Sha256::digest(data).to_vec(),
+        }
+    }
+
+    /// RFC 5802 Hi(): PBKDF2 with this hash's HMAC.
+    fn salted_password(self, password: &str, salt: &[u8], iterations: u32) -> Result<Vec<u8>, StorageError> {
+        Ok(match self {
+            ScramHash::Sha1 => Pbkdf2Sha1::derive(password, salt, iterations).map_err(derive_error)?.digest,
+            ScramHash::Sha256 => Pbkdf2Sha256::derive(password, salt, iterations).map_err(derive_error)?.digest,
+        })
+    }
+
+    /// StoredKey and ServerKey from a salted password (RFC 5802 §3); also what the
+    /// migrations from stored salted passwords compute.
+    pub fn keys_from_salted(self, salted: &[u8], salt: Vec<u8>, iterations: u32) -> ScramKeys {
+        ScramKeys {
+            stored_key: self.digest(&self.hmac(salted, b"Client Key")),
+            server_key: self.hmac(salted, b"Server Key"),
+            salt,
+            iterations,
+        }
+    }
+}
+
+fn keyed<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut mac = <M as hmac::digest::KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(message);
+    mac.finalize().into_bytes().to_vec()
+}
+
+/// The keys for `password` (already SASLprep'd) under `salt`: one PBKDF2.
+pub fn scram_keys(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Result<ScramKeys, StorageError> {
+    let salted = hash.salted_password(password, salt, iterations)?;
+    Ok(hash.keys_from_salted(&salted, salt.to_vec(), iterations))
+}
 
 /// Fresh for each mechanism and each password; NIST SP 800-132 asks for at
 /// least 128 bits.
@@ -43,8 +98,8 @@ fn fresh_salt() -> [u8; SALT_BYTES] {
 pub(super) fn derive(password: &str, iterations: u32) -> Result<Credentials, StorageError> {
     let password = prepare(password)?;
     Ok(Credentials {
-        sha1: Pbkdf2Sha1::derive(&password, &fresh_salt(), iterations).map_err(derive_error)?,
-        sha256: Pbkdf2Sha256::derive(&password, &fresh_salt(), iterations).map_err(derive_error)?,
+        sha1: scram_keys(ScramHash::Sha1, &password, &fresh_salt(), iterations)?,
+        sha256: scram_keys(ScramHash::Sha256, &password, &fresh_salt(), iterations)?,
     })
 }
 
@@ -61,8 +116,8 @@ pub(super) fn verify(stored: &Credentials, password: &str) -> Result<bool, Stora
         return Ok(false);
     };
     let c = &stored.sha256;
-    let attempt = Pbkdf2Sha256::derive(&password, &c.salt, c.iterations).map_err(derive_error)?;
-    Ok(bool::from(attempt.digest.ct_eq(&c.digest)))
+    let attempt = scram_keys(ScramHash::Sha256, &password, &c.salt, c.iterations)?;
+    Ok(bool::from(attempt.stored_key.ct_eq(&c.stored_key)))
 }
 
 /// Credentials for a name that is no account, shaped like a real account's
@@ -73,18 +128,17 @@ pub(super) fn verify(stored: &Credentials, password: &str) -> Result<bool, Stora
 /// and no password can match a digest nobody derived.
 pub(super) fn unknown_user(secret: &[u8], jid: &str, iterations: u32) -> Credentials {
     let keyed = |label: &str, len: usize| {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-        mac.update(label.as_bytes());
-        mac.update(&[0]);
-        mac.update(jid.as_bytes());
-        let mut out = mac.finalize().into_bytes().to_vec();
+        let mut out = ScramHash::Sha256.hmac(secret, format!("{label}\0{jid}").as_bytes());
         out.truncate(len);
         out
     };
-    Credentials {
-        sha1: Pbkdf2Sha1 { salt: keyed("sha1 salt", SALT_BYTES), iterations, digest: keyed("sha1 digest", 20) },
-        sha256: Pbkdf2Sha256 { salt: keyed("sha256 salt", SALT_BYTES), iterations, digest: keyed("sha256 digest", 32) },
-    }
+    let made_up = |name: &str, len: usize| ScramKeys {
+        salt: keyed(&format!("{name} salt"), SALT_BYTES),
+        iterations,
+        stored_key: keyed(&format!("{name} stored key"), len),
+        server_key: keyed(&format!("{name} server key"), len),
+    };
+    Credentials { sha1: made_up("sha1", 20), sha256: made_up("sha256", 32) }
 }
 
 #[cfg(test)]
@@ -107,10 +161,9 @@ mod tests {
         assert_eq!(made_up, unknown_user(b"secret", "nobody@localhost", 16));
         assert_ne!(made_up.sha256.salt, unknown_user(b"secret", "other@localhost", 16).sha256.salt);
         assert_ne!(made_up.sha256.salt, unknown_user(b"another", "nobody@localhost", 16).sha256.salt);
-        for (a, b) in [(&real.sha1.salt, &made_up.sha1.salt), (&real.sha1.digest, &made_up.sha1.digest)] {
-            assert_eq!(a.len(), b.len());
+        for (a, b) in [(&real.sha1, &made_up.sha1), (&real.sha256, &made_up.sha256)] {
+            assert_eq!((a.salt.len(), a.stored_key.len(), a.server_key.len()), (b.salt.len(), b.stored_key.len(), b.server_key.len()));
         }
-        assert_eq!(real.sha256.digest.len(), made_up.sha256.digest.len());
         assert_eq!(made_up.sha256.iterations, 16);
         assert!(!verify(&made_up, "pw").unwrap());
     }

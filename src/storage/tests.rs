@@ -179,10 +179,11 @@ fn credentials_are_scram_secrets_for_the_password(place: &dyn Place) {
         assert_ne!(c.sha256.salt, made_up.sha256.salt);
         assert_eq!(c.sha1.salt.len(), 16);
         assert_eq!(c.sha256.iterations, TEST_ITERATIONS);
-        let again = sasl::secret::Pbkdf2Sha256::derive("pw", &c.sha256.salt, TEST_ITERATIONS);
-        assert_eq!(again.unwrap(), c.sha256);
-        let again = sasl::secret::Pbkdf2Sha1::derive("pw", &c.sha1.salt, TEST_ITERATIONS);
-        assert_eq!(again.unwrap(), c.sha1);
+        assert_eq!(scram_keys(ScramHash::Sha256, "pw", &c.sha256.salt, TEST_ITERATIONS).unwrap(), c.sha256);
+        assert_eq!(scram_keys(ScramHash::Sha1, "pw", &c.sha1.salt, TEST_ITERATIONS).unwrap(), c.sha1);
+        // The salted password, which would log in, is kept nowhere: only keys derived from it.
+        let salted = sasl::secret::Pbkdf2Sha256::derive("pw", &c.sha256.salt, TEST_ITERATIONS).unwrap().digest;
+        assert!(c.sha256.stored_key != salted && c.sha256.server_key != salted);
     });
 }
 
@@ -368,8 +369,72 @@ fn postgres_archive_counts_are_made_by_migration_4() {
     let place = PostgresDb::new();
     archive_counts_are_made_for_an_old_schema(&place, || {
         // A version 3 database: without what migration 4 and every later one made.
+        let mut client = place.client();
+        postgres_back_to_version_5(&mut client);
         let sql = "DROP TABLE mam_archive_counts; DROP TABLE server_secrets; DELETE FROM martlet_schema_migrations WHERE version >= 4";
-        place.client().batch_execute(sql).unwrap();
+        client.batch_execute(sql).unwrap();
+    });
+}
+
+/// Undoes migration 6 on a database without accounts: salted-password columns again.
+fn postgres_back_to_version_5(client: &mut ::postgres::Client) {
+    client
+        .batch_execute(
+            "ALTER TABLE users DROP COLUMN sha1_stored_key, DROP COLUMN sha1_server_key, DROP COLUMN sha256_stored_key, \
+             DROP COLUMN sha256_server_key, ADD COLUMN sha1_digest BYTEA NOT NULL, ADD COLUMN sha256_digest BYTEA NOT NULL; \
+             DELETE FROM martlet_schema_migrations WHERE version >= 6",
+        )
+        .unwrap();
+}
+
+/// An account stored as the salted passwords of schema 2 (redb) or 5 (PostgreSQL) keeps
+/// its password once the store is opened and converted.
+fn old_accounts_keep_working(place: &dyn Place, write_old_account: impl FnOnce(&[u8], &[u8], &[u8], &[u8])) {
+    drop(place.open()); // the current schema, made
+    let (salt1, salt256) = (b"sha1-salt-16byte".as_slice(), b"sha256-salt-16by".as_slice());
+    let sha1 = sasl::secret::Pbkdf2Sha1::derive("old-pw", salt1, TEST_ITERATIONS).unwrap().digest;
+    let sha256 = sasl::secret::Pbkdf2Sha256::derive("old-pw", salt256, TEST_ITERATIONS).unwrap().digest;
+    write_old_account(salt1, &sha1, salt256, &sha256);
+    let s = place.open();
+    assert!(block_on(s.verify_plain(ALICE.into(), "old-pw".into())).unwrap());
+    assert!(!block_on(s.verify_plain(ALICE.into(), "other".into())).unwrap());
+    let (c, known) = block_on(s.credentials_or_made_up(ALICE.into())).unwrap();
+    assert!(known);
+    assert_eq!(c.sha1, scram_keys(ScramHash::Sha1, "old-pw", salt1, TEST_ITERATIONS).unwrap());
+}
+
+#[test]
+fn embedded_schema_2_accounts_keep_working() {
+    let place = Embedded::new();
+    let file = place.config().path.join("martlet.redb");
+    old_accounts_keep_working(&place, |salt1, sha1, salt256, sha256| {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("schema_version", 2).unwrap();
+        // Schema 2's record: per mechanism (salt, iterations, salted password), postcard.
+        let old = ((salt1, TEST_ITERATIONS, sha1), (salt256, TEST_ITERATIONS, sha256));
+        let users: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("users");
+        txn.open_table(users).unwrap().insert(ALICE, postcard::to_allocvec(&old).unwrap().as_slice()).unwrap();
+        txn.commit().unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: MARTLET_TEST_POSTGRES_URL"]
+fn postgres_schema_5_accounts_keep_working() {
+    let place = PostgresDb::new();
+    old_accounts_keep_working(&place, |salt1, sha1, salt256, sha256| {
+        let mut client = place.client();
+        postgres_back_to_version_5(&mut client);
+        let rounds = TEST_ITERATIONS as i32;
+        client
+            .execute(
+                "INSERT INTO users (jid, sha1_salt, sha1_iterations, sha1_digest, sha256_salt, sha256_iterations, sha256_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&ALICE, &salt1, &rounds, &sha1, &salt256, &rounds, &sha256],
+            )
+            .unwrap();
     });
 }
 
@@ -547,7 +612,7 @@ fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4, 5]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     client
         .execute("INSERT INTO martlet_schema_migrations (version, name) VALUES (99, 'future')", &[])
         .unwrap();

@@ -273,3 +273,20 @@ def test_registrations_per_address_are_limited_across_cores(martlet_server):
     assert (len(created), len(refused)) == (2, len(conns) - 2), replies
     assert server.metric_sum("martlet_registrations_refused_total") == len(conns) - 2
     assert len([u for u in server.cli("user", "list").stdout.split() if u.startswith("new")]) == 2
+
+
+# ---- credentials at rest: StoredKey/ServerKey only, never the salted password ----
+
+def test_the_store_keeps_no_salted_password(martlet_server):
+    import hashlib
+    server = martlet_server(c2s=NO_TLS)
+    salt, iterations = scram_offer(server, "alice")
+    salted = hashlib.pbkdf2_hmac("sha256", PASSWORD.encode(), salt, iterations)
+    raw = Raw(server.port)  # and logging in still works, by SCRAM's proof and by PLAIN
+    raw.open()
+    assert "<success" in raw.auth_plain("alice", PASSWORD)
+    raw.close()
+    server.stop()
+    stored = (server.data / "martlet.redb").read_bytes()
+    assert salt in stored, "the salt should be stored: the test looks in the right file"
+    assert salted not in stored, "the SCRAM-SHA-256 salted password, enough to log in, is on disk"
