@@ -7,12 +7,16 @@
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
 
+use jid::BareJid;
+
 use crate::config::Config;
-use crate::storage::Storage;
+use crate::router::{CoreState, Revocation, UserMsg};
+use crate::storage::{Storage, WhenBusy};
 
 /// Longest request line read, in bytes: a bulk request of ~100k accounts fits.
 const REQUEST_BYTES_MAX: usize = 8 << 20;
@@ -44,11 +48,22 @@ pub fn socket_path(cfg: &Config) -> PathBuf {
     cfg.storage.path.join("admin.sock")
 }
 
+impl Request {
+    /// The account whose sessions must end once this request succeeds, and why.
+    fn revokes(&self) -> Option<(&str, Revocation)> {
+        match self {
+            Request::Del { jid } => Some((jid, Revocation::AccountDeleted)),
+            Request::Passwd { jid, .. } => Some((jid, Revocation::PasswordChanged)),
+            _ => None,
+        }
+    }
+}
+
 /// Carries out one request on `storage`.
 pub async fn execute(storage: &Storage, request: Request) -> Reply {
     let result = match request {
         Request::Add { jid, password } => storage
-            .create_user(jid.clone(), password)
+            .create_user(jid.clone(), password, WhenBusy::Wait)
             .await
             .map(|added| if added { reply(true, format!("added {jid}")) } else { reply(false, format!("{jid} exists")) }),
         Request::Del { jid } => storage.delete_user(jid.clone()).await.map(|deleted| {
@@ -58,7 +73,7 @@ pub async fn execute(storage: &Storage, request: Request) -> Reply {
                 reply(false, format!("{jid} does not exist"))
             }
         }),
-        Request::Passwd { jid, password } => storage.set_password(jid.clone(), password).await.map(|changed| {
+        Request::Passwd { jid, password } => storage.set_password(jid.clone(), password, WhenBusy::Wait).await.map(|changed| {
             if changed {
                 reply(true, format!("changed password of {jid}"))
             } else {
@@ -78,7 +93,7 @@ const BULK_IN_FLIGHT: usize = 16;
 async fn bulk_add(storage: &Storage, jids: &[String], password: &str) -> Result<Reply, crate::storage::StorageError> {
     let mut added = 0;
     for chunk in jids.chunks(BULK_IN_FLIGHT) {
-        let jobs: Vec<_> = chunk.iter().map(|jid| Box::pin(storage.create_user(jid.clone(), password.to_owned()))).collect();
+        let jobs: Vec<_> = chunk.iter().map(|jid| Box::pin(storage.create_user(jid.clone(), password.to_owned(), WhenBusy::Wait))).collect();
         for created in join_all(jobs).await {
             added += created? as usize;
         }
@@ -135,12 +150,8 @@ pub fn bind(cfg: &Config) -> std::io::Result<glommio::net::UnixListener> {
 }
 
 /// Serves admin requests, one connection at a time (they are rare and short).
-pub async fn serve(
-    listener: glommio::net::UnixListener,
-    storage: Storage,
-    cfg: std::sync::Arc<Config>,
-    cluster: Option<(shards::cluster::Cluster, usize)>,
-) {
+pub async fn serve(listener: glommio::net::UnixListener, core: Rc<CoreState>, cluster: Option<(shards::cluster::Cluster, usize)>) {
+    let cfg = &core.cfg;
     loop {
         let Ok(stream) = listener.accept().await else { continue };
         let mut reader = futures_lite::io::BufReader::new(stream);
@@ -148,14 +159,22 @@ pub async fn serve(
         let answer = match (&mut reader).take(REQUEST_BYTES_MAX as u64).read_line(&mut line).await {
             Ok(_) => match serde_json::from_str::<Request>(&line) {
                 Ok(request @ (Request::ClusterStatus | Request::ClusterOwner { .. })) => match (&cluster, request) {
-                    (Some((c, cores)), Request::ClusterStatus) => reply(true, crate::cluster::status_text(&cfg, c, *cores)),
-                    (Some((c, cores)), Request::ClusterOwner { jid }) => match crate::cluster::owner_text(&cfg, c, *cores, &jid) {
+                    (Some((c, cores)), Request::ClusterStatus) => reply(true, crate::cluster::status_text(cfg, c, *cores)),
+                    (Some((c, cores)), Request::ClusterOwner { jid }) => match crate::cluster::owner_text(cfg, c, *cores, &jid) {
                         Ok(text) => reply(true, text),
                         Err(e) => reply(false, e),
                     },
                     _ => reply(false, "this server runs alone: [cluster] listen is not set"),
                 },
-                Ok(request) => execute(&storage, request).await,
+                Ok(request) => {
+                    let revokes = request.revokes().and_then(|(jid, why)| Some((BareJid::new(jid).ok()?.to_string(), why)));
+                    let answer = execute(&core.storage, request).await;
+                    if let (true, Some((jid, why))) = (answer.ok, revokes) {
+                        // To the user's UserChannel, on whichever core or node owns it.
+                        core.send_to_user(jid.into(), UserMsg::EndSessions(why)).await;
+                    }
+                    answer
+                }
                 Err(e) => reply(false, format!("bad request: {e}")),
             },
             Err(e) => reply(false, format!("reading request: {e}")),

@@ -33,6 +33,8 @@ backend = "embedded"          # "embedded" (redb file in `path`) or "postgres" (
 path = "./martlet-data"       # directory; holds martlet.redb, the dev certificate and admin.sock
 postgres_url = ""             # with backend = "postgres": "postgresql://USER:PASSWORD@HOST:PORT/DB"
 scram_iterations = 4096       # PBKDF2 rounds for new credentials
+password_hash_threads = 2     # threads running PBKDF2 (PLAIN checks, registration, password changes), never a core
+password_hash_queue_jobs_max = 64  # PBKDF2 jobs waiting for those threads; full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
 
 [registration]
 enabled = false               # XEP-0077 in-band registration
@@ -80,6 +82,7 @@ auth_failures_max = 3                 # per stream; then <not-authorized/> strea
 auth_failures_per_ip_per_minute = 30  # node-wide; more failures from one IP (IPv6: /64) in a minute -> further attempts refused until it passes
 hibernating_sessions_per_ip_max = 200 # XEP-0198 sessions awaiting resumption from one IP (IPv6: /64), node-wide; more -> the longest waiting ends
 hibernating_sessions_per_user_max = 16  # XEP-0198 sessions awaiting resumption per user, per node; more -> the longest waiting ends
+registrations_per_ip_per_hour = 5     # XEP-0077 account creation attempts from one address (IPv6: its /64), node-wide; more -> <resource-constraint/> until the hour since its first passes
 session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> that session is closed with <resource-constraint/>
 core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -> sender awaits (backpressure)
 user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
@@ -153,6 +156,8 @@ pub struct StorageConfig {
     /// libpq-style URL or key=value string; used only by `Backend::Postgres`.
     pub postgres_url: String,
     pub scram_iterations: u32,
+    pub password_hash_threads: usize,
+    pub password_hash_queue_jobs_max: usize,
 }
 
 /// Which `storage::Store` implementation holds the data.
@@ -264,6 +269,7 @@ pub struct Limits {
     pub auth_failures_per_ip_per_minute: usize,
     pub hibernating_sessions_per_ip_max: usize,
     pub hibernating_sessions_per_user_max: usize,
+    pub registrations_per_ip_per_hour: usize,
     pub session_mailbox_stanzas_max: usize,
     pub core_mailbox_messages_max: usize,
     pub send_stall_secs: u64,
@@ -351,6 +357,8 @@ impl Default for StorageConfig {
             path: "./martlet-data".into(),
             postgres_url: String::new(),
             scram_iterations: 4096,
+            password_hash_threads: 2,
+            password_hash_queue_jobs_max: 64,
         }
     }
 }
@@ -367,6 +375,7 @@ impl Default for Limits {
             auth_failures_per_ip_per_minute: 30,
             hibernating_sessions_per_ip_max: 200,
             hibernating_sessions_per_user_max: 16,
+            registrations_per_ip_per_hour: 5,
             session_mailbox_stanzas_max: 1024,
             core_mailbox_messages_max: 16_384,
             send_stall_secs: 60,
@@ -512,6 +521,12 @@ impl Config {
         }
         if self.log.security_events_per_minute == 0 {
             return Err(key_error("log.security_events_per_minute", POSITIVE));
+        }
+        if self.storage.password_hash_threads == 0 {
+            return Err(key_error("storage.password_hash_threads", POSITIVE));
+        }
+        if self.storage.password_hash_queue_jobs_max == 0 {
+            return Err(key_error("storage.password_hash_queue_jobs_max", POSITIVE));
         }
         if self.stream_management.unacked_stanzas_max == 0 {
             return Err(key_error("stream_management.unacked_stanzas_max", POSITIVE));

@@ -16,7 +16,7 @@
 //!   registered as data in [`modules::SERVER_IQS`].
 //! - [`stanza`]   the routed form of a stanza and stanza errors.
 //! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
-//! - [`storage`]  accounts (SCRAM salted only), rosters, offline messages; embedded (redb) or PostgreSQL
+//! - [`storage`]  accounts (SCRAM StoredKey/ServerKey only), rosters, offline messages; embedded (redb) or PostgreSQL
 //!   behind an async facade so disk work never blocks a core.
 //! - [`cluster`]  the node mesh as the router's link to other nodes, the global ring, and
 //!   `martlet cluster status`.

@@ -52,6 +52,12 @@ pub struct CoreCounters {
     /// (a chat state, a bodiless message, one hinted `<no-store/>`): dropped by design.
     pub offline_not_kept: Counter,
     pub auth_failures: Counter,
+    /// Password checks and registrations refused because the PBKDF2 pool was saturated.
+    pub password_hash_busy: Counter,
+    /// XEP-0077 registrations refused by `registrations_per_ip_per_hour`.
+    pub registrations_refused: Counter,
+    /// Sessions ended because their account was deleted or its password changed.
+    pub sessions_revoked: Counter,
     /// Logins through XEP-0388 SASL2, and those of them with a XEP-0484 FAST token.
     pub sasl2_logins: Counter,
     pub fast_logins: Counter,
@@ -93,6 +99,9 @@ impl CoreCounters {
             ("offline_stored", self.offline_stored.get()),
             ("offline_not_kept", self.offline_not_kept.get()),
             ("auth_failures", self.auth_failures.get()),
+            ("password_hash_busy", self.password_hash_busy.get()),
+            ("registrations_refused", self.registrations_refused.get()),
+            ("sessions_revoked", self.sessions_revoked.get()),
             ("sasl2_logins", self.sasl2_logins.get()),
             ("fast_logins", self.fast_logins.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),

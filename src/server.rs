@@ -14,6 +14,7 @@ use shards::runtime::{self, Core, RuntimeConfig};
 use shards::cluster::{Cluster, Inbound};
 
 use crate::c2s::accept::accept_loop;
+use crate::c2s::registration_limit::RegistrationLimit;
 use crate::cluster::MeshLink;
 use crate::config::Config;
 use crate::listeners::Kind;
@@ -43,6 +44,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
     let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
+    let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     crate::startup_log::log(&cfg, &claimed.listeners, cores);
     let listeners = Arc::new(claimed.listeners.clone());
@@ -59,10 +61,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop, peers) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone(), peers.clone());
-        let listeners = listeners.clone();
+        let (listeners, registrations) = (listeners.clone(), registrations.clone());
         let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
         let node = cluster.clone().zip(inbox);
-        async move { core_main(core, cfg, &listeners, storage, tls, counters, peers, node, stop).await }
+        async move { core_main(core, cfg, &listeners, storage, tls, counters, peers, registrations, node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -76,6 +78,7 @@ async fn core_main(
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
     peers: Arc<crate::c2s::limits::PeerLimits>,
+    registrations: Arc<RegistrationLimit>,
     node: Option<(Cluster, flume::Receiver<Inbound>)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -89,7 +92,7 @@ async fn core_main(
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen.to_string(), cores), None),
     };
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers);
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers, registrations);
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {
         glommio::spawn_local(crate::cluster::serve_core(state.clone(), inbox, cores)).detach();
@@ -120,7 +123,7 @@ async fn core_main(
         match crate::admin::bind(&cfg) {
             Ok(l) => {
                 let status = cluster.map(|c| (c, cores));
-                glommio::spawn_local(crate::admin::serve(l, state.storage.clone(), state.cfg.clone(), status)).detach();
+                glommio::spawn_local(crate::admin::serve(l, state.clone(), status)).detach();
             }
             Err(e) => fatal(&format!("admin socket {}: {e}", crate::admin::socket_path(&cfg).display())),
         }

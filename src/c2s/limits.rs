@@ -22,7 +22,9 @@ const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// bounded even under a spray of failures from many addresses.
 const TRACKED_ADDRESSES_MAX: usize = 65_536;
 
-/// The address a limit counts `ip` under.
+/// The address a limit counts `ip` under: IPv4 as is (an IPv4-mapped IPv6 address as its
+/// IPv4), IPv6 by its /64, the prefix one subscriber is usually given, so a client cannot
+/// step through its own 2^64 addresses to multiply its allowance.
 pub fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,

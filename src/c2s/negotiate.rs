@@ -146,7 +146,9 @@ impl Unauthenticated {
                     }
                     self.may_try_auth()?;
                     if profile == Profile::Rfc6120 {
-                        let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text()).await?;
+                        let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text())
+                            .await
+                            .map_err(|e| self.abandoned(e))?;
                         if let Some((user, additional)) = self.counted(outcome, &el)? {
                             let data = additional.map(|a| sasl::encode(&a)).unwrap_or_default();
                             self.conn.send_el(&text_el("success", ns::SASL, &data)).await?;
@@ -155,13 +157,21 @@ impl Unauthenticated {
                         }
                     } else {
                         let req = Box::new(sasl2::Authenticate::parse(&el));
-                        let (outcome, rotate) = sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await?;
+                        let (outcome, rotate) =
+                            sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await.map_err(|e| self.abandoned(e))?;
                         if let Some((user, additional)) = self.counted(outcome, &el)? {
                             return Ok(Negotiated::Sasl2 { user, req, additional, rotate });
                         }
                     }
                 } else if el.is("iq", ns::CLIENT) && cfg.registration.enabled && may_auth {
-                    let reply = register::unauthenticated(&self.core, &el).await;
+                    let may_create = || {
+                        let allowed = self.core.registrations.try_attempt(self.conn.peer.ip());
+                        if !allowed {
+                            self.core.counters.registrations_refused.inc();
+                        }
+                        allowed
+                    };
+                    let reply = register::unauthenticated(&self.core, &el, may_create).await;
                     self.conn.send_el(&reply).await?;
                 } else {
                     // RFC 6120 §6.4.6 / §4.9.3.21: nothing is routed before authentication.
@@ -227,8 +237,7 @@ impl Unauthenticated {
                     log::Level::Warn,
                     format_args!("authentication failed: user {user} from {ip}, mechanism {mechanism:?}: {condition}"),
                 );
-                self.core.peers.record_auth_failure(ip);
-                self.core.counters.auth_failures.inc();
+                self.record_failure();
                 self.auth_failures += 1;
                 if self.auth_failures >= self.core.cfg.limits.auth_failures_max {
                     return Err(end(StreamError::NotAuthorized, "too many failed authentication attempts"));
@@ -236,6 +245,21 @@ impl Unauthenticated {
                 Ok(None)
             }
         }
+    }
+}
+
+impl Unauthenticated {
+    fn record_failure(&self) {
+        self.core.peers.record_auth_failure(self.conn.peer.ip());
+        self.core.counters.auth_failures.inc();
+    }
+
+    /// A SASL exchange the stream ended in the middle of counts as a failure: otherwise a
+    /// client hanging up before each answer would make the server look up accounts and run
+    /// PBKDF2 past `auth_failures_per_ip_per_minute` without ever being counted.
+    fn abandoned(&self, end: ConnEnd) -> ConnEnd {
+        self.record_failure();
+        end
     }
 }
 
@@ -312,6 +336,9 @@ impl Authenticated {
         let deadline = Instant::now() + wait;
         let mut meanwhile = Vec::new();
         let mut updates = Vec::new();
+        // The account was deleted or its password changed during the hand-over: the old
+        // session still hands over (it was told first), and what it hands is routed again.
+        let mut revoked = None;
         loop {
             let mail = futures_lite::future::or(async { Some(rx.recv().await) }, async {
                 glommio::timer::sleep(deadline.saturating_duration_since(Instant::now())).await;
@@ -320,9 +347,16 @@ impl Authenticated {
             .await;
             match mail {
                 Some(Some(SessionMsg::Resumed(handover))) => {
-                    let (registered, handover) = ((addr, rx), *handover);
-                    return Ok(Some(Resumption { registered, resume_id, h_client: h, handover, meanwhile, updates }));
+                    let Some(why) = revoked else {
+                        let (registered, handover) = ((addr, rx), *handover);
+                        return Ok(Some(Resumption { registered, resume_id, h_client: h, handover, meanwhile, updates }));
+                    };
+                    self.core.unregister_session(addr);
+                    meanwhile.splice(0..0, handover.unacked);
+                    self.reroute(&user, meanwhile).await;
+                    return Err(super::stream_error::revoked(why));
                 }
+                Some(Some(SessionMsg::Revoked(why))) => revoked = Some(why),
                 Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
                 Some(Some(SessionMsg::DeliverBacklog(backlog))) => meanwhile.extend(backlog),
                 Some(Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)))) => updates.push(m),
@@ -341,12 +375,21 @@ impl Authenticated {
                     log::warn!("{}: XEP-0198 hand-over did not arrive in {wait:?}", self.user);
                     self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
                     self.core.unregister_session(addr);
-                    for stanza in meanwhile.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
-                        self.core.send_to_user(user.clone(), UserMsg::Undelivered(stanza)).await;
-                    }
-                    return Ok(None);
+                    self.reroute(&user, meanwhile).await;
+                    return match revoked {
+                        Some(why) => Err(super::stream_error::revoked(why)),
+                        None => Ok(None),
+                    };
                 }
             }
+        }
+    }
+
+    /// Stanzas a resumption that failed had taken in, for the user's other resources or
+    /// offline storage.
+    async fn reroute(&self, user: &Arc<str>, stanzas: Vec<Arc<str>>) {
+        for stanza in stanzas.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
+            self.core.send_to_user(user.clone(), UserMsg::Undelivered(stanza)).await;
         }
     }
 

@@ -1,29 +1,26 @@
-//! SASL authentication (RFC 6120 §6): SCRAM-SHA-256 and SCRAM-SHA-1 through scram-rs,
-//! PLAIN checked against the stored salted password. The same exchange runs under RFC
+//! SASL authentication (RFC 6120 §6): SCRAM-SHA-256 and SCRAM-SHA-1 (`super::scram`)
+//! checked against the stored StoredKey and ServerKey, PLAIN by deriving the StoredKey. The same exchange runs under RFC
 //! 6120's profile or XEP-0388's ([`Profile`]); only the element names' namespace differs,
 //! and the caller sends the success, which under SASL2 carries more than the mechanism's.
 //!
 //! Credentials are fetched from storage before the mechanism runs (the mechanism's callback
-//! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on a
-//! storage thread for the same reason: one login storm must not stall a core's routing.
+//! is synchronous; storage is not allowed to block a core), and PLAIN's PBKDF2 runs on the
+//! storage's KDF pool for the same reason: one login storm must not stall a core's routing.
+//! A name that is no account gets made-up credentials, the same at every attempt, so SCRAM
+//! runs to its end as for a user and no PBKDF2 runs on the core for it either.
 
-use std::num::NonZeroU32;
 use std::rc::Rc;
 
 use base64::Engine;
 use jid::BareJid;
 use minidom::Element;
-use scram_rs::scram_sync::{ScramServerDyn, SyncScramServer};
-use scram_rs::{
-    ScramAuthServer, ScramCbHelper, ScramHashing, ScramNonce, ScramPassword, ScramResult, ScramResultServer,
-    ScramSha1Ring, ScramSha256Ring, SCRAM_TYPES,
-};
 
 use super::conn::{Conn, ConnEnd};
+use super::scram::{ClientFirst, Exchange};
 use super::stream_error::StreamError;
 use crate::router::CoreState;
 use crate::stanza::{build, text_el};
-use crate::storage::Credentials;
+use crate::storage::{ScramHash, StorageError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +101,8 @@ pub async fn authenticate(
     };
     match mech {
         Mechanism::Plain => plain(core, conn, profile, initial_b64).await,
-        Mechanism::ScramSha256 => scram::<ScramSha256Ring>(core, conn, profile, mech, initial_b64).await,
-        Mechanism::ScramSha1 => scram::<ScramSha1Ring>(core, conn, profile, mech, initial_b64).await,
+        Mechanism::ScramSha256 => scram(core, conn, profile, ScramHash::Sha256, initial_b64).await,
+        Mechanism::ScramSha1 => scram(core, conn, profile, ScramHash::Sha1, initial_b64).await,
     }
 }
 
@@ -125,6 +122,10 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_
     match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
         Ok(true) => Ok(Outcome::Success { user: jid, additional: None }),
         Ok(false) => fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid)),
+        Err(StorageError::Busy) => {
+            core.counters.password_hash_busy.inc();
+            fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid))
+        }
         Err(e) => {
             log::error!("PLAIN for {jid}: storage: {e}");
             fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid))
@@ -132,50 +133,46 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_
     }
 }
 
-async fn scram<S: ScramHashing + 'static>(
-    core: &Rc<CoreState>,
-    conn: &mut Conn,
-    profile: Profile,
-    mech: Mechanism,
-    initial_b64: &str,
-) -> Result<Outcome, ConnEnd> {
+async fn scram(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, hash: ScramHash, initial_b64: &str) -> Result<Outcome, ConnEnd> {
     let Some(first) = decode(initial_b64) else { return fail(conn, profile, "incorrect-encoding").await };
-    let Some(jid) = scram_username(&first).and_then(|u| local_jid(&u, &core.cfg.domain)) else {
-        return fail(conn, profile, "malformed-request").await;
+    let Ok(first) = String::from_utf8(first) else { return fail(conn, profile, "malformed-request").await };
+    let first = match ClientFirst::parse(&first) {
+        Ok(f) => f,
+        Err(e) => return fail(conn, profile, e.condition()).await,
     };
-    let credentials = match core.storage.credentials(jid.to_string()).await {
-        Ok(c) => c,
+    let Some(jid) = local_jid(&first.username, &core.cfg.domain) else {
+        return fail(conn, profile, "not-authorized").await;
+    };
+    if first.authzid.as_ref().is_some_and(|a| *a != jid.to_string()) {
+        return fail(conn, profile, "invalid-authzid").await;
+    }
+    let keys = match core.storage.credentials_or_made_up(jid.to_string()).await {
+        Ok((c, _known)) => if hash == ScramHash::Sha1 { c.sha1 } else { c.sha256 },
         Err(e) => {
             log::error!("SCRAM for {jid}: storage: {e}");
-            return fail(conn, profile, "temporary-auth-failure").await;
+            return fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid));
         }
     };
-    let secret = credentials.map(|c| StoredSecret::of(&c, mech));
-    let scram_type = SCRAM_TYPES.get_scramtype(mech.name()).expect("scram-rs knows SCRAM-SHA-1 and -256");
-    let nonce = ScramNonce::none().expect("the system random source works");
-    let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true)
-    else {
-        return fail(conn, profile, "temporary-auth-failure").await;
+    let (exchange, server_first) = Exchange::start(hash, &first, keys, &server_nonce());
+    conn.send_el(&text_el("challenge", profile.ns(), &encode(server_first.as_bytes()))).await?;
+    let client_final = match next_sasl_element(conn, profile).await? {
+        Some(resp) if resp.name() == "response" => decode(&resp.text()).and_then(|b| String::from_utf8(b).ok()),
+        Some(abort) if abort.name() == "abort" => return fail(conn, profile, "aborted").await.map(|o| o.claimed_by(&jid)),
+        _ => return fail(conn, profile, "malformed-request").await.map(|o| o.claimed_by(&jid)),
     };
-    let mut input = initial_b64.trim().as_bytes().to_vec();
-    loop {
-        match server.parse_response_base64(&input) {
-            ScramResultServer::Data(ref data) => {
-                let challenge = encode(data.as_bytes());
-                conn.send_el(&text_el("challenge", profile.ns(), &challenge)).await?;
-                match next_sasl_element(conn, profile).await? {
-                    Some(resp) if resp.name() == "response" => input = resp.text().trim().as_bytes().to_vec(),
-                    Some(abort) if abort.name() == "abort" => return fail(conn, profile, "aborted").await.map(|o| o.claimed_by(&jid)),
-                    _ => return fail(conn, profile, "malformed-request").await.map(|o| o.claimed_by(&jid)),
-                }
-            }
-            ScramResultServer::Final(data) => return Ok(Outcome::Success { user: jid, additional: Some(data.into_bytes()) }),
-            ScramResultServer::Error(e) => {
-                log::debug!("SCRAM for {jid} failed: {e}");
-                return fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid));
-            }
+    let Some(client_final) = client_final else { return fail(conn, profile, "incorrect-encoding").await.map(|o| o.claimed_by(&jid)) };
+    match exchange.finish(&client_final) {
+        Ok(server_final) => Ok(Outcome::Success { user: jid, additional: Some(server_final.into_bytes()) }),
+        Err(e) => {
+            log::debug!("SCRAM for {jid} failed: {e:?}");
+            fail(conn, profile, e.condition()).await.map(|o| o.claimed_by(&jid))
         }
     }
+}
+
+/// 18 random bytes, base64: printable, no ',' (RFC 5802 §5.1 nonce).
+fn server_nonce() -> String {
+    encode(&rand::random::<[u8; 18]>())
 }
 
 /// The SASL element that answers a challenge; `None` for anything else.
@@ -186,65 +183,6 @@ async fn next_sasl_element(conn: &mut Conn, profile: Profile) -> Result<Option<E
         StreamEvent::End => Err(ConnEnd::StreamClosed),
         StreamEvent::Header(_) => Err(ConnEnd::Error(StreamError::BadFormat, "stream header inside SASL".into())),
     }
-}
-
-/// The user's salted password for one SCRAM hash, handed to scram-rs.
-#[derive(Clone)]
-struct StoredSecret {
-    salted_password: Vec<u8>,
-    salt_b64: String,
-    iterations: NonZeroU32,
-}
-
-impl StoredSecret {
-    fn of(c: &Credentials, mech: Mechanism) -> StoredSecret {
-        let (salted, salt, iterations) = match mech {
-            Mechanism::ScramSha1 => (&c.sha1.digest, &c.sha1.salt, c.sha1.iterations),
-            _ => (&c.sha256.digest, &c.sha256.salt, c.sha256.iterations),
-        };
-        StoredSecret {
-            salted_password: salted.clone(),
-            salt_b64: encode(salt),
-            iterations: NonZeroU32::new(iterations).unwrap_or(NonZeroU32::MIN),
-        }
-    }
-}
-
-/// Credentials fetched before the exchange; `None` for an unknown user, for which scram-rs
-/// makes up a consistent fake salt so that a probe cannot tell users from non-users.
-#[derive(Clone)]
-struct Prefetched(Option<StoredSecret>);
-
-impl std::fmt::Debug for Prefetched {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Prefetched(..)") // never print secrets
-    }
-}
-
-impl<S: ScramHashing> ScramAuthServer<S> for Prefetched {
-    fn get_password_for_user(&self, _username: &str, _authzid: Option<&str>) -> ScramResult<ScramPassword> {
-        match &self.0 {
-            Some(s) => Ok(ScramPassword::found_secret_password(
-                s.salted_password.clone(),
-                s.salt_b64.clone(),
-                s.iterations,
-                None,
-            )),
-            None => ScramPassword::not_found::<S>(),
-        }
-    }
-}
-
-/// No channel binding yet (tls-exporter is future work): the default helper refuses it.
-impl ScramCbHelper for Prefetched {}
-
-/// The `n=` attribute of a SCRAM client-first message, unescaped (RFC 5802 §5.1).
-fn scram_username(client_first: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(client_first).ok()?;
-    let mut fields = text.splitn(3, ',');
-    let (_cb, _authzid, bare) = (fields.next()?, fields.next()?, fields.next()?);
-    let name = bare.split(',').find_map(|f| f.strip_prefix("n="))?;
-    Some(name.replace("=2C", ",").replace("=3D", "="))
 }
 
 /// `user@domain` if `localpart` makes a valid JID (RFC 7622 via the jid crate).
@@ -277,13 +215,6 @@ pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &'static 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn username_is_unescaped() {
-        assert_eq!(scram_username(b"n,,n=a=2Cb=3Dc,r=abc").as_deref(), Some("a,b=c"));
-        assert_eq!(scram_username(b"y,,n=alice,r=x").as_deref(), Some("alice"));
-        assert_eq!(scram_username(b"garbage"), None);
-    }
 
     #[test]
     fn plain_needs_tls_unless_allowed() {

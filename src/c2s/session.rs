@@ -14,7 +14,7 @@ use shards::mailbox;
 
 use super::conn::{Conn, ConnEnd};
 use super::negotiate::resource_of;
-use super::stream_error::StreamError;
+use super::stream_error::{self, StreamError};
 use crate::modules::blocking::BlockList;
 use crate::modules::csi::{self, Held, Verdict};
 use crate::modules::delivery::{self, Route};
@@ -293,6 +293,10 @@ impl BoundSession {
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
                 Some(SessionMsg::Evicted) => return ConnEnd::Error(StreamError::ResourceConstraint, "too many sessions await resumption".into()),
+                Some(SessionMsg::Revoked(why)) => {
+                    self.core.counters.sessions_revoked.inc();
+                    return stream_error::revoked(why);
+                }
                 Some(SessionMsg::Resumed(_) | SessionMsg::ResumeFailed) => {}
                 None => return ConnEnd::Error(StreamError::ResourceConstraint, "session queue full".into()),
             }
@@ -558,6 +562,10 @@ impl BoundSession {
                 }
                 SessionMsg::Shutdown => {
                     outcome = Err(ConnEnd::Error(StreamError::SystemShutdown, "the server is restarting".into()));
+                }
+                SessionMsg::Revoked(why) => {
+                    self.core.counters.sessions_revoked.inc();
+                    outcome = Err(stream_error::revoked(why));
                 }
                 SessionMsg::TakeOver { by, h } => {
                     // The client came back on a new connection before this one was seen to

@@ -1,5 +1,7 @@
 //! Stream error conditions (RFC 6120 §4.9.3) martlet sends before closing a stream.
 
+use super::conn::ConnEnd;
+use crate::router::Revocation;
 use crate::xml::stream_parser::ParseError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -12,6 +14,7 @@ pub enum StreamError {
     NotAuthorized,
     NotWellFormed,
     PolicyViolation,
+    Reset,
     ResourceConstraint,
     RestrictedXml,
     SystemShutdown,
@@ -31,6 +34,7 @@ impl StreamError {
             StreamError::NotAuthorized => "not-authorized",
             StreamError::NotWellFormed => "not-well-formed",
             StreamError::PolicyViolation => "policy-violation",
+            StreamError::Reset => "reset",
             StreamError::ResourceConstraint => "resource-constraint",
             StreamError::RestrictedXml => "restricted-xml",
             StreamError::SystemShutdown => "system-shutdown",
@@ -80,4 +84,13 @@ pub fn escape(text: &str) -> String {
         }
     }
     out
+}
+
+/// RFC 6120 §4.9.3.12 and §4.9.3.16: a deleted account's stream is no longer authorized; a
+/// changed password resets the stream, so the client authenticates with the new one.
+pub fn revoked(why: Revocation) -> ConnEnd {
+    match why {
+        Revocation::AccountDeleted => ConnEnd::Error(StreamError::NotAuthorized, "the account was deleted".into()),
+        Revocation::PasswordChanged => ConnEnd::Error(StreamError::Reset, "the password was changed; log in again".into()),
+    }
 }

@@ -19,6 +19,7 @@ use super::envelope::{CoreMsg, SessionAddr, SessionMsg, UserMsg};
 use super::node_link::{self, LinkError, NodeLink};
 use super::user_channel;
 use crate::c2s::limits::PeerLimits;
+use crate::c2s::registration_limit::RegistrationLimit;
 use crate::config::Config;
 use crate::metrics::CoreCounters;
 use crate::modules::mam::ArchiveIds;
@@ -48,6 +49,8 @@ pub struct CoreState {
     pub counters: Arc<CoreCounters>,
     /// Node-wide, shared with the other cores (see `c2s::limits`).
     pub peers: Arc<PeerLimits>,
+    /// XEP-0077 registrations per address, shared by every core of the node.
+    pub registrations: Arc<RegistrationLimit>,
     /// XEP-0313 ids for the messages this core's UserChannels archive.
     pub archive_ids: ArchiveIds,
     /// XEP-0115: the server's `<c/>` stream feature, hashed once from its features.
@@ -79,6 +82,7 @@ impl CoreState {
         tls: futures_rustls::TlsAcceptor,
         counters: Arc<CoreCounters>,
         peers: Arc<PeerLimits>,
+        registrations: Arc<RegistrationLimit>,
     ) -> Rc<CoreState> {
         let c = &cfg.cluster;
         let custody = Custody::new(
@@ -93,6 +97,7 @@ impl CoreState {
             custody,
             ring_changed_at: Cell::new(None),
             peers,
+            registrations,
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
             client_caps: Default::default(),

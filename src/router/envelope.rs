@@ -102,6 +102,20 @@ pub enum UserMsg {
     NodeDown(u32),
     /// The ring has settled since a message found no session here: deliver or store it.
     RingSettled,
+    /// The account was deleted or its password changed: every session of the user ends,
+    /// hibernating ones too, and none can be resumed.
+    EndSessions(Revocation),
+}
+
+/// Why an account's sessions are ended under it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Revocation {
+    /// XEP-0077 cancellation or `martlet user del`: a session must not outlive its account,
+    /// or live on as a new account registered under the same name.
+    AccountDeleted,
+    /// XEP-0077 password change or `martlet user passwd`: whoever knew the old password
+    /// must log in again.
+    PasswordChanged,
 }
 
 impl UserMsg {
@@ -144,6 +158,8 @@ pub enum SessionMsg {
     /// XEP-0198: a hibernating session past `hibernating_sessions_per_{ip,user}_max`, the
     /// one waiting longest: end for good (`c2s::limits`).
     Evicted,
+    /// The account was deleted or its password changed: end, and do not hibernate.
+    Revoked(Revocation),
 }
 
 /// What a resumed session takes from the one it replaces (XEP-0198 §5).

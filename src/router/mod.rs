@@ -20,4 +20,4 @@ pub mod node_link;
 pub mod user_channel;
 
 pub use self::core::CoreState;
-pub use envelope::{CoreMsg, Handover, SessionAddr, SessionMsg, UserMsg};
+pub use envelope::{CoreMsg, Handover, Revocation, SessionAddr, SessionMsg, UserMsg};

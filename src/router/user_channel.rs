@@ -20,7 +20,7 @@ use minidom::Element;
 use shards::mailbox;
 
 use super::core::CoreState;
-use super::envelope::{SessionAddr, SessionMsg, UserMsg};
+use super::envelope::{Revocation, SessionAddr, SessionMsg, UserMsg};
 use crate::modules::blocking::{self, BlockList};
 use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
@@ -241,6 +241,7 @@ impl UserChannel {
             UserMsg::Undelivered(stanza) => self.undelivered(stanza).await,
             UserMsg::NodeDown(node) => self.node_down(node).await,
             UserMsg::RingSettled => self.deliver_deferred(true).await,
+            UserMsg::EndSessions(why) => self.end_sessions(why).await,
             UserMsg::Disown => unreachable!("handled by run"),
         }
     }
@@ -359,6 +360,9 @@ impl UserChannel {
     /// usual rules, or offline. One sent to the bare JID may have reached another resource
     /// of equal priority already; it goes again rather than risk that none has it.
     async fn undelivered(&mut self, stanza: Stanza) {
+        if !self.exists {
+            return bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await;
+        }
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
                 for idx in targets {
@@ -367,6 +371,21 @@ impl UserChannel {
             }
             Route::Offline => self.store_offline_and_push(&stanza).await,
             Route::Bounce | Route::Drop => {}
+        }
+    }
+
+    /// Every session is told to end, and forgotten here at once, so no stream can resume
+    /// one; what they had not delivered comes back as `Undelivered`, which a deleted
+    /// account bounces rather than keeping for whoever registers the name next.
+    async fn end_sessions(&mut self, why: Revocation) {
+        if why == Revocation::AccountDeleted {
+            self.exists = false;
+        }
+        for r in std::mem::take(&mut self.resources) {
+            self.core.send_to_session(r.session, SessionMsg::Revoked(why)).await;
+            if r.available {
+                self.broadcast_unavailable(&r.name).await;
+            }
         }
     }
 

@@ -6,6 +6,7 @@
 //! `futures_lite::future::block_on` in the CLI.
 
 mod archive;
+mod kdf_pool;
 mod model;
 mod postgres_migrate;
 mod postgres_store;
@@ -21,7 +22,9 @@ use std::thread::JoinHandle;
 use crate::config::{Backend, StorageConfig};
 
 pub use archive::{ArchivePage, ArchiveQuery, ArchiveRow, DefaultMode, MamPrefs};
-pub use model::{Credentials, RosterItem, Subscription};
+pub use kdf_pool::WhenBusy;
+pub use model::{Credentials, RosterItem, ScramKeys, Subscription};
+pub use secrets::{scram_keys, ScramHash};
 pub use postgres_store::PostgresStore;
 pub use redb_store::RedbStore;
 
@@ -53,6 +56,8 @@ pub enum StorageError {
     InvalidPassword(String),
     /// No worker thread is left to run the call.
     Unavailable,
+    /// Every PBKDF2 thread is busy and its queue full (`kdf_pool`): try again later.
+    Busy,
 }
 
 impl fmt::Display for StorageError {
@@ -63,6 +68,7 @@ impl fmt::Display for StorageError {
             StorageError::Corrupt(reason) => write!(f, "storage corrupt: {reason}"),
             StorageError::InvalidPassword(reason) => write!(f, "invalid password: {reason}"),
             StorageError::Unavailable => write!(f, "storage workers unavailable"),
+            StorageError::Busy => write!(f, "password hashing busy; try again later"),
         }
     }
 }
@@ -113,6 +119,9 @@ pub trait Store: Send + Sync + 'static {
     /// with `prefix` (then false): replacing one always works. Atomic, so concurrent sets
     /// from several sessions or nodes cannot pass `max` together.
     fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError>;
+    /// The server-wide secret named `name`, storing `fresh` first if there is none yet.
+    /// Atomic, so nodes of a cluster starting together all end up with the same one.
+    fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError>;
 }
 
 type Job = Box<dyn FnOnce(&dyn Store) + Send>;
@@ -126,12 +135,16 @@ pub struct Storage {
     /// Rows, with the per-owner cap they are written under.
     archive_rows: flume::Sender<(Vec<ArchiveRow>, usize)>,
     scram_iterations: u32,
+    kdf: kdf_pool::KdfPool,
+    /// Keys the credentials made up for names that are no account (`secrets::unknown_user`);
+    /// kept in the store, so every node of a cluster makes up the same.
+    unknown_user_secret: Arc<[u8]>,
     // Declared after `jobs` so the last handle drops its sender before
     // joining: the workers leave their loop once every sender is gone.
     _workers: Arc<Workers>,
 }
 
-struct Workers(Vec<JoinHandle<()>>);
+pub(self) struct Workers(Vec<JoinHandle<()>>);
 
 impl Drop for Workers {
     fn drop(&mut self) {
@@ -150,6 +163,8 @@ impl Storage {
             // One connection per worker: a worker runs one call at a time.
             Backend::Postgres => Arc::new(PostgresStore::open(&cfg.postgres_url, WORKERS as u32)?),
         };
+        let unknown_user_secret = store.server_secret(secrets::UNKNOWN_USER_SECRET, &secrets::fresh_server_secret())?.into();
+        let kdf = kdf_pool::KdfPool::start(cfg.password_hash_threads, cfg.password_hash_queue_jobs_max)?;
         let (jobs, queue) = flume::bounded::<Job>(JOB_QUEUE_JOBS_MAX);
         let workers = (0..WORKERS)
             .map(|i| {
@@ -170,6 +185,8 @@ impl Storage {
             jobs,
             archive_rows,
             scram_iterations: cfg.scram_iterations,
+            kdf,
+            unknown_user_secret,
             _workers: Arc::new(Workers(workers)),
         })
     }
@@ -196,24 +213,29 @@ impl Storage {
 
     /// Adds a user with SCRAM-SHA-1 and SCRAM-SHA-256 credentials made from
     /// `password`; false if the user exists.
-    pub async fn create_user(&self, jid: String, password: String) -> Result<bool, StorageError> {
-        let iterations = self.scram_iterations;
-        self.run(move |s| s.create_user(&jid, &secrets::derive(&password, iterations)?))
-            .await
+    pub async fn create_user(&self, jid: String, password: String, when_busy: WhenBusy) -> Result<bool, StorageError> {
+        let credentials = self.derive(password, when_busy).await?;
+        self.run(move |s| s.create_user(&jid, &credentials)).await
     }
 
     /// False if there is no such user.
     /// Also drops the user's XEP-0484 tokens: a new password logs every client out.
-    pub async fn set_password(&self, jid: String, password: String) -> Result<bool, StorageError> {
-        let iterations = self.scram_iterations;
+    pub async fn set_password(&self, jid: String, password: String, when_busy: WhenBusy) -> Result<bool, StorageError> {
+        let credentials = self.derive(password, when_busy).await?;
         self.run(move |s| {
-            let known = s.set_credentials(&jid, &secrets::derive(&password, iterations)?)?;
+            let known = s.set_credentials(&jid, &credentials)?;
             if known {
                 s.doc_put(&jid, FAST_TOKENS_DOC, None)?;
             }
             Ok(known)
         })
         .await
+    }
+
+    /// SCRAM credentials for `password`, made on the KDF pool.
+    async fn derive(&self, password: String, when_busy: WhenBusy) -> Result<Credentials, StorageError> {
+        let iterations = self.scram_iterations;
+        self.kdf.run(when_busy, move || secrets::derive(&password, iterations)).await
     }
 
     /// Also deletes the roster and offline messages; false if unknown.
@@ -230,15 +252,26 @@ impl Storage {
         self.run(move |s| Ok(s.credentials(&jid)?.is_some())).await
     }
 
-    pub async fn credentials(&self, jid: String) -> Result<Option<Credentials>, StorageError> {
-        self.run(move |s| s.credentials(&jid)).await
+    /// The user's credentials, or for a name that is no account made-up ones that look
+    /// the same to a client and are the same at every attempt (`secrets::unknown_user`).
+    /// The flag says which.
+    pub async fn credentials_or_made_up(&self, jid: String) -> Result<(Credentials, bool), StorageError> {
+        let (secret, iterations) = (self.unknown_user_secret.clone(), self.scram_iterations);
+        self.run(move |s| {
+            Ok(match s.credentials(&jid)? {
+                Some(c) => (c, true),
+                None => (secrets::unknown_user(&secret, &jid, iterations), false),
+            })
+        })
+        .await
     }
 
-    /// SASL PLAIN check; false for a wrong password or an unknown user.
+    /// SASL PLAIN check; false for a wrong password or an unknown user, which costs the
+    /// same PBKDF2 work. `StorageError::Busy` when the KDF pool is saturated.
     pub async fn verify_plain(&self, jid: String, password: String) -> Result<bool, StorageError> {
-        let iterations = self.scram_iterations;
-        self.run(move |s| secrets::verify(s.credentials(&jid)?.as_ref(), &password, iterations))
-            .await
+        let (stored, known) = self.credentials_or_made_up(jid).await?;
+        let matches = self.kdf.run(WhenBusy::Refuse, move || secrets::verify(&stored, &password)).await?;
+        Ok(known && matches)
     }
 
     /// Sorted by contact JID.

@@ -4,12 +4,23 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Salted passwords for both SCRAM mechanisms offered. The plaintext is never
-/// kept; PLAIN is checked by deriving again with the stored salt.
+/// SCRAM keys for both mechanisms offered (RFC 5802 §3). Neither the plaintext nor the
+/// salted password is kept: either is enough to log in, StoredKey and ServerKey are not.
+/// PLAIN is checked by deriving the salted password again and comparing StoredKeys.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Credentials {
-    pub sha1: sasl::secret::Pbkdf2Sha1,
-    pub sha256: sasl::secret::Pbkdf2Sha256,
+    pub sha1: ScramKeys,
+    pub sha256: ScramKeys,
+}
+
+/// One mechanism's salt, iteration count, StoredKey = H(HMAC(SaltedPassword, "Client Key"))
+/// and ServerKey = HMAC(SaltedPassword, "Server Key").
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScramKeys {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
 }
 
 /// RFC 6121 section 2.1.2.5 `subscription` attribute.

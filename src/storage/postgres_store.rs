@@ -10,10 +10,9 @@ use std::time::Duration;
 use postgres::{NoTls, Row, Transaction};
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
-use sasl::secret::{Pbkdf2Sha1, Pbkdf2Sha256};
 
 use super::postgres_migrate::{backend, migrate};
-use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, DefaultMode, MamPrefs, RosterItem, StorageError, Store, Subscription};
+use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, DefaultMode, MamPrefs, RosterItem, ScramKeys, StorageError, Store, Subscription};
 
 type Manager = PostgresConnectionManager<NoTls>;
 
@@ -82,11 +81,12 @@ fn iterations(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
-const UPSERT_CREDENTIALS: &str = "sha1_salt = $2, sha1_iterations = $3, sha1_digest = $4, \
-     sha256_salt = $5, sha256_iterations = $6, sha256_digest = $7";
+const UPSERT_CREDENTIALS: &str = "sha1_salt = $2, sha1_iterations = $3, sha1_stored_key = $4, sha1_server_key = $5, \
+     sha256_salt = $6, sha256_iterations = $7, sha256_stored_key = $8, sha256_server_key = $9";
 
-fn credentials_params<'a>(jid: &'a &str, c: &'a Credentials, rounds: &'a [i32; 2]) -> [&'a (dyn postgres::types::ToSql + Sync); 7] {
-    [jid, &c.sha1.salt, &rounds[0], &c.sha1.digest, &c.sha256.salt, &rounds[1], &c.sha256.digest]
+fn credentials_params<'a>(jid: &'a &str, c: &'a Credentials, rounds: &'a [i32; 2]) -> [&'a (dyn postgres::types::ToSql + Sync); 9] {
+    let (a, b) = (&c.sha1, &c.sha256);
+    [jid, &a.salt, &rounds[0], &a.stored_key, &a.server_key, &b.salt, &rounds[1], &b.stored_key, &b.server_key]
 }
 
 fn subscription_of(text: &str) -> Result<Subscription, StorageError> {
@@ -152,8 +152,8 @@ fn roster_item(row: &Row) -> Result<RosterItem, StorageError> {
 impl Store for PostgresStore {
     fn create_user(&self, jid: &str, credentials: &Credentials) -> Result<bool, StorageError> {
         let rounds = [iterations(credentials.sha1.iterations), iterations(credentials.sha256.iterations)];
-        let sql = "INSERT INTO users (jid, sha1_salt, sha1_iterations, sha1_digest, sha256_salt, \
-                   sha256_iterations, sha256_digest) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+        let sql = "INSERT INTO users (jid, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key, sha256_salt, \
+                   sha256_iterations, sha256_stored_key, sha256_server_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                    ON CONFLICT (jid) DO NOTHING";
         Ok(self.execute(sql, &credentials_params(&jid, credentials, &rounds))? == 1)
     }
@@ -189,14 +189,15 @@ impl Store for PostgresStore {
         let rounds = |column: &str| {
             u32::try_from(row.get::<_, i32>(column)).map_err(|_| StorageError::Corrupt(format!("{jid}: {column}")))
         };
-        Ok(Some(Credentials {
-            sha1: Pbkdf2Sha1 { salt: row.get("sha1_salt"), iterations: rounds("sha1_iterations")?, digest: row.get("sha1_digest") },
-            sha256: Pbkdf2Sha256 {
-                salt: row.get("sha256_salt"),
-                iterations: rounds("sha256_iterations")?,
-                digest: row.get("sha256_digest"),
-            },
-        }))
+        let keys = |mech: &str| -> Result<ScramKeys, StorageError> {
+            Ok(ScramKeys {
+                salt: row.get(format!("{mech}_salt").as_str()),
+                iterations: rounds(&format!("{mech}_iterations"))?,
+                stored_key: row.get(format!("{mech}_stored_key").as_str()),
+                server_key: row.get(format!("{mech}_server_key").as_str()),
+            })
+        };
+        Ok(Some(Credentials { sha1: keys("sha1")?, sha256: keys("sha256")? }))
     }
 
     fn roster(&self, jid: &str) -> Result<Vec<RosterItem>, StorageError> {
@@ -340,5 +341,12 @@ impl Store for PostgresStore {
             txn.execute(UPSERT_DOCUMENT, &[&owner, &key, &value])?;
             Ok(true)
         })
+    }
+
+    fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
+        // The first node to insert wins; every other node reads what it inserted.
+        self.execute("INSERT INTO server_secrets (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING", &[&name, &fresh])?;
+        let rows = self.query("SELECT value FROM server_secrets WHERE name = $1", &[&name])?;
+        rows.first().map(|r| r.get(0)).ok_or_else(|| StorageError::Corrupt(format!("server secret {name:?} vanished")))
     }
 }

@@ -9,19 +9,19 @@ use std::ops::RangeInclusive;
 use std::path::Path;
 
 use redb::{Database, ReadOnlyTable, ReadableTable, Table, TableDefinition, WriteTransaction};
-use sasl::secret::{Pbkdf2Secret, Pbkdf2Sha1, Pbkdf2Sha256};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use std::collections::{BTreeMap, HashMap};
 
-use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, MamPrefs, RosterItem, StorageError, Store};
+use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, MamPrefs, RosterItem, ScramHash, ScramKeys, StorageError, Store};
 
 const FILE_NAME: &str = "martlet.redb";
 
 /// Bump when any table layout or value encoding changes. 2 added `archive_counts`; a
 /// version 1 file is upgraded on open (`count_archives`), and older builds then refuse it
-/// rather than archive without counting.
-const SCHEMA_VERSION: u64 = 2;
+/// rather than archive without counting. 3 keeps SCRAM keys instead of salted passwords
+/// (`salted_passwords_to_keys`).
+const SCHEMA_VERSION: u64 = 3;
 const SCHEMA_VERSION_KEY: &str = "schema_version";
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -39,6 +39,9 @@ const ARCHIVE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("archive
 const MAM_PREFS: TableDefinition<&str, &[u8]> = TableDefinition::new("mam_prefs");
 /// (owner, key) -> document text
 const DOCS: TableDefinition<(&str, &str), &str> = TableDefinition::new("documents");
+/// name -> server-wide secret (the key behind made-up SCRAM salts for unknown users). A new
+/// table older builds never open, so the schema version stays.
+const SERVER_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("server_secrets");
 
 #[derive(Serialize, Deserialize)]
 struct ArchivedRecord {
@@ -46,54 +49,76 @@ struct ArchivedRecord {
     xml: String,
 }
 
-/// On-disk form of one `sasl::secret` PBKDF2 secret.
+/// On-disk form of one mechanism's `ScramKeys`.
 #[derive(Serialize, Deserialize)]
-struct SecretRecord {
+struct KeysRecord {
+    salt: Vec<u8>,
+    iterations: u32,
+    stored_key: Vec<u8>,
+    server_key: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CredentialsRecord {
+    sha1: KeysRecord,
+    sha256: KeysRecord,
+}
+
+impl From<&ScramKeys> for KeysRecord {
+    fn from(k: &ScramKeys) -> Self {
+        KeysRecord { salt: k.salt.clone(), iterations: k.iterations, stored_key: k.stored_key.clone(), server_key: k.server_key.clone() }
+    }
+}
+
+impl From<KeysRecord> for ScramKeys {
+    fn from(r: KeysRecord) -> Self {
+        ScramKeys { salt: r.salt, iterations: r.iterations, stored_key: r.stored_key, server_key: r.server_key }
+    }
+}
+
+impl From<&Credentials> for CredentialsRecord {
+    fn from(c: &Credentials) -> Self {
+        CredentialsRecord { sha1: (&c.sha1).into(), sha256: (&c.sha256).into() }
+    }
+}
+
+impl From<CredentialsRecord> for Credentials {
+    fn from(r: CredentialsRecord) -> Self {
+        Credentials { sha1: r.sha1.into(), sha256: r.sha256.into() }
+    }
+}
+
+/// Schema 2 and before: the salted password itself (`digest`), which is enough to log in.
+#[derive(Serialize, Deserialize)]
+struct SaltedPasswordRecord {
     salt: Vec<u8>,
     iterations: u32,
     digest: Vec<u8>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct CredentialsRecord {
-    sha1: SecretRecord,
-    sha256: SecretRecord,
+struct SaltedCredentialsRecord {
+    sha1: SaltedPasswordRecord,
+    sha256: SaltedPasswordRecord,
 }
 
-impl SecretRecord {
-    fn of(secret: &impl Pbkdf2Secret) -> SecretRecord {
-        SecretRecord {
-            salt: secret.salt().to_vec(),
-            iterations: secret.iterations(),
-            digest: secret.digest().to_vec(),
-        }
+/// Schema 2 to 3: every account's salted passwords become StoredKey and ServerKey, so the
+/// accounts keep working and nothing that logs in is left on disk.
+fn salted_passwords_to_keys(txn: &WriteTransaction) -> Result<(), StorageError> {
+    let mut users = txn.open_table(USERS)?;
+    let old = users
+        .iter()?
+        .map(|entry| {
+            let (jid, value) = entry?;
+            Ok((jid.value().to_owned(), decode::<SaltedCredentialsRecord>(value.value(), "schema 2 credentials")?))
+        })
+        .collect::<Result<Vec<_>, StorageError>>()?;
+    for (jid, r) in old {
+        let keys = |hash: ScramHash, p: SaltedPasswordRecord| hash.keys_from_salted(&p.digest, p.salt, p.iterations);
+        let credentials = Credentials { sha1: keys(ScramHash::Sha1, r.sha1), sha256: keys(ScramHash::Sha256, r.sha256) };
+        users.insert(jid.as_str(), encode(&CredentialsRecord::from(&credentials))?.as_slice())?;
     }
-}
-
-impl From<&Credentials> for CredentialsRecord {
-    fn from(c: &Credentials) -> Self {
-        CredentialsRecord {
-            sha1: SecretRecord::of(&c.sha1),
-            sha256: SecretRecord::of(&c.sha256),
-        }
-    }
-}
-
-impl From<CredentialsRecord> for Credentials {
-    fn from(r: CredentialsRecord) -> Self {
-        Credentials {
-            sha1: Pbkdf2Sha1 {
-                salt: r.sha1.salt,
-                iterations: r.sha1.iterations,
-                digest: r.sha1.digest,
-            },
-            sha256: Pbkdf2Sha256 {
-                salt: r.sha256.salt,
-                iterations: r.sha256.iterations,
-                digest: r.sha256.digest,
-            },
-        }
-    }
+    Ok(())
 }
 
 /// redb's error types all become `StorageError::Backend`, so `?` works on each.
@@ -213,6 +238,7 @@ impl RedbStore {
             txn.open_table(ARCHIVE_COUNTS)?;
             txn.open_table(MAM_PREFS)?;
             txn.open_table(DOCS)?;
+            txn.open_table(SERVER_SECRETS)?;
             let mut meta = txn.open_table(META)?;
             let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
             match found {
@@ -221,8 +247,11 @@ impl RedbStore {
                     Ok(())
                 }
                 Some(SCHEMA_VERSION) => Ok(()),
-                Some(1) => {
-                    count_archives(txn)?;
+                Some(old @ (1 | 2)) => {
+                    if old == 1 {
+                        count_archives(txn)?;
+                    }
+                    salted_passwords_to_keys(txn)?;
                     meta.insert(SCHEMA_VERSION_KEY, SCHEMA_VERSION)?;
                     Ok(())
                 }
@@ -482,6 +511,17 @@ impl Store for RedbStore {
             }
             docs.insert((owner, key), value)?;
             Ok(true)
+        })
+    }
+
+    fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError> {
+        self.write(|txn| {
+            let mut secrets = txn.open_table(SERVER_SECRETS)?;
+            if let Some(kept) = secrets.get(name)? {
+                return Ok(kept.value().to_vec());
+            }
+            secrets.insert(name, fresh)?;
+            Ok(fresh.to_vec())
         })
     }
 }

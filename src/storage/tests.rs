@@ -107,6 +107,7 @@ macro_rules! on_each_backend {
 on_each_backend!(
     users_lifecycle,
     credentials_are_scram_secrets_for_the_password,
+    unknown_users_get_the_same_made_up_credentials_across_restarts,
     roster_put_replaces_by_contact_and_stays_per_user,
     offline_keeps_order_and_limit,
     delete_user_cascades,
@@ -136,10 +137,10 @@ const ALICE: &str = "alice@localhost";
 fn users_lifecycle(place: &dyn Place) {
     let s = place.open();
     block_on(async {
-        assert!(s.create_user(ALICE.into(), "pw1".into()).await.unwrap());
-        assert!(!s.create_user(ALICE.into(), "other".into()).await.unwrap());
+        assert!(s.create_user(ALICE.into(), "pw1".into(), WhenBusy::Wait).await.unwrap());
+        assert!(!s.create_user(ALICE.into(), "other".into(), WhenBusy::Wait).await.unwrap());
         assert!(s
-            .create_user("bob@localhost".into(), "pw".into())
+            .create_user("bob@localhost".into(), "pw".into(), WhenBusy::Wait)
             .await
             .unwrap());
         assert_eq!(s.list_users().await.unwrap(), [ALICE, "bob@localhost"]);
@@ -153,9 +154,9 @@ fn users_lifecycle(place: &dyn Place) {
             .await
             .unwrap());
 
-        assert!(s.set_password(ALICE.into(), "pw2".into()).await.unwrap());
+        assert!(s.set_password(ALICE.into(), "pw2".into(), WhenBusy::Wait).await.unwrap());
         assert!(!s
-            .set_password("carol@localhost".into(), "pw".into())
+            .set_password("carol@localhost".into(), "pw".into(), WhenBusy::Wait)
             .await
             .unwrap());
         assert!(!s.verify_plain(ALICE.into(), "pw1".into()).await.unwrap());
@@ -170,16 +171,31 @@ fn users_lifecycle(place: &dyn Place) {
 fn credentials_are_scram_secrets_for_the_password(place: &dyn Place) {
     let s = place.open();
     block_on(async {
-        assert_eq!(s.credentials(ALICE.into()).await.unwrap(), None);
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
-        let c = s.credentials(ALICE.into()).await.unwrap().unwrap();
+        let (made_up, known) = s.credentials_or_made_up(ALICE.into()).await.unwrap();
+        assert!(!known);
+        assert_eq!(made_up.sha256.iterations, TEST_ITERATIONS);
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
+        let (c, known) = s.credentials_or_made_up(ALICE.into()).await.unwrap();
+        assert!(known);
+        assert_ne!(c.sha256.salt, made_up.sha256.salt);
         assert_eq!(c.sha1.salt.len(), 16);
         assert_eq!(c.sha256.iterations, TEST_ITERATIONS);
-        let again = sasl::secret::Pbkdf2Sha256::derive("pw", &c.sha256.salt, TEST_ITERATIONS);
-        assert_eq!(again.unwrap(), c.sha256);
-        let again = sasl::secret::Pbkdf2Sha1::derive("pw", &c.sha1.salt, TEST_ITERATIONS);
-        assert_eq!(again.unwrap(), c.sha1);
+        assert_eq!(scram_keys(ScramHash::Sha256, "pw", &c.sha256.salt, TEST_ITERATIONS).unwrap(), c.sha256);
+        assert_eq!(scram_keys(ScramHash::Sha1, "pw", &c.sha1.salt, TEST_ITERATIONS).unwrap(), c.sha1);
+        // The salted password, which would log in, is kept nowhere: only keys derived from it.
+        let salted = sasl::secret::Pbkdf2Sha256::derive("pw", &c.sha256.salt, TEST_ITERATIONS).unwrap().digest;
+        assert!(c.sha256.stored_key != salted && c.sha256.server_key != salted);
     });
+}
+
+/// A probe for a name that is no account sees the same made-up salt every time, also after
+/// a restart: the secret behind it is kept in the store, shared by a cluster's nodes.
+fn unknown_users_get_the_same_made_up_credentials_across_restarts(place: &dyn Place) {
+    let first = block_on(place.open().credentials_or_made_up("nobody@localhost".into())).unwrap();
+    let again = block_on(place.open().credentials_or_made_up("nobody@localhost".into())).unwrap();
+    assert_eq!(first, again);
+    let other = block_on(place.open().credentials_or_made_up("somebody@localhost".into())).unwrap();
+    assert_ne!(first.0.sha256.salt, other.0.sha256.salt);
 }
 
 fn roster_put_replaces_by_contact_and_stays_per_user(place: &dyn Place) {
@@ -313,7 +329,7 @@ fn archive_drops_the_oldest_past_the_cap(place: &dyn Place) {
         // A lower cap trims at the next append; a deleted user's count goes with the rows.
         s.archive(vec![row(ALICE, 10 << 10, bob)], 2).await;
         assert_eq!(archive_through(&s, ALICE, 10).await, [9, 10]);
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         s.archive(vec![row(ALICE, 11 << 10, bob), row(ALICE, 12 << 10, bob)], 2).await;
         assert_eq!(archive_through(&s, ALICE, 12).await, [11, 12]);
@@ -353,7 +369,73 @@ fn embedded_archive_counts_are_made_for_a_version_1_file() {
 fn postgres_archive_counts_are_made_by_migration_4() {
     let place = PostgresDb::new();
     archive_counts_are_made_for_an_old_schema(&place, || {
-        place.client().batch_execute("DROP TABLE mam_archive_counts; DELETE FROM martlet_schema_migrations WHERE version = 4").unwrap();
+        // A version 3 database: without what migration 4 and every later one made.
+        let mut client = place.client();
+        postgres_back_to_version_5(&mut client);
+        let sql = "DROP TABLE mam_archive_counts; DROP TABLE server_secrets; DELETE FROM martlet_schema_migrations WHERE version >= 4";
+        client.batch_execute(sql).unwrap();
+    });
+}
+
+/// Undoes migration 6 on a database without accounts: salted-password columns again.
+fn postgres_back_to_version_5(client: &mut ::postgres::Client) {
+    client
+        .batch_execute(
+            "ALTER TABLE users DROP COLUMN sha1_stored_key, DROP COLUMN sha1_server_key, DROP COLUMN sha256_stored_key, \
+             DROP COLUMN sha256_server_key, ADD COLUMN sha1_digest BYTEA NOT NULL, ADD COLUMN sha256_digest BYTEA NOT NULL; \
+             DELETE FROM martlet_schema_migrations WHERE version >= 6",
+        )
+        .unwrap();
+}
+
+/// An account stored as the salted passwords of schema 2 (redb) or 5 (PostgreSQL) keeps
+/// its password once the store is opened and converted.
+fn old_accounts_keep_working(place: &dyn Place, write_old_account: impl FnOnce(&[u8], &[u8], &[u8], &[u8])) {
+    drop(place.open()); // the current schema, made
+    let (salt1, salt256) = (b"sha1-salt-16byte".as_slice(), b"sha256-salt-16by".as_slice());
+    let sha1 = sasl::secret::Pbkdf2Sha1::derive("old-pw", salt1, TEST_ITERATIONS).unwrap().digest;
+    let sha256 = sasl::secret::Pbkdf2Sha256::derive("old-pw", salt256, TEST_ITERATIONS).unwrap().digest;
+    write_old_account(salt1, &sha1, salt256, &sha256);
+    let s = place.open();
+    assert!(block_on(s.verify_plain(ALICE.into(), "old-pw".into())).unwrap());
+    assert!(!block_on(s.verify_plain(ALICE.into(), "other".into())).unwrap());
+    let (c, known) = block_on(s.credentials_or_made_up(ALICE.into())).unwrap();
+    assert!(known);
+    assert_eq!(c.sha1, scram_keys(ScramHash::Sha1, "old-pw", salt1, TEST_ITERATIONS).unwrap());
+}
+
+#[test]
+fn embedded_schema_2_accounts_keep_working() {
+    let place = Embedded::new();
+    let file = place.config().path.join("martlet.redb");
+    old_accounts_keep_working(&place, |salt1, sha1, salt256, sha256| {
+        let db = redb::Database::create(&file).unwrap();
+        let txn = db.begin_write().unwrap();
+        let meta: redb::TableDefinition<&str, u64> = redb::TableDefinition::new("meta");
+        txn.open_table(meta).unwrap().insert("schema_version", 2).unwrap();
+        // Schema 2's record: per mechanism (salt, iterations, salted password), postcard.
+        let old = ((salt1, TEST_ITERATIONS, sha1), (salt256, TEST_ITERATIONS, sha256));
+        let users: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("users");
+        txn.open_table(users).unwrap().insert(ALICE, postcard::to_allocvec(&old).unwrap().as_slice()).unwrap();
+        txn.commit().unwrap();
+    });
+}
+
+#[test]
+#[ignore = "needs PostgreSQL: MARTLET_TEST_POSTGRES_URL"]
+fn postgres_schema_5_accounts_keep_working() {
+    let place = PostgresDb::new();
+    old_accounts_keep_working(&place, |salt1, sha1, salt256, sha256| {
+        let mut client = place.client();
+        postgres_back_to_version_5(&mut client);
+        let rounds = TEST_ITERATIONS as i32;
+        client
+            .execute(
+                "INSERT INTO users (jid, sha1_salt, sha1_iterations, sha1_digest, sha256_salt, sha256_iterations, sha256_digest) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                &[&ALICE, &salt1, &rounds, &sha1, &salt256, &rounds, &sha256],
+            )
+            .unwrap();
     });
 }
 
@@ -384,7 +466,7 @@ fn archive_pages_both_ways_and_honours_preferences(place: &dyn Place) {
         let page = s.archive_query(ALICE.into(), with).await.unwrap();
         assert_eq!((ids(&page), page.complete), (vec![2], true));
 
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         let all = ArchiveQuery { max: 10, ..Default::default() };
         assert!(s.archive_query(ALICE.into(), all).await.unwrap().items.is_empty());
@@ -403,7 +485,7 @@ fn documents_are_per_user_and_key(place: &dyn Place) {
         assert_eq!(get("bob@localhost", "vcard").await.unwrap(), None);
         s.doc_put(ALICE.into(), "vcard".into(), None).await.unwrap();
         assert_eq!(get(ALICE, "vcard").await.unwrap(), None);
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
         s.delete_user(ALICE.into()).await.unwrap();
         assert_eq!(get(ALICE, "blocklist").await.unwrap(), None);
     });
@@ -442,7 +524,7 @@ fn capped_documents_are_replaced_but_never_pass_the_cap(place: &dyn Place) {
 fn delete_user_cascades(place: &dyn Place) {
     let s = place.open();
     block_on(async {
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
         s.roster_put(ALICE.into(), item("bob@localhost", Subscription::Both))
             .await
             .unwrap();
@@ -465,7 +547,7 @@ fn data_survives_close_and_reopen(place: &dyn Place) {
     let s = place.open();
     let bob = item("bob@localhost", Subscription::From);
     block_on(async {
-        s.create_user(ALICE.into(), "pw".into()).await.unwrap();
+        s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap();
         s.roster_put(ALICE.into(), bob.clone()).await.unwrap();
         s.offline_push(ALICE.into(), "<m/>".into(), 10)
             .await
@@ -525,7 +607,7 @@ fn a_panicking_job_fails_only_its_caller(place: &dyn Place) {
                 .await;
             assert!(matches!(e, Err(StorageError::Unavailable)));
         }
-        assert!(s.create_user(ALICE.into(), "pw".into()).await.unwrap());
+        assert!(s.create_user(ALICE.into(), "pw".into(), WhenBusy::Wait).await.unwrap());
     });
 }
 
@@ -542,7 +624,7 @@ fn postgres_migrations_apply_once_and_refuse_a_newer_schema() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(versions, [1, 2, 3, 4]);
+    assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     client
         .execute("INSERT INTO martlet_schema_migrations (version, name) VALUES (99, 'future')", &[])
         .unwrap();
