@@ -61,7 +61,15 @@ pub struct CoreCounters {
     /// Logins through XEP-0388 SASL2, and those of them with a XEP-0484 FAST token.
     pub sasl2_logins: Counter,
     pub fast_logins: Counter,
+    /// Sessions closed because their mailbox overflowed (their client stopped reading);
+    /// what they could not take is re-routed (`undelivered_rerouted`), not dropped.
     pub session_mailbox_full_drops: Counter,
+    /// Messages a session could not hand its client (it stalled or ended first), sent back
+    /// to their user's UserChannel for its other resources or offline storage.
+    pub undelivered_rerouted: Counter,
+    /// Stanza errors the server answered a sender with (RFC 6120 §8.3): full offline store
+    /// or mailbox, unknown recipient, blocked sender.
+    pub stanzas_bounced: Counter,
     pub user_mailbox_full_drops: Counter,
     pub connections_refused: Counter,
     /// Messages to other nodes held until their path's end confirms (`router::custody`).
@@ -105,6 +113,8 @@ impl CoreCounters {
             ("sasl2_logins", self.sasl2_logins.get()),
             ("fast_logins", self.fast_logins.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),
+            ("undelivered_rerouted", self.undelivered_rerouted.get()),
+            ("stanzas_bounced", self.stanzas_bounced.get()),
             ("user_mailbox_full_drops", self.user_mailbox_full_drops.get()),
             ("connections_refused", self.connections_refused.get()),
             ("custody_resends", self.custody_resends.get()),

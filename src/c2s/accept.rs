@@ -42,7 +42,7 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, di
     let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
         core.counters.connections_refused.inc();
         if !direct_tls {
-            let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits);
+            let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits, core.stopping.clone());
             Box::pin(conn.fail(&core.cfg.domain, StreamError::PolicyViolation, "too many connections from this address")).await;
         }
         return;
@@ -85,7 +85,7 @@ async fn negotiate(
     } else {
         Transport::Plain(stream)
     };
-    let mut conn = Conn::new(transport, peer, limits);
+    let mut conn = Conn::new(transport, peer, limits, core.stopping.clone());
     conn.hold(slot);
     conn.deadline = Some(deadline);
     let phases = async {

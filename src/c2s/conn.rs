@@ -51,6 +51,9 @@ pub struct Conn {
     pub deadline: Option<Instant>,
     pub peer: std::net::SocketAddr,
     send_stall: std::time::Duration,
+    /// The core's stop flag (`CoreState::stopping`): once set, a write or close that cannot
+    /// complete gives up at once, so shutdown is not held by a client that does not read.
+    stopping: std::rc::Rc<std::cell::Cell<bool>>,
     /// This connection's place in the per-address and per-core counts, given back when
     /// the connection goes (a session outliving it for XEP-0198 holds none).
     slot: Option<ConnectionSlot>,
@@ -82,7 +85,12 @@ impl Drop for ConnectionSlot {
 }
 
 impl Conn {
-    pub fn new(transport: Transport, peer: std::net::SocketAddr, limits: &crate::config::Limits) -> Self {
+    pub fn new(
+        transport: Transport,
+        peer: std::net::SocketAddr,
+        limits: &crate::config::Limits,
+        stopping: std::rc::Rc<std::cell::Cell<bool>>,
+    ) -> Self {
         let stanza_bytes_max = limits.stanza_bytes_max;
         Conn {
             transport,
@@ -94,6 +102,7 @@ impl Conn {
             deadline: None,
             peer,
             send_stall: std::time::Duration::from_secs(limits.send_stall_secs),
+            stopping,
             slot: None,
         }
     }
@@ -104,7 +113,7 @@ impl Conn {
 
     /// Closes the transport at once and gives the connection's slot back; later writes fail.
     pub async fn drop_transport(&mut self) {
-        let _ = self.transport.close().await;
+        self.close_transport().await;
         self.transport = Transport::Closed;
         self.slot = None;
     }
@@ -166,19 +175,17 @@ impl Conn {
     /// case costs no timer).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         let transport = &mut self.transport;
-        let mut write = std::pin::pin!(async move {
+        let write = async move {
             transport.write_all(bytes).await?;
             transport.flush().await
-        });
-        if let Some(done) = futures_lite::future::poll_once(&mut write).await {
-            return done;
-        }
-        let stall = self.send_stall;
-        let timeout = async move {
-            glommio::timer::sleep(stall).await;
-            Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))
         };
-        futures_lite::future::or(write, timeout).await
+        stall_bounded(self.send_stall, &self.stopping, write).await
+    }
+
+    /// Closes the transport (for TLS, its close_notify is a write like any other) within
+    /// the same bound as a write: `send_stall_secs`, or at once while the server stops.
+    async fn close_transport(&mut self) {
+        let _ = stall_bounded(self.send_stall, &self.stopping, self.transport.close()).await;
     }
 
     pub async fn send_el(&mut self, el: &Element) -> io::Result<()> {
@@ -212,7 +219,7 @@ impl Conn {
             let _ = self.send(header.as_bytes()).await;
         }
         let _ = self.send(err.to_xml(text).as_bytes()).await;
-        let _ = self.transport.close().await;
+        self.close_transport().await;
     }
 
     /// Ends the stream as `end` says: with the stream error, with our closing tag, or (the
@@ -228,7 +235,7 @@ impl Conn {
     /// Closes our side cleanly after the peer's `</stream:stream>` or at shutdown.
     pub async fn close(&mut self) {
         let _ = self.send(b"</stream:stream>").await;
-        let _ = self.transport.close().await;
+        self.close_transport().await;
     }
 
     /// Gives back what only a busy connection needs: the parser's scratch space (rxml
@@ -238,6 +245,30 @@ impl Conn {
         self.read_buf.truncate(IDLE_READ_BYTES);
         self.read_buf.shrink_to_fit();
     }
+}
+
+/// How often a stalled write looks at the core's stop flag.
+const STOP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// Runs a write unless the peer takes no bytes for `stall`, or the server is stopping
+/// while it waits: a client that does not read holds neither its session nor shutdown.
+async fn stall_bounded(
+    stall: std::time::Duration,
+    stopping: &std::cell::Cell<bool>,
+    write: impl std::future::Future<Output = io::Result<()>>,
+) -> io::Result<()> {
+    let mut write = std::pin::pin!(write);
+    if let Some(done) = futures_lite::future::poll_once(&mut write).await {
+        return done;
+    }
+    let give_up = Instant::now() + stall;
+    let timeout = async move {
+        while !stopping.get() && Instant::now() < give_up {
+            glommio::timer::sleep(STOP_POLL.min(give_up.saturating_duration_since(Instant::now()))).await;
+        }
+        Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading"))
+    };
+    futures_lite::future::or(write, timeout).await
 }
 
 /// Runs `fut` unless `deadline` passes first, which ends the stream with a timeout.

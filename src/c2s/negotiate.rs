@@ -329,8 +329,8 @@ impl Authenticated {
     /// new address here, and waits for the old session to hand over. `None` when there is
     /// nothing to resume; anything routed to the new address meanwhile is given back.
     pub(super) async fn resume(&mut self, resume_id: Arc<str>, h: u32) -> Result<Option<Resumption>, ConnEnd> {
-        let (addr, rx) = self.core.register_session();
         let user: Arc<str> = self.user.to_string().into();
+        let (addr, rx) = self.core.register_session(user.clone());
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
         let wait = Duration::from_secs(self.core.cfg.limits.send_stall_secs) + RESUME_HANDOVER_SLACK;
         let deadline = Instant::now() + wait;

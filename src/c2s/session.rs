@@ -121,7 +121,7 @@ enum Wake {
 
 impl BoundSession {
     pub fn new(core: Rc<CoreState>, conn: Conn, jid: FullJid) -> Self {
-        let registered = core.register_session();
+        let registered = core.register_session(jid.to_bare().to_string().into());
         Self::at(core, conn, jid, registered)
     }
 
@@ -846,21 +846,18 @@ impl BoundSession {
         }
     }
 
-    /// The session is over for good: close the stream properly, then tell directed-presence
-    /// recipients and the UserChannel (which tells the contacts) — also when the TCP
-    /// connection just died. Messages the client never acknowledged (XEP-0198) go back to
-    /// the UserChannel after the unbind, so they reach another resource or offline storage;
-    /// at shutdown they are stored here, before this core may stop.
     /// The session ends for good. What the client may not have seen (unacknowledged under
     /// XEP-0198, or still in the mailbox) goes back to the UserChannel as undelivered,
     /// after the `Unbind`, so it is routed to the user's other resources or offline storage
     /// and never to this session again; anything routed here later is sent back by the
-    /// core (`CoreState::session_local`), also behind the `Unbind`.
+    /// core (`CoreState::session_local`), also behind the `Unbind`. At shutdown it is
+    /// stored offline here, before this core may stop. The goodbye to the client comes
+    /// last, bounded like any write (`Conn::send`), so a client that does not read delays
+    /// neither its messages nor shutdown; the session leaves the core's table after it.
     async fn finish(mut self, addr: SessionAddr, rx: &mailbox::Receiver<SessionMsg>, end: ConnEnd) {
-        self.conn.end_with(&self.core.cfg.domain, &end).await;
+        rx.close();
         let unbind = UserMsg::Unbind { session: addr };
         self.core.send_to_user(self.bare.clone(), unbind).await;
-        self.core.unregister_session(addr);
         let mut left = self.sm.as_mut().map(|s| s.take_unacked()).unwrap_or_default();
         while let Some(mail) = rx.try_recv() {
             match mail {
@@ -870,15 +867,18 @@ impl BoundSession {
             }
         }
         let left: Vec<Stanza> = left.into_iter().filter_map(Stanza::reroutable).collect();
-        if matches!(end, ConnEnd::Error(StreamError::SystemShutdown, _)) {
+        if self.core.stopping.get() {
             self.store_offline(left).await;
         } else {
             for stanza in left {
+                self.core.counters.undelivered_rerouted.inc();
                 self.core.send_to_user(self.bare.clone(), UserMsg::Undelivered(stanza)).await;
             }
         }
         // RFC 6121 §4.6.3: whether or not it ever broadcast presence.
         self.send_unavailable_to_directed().await;
+        self.conn.end_with(&self.core.cfg.domain, &end).await;
+        self.core.unregister_session(addr);
     }
 
     /// XEP-0160 storage of unacknowledged messages, for the shutdown path.
@@ -886,8 +886,10 @@ impl BoundSession {
         let max = self.core.cfg.limits.offline_messages_max;
         for m in messages.into_iter().filter(|m| delivery::message(&[], None, &m.type_) == Route::Offline) {
             let stored = offline::stored_form(m.element(), &self.core.cfg.domain);
-            if let Err(e) = self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
-                log::error!("{}: unacknowledged message not stored at shutdown: {e}", self.bare);
+            match self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
+                Ok(true) => self.core.counters.offline_stored.inc(),
+                Ok(false) => log::warn!("{}: offline store full at shutdown; an unacknowledged message is lost", self.bare),
+                Err(e) => log::error!("{}: unacknowledged message not stored at shutdown: {e}", self.bare),
             }
         }
     }

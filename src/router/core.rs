@@ -30,6 +30,8 @@ use crate::storage::Storage;
 struct SessionSlot {
     generation: u32,
     mailbox: mailbox::Sender<SessionMsg>,
+    /// The session's user (a bare JID): told at once when the session stops taking mail.
+    user: Arc<str>,
 }
 
 /// Pause between attempts to hand a frame to another node that is unreachable or busy.
@@ -70,6 +72,9 @@ pub struct CoreState {
     custody: Custody,
     /// When the ring last changed (see [`Self::ring_settling_until`]).
     ring_changed_at: Cell<Option<Instant>>,
+    /// Set when the server stops: writes to clients that do not read give up at once
+    /// (`c2s::conn`), and sessions store what their clients never saw offline.
+    pub stopping: Rc<Cell<bool>>,
 }
 
 impl CoreState {
@@ -96,6 +101,7 @@ impl CoreState {
             id: mesh.core_id(),
             custody,
             ring_changed_at: Cell::new(None),
+            stopping: Rc::default(),
             peers,
             registrations,
             archive_ids: ArchiveIds::new(mesh.core_id()),
@@ -356,23 +362,49 @@ impl CoreState {
             // The session ended while the message travelled: what its client never saw goes
             // back to the user, behind the session's `Unbind`, for its other resources or
             // offline storage. So does a hand-over (XEP-0198) for a resuming stream that gave up.
-            match msg {
-                SessionMsg::Deliver(xml) => self.reroute(vec![xml]),
-                SessionMsg::DeliverBacklog(backlog) => self.reroute(backlog),
-                SessionMsg::Resumed(handover) => self.reroute(handover.unacked),
-                _ => {}
-            }
-            return;
+            drop(sessions);
+            return self.give_back(None, msg);
         };
         if let SessionMsg::Deliver(_) = msg {
             self.counters.routed_stanzas.inc();
         }
-        if slot.mailbox.try_send(msg).is_err() {
-            // A client that does not read: its queue is full. Tell the session to go
-            // (it is woken by the close) rather than let its queue grow without bound.
-            self.counters.session_mailbox_full_drops.inc();
-            slot.mailbox.close();
+        match slot.mailbox.try_send(msg) {
+            Ok(()) => {}
+            Err(SendError::Full(msg)) => {
+                // A client that does not read: its queue is full. Tell the session to go
+                // (it is woken by the close) rather than let its queue grow without bound.
+                let stalled = self.stalled(slot, to);
+                drop(sessions);
+                self.give_back(stalled, msg);
+            }
+            // The session is ending (stalled, or finishing): it reads no more mail.
+            Err(SendError::Closed(msg)) => {
+                drop(sessions);
+                self.give_back(None, msg);
+            }
         }
+    }
+
+    /// A session's mailbox overflowed: it is closed, and its user's UserChannel must stop
+    /// routing to it now, not when the session gets to unbind itself (after a write that
+    /// may stall for `send_stall_secs`); else what is given back would come straight back.
+    fn stalled(&self, slot: &SessionSlot, to: SessionAddr) -> Option<(Arc<str>, SessionAddr)> {
+        self.counters.session_mailbox_full_drops.inc();
+        slot.mailbox.close();
+        Some((slot.user.clone(), to))
+    }
+
+    /// What a session will not take goes back to its user to be routed again (RFC 6121
+    /// §8.5: other resources, else offline storage, else an error to the sender); nothing
+    /// accepted is dropped. The rest (presence, state updates) has no one to answer.
+    fn give_back(self: &Rc<Self>, unbind: Option<(Arc<str>, SessionAddr)>, msg: SessionMsg) {
+        let stanzas = match msg {
+            SessionMsg::Deliver(xml) => vec![xml],
+            SessionMsg::DeliverBacklog(backlog) => backlog,
+            SessionMsg::Resumed(handover) => handover.unacked,
+            _ => Vec::new(),
+        };
+        self.reroute(unbind, stanzas);
     }
 
     /// A held message for a session here: queued and confirmed, or confirmed and dropped
@@ -383,7 +415,7 @@ impl CoreState {
         let sessions = self.sessions.borrow();
         let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
             drop(sessions);
-            return self.reroute_held(xml, receipt);
+            return self.reroute_held(None, xml, receipt);
         };
         if self.custody.delivered(receipt, to) {
             self.counters.custody_copies_dropped.inc();
@@ -395,20 +427,26 @@ impl CoreState {
                 self.custody.remember_delivered(receipt, to);
                 self.confirm(receipt);
             }
-            Err(_) => {
-                self.counters.session_mailbox_full_drops.inc();
-                slot.mailbox.close();
+            Err(e) => {
+                let stalled = matches!(e, SendError::Full(_)).then(|| self.stalled(slot, to)).flatten();
                 drop(sessions);
-                self.reroute_held(xml, receipt);
+                self.reroute_held(stalled, xml, receipt);
             }
         }
     }
 
-    fn reroute_held(self: &Rc<Self>, xml: Arc<str>, receipt: Receipt) {
-        let Some(mut stanza) = Stanza::reroutable(xml) else { return self.confirm(receipt) };
+    fn reroute_held(self: &Rc<Self>, unbind: Option<(Arc<str>, SessionAddr)>, xml: Arc<str>, receipt: Receipt) {
+        let Some(mut stanza) = Stanza::reroutable(xml) else {
+            self.reroute(unbind, Vec::new());
+            return self.confirm(receipt);
+        };
         stanza.receipt = Some(receipt);
         let this = self.clone();
         glommio::spawn_local(async move {
+            if let Some((user, session)) = unbind {
+                this.send_to_user(user, UserMsg::Unbind { session }).await;
+            }
+            this.counters.undelivered_rerouted.inc();
             let user: Arc<str> = stanza.to.to_bare().to_string().into();
             this.send_to_user(user, UserMsg::Undelivered(stanza)).await;
         })
@@ -486,11 +524,19 @@ impl CoreState {
         }
     }
 
-    /// Sends messages no session could hand over back to their users, as undelivered.
-    fn reroute(self: &Rc<Self>, stanzas: Vec<Arc<str>>) {
+    /// Sends messages no session could hand over back to their users, as undelivered;
+    /// first, for a session that stalled, its `Unbind`, so they are not routed to it again.
+    fn reroute(self: &Rc<Self>, unbind: Option<(Arc<str>, SessionAddr)>, stanzas: Vec<Arc<str>>) {
+        if unbind.is_none() && stanzas.is_empty() {
+            return;
+        }
         let this = self.clone();
         glommio::spawn_local(async move {
+            if let Some((user, session)) = unbind {
+                this.send_to_user(user, UserMsg::Unbind { session }).await;
+            }
             for stanza in stanzas.into_iter().filter_map(crate::stanza::Stanza::reroutable) {
+                this.counters.undelivered_rerouted.inc();
                 let user: Arc<str> = stanza.to.to_bare().to_string().into();
                 this.send_to_user(user, UserMsg::Undelivered(stanza)).await;
             }
@@ -499,11 +545,11 @@ impl CoreState {
     }
 
     /// Gives a new session its address and mailbox on this core.
-    pub fn register_session(&self) -> (SessionAddr, mailbox::Receiver<SessionMsg>) {
+    pub fn register_session(&self, user: Arc<str>) -> (SessionAddr, mailbox::Receiver<SessionMsg>) {
         let (tx, rx) = mailbox::mailbox(self.cfg.limits.session_mailbox_stanzas_max);
         let generation = self.next_generation.get().wrapping_add(1);
         self.next_generation.set(generation);
-        let slot = self.sessions.borrow_mut().insert(SessionSlot { generation, mailbox: tx });
+        let slot = self.sessions.borrow_mut().insert(SessionSlot { generation, mailbox: tx, user });
         self.counters.sessions.add(1);
         (SessionAddr { node: self.local_node(), core: self.id as u16, slot: slot as u32, generation }, rx)
     }
@@ -545,6 +591,7 @@ impl CoreState {
 
     /// Tells every session on this core to close with `<system-shutdown/>`.
     pub fn shut_down_sessions(&self) {
+        self.stopping.set(true);
         for (_, slot) in self.sessions.borrow().iter() {
             slot.mailbox.force_send(SessionMsg::Shutdown);
         }

@@ -147,6 +147,7 @@ async fn bounce(core: &Rc<CoreState>, stanza: &Stanza, err: StanzaError) {
     if !may_answer_with_error(&original) {
         return;
     }
+    core.counters.stanzas_bounced.inc();
     let reply = Stanza::seal(stanza.kind, err.reply_to(&original), stanza.to.clone(), stanza.from.clone());
     core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::ErrorReply(reply)).await;
 }
