@@ -95,6 +95,7 @@ async fn core_main(
     if let Some(addr) = cfg.c2s_direct_tls.listen_addr() {
         listen(&state, addr, true);
     }
+    let mesh_handshakes = cluster.as_ref().map(Cluster::handshake_counters);
     if id == 0 {
         match crate::admin::bind(&cfg) {
             Ok(l) => {
@@ -107,7 +108,7 @@ async fn core_main(
     if let (0, Some(addr)) = (id, cfg.metrics_addr()) {
         match glommio::net::TcpListener::bind(addr) {
             Ok(l) => {
-                glommio::spawn_local(metrics::serve(l, counters)).detach();
+                glommio::spawn_local(metrics::serve(l, counters, mesh_handshakes)).detach();
             }
             Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
         }
