@@ -100,11 +100,7 @@ pub async fn authenticate(
 
 async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_b64: &str) -> Result<Outcome, ConnEnd> {
     let Some(msg) = decode(initial_b64) else { return fail(conn, profile, "incorrect-encoding").await };
-    let mut parts = msg.split(|&b| b == 0);
-    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return fail(conn, profile, "malformed-request").await;
-    };
-    let (Ok(authcid), Ok(password)) = (std::str::from_utf8(authcid), std::str::from_utf8(password)) else {
+    let Some((authzid, authcid, password)) = plain_message(&msg) else {
         return fail(conn, profile, "malformed-request").await;
     };
     let Some(jid) = local_jid(authcid, &core.cfg.domain) else { return fail(conn, profile, "not-authorized").await };
@@ -140,10 +136,8 @@ async fn scram<S: ScramHashing + 'static>(
         }
     };
     let secret = credentials.map(|c| StoredSecret::of(&c, mech));
-    let scram_type = SCRAM_TYPES.get_scramtype(mech.name()).expect("scram-rs knows SCRAM-SHA-1 and -256");
     let nonce = ScramNonce::none().expect("the system random source works");
-    let Ok(mut server) = SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true)
-    else {
+    let Some(mut server) = scram_server::<S>(secret, mech, nonce) else {
         return fail(conn, profile, "temporary-auth-failure").await;
     };
     let mut input = initial_b64.trim().as_bytes().to_vec();
@@ -165,6 +159,25 @@ async fn scram<S: ScramHashing + 'static>(
             }
         }
     }
+}
+
+/// PLAIN's message (RFC 4616): `authzid NUL authcid NUL password`, the last two UTF-8.
+fn plain_message(msg: &[u8]) -> Option<(&[u8], &str, &str)> {
+    let mut parts = msg.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    Some((authzid, std::str::from_utf8(authcid).ok()?, std::str::from_utf8(password).ok()?))
+}
+
+/// scram-rs's server side of one exchange, for the user's stored secret (`None`: unknown).
+fn scram_server<S: ScramHashing>(
+    secret: Option<StoredSecret>,
+    mech: Mechanism,
+    nonce: ScramNonce,
+) -> Option<SyncScramServer<S, Prefetched, Prefetched>> {
+    let scram_type = SCRAM_TYPES.get_scramtype(mech.name()).expect("scram-rs knows SCRAM-SHA-1 and -256");
+    SyncScramServer::<S, _, _>::new(Prefetched(secret), Prefetched(None), nonce, scram_type, true).ok()
 }
 
 /// The SASL element that answers a challenge; `None` for anything else.
@@ -263,6 +276,40 @@ pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &str) -> 
     Ok(Outcome::Failure)
 }
 
+/// Entry points for `fuzz/` only (cargo-fuzz compiles with `--cfg fuzzing`): a client's
+/// SASL messages through the parsers above, as a login runs them.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// `initial_b64` as a PLAIN message and as a SCRAM client-first message, then
+    /// `final_b64` as the client-final message, against a known user with a fixed nonce
+    /// (so an input means the same on every run).
+    pub fn client_messages(initial_b64: &str, final_b64: &str) {
+        if let Some(msg) = decode(initial_b64) {
+            if let Some((_, authcid, _)) = plain_message(&msg) {
+                let _ = local_jid(authcid, "localhost");
+            }
+            if let Some(user) = scram_username(&msg) {
+                let _ = local_jid(&user, "localhost");
+            }
+        }
+        exchange::<ScramSha256Ring>(Mechanism::ScramSha256, 32, initial_b64, final_b64);
+        exchange::<ScramSha1Ring>(Mechanism::ScramSha1, 20, initial_b64, final_b64);
+    }
+
+    fn exchange<S: ScramHashing + 'static>(mech: Mechanism, digest_bytes: usize, first: &str, last: &str) {
+        let secret = StoredSecret { salted_password: vec![7; digest_bytes], salt_b64: encode(b"salt"), iterations: NonZeroU32::MIN };
+        let nonce = ScramNonce::plain(b"martlet-fuzz").expect("a short nonce");
+        let Some(mut server) = scram_server::<S>(Some(secret), mech, nonce) else { return };
+        for input in [first, last] {
+            if !matches!(server.parse_response_base64(input.trim().as_bytes()), ScramResultServer::Data(_)) {
+                return;
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,6 +319,14 @@ mod tests {
         assert_eq!(scram_username(b"n,,n=a=2Cb=3Dc,r=abc").as_deref(), Some("a,b=c"));
         assert_eq!(scram_username(b"y,,n=alice,r=x").as_deref(), Some("alice"));
         assert_eq!(scram_username(b"garbage"), None);
+    }
+
+    #[test]
+    fn plain_message_has_three_parts_and_utf8_names() {
+        assert_eq!(plain_message(b"\0alice\0pw"), Some((&b""[..], "alice", "pw")));
+        assert_eq!(plain_message(b"\0alice"), None);
+        assert_eq!(plain_message(b"\0alice\0pw\0more"), None);
+        assert_eq!(plain_message(b"\0\xff\0pw"), None);
     }
 
     #[test]
