@@ -39,5 +39,8 @@ cargo build --release --workspace --quiet
 log "cargo test --workspace --release (with the tests that need PostgreSQL)"
 cargo test --workspace --release --quiet -- --include-ignored
 
+log "fuzz smoke: each target from its corpus (scripts/fuzz.sh; installs cargo-fuzz)"
+scripts/fuzz.sh smoke
+
 log "integration suite (pytest)"
 .venv/bin/pytest tests/integration -q -p no:cacheprovider --timeout 120

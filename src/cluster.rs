@@ -35,6 +35,8 @@ pub fn start(cfg: &Config, cores: usize) -> Result<Option<Started>, String> {
         outbound_frames_max: c.outbound_frames_max,
         frame_bytes_max: c.frame_bytes_max,
         inbound_messages_max: cfg.limits.core_mailbox_messages_max,
+        handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
+        pending_handshakes_max: c.pending_handshakes_max,
         tls: if c.tls { Some(crate::tls::mesh_tls(cfg).map_err(|e| format!("cluster.tls: {e}"))?) } else { None },
     };
     let (cluster, inboxes) = Cluster::start(mesh, cores).map_err(|e| format!("cluster.listen {listen}: {e}"))?;

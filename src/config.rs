@@ -64,6 +64,8 @@ frame_bytes_max = 1048576     # largest mesh frame; larger -> that peer connecti
 confirm_timeout_ms = 5000     # a message to another node unconfirmed this long is sent again (3 attempts)
 held_messages_max = 65536     # per core: messages to other nodes awaiting confirmation; full -> senders wait
 delivered_receipts_max = 262144  # per core: held messages remembered as delivered, so a copy sent again is dropped
+handshake_timeout_ms = 5000   # a connection not authenticated (TLS and secret) this long after accept is closed
+pending_handshakes_max = 64   # connections handshaking at once (a thread each); more are closed at accept, counted, logged
 
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
@@ -255,6 +257,8 @@ pub struct Cluster {
     pub confirm_timeout_ms: u64,
     pub held_messages_max: usize,
     pub delivered_receipts_max: usize,
+    pub handshake_timeout_ms: u64,
+    pub pending_handshakes_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -327,6 +331,8 @@ impl Default for Cluster {
             confirm_timeout_ms: 5_000,
             held_messages_max: 65_536,
             delivered_receipts_max: 262_144,
+            handshake_timeout_ms: 5_000,
+            pending_handshakes_max: 64,
         }
     }
 }
@@ -579,6 +585,8 @@ impl Config {
             ("cluster.confirm_timeout_ms", c.confirm_timeout_ms),
             ("cluster.held_messages_max", c.held_messages_max as u64),
             ("cluster.delivered_receipts_max", c.delivered_receipts_max as u64),
+            ("cluster.handshake_timeout_ms", c.handshake_timeout_ms),
+            ("cluster.pending_handshakes_max", c.pending_handshakes_max as u64),
         ] {
             if value == 0 {
                 return Err(key_error(key, POSITIVE));

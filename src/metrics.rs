@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use shards::cluster::pending::HandshakeCounters;
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);
@@ -127,8 +128,9 @@ impl CoreCounters {
     }
 }
 
-/// Prometheus text exposition of every core's counters.
-pub fn render(cores: &[Arc<CoreCounters>]) -> String {
+/// Prometheus text exposition of every core's counters, and of the cluster mesh's
+/// listener (its threads belong to no core: reported on core 0's row).
+pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&HandshakeCounters>) -> String {
     let mut out = String::new();
     let names_g: Vec<_> = cores[0].gauges().into_iter().map(|(n, _)| n).collect();
     for (i, name) in names_g.iter().enumerate() {
@@ -144,6 +146,12 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
             let _ = writeln!(out, "martlet_{name}_total{{core=\"{core}\"}} {}", c.counters()[i].1);
         }
     }
+    if let Some(m) = mesh {
+        for (name, n) in [("mesh_handshakes_refused", &m.refused), ("mesh_handshakes_timed_out", &m.timed_out)] {
+            let _ = writeln!(out, "# TYPE martlet_{name}_total counter");
+            let _ = writeln!(out, "martlet_{name}_total{{core=\"0\"}} {}", n.load(Ordering::Relaxed));
+        }
+    }
     out
 }
 
@@ -151,10 +159,10 @@ pub fn render(cores: &[Arc<CoreCounters>]) -> String {
 const REQUEST_HEAD_BYTES_MAX: usize = 4096;
 
 /// Serves `GET /metrics` over plain HTTP/1.0 (bind it to loopback or a management network).
-pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreCounters>>>) {
+pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreCounters>>>, mesh: Option<Arc<HandshakeCounters>>) {
     loop {
         let Ok(mut stream) = listener.accept().await else { continue };
-        let cores = cores.clone();
+        let (cores, mesh) = (cores.clone(), mesh.clone());
         glommio::spawn_local(async move {
             let mut head = Vec::new();
             let mut buf = [0u8; 512];
@@ -165,7 +173,7 @@ pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreC
                 }
             }
             let response = if head.starts_with(b"GET /metrics ") {
-                let body = render(&cores);
+                let body = render(&cores, mesh.as_deref());
                 format!("HTTP/1.0 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\r\n{body}", body.len())
             } else {
                 "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_owned()
@@ -186,7 +194,7 @@ mod tests {
         let cores = vec![Arc::new(CoreCounters::default()), Arc::new(CoreCounters::default())];
         cores[1].sessions.add(3);
         cores[0].cross_core_messages.inc();
-        let text = render(&cores);
+        let text = render(&cores, None);
         assert!(text.contains("martlet_sessions{core=\"1\"} 3"), "{text}");
         assert!(text.contains("martlet_cross_core_messages_total{core=\"0\"} 1"), "{text}");
     }

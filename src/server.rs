@@ -106,13 +106,14 @@ async fn core_main(
         })
         .detach();
     }
+    let mesh_handshakes = cluster.as_ref().map(Cluster::handshake_counters);
     for &(addr, kind) in listeners {
         match kind {
             Kind::Starttls => listen(&state, addr, false),
             Kind::DirectTls => listen(&state, addr, true),
             Kind::Metrics if id == 0 => match bind_reuseport(addr, METRICS_BACKLOG) {
                 Ok(l) => {
-                    glommio::spawn_local(metrics::serve(l, counters.clone())).detach();
+                    glommio::spawn_local(metrics::serve(l, counters.clone(), mesh_handshakes.clone())).detach();
                 }
                 Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
             },

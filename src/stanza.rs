@@ -113,10 +113,32 @@ impl From<Stanza> for WireStanza {
     }
 }
 
+/// Why a stanza from another node was refused.
+#[derive(Debug)]
+pub enum WireError {
+    Jid(jid::Error),
+    /// Its text is not one element: its receiver, reading it back with
+    /// [`Stanza::element`], would fail.
+    NotAnElement,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            WireError::Jid(e) => write!(f, "stanza address: {e}"),
+            WireError::NotAnElement => f.write_str("stanza text is not a well-formed element"),
+        }
+    }
+}
+
 impl TryFrom<WireStanza> for Stanza {
-    type Error = jid::Error;
-    fn try_from(w: WireStanza) -> Result<Self, jid::Error> {
-        Ok(Stanza { kind: w.kind, type_: w.type_, from: Jid::new(&w.from)?, to: Jid::new(&w.to)?, xml: w.xml, receipt: w.receipt })
+    type Error = WireError;
+    fn try_from(w: WireStanza) -> Result<Self, WireError> {
+        let (from, to) = (Jid::new(&w.from).map_err(WireError::Jid)?, Jid::new(&w.to).map_err(WireError::Jid)?);
+        if w.xml.parse::<Element>().is_err() {
+            return Err(WireError::NotAnElement);
+        }
+        Ok(Stanza { kind: w.kind, type_: w.type_, from, to, xml: w.xml, receipt: w.receipt })
     }
 }
 

@@ -165,9 +165,7 @@ pub async fn authenticate(
     initial_b64: &str,
 ) -> Result<(Outcome, bool), ConnEnd> {
     let Some(message) = sasl::decode(initial_b64) else { return refuse(conn, "incorrect-encoding").await };
-    let Some(nul) = message.iter().position(|&b| b == 0) else { return refuse(conn, "malformed-request").await };
-    let (authcid, proof) = (&message[..nul], &message[nul + 1..]);
-    let (Some(agent), Ok(authcid)) = (agent, std::str::from_utf8(authcid)) else {
+    let (Some(agent), Some((authcid, proof))) = (agent, token_message(&message)) else {
         return refuse(conn, "malformed-request").await; // XEP-0484 §4: tokens belong to a user-agent id
     };
     let Some(user) = sasl::local_jid(authcid, &core.cfg.domain) else { return refuse(conn, "not-authorized").await };
@@ -194,6 +192,13 @@ pub async fn authenticate(
     let rotate = !req.invalidate && used.due_for_rotation(now);
     let additional = signed(&used.secret, b"Responder").finalize().into_bytes().to_vec();
     Ok((Outcome::Success { user, additional: Some(additional) }, rotate))
+}
+
+/// HT's message: `authcid NUL proof`, the authcid UTF-8.
+fn token_message(message: &[u8]) -> Option<(&str, &[u8])> {
+    let nul = message.iter().position(|&b| b == 0)?;
+    let (authcid, proof) = message.split_at(nul);
+    Some((std::str::from_utf8(authcid).ok()?, proof.get(1..)?))
 }
 
 async fn refuse(conn: &mut Conn, condition: &'static str) -> Result<(Outcome, bool), ConnEnd> {
@@ -239,6 +244,22 @@ fn new_secret() -> String {
 
 fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Entry point for `fuzz/` only (cargo-fuzz compiles with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// An initial response as a token proof, checked against one issued token.
+    pub fn token_proof(req: &Request, initial_b64: &str) {
+        let Some(message) = sasl::decode(initial_b64) else { return };
+        let Some((authcid, proof)) = token_message(&message) else { return };
+        let _ = sasl::local_jid(authcid, "localhost");
+        let mut tokens = Tokens::default();
+        tokens.issue("agent", 0, 1, 1);
+        let _ = tokens.verify("agent", proof, req, 0);
+    }
 }
 
 #[cfg(test)]
@@ -303,6 +324,14 @@ mod tests {
         assert_eq!(tokens.clients.len(), 2);
         assert!(tokens.verify("a", &proof(&oldest), &Request::default(), 3).is_err());
         assert!(tokens.verify("c", &proof(&newest), &Request::default(), 3).is_ok());
+    }
+
+    #[test]
+    fn token_message_splits_at_the_first_nul() {
+        assert_eq!(token_message(b"alice\0p\0f"), Some(("alice", &b"p\0f"[..])));
+        assert_eq!(token_message(b"alice\0"), Some(("alice", &b""[..])));
+        assert_eq!(token_message(b"alice"), None);
+        assert_eq!(token_message(b"\xff\0p"), None);
     }
 
     #[test]

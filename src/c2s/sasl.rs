@@ -108,11 +108,7 @@ pub async fn authenticate(
 
 async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_b64: &str) -> Result<Outcome, ConnEnd> {
     let Some(msg) = decode(initial_b64) else { return fail(conn, profile, "incorrect-encoding").await };
-    let mut parts = msg.split(|&b| b == 0);
-    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
-        return fail(conn, profile, "malformed-request").await;
-    };
-    let (Ok(authcid), Ok(password)) = (std::str::from_utf8(authcid), std::str::from_utf8(password)) else {
+    let Some((authzid, authcid, password)) = plain_message(&msg) else {
         return fail(conn, profile, "malformed-request").await;
     };
     let Some(jid) = local_jid(authcid, &core.cfg.domain) else { return fail(conn, profile, "not-authorized").await };
@@ -170,6 +166,15 @@ async fn scram(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, hash: Sc
     }
 }
 
+/// PLAIN's message (RFC 4616): `authzid NUL authcid NUL password`, the last two UTF-8.
+fn plain_message(msg: &[u8]) -> Option<(&[u8], &str, &str)> {
+    let mut parts = msg.split(|&b| b == 0);
+    let (Some(authzid), Some(authcid), Some(password), None) = (parts.next(), parts.next(), parts.next(), parts.next()) else {
+        return None;
+    };
+    Some((authzid, std::str::from_utf8(authcid).ok()?, std::str::from_utf8(password).ok()?))
+}
+
 /// 18 random bytes, base64: printable, no ',' (RFC 5802 §5.1 nonce).
 fn server_nonce() -> String {
     encode(&rand::random::<[u8; 18]>())
@@ -212,9 +217,49 @@ pub(super) async fn fail(conn: &mut Conn, profile: Profile, condition: &'static 
     Ok(Outcome::Failure { condition, user: None })
 }
 
+/// Entry points for `fuzz/` only (cargo-fuzz compiles with `--cfg fuzzing`): a client's
+/// SASL messages through the parsers above, as a login runs them.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// `initial_b64` as a PLAIN message and as a SCRAM client-first message, then
+    /// `final_b64` as the client-final message, against made-up keys with a fixed nonce
+    /// (so an input means the same on every run).
+    pub fn client_messages(initial_b64: &str, final_b64: &str) {
+        let Some(msg) = decode(initial_b64) else { return };
+        if let Some((_, authcid, _)) = plain_message(&msg) {
+            let _ = local_jid(authcid, "localhost");
+        }
+        let Ok(first) = std::str::from_utf8(&msg) else { return };
+        let Ok(first) = ClientFirst::parse(first) else { return };
+        let _ = local_jid(&first.username, "localhost");
+        for (hash, digest_bytes) in [(ScramHash::Sha256, 32), (ScramHash::Sha1, 20)] {
+            let keys = crate::storage::ScramKeys {
+                salt: b"salt".to_vec(),
+                iterations: 1,
+                stored_key: vec![7; digest_bytes],
+                server_key: vec![9; digest_bytes],
+            };
+            let (exchange, _) = Exchange::start(hash, &first, keys, "martlet-fuzz");
+            if let Some(last) = decode(final_b64).and_then(|b| String::from_utf8(b).ok()) {
+                let _ = exchange.finish(&last);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn plain_message_has_three_parts_and_utf8_names() {
+        assert_eq!(plain_message(b"\0alice\0pw"), Some((&b""[..], "alice", "pw")));
+        assert_eq!(plain_message(b"\0alice"), None);
+        assert_eq!(plain_message(b"\0alice\0pw\0more"), None);
+        assert_eq!(plain_message(b"\0\xff\0pw"), None);
+    }
 
     #[test]
     fn plain_needs_tls_unless_allowed() {

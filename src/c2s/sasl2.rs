@@ -153,6 +153,20 @@ fn features(core: &CoreState, with_sm: bool) -> String {
     super::features::to_wire(&session_features(core, with_sm))
 }
 
+/// Entry point for `fuzz/` only (cargo-fuzz compiles with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use super::*;
+
+    /// A client's `<authenticate/>` read whole, its initial response run through the
+    /// password mechanisms and FAST's, and `final_b64` as SCRAM's client-final message.
+    pub fn authenticate(el: &Element, final_b64: &str) {
+        let req = Authenticate::parse(el);
+        sasl::fuzzing::client_messages(&req.initial, final_b64);
+        fast::fuzzing::token_proof(&req.fast, &req.initial);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

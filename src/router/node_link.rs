@@ -79,4 +79,15 @@ mod tests {
         let text = String::from_utf8_lossy(&bytes).replace("a@localhost/r", "@@@@@@@@@@@@@");
         assert!(decode(text.as_bytes()).is_err());
     }
+
+    #[test]
+    fn stanza_text_that_is_no_element_is_refused() {
+        // Found by fuzz/fuzz_targets/mesh_payload.rs: it decoded, and its receiver's
+        // `Stanza::element` panicked on it.
+        let msg = CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(stanza()) };
+        let good = stanza().xml.to_string();
+        let bytes = encode(&msg);
+        let text = String::from_utf8_lossy(&bytes).replace(&good, &format!("{:<1$}", "not xml", good.len()));
+        assert!(decode(text.as_bytes()).is_err());
+    }
 }

@@ -241,14 +241,14 @@ def test_messages_for_sessions_on_a_dead_node_go_offline(cluster):
 
 
 def outsider(martlet_server, postgres_storage, seed, name, **cluster):
-    """A node that tries to join through `seed` with settings of its own."""
+    """A node that tries to join through `seed` (None: a first node) with settings of its own."""
     node = martlet_server(
         users=(),
         storage=postgres_storage,
         cluster={
             "listen": f"127.0.0.1:{free_port()}",
             "node_name": name,
-            "seeds": [f"127.0.0.1:{seed.mesh_port}"],
+            "seeds": [f"127.0.0.1:{seed.mesh_port}"] if seed else [],
             "secret": SECRET,
             "suspicion_timeout_ms": SUSPICION_MS,
             **cluster,

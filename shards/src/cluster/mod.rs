@@ -16,6 +16,7 @@
 //! # Files
 //! - [`frame`]: the versioned, length-prefixed frame.
 //! - [`handshake`]: HMAC challenge-response with the cluster secret.
+//! - [`pending`]: how many handshakes may be under way, and for how long.
 //! - [`membership`]: the pure up/suspect/down state machine (simulated from a seed in tests).
 //! - [`transport`]: plain TCP or TLS (rustls), and the handshake's binding to the TLS session.
 //! - [`connection`]: one authenticated connection's reader and writer threads.
@@ -24,6 +25,7 @@ pub mod connection;
 pub mod frame;
 pub mod handshake;
 pub mod membership;
+pub mod pending;
 pub mod transport;
 
 use std::cell::RefCell;
@@ -40,6 +42,7 @@ use rand::Rng;
 use connection::Conn;
 use handshake::{HandshakeError, Identity};
 use membership::{Change, Member, MemberStatus, Membership};
+use pending::{HandshakeCounters, Handshakes};
 use transport::{Link, MeshTls};
 
 /// Everything the mesh needs; the server fills it from its `[cluster]` section.
@@ -57,6 +60,10 @@ pub struct ClusterConfig {
     pub frame_bytes_max: usize,
     /// Messages queued per core before a reader waits.
     pub inbound_messages_max: usize,
+    /// A handshake (TLS included) not done this long after the connection is given up.
+    pub handshake_timeout: Duration,
+    /// Unauthenticated connections handshaking at once; more are closed at accept.
+    pub pending_handshakes_max: usize,
     /// Encrypt the mesh; every node must agree (one speaking plain TCP to a TLS node fails
     /// the handshake and is refused).
     pub tls: Option<MeshTls>,
@@ -65,8 +72,6 @@ pub struct ClusterConfig {
 /// Pause before the first redial of an address, doubled up to [`RECONNECT_MAX`].
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_secs(2);
-/// A connect or handshake that takes longer than this is given up (and retried).
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What a core receives from the mesh.
 #[derive(Debug)]
@@ -107,6 +112,8 @@ pub struct Inner {
     dialing: Mutex<HashSet<SocketAddr>>,
     cores: Vec<flume::Sender<Inbound>>,
     next_conn_id: AtomicU64,
+    /// The listener's handshakes under way.
+    handshakes: Handshakes,
 }
 
 impl Cluster {
@@ -126,6 +133,7 @@ impl Cluster {
             dialing: Mutex::new(HashSet::new()),
             cores: txs,
             next_conn_id: AtomicU64::new(1),
+            handshakes: Handshakes::new(cfg.handshake_timeout, cfg.pending_handshakes_max)?,
             me,
             cfg,
         });
@@ -158,6 +166,11 @@ impl Cluster {
     /// senders; a core keeps a [`MeshSender`].
     pub fn send(&self, node_id: u32, core: u16, payload: &[u8]) -> Result<(), SendError> {
         self.sender().send(node_id, core, payload)
+    }
+
+    /// Handshakes the listener refused or cut off.
+    pub fn handshake_counters(&self) -> Arc<HandshakeCounters> {
+        self.inner.handshakes.counters.clone()
     }
 
     /// Every member this node knows, itself included, with its state.
@@ -310,25 +323,30 @@ impl Inner {
     }
 }
 
+/// Each connection is handshaken on a thread of its own, if it gets one of the
+/// `pending_handshakes_max` places (else it is closed at once) and for at most
+/// `handshake_timeout` (see [`pending`]).
 fn accept_loop(inner: &Arc<Inner>, listener: TcpListener) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
+        let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+        let Some(ticket) = inner.handshakes.admit(&stream, &from) else { continue };
         let inner = inner.clone();
-        let _ = thread::Builder::new().name("mesh-hello".into()).spawn(move || {
-            let from = stream.peer_addr().map(|a| a.to_string()).unwrap_or_default();
-            match accept(&inner, stream) {
-                Ok((link, peer)) => {
-                    let initiator = peer.name.clone();
-                    inner.register(link, peer, initiator);
-                }
-                Err(e) => log_handshake_failure(&from, &e),
+        let _ = thread::Builder::new().name("mesh-hello".into()).spawn(move || match accept(&inner, stream) {
+            Ok((link, peer)) if ticket.complete() => {
+                drop(ticket);
+                let initiator = peer.name.clone();
+                inner.register(link, peer, initiator);
             }
+            Ok((_, peer)) => log::info!("mesh: handshake with {from} ({}) completed too late", peer.name),
+            Err(_) if !ticket.complete() => log::info!("mesh: handshake with {from} timed out (handshake_timeout_ms)"),
+            Err(e) => log_handshake_failure(&from, &e),
         });
     }
 }
 
 fn accept(inner: &Inner, stream: TcpStream) -> Result<(Link, Identity), HandshakeError> {
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    stream.set_read_timeout(Some(inner.cfg.handshake_timeout))?;
     let mut link = Link::accept(stream, inner.cfg.tls.as_ref()).map_err(tls_refused)?;
     let binding = link.binding()?;
     let peer = handshake::respond(&mut link, &inner.cfg.secret, &inner.me, &binding)?;
@@ -364,8 +382,8 @@ fn dial_loop(inner: &Arc<Inner>, addr: SocketAddr) {
 }
 
 fn connect(inner: &Inner, addr: SocketAddr) -> Result<(Link, Identity), HandshakeError> {
-    let stream = TcpStream::connect_timeout(&addr, HANDSHAKE_TIMEOUT)?;
-    stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT))?;
+    let stream = TcpStream::connect_timeout(&addr, inner.cfg.handshake_timeout)?;
+    stream.set_read_timeout(Some(inner.cfg.handshake_timeout))?;
     let mut link = Link::dial(stream, inner.cfg.tls.as_ref()).map_err(tls_refused)?;
     let binding = link.binding()?;
     let peer = handshake::initiate(&mut link, &inner.cfg.secret, &inner.me, &binding)?;

@@ -21,6 +21,8 @@ fn config(name: &str, listen: SocketAddr, seeds: Vec<SocketAddr>, secret: &[u8])
         outbound_frames_max: 1024,
         frame_bytes_max: 1 << 20,
         inbound_messages_max: 1024,
+        handshake_timeout: Duration::from_secs(5),
+        pending_handshakes_max: 16,
         tls: None,
     }
 }

@@ -1,0 +1,45 @@
+//! RFC 6120 §4 stream parser fed arbitrary bytes in chunks whose sizes come from the input;
+//! every element it hands out must survive what a session does with it: seal (stamp
+//! from/to, serialise), read back, compare.
+#![no_main]
+
+use jid::Jid;
+use libfuzzer_sys::fuzz_target;
+use martlet::stanza::{Kind, Stanza};
+use martlet::xml::stream_parser::{StreamEvent, StreamParser};
+use minidom::Element;
+
+/// Parser limit for the run: small, so the size checks are reached too.
+const STANZA_BYTES_MAX: usize = 4096;
+
+fuzz_target!(init: martlet_fuzz::tolerate_known_panic(), |data: &[u8]| {
+    // The first byte picks the chunk size (1..=64): split points vary with the input.
+    let Some((&step, bytes)) = data.split_first() else { return };
+    let step = usize::from(step % 64) + 1;
+    let mut parser = StreamParser::new(STANZA_BYTES_MAX);
+    for chunk in bytes.chunks(step) {
+        if parser.feed(chunk).is_err() {
+            return;
+        }
+        while let Some(event) = parser.next_event() {
+            if let StreamEvent::Element(el) = event {
+                martlet_fuzz::unless_known_panic(|| round_trip(el));
+            }
+        }
+    }
+});
+
+/// As a session does with a stanza (anything else is refused before it is sealed).
+fn round_trip(el: Element) {
+    let Some(kind) = Kind::of(&el) else { return };
+    let (from, to) = (Jid::new("a@localhost/r").unwrap(), Jid::new("b@localhost").unwrap());
+    let mut stamped = el.clone();
+    martlet::stanza::set_attr(&mut stamped, "from", Some(from.to_string()));
+    martlet::stanza::set_attr(&mut stamped, "to", Some(to.to_string()));
+    let sealed = Stanza::seal(kind, el, from, to);
+    let back: Element = match sealed.xml.parse() {
+        Ok(back) => back,
+        Err(e) => panic!("sealed stanza does not parse again: {e}\n{}", sealed.xml),
+    };
+    assert_eq!(back, stamped, "sealed stanza reads back different:\n{}", sealed.xml);
+}
