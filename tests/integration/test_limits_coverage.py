@@ -1,12 +1,14 @@
 """Issue 9: the limits that had no test over a real socket. Each test sets the limit low,
 goes past it and checks what README's config block promises, then that every core still
 serves everyone else (served_probe)."""
+import asyncio
 import re
 import time
 
 from conftest import PASSWORD
 from rawxmpp import Raw
 from served_probe import assert_every_core_serves
+from test_fast_login import Phone
 
 CHAT_STATE = "<active xmlns='http://jabber.org/protocol/chatstates'/>"
 
@@ -145,4 +147,29 @@ def test_session_keeps_working_past_directed_presences_max(martlet_server):
     bob.buf = b""
     alice.send("<presence to='bob@localhost'/>")
     assert "alice@localhost" in bob.read_until(b"<presence")
+    assert_every_core_serves(server)
+
+
+def test_fast_token_of_the_oldest_client_is_dropped_past_clients_max(martlet_server):
+    # XEP-0484: more clients than fast_clients_per_user_max hold tokens -> the one issued a
+    # token longest ago loses it (its token no longer logs in); the newer ones keep theirs.
+    server = martlet_server(limits={"fast_clients_per_user_max": 2})
+
+    async def run():
+        tokens = {}
+        for agent in ("agent-1", "agent-2", "agent-3"):
+            phone = await Phone.start(server, "alice", PASSWORD, agent)
+            await phone.next("online")
+            tokens[agent] = (await phone.next("token"))["token"]
+            await phone.quit()
+        oldest = await Phone.start(server, "alice", "not-the-password", "agent-1", tokens["agent-1"])
+        failed = await oldest.next("failed")
+        assert failed["condition"] == "not-authorized", failed
+        await oldest.proc.wait()
+        for agent in ("agent-2", "agent-3"):
+            kept = await Phone.start(server, "alice", "not-the-password", agent, tokens[agent])
+            await kept.next("online")
+            await kept.quit()
+
+    asyncio.run(run())
     assert_every_core_serves(server)
