@@ -26,6 +26,14 @@ def test_deep_stanza_is_refused_before_auth_and_others_are_served(martlet_server
     assert deep.closed_by_server()
 
 
+def send_as_alice(server, stanza):
+    """Sends `stanza` from a fresh login of alice; returns her connection."""
+    alice = Raw(server.port)
+    alice.login(server.ca, "alice", PASSWORD, "r")
+    alice.send(stanza)
+    return alice
+
+
 def test_namespace_declarations_do_not_end_the_server(martlet_server):
     server = martlet_server()
     bob = Raw(server.port)
@@ -35,9 +43,7 @@ def test_namespace_declarations_do_not_end_the_server(martlet_server):
         "<message to='bob@localhost/r' xmlns:p='urn:a'><p:x xmlns:p='urn:b'/><body>2</body></message>",
         "<message to='bob@localhost/r' xmlns:tns0='urn:z' tns0:a='1'><x xmlns:q='urn:q'><y q:b='2'/></x><body>3</body></message>",
     ]:
-        alice = Raw(server.port)
-        alice.login(server.ca, "alice", PASSWORD, "r")
-        alice.send(stanza)
+        alice = send_as_alice(server, stanza)
         n = stanza.split("<body>")[1].split("<")[0]
         assert f"<body>{n}</body>" in bob.read_until(f"<body>{n}</body>".encode())
         alice.close()
@@ -46,9 +52,7 @@ def test_namespace_declarations_do_not_end_the_server(martlet_server):
         "<message to='bob@localhost/r' xmlns:xml='urn:other'/>",
         "<message to='bob@localhost/r' xmlns:xmlns='urn:x'/>",
     ]:
-        alice = Raw(server.port)
-        alice.login(server.ca, "alice", PASSWORD, "r")
-        alice.send(stanza)
+        alice = send_as_alice(server, stanza)
         assert "<not-well-formed" in alice.read_until(b"</stream:stream>")
         alice.close()
     assert server.proc.poll() is None
