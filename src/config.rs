@@ -75,6 +75,7 @@ security_events_per_minute = 60  # per core: failed logins, handshake timeouts, 
 
 [limits]
 stanza_bytes_max = 262144             # larger stanza -> <policy-violation/> stream error
+stanza_depth_max = 48                 # element levels in a stanza (the stanza is 1); deeper -> <policy-violation/> stream error
 handshake_timeout_secs = 30           # TCP accept to bound resource
 idle_timeout_secs = 600               # no bytes received for this long -> connection-timeout
 ping_interval_secs = 120              # server XEP-0199 ping after this much silence
@@ -265,6 +266,7 @@ pub struct Cluster {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     pub stanza_bytes_max: usize,
+    pub stanza_depth_max: usize,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub ping_interval_secs: u64,
@@ -373,6 +375,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             stanza_bytes_max: 262_144,
+            stanza_depth_max: 48,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
             ping_interval_secs: 120,

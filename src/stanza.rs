@@ -177,11 +177,8 @@ pub fn text_el(name: &str, namespace: &str, text: &str) -> Element {
     el
 }
 
-pub fn to_xml(el: &Element) -> String {
-    let mut out = Vec::with_capacity(256);
-    el.write_to(&mut out).expect("writing to memory cannot fail");
-    String::from_utf8(out).expect("minidom writes UTF-8")
-}
+/// Every element martlet writes goes through here ([`crate::xml::write`]).
+pub use crate::xml::write::to_xml;
 
 /// Stanza error conditions martlet sends, with the error type RFC 6120 §8.3.3 gives each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

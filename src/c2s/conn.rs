@@ -43,6 +43,7 @@ pub struct Conn {
     parser: StreamParser,
     read_buf: Vec<u8>,
     stanza_bytes_max: usize,
+    stanza_depth_max: usize,
     header_sent: bool,
     /// When bytes last arrived: whitespace pings count (RFC 6120 §4.6.1).
     pub last_rx: Instant,
@@ -91,12 +92,13 @@ impl Conn {
         limits: &crate::config::Limits,
         stopping: std::rc::Rc<std::cell::Cell<bool>>,
     ) -> Self {
-        let stanza_bytes_max = limits.stanza_bytes_max;
+        let (stanza_bytes_max, stanza_depth_max) = (limits.stanza_bytes_max, limits.stanza_depth_max);
         Conn {
             transport,
-            parser: StreamParser::new(stanza_bytes_max),
+            parser: StreamParser::new(stanza_bytes_max, stanza_depth_max),
             read_buf: vec![0; READ_CHUNK_BYTES],
             stanza_bytes_max,
+            stanza_depth_max,
             header_sent: false,
             last_rx: Instant::now(),
             deadline: None,
@@ -120,7 +122,7 @@ impl Conn {
 
     /// A stream restart (RFC 6120 §4.3.3, after TLS and after SASL): a fresh parser.
     pub fn restart(&mut self) {
-        self.parser = StreamParser::new(self.stanza_bytes_max);
+        self.parser = StreamParser::new(self.stanza_bytes_max, self.stanza_depth_max);
         self.header_sent = false;
     }
 
@@ -286,6 +288,7 @@ fn describe(e: &crate::xml::stream_parser::ParseError) -> String {
         NotWellFormed(t) => format!("not well-formed: {t}"),
         Restricted(t) => format!("XML that XMPP forbids: {t}"),
         TooLarge { stanza_bytes_max } => format!("stanza larger than {stanza_bytes_max} bytes"),
+        TooDeep { stanza_depth_max } => format!("elements nested deeper than {stanza_depth_max} levels"),
         HeaderTooLarge => format!("stream header larger than {} bytes", crate::xml::stream_parser::STREAM_HEADER_BYTES_MAX),
     }
 }

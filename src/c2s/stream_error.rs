@@ -65,7 +65,7 @@ impl From<&ParseError> for StreamError {
         match e {
             ParseError::NotWellFormed(_) => StreamError::NotWellFormed,
             ParseError::Restricted(_) => StreamError::RestrictedXml,
-            ParseError::TooLarge { .. } | ParseError::HeaderTooLarge => StreamError::PolicyViolation,
+            ParseError::TooLarge { .. } | ParseError::HeaderTooLarge | ParseError::TooDeep { .. } => StreamError::PolicyViolation,
         }
     }
 }

@@ -32,6 +32,8 @@ pub enum ParseError {
     TooLarge { stanza_bytes_max: usize },
     /// A stream header larger than [`STREAM_HEADER_BYTES_MAX`]: `<policy-violation/>`.
     HeaderTooLarge,
+    /// Elements nested deeper than the limit (the stanza is level 1): `<policy-violation/>`.
+    TooDeep { stanza_depth_max: usize },
 }
 
 /// Largest `<stream:stream>` start tag accepted, in bytes. A real one is a few hundred; rxml
@@ -54,6 +56,10 @@ pub struct StreamParser {
     /// Bytes of the top-level element being read, counted from its first byte.
     element_bytes: usize,
     stanza_bytes_max: usize,
+    /// Checked before an element reaches the tree builder: minidom resolves each element's
+    /// prefix by walking every open element, so depth costs quadratic time before anything
+    /// else could refuse the stanza, and a deep tree is cloned and dropped recursively.
+    stanza_depth_max: usize,
     /// Top-level elements completed but not yet handed out.
     ready: std::collections::VecDeque<StreamEvent>,
 }
@@ -68,7 +74,7 @@ struct HeaderInProgress {
 }
 
 impl StreamParser {
-    pub fn new(stanza_bytes_max: usize) -> Self {
+    pub fn new(stanza_bytes_max: usize, stanza_depth_max: usize) -> Self {
         StreamParser {
             raw: RawParser::new(),
             depth: 0,
@@ -77,6 +83,7 @@ impl StreamParser {
             stanza: None,
             element_bytes: 0,
             stanza_bytes_max,
+            stanza_depth_max,
             ready: Default::default(),
         }
     }
@@ -103,6 +110,7 @@ impl StreamParser {
     }
 
     fn on_event(&mut self, ev: RawEvent) -> Result<(), ParseError> {
+        super::names::check(&ev).map_err(ParseError::NotWellFormed)?;
         if self.depth == 0 {
             self.element_bytes += ev.metrics().len();
             if self.element_bytes > STREAM_HEADER_BYTES_MAX {
@@ -133,14 +141,24 @@ impl StreamParser {
             return Err(ParseError::TooLarge { stanza_bytes_max: self.stanza_bytes_max });
         }
         match ev {
-            RawEvent::ElementHeadOpen(..) => self.depth += 1,
+            RawEvent::ElementHeadOpen(..) => {
+                self.depth += 1;
+                // depth 1 is the stream, so the stanza element is level 1 at depth 2.
+                if self.depth - 1 > self.stanza_depth_max {
+                    return Err(ParseError::TooDeep { stanza_depth_max: self.stanza_depth_max });
+                }
+            }
             RawEvent::ElementFoot(_) => self.depth -= 1,
             _ => {}
         }
-        let tree = self.stanza.as_mut().expect("a stanza is being built below the stream");
+        let Some(tree) = self.stanza.as_mut() else {
+            return Err(ParseError::NotWellFormed("content outside a stanza".into()));
+        };
         tree.process_event(ev).map_err(|e| ParseError::NotWellFormed(e.to_string()))?;
         if self.depth == 1 {
-            let el = self.stanza.take().and_then(|t| t.root).expect("the stanza just closed");
+            let Some(el) = self.stanza.take().and_then(|t| t.root) else {
+                return Err(ParseError::NotWellFormed("a stanza ended without an element".into()));
+            };
             self.ready.push_back(StreamEvent::Element(el));
         }
         Ok(())
@@ -223,7 +241,7 @@ mod tests {
 
     #[test]
     fn endless_stream_header_is_too_large() {
-        let mut p = StreamParser::new(1 << 20);
+        let mut p = StreamParser::new(1 << 20, 48);
         let attrs: String = (0..2000).map(|i| format!(" a{i}='x'")).collect();
         let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{attrs}");
         assert_eq!(p.feed(header.as_bytes()), Err(ParseError::HeaderTooLarge));
@@ -231,7 +249,7 @@ mod tests {
 
     #[test]
     fn header_stanzas_and_end_byte_by_byte() {
-        let mut p = StreamParser::new(4096);
+        let mut p = StreamParser::new(4096, 48);
         let doc = format!("{HEADER} <message to='a@b'><body>hi &amp; bye</body></message>\n</stream:stream>");
         for b in doc.as_bytes() {
             p.feed(std::slice::from_ref(b)).unwrap();
@@ -260,29 +278,38 @@ mod tests {
     fn oversized_stanza_is_refused_before_it_ends() {
         // rxml hands out text in tokens of at most 8 KiB, so the count (and the memory held
         // for an unfinished stanza) runs at most one token behind the bytes received.
-        let mut p = StreamParser::new(100);
+        let mut p = StreamParser::new(100, 48);
         p.feed(HEADER.as_bytes()).unwrap();
         let big = format!("<message><body>{}", "x".repeat(20_000));
         assert_eq!(p.feed(big.as_bytes()), Err(ParseError::TooLarge { stanza_bytes_max: 100 }));
     }
 
     #[test]
+    fn depth_is_refused_at_the_first_element_past_the_limit() {
+        let mut p = StreamParser::new(1 << 20, 3);
+        p.feed(HEADER.as_bytes()).unwrap();
+        p.feed(b"<message><a><b></b></a></message>").unwrap();
+        assert_eq!(events(&mut p).len(), 2);
+        assert_eq!(p.feed(b"<message><a><b><c>"), Err(ParseError::TooDeep { stanza_depth_max: 3 }));
+    }
+
+    #[test]
     fn doctype_is_restricted() {
-        let mut p = StreamParser::new(4096);
+        let mut p = StreamParser::new(4096, 48);
         let err = p.feed(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><x/>").unwrap_err();
         assert!(matches!(err, ParseError::Restricted(_) | ParseError::NotWellFormed(_)), "{err:?}");
     }
 
     #[test]
     fn garbage_is_not_well_formed() {
-        let mut p = StreamParser::new(4096);
+        let mut p = StreamParser::new(4096, 48);
         p.feed(HEADER.as_bytes()).unwrap();
         assert!(matches!(p.feed(b"<message><</message>"), Err(ParseError::NotWellFormed(_))));
     }
 
     #[test]
     fn undeclared_prefix_is_not_well_formed() {
-        let mut p = StreamParser::new(4096);
+        let mut p = StreamParser::new(4096, 48);
         p.feed(HEADER.as_bytes()).unwrap();
         assert!(p.feed(b"<foo:bar/>").is_err());
     }
