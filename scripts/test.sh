@@ -33,8 +33,10 @@ log "PostgreSQL for the postgres storage backend's tests (scripts/postgres-scrat
 MARTLET_TEST_POSTGRES_URL=$(scripts/postgres-scratch.sh start)
 export MARTLET_TEST_POSTGRES_URL
 
-log "cargo build --release --workspace"
-cargo build --release --workspace --quiet
+log "cargo build --release --workspace, and the test-hooks variant (deliberate panics) for the containment tests"
+cargo build --release --workspace --quiet --features martlet/test-hooks
+cp target/release/martlet target/release/martlet-test-hooks
+cargo build --release --workspace --quiet # the binary users get, back in target/release/martlet
 
 log "cargo test --workspace --release (with the tests that need PostgreSQL)"
 cargo test --workspace --release --quiet -- --include-ignored

@@ -40,5 +40,7 @@ pub mod server;
 pub mod stanza;
 pub mod startup_log;
 pub mod storage;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod tls;
 pub mod xml;

@@ -84,6 +84,9 @@ pub struct CoreCounters {
     pub hibernation_evictions: Counter,
     /// Storage calls that failed; the request was refused, never answered as if it worked.
     pub storage_errors: Counter,
+    /// Actor steps that panicked and were contained (`shards::contain`): the session ended
+    /// with `<internal-server-error/>`, or the user's actor dropped that one message.
+    pub actor_panics: Counter,
     /// XEP-0163 items read from storage (each one parsed): what PEP reads cost.
     pub pep_items_read: Counter,
 }
@@ -123,6 +126,7 @@ impl CoreCounters {
             ("custody_copies_dropped", self.custody_copies_dropped.get()),
             ("hibernation_evictions", self.hibernation_evictions.get()),
             ("storage_errors", self.storage_errors.get()),
+            ("actor_panics", self.actor_panics.get()),
             ("pep_items_read", self.pep_items_read.get()),
         ]
     }

@@ -8,6 +8,7 @@
 //! - [`mesh`]     the cross-core full mesh: bounded lock-free SPSC channels between every pair of
 //!   cores; a full channel makes the sender wait (backpressure), never grow.
 //! - [`mailbox`]  a hand-rolled bounded mailbox for actors that live on one core.
+//! - [`contain`]  panic containment: an actor's step that panics ends that actor, not the core.
 //! - [`ring`]     consistent-hash rings with virtual nodes, and the two-level lookup of the
 //!   design (node ring, then the node's core ring keyed by `hash(key + local address)`).
 //! - [`cluster`]  the node-to-node mesh: framed TCP, shared-secret handshake, membership and
@@ -18,6 +19,7 @@
 //! Nothing here knows about XMPP: the server in `src/` chooses the message type that travels.
 
 pub mod cluster;
+pub mod contain;
 pub mod listener;
 pub mod mailbox;
 pub mod mesh;

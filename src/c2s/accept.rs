@@ -8,6 +8,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use glommio::net::{TcpListener, TcpStream};
+use shards::contain::contained;
 use shards::listener::{tune_stream, StreamOptions};
 
 use super::conn::{Conn, ConnEnd, ConnectionSlot};
@@ -34,7 +35,16 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls:
         if let Err(e) = tune_stream(&stream, &opts) {
             log::debug!("{peer}: socket options not set: {e}");
         }
-        glommio::spawn_local(connection(core.clone(), stream, peer, direct_tls)).detach();
+        let core = core.clone();
+        glommio::spawn_local(async move {
+            // A bound session contains its own panics and ends properly; this catches one
+            // before binding (negotiation), where dropping the connection is all there is to do.
+            if let Err(p) = contained(connection(core.clone(), stream, peer, direct_tls)).await {
+                core.counters.actor_panics.inc();
+                log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
+            }
+        })
+        .detach();
     }
 }
 

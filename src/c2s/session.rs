@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use futures_lite::future;
 use jid::{FullJid, Jid};
 use minidom::Element;
+use shards::contain::{contained, Panicked};
 use shards::mailbox;
 
 use super::conn::{Conn, ConnEnd};
@@ -464,7 +465,8 @@ impl BoundSession {
                     StreamEvent::Element(el) => {
                         // Boxed: the routing path's futures are large, and an idle session
                         // should not carry their space while it waits for the next read.
-                        if let Err(e) = Box::pin(self.on_element(el)).await {
+                        let step = contained(Box::pin(self.on_element(el))).await;
+                        if let Err(e) = step.unwrap_or_else(|p| Err(self.panicked(p))) {
                             return e;
                         }
                     }
@@ -486,14 +488,22 @@ impl BoundSession {
                     self.released = false;
                     r
                 }
-                Wake::Mail(Some(msg)) => Box::pin(self.on_mail(msg, rx)).await,
+                Wake::Mail(Some(msg)) => contained(Box::pin(self.on_mail(msg, rx))).await.unwrap_or_else(|p| Err(self.panicked(p))),
                 Wake::Mail(None) => Err(ConnEnd::Error(StreamError::ResourceConstraint, "the client does not read fast enough".into())),
-                Wake::Timer => Box::pin(self.on_timer()).await,
+                Wake::Timer => contained(Box::pin(self.on_timer())).await.unwrap_or_else(|p| Err(self.panicked(p))),
             };
             if let Err(e) = step {
                 return e;
             }
         }
+    }
+
+    /// A step of this session panicked (a bug its input reached): the session ends as after
+    /// any stream error, unbinding and re-routing what it held, and the core goes on.
+    fn panicked(&self, p: Panicked) -> ConnEnd {
+        self.core.counters.actor_panics.inc();
+        log::error!("{}: session ended by a panic, contained: {}", self.jid, p.0);
+        ConnEnd::Error(StreamError::InternalServerError, "internal error".into())
     }
 
     /// Time until the next check is due: buffer release, ping, idle timeout, or an
@@ -588,6 +598,8 @@ impl BoundSession {
     }
 
     async fn on_element(&mut self, el: Element) -> Result<(), ConnEnd> {
+        #[cfg(feature = "test-hooks")]
+        crate::test_hooks::panic_if_asked(&to_xml(&el), "session");
         self.ping_sent = false;
         if let Some(sm_el) = ClientSm::parse(&el) {
             return self.on_sm(sm_el).await;

@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use jid::{BareJid, Jid};
 use minidom::Element;
+use shards::contain::contained;
 use shards::mailbox;
 
 use super::core::CoreState;
@@ -104,7 +105,18 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         }
         // Boxed: handling awaits storage and the mesh, whose futures are large; an online
         // user's idle actor should hold only its state, not that space.
-        Box::pin(uc.handle(msg)).await;
+        let step = async {
+            #[cfg(feature = "test-hooks")]
+            if let UserMsg::Inbound(stanza) = &msg {
+                crate::test_hooks::panic_if_asked(&stanza.xml, "user");
+            }
+            uc.handle(msg).await
+        };
+        // A panic drops the one message that caused it; the user's sessions stay bound.
+        if let Err(p) = contained(Box::pin(step)).await {
+            core.counters.actor_panics.inc();
+            log::error!("{jid}: a message made the user's actor panic; dropped, contained: {}", p.0);
+        }
         if uc.resources.is_empty() && uc.deferred.is_empty() && rx.is_empty() {
             break;
         }
