@@ -6,6 +6,7 @@ config into the test's tmp dir, creates the accounts through the CLI, starts
 prints its log if the test failed.
 """
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -17,14 +18,29 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 BINARY = ROOT / "target" / "release" / "martlet"
+# The same server built with `--features test-hooks` (deliberate panics; scripts/test.sh).
+TEST_HOOKS_BINARY = ROOT / "target" / "release" / "martlet-test-hooks"
 DOMAIN = "localhost"
 PASSWORD = "secret-pw"
 
 
+# Ports for servers come from below the kernel's ephemeral range (32768-60999 here): a
+# port the kernel hands out could be taken, while a server restarts, as the local port of
+# some outgoing connection (a cluster node redialling, a client), and the restart would
+# then rightly refuse to start on an address in use.
+SERVER_PORTS = range(20000, 32000)
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    for _ in range(200):
+        port = random.choice(SERVER_PORTS)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def toml_value(v):
@@ -40,7 +56,8 @@ def toml_value(v):
 class Server:
     """One martlet process and its storage directory (kept across restarts)."""
 
-    def __init__(self, tmp: Path, sections: dict):
+    def __init__(self, tmp: Path, sections: dict, binary: Path = BINARY):
+        self.binary = binary
         self.dir = tmp
         self.port = free_port()
         self.tls_port = free_port()
@@ -70,7 +87,7 @@ class Server:
         return str(self.data / "dev-cert.pem")
 
     def cli(self, *args, stdin=None, check=True):
-        done = subprocess.run([str(BINARY), "--config", str(self.config), *args], input=stdin,
+        done = subprocess.run([str(self.binary), "--config", str(self.config), *args], input=stdin,
                               capture_output=True, text=True, timeout=60)
         if check and done.returncode != 0:
             raise AssertionError(f"martlet {' '.join(args)} exited {done.returncode}: {done.stderr}")
@@ -81,17 +98,20 @@ class Server:
 
     def start(self):
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(BINARY), "serve", "--config", str(self.config)],
+        self.proc = subprocess.Popen([str(self.binary), "serve", "--config", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 20
+        deadline, waiting_for = time.time() + 20, None
         while time.time() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("martlet exited: " + self.log_path.read_text())
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                socket.create_connection(("127.0.0.1", self.tls_port), timeout=0.2).close()
+                for waiting_for in (f"c2s port {self.port}", f"direct TLS port {self.tls_port}"):
+                    port = self.port if waiting_for.startswith("c2s") else self.tls_port
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                waiting_for = f"metrics on {self.metrics_port}"
                 self.metrics()
-            except OSError:
+            except OSError as e:
+                waiting_for = f"{waiting_for}: {e}"
                 time.sleep(0.05)
                 continue
             # The probes above hold connection slots until the server sees them close;
@@ -99,7 +119,8 @@ class Server:
             while self.metric_sum("martlet_connections") > 0 and time.time() < deadline:
                 time.sleep(0.02)
             return self
-        raise RuntimeError("martlet did not listen in time")
+        raise RuntimeError(f"martlet did not listen in time (last waited for {waiting_for}): "
+                           + self.log_path.read_text()[-3000:])
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
@@ -136,11 +157,11 @@ class Server:
 def martlet_server(tmp_path, request):
     servers = []
 
-    def make(users=("alice", "bob"), **sections):
-        assert BINARY.exists(), "build first: cargo build --release"
+    def make(users=("alice", "bob"), binary=BINARY, **sections):
+        assert binary.exists(), f"build first ({binary.name}): scripts/test.sh builds it"
         d = tmp_path / f"server{len(servers)}"
         d.mkdir()
-        server = Server(d, sections)
+        server = Server(d, sections, binary)
         for u in users:
             server.add_user(u)
         servers.append(server)
