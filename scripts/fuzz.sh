@@ -13,8 +13,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export RUSTC_BOOTSTRAP=1
-# KNOWN: minidom's to_xml asserts on namespace redeclarations (fixed on another branch); delete this line once merged.
-export MARTLET_FUZZ_KNOWN_PANIC="writer.encoder.ns_tracker_mut().declare_fixed(|prefix declaration conflicts with global prefix"
 
 if ! command -v cargo-fuzz >/dev/null; then
   cargo install cargo-fuzz --locked --quiet

@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(last) = std::str::from_utf8(last) else { return };
     // Parsed as a session parses it, so the element is what the code really gets.
-    let mut parser = StreamParser::new(1 << 16);
+    let mut parser = StreamParser::new(1 << 16, martlet::config::Limits::default().stanza_depth_max);
     if parser.feed(HEADER).is_err() || parser.feed(element).is_err() {
         return;
     }

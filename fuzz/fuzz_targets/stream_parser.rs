@@ -9,14 +9,15 @@ use martlet::stanza::{Kind, Stanza};
 use martlet::xml::stream_parser::{StreamEvent, StreamParser};
 use minidom::Element;
 
-/// Parser limit for the run: small, so the size checks are reached too.
+/// Parser limits for the run: small, so the size and depth checks are reached too.
 const STANZA_BYTES_MAX: usize = 4096;
+const STANZA_DEPTH_MAX: usize = 16;
 
 fuzz_target!(init: martlet_fuzz::tolerate_known_panic(), |data: &[u8]| {
     // The first byte picks the chunk size (1..=64): split points vary with the input.
     let Some((&step, bytes)) = data.split_first() else { return };
     let step = usize::from(step % 64) + 1;
-    let mut parser = StreamParser::new(STANZA_BYTES_MAX);
+    let mut parser = StreamParser::new(STANZA_BYTES_MAX, STANZA_DEPTH_MAX);
     for chunk in bytes.chunks(step) {
         if parser.feed(chunk).is_err() {
             return;
