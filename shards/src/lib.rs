@@ -14,13 +14,14 @@
 //! - [`cluster`]  the node-to-node mesh: framed TCP, shared-secret handshake, membership and
 //!   failure detection, on its own threads; cores reach it through lock-free channels.
 //! - [`listener`] SO_REUSEPORT listeners made with socket2, one per core, so the kernel spreads
-//!   accepts over the cores.
+//!   accepts over the cores; [`listening`] tells a listener from a previous run's leftovers.
 //!
 //! Nothing here knows about XMPP: the server in `src/` chooses the message type that travels.
 
 pub mod cluster;
 pub mod contain;
 pub mod listener;
+pub mod listening;
 pub mod mailbox;
 pub mod mesh;
 pub mod ring;

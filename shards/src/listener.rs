@@ -46,7 +46,17 @@ impl Claim {
         // SO_REUSEADDR without SO_REUSEPORT: a restart is not refused by the previous run's
         // connections in TIME_WAIT, but a listening socket anywhere on the address refuses it.
         let socket = tcp_socket(addr)?;
-        socket.bind(&addr.into())?;
+        match socket.bind(&addr.into()) {
+            Ok(()) => {}
+            // Connections the previous run left closing on the port refuse it as well; a
+            // restart goes on when no listener is there, joining them with SO_REUSEPORT.
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !crate::listening::someone_listens(addr)? => {
+                socket.set_reuse_port(true)?;
+                socket.bind(&addr.into())?;
+                return Ok(Claim { _socket: socket });
+            }
+            Err(e) => return Err(e),
+        }
         socket.set_reuse_port(true)?;
         Ok(Claim { _socket: socket })
     }
