@@ -296,6 +296,7 @@ def test_fast_restart_of_an_owner_keeps_its_users_reachable(cluster):
         # Every user online on node0 or node1; with 12 users, some are owned by node2.
         clients = [await login(nodes[i % 2], u) for i, u in enumerate(users)]
         victim.proc.kill()
+        victim.proc.wait()  # gone, listeners and all: a new server refuses an address still held
         victim.start()  # back within the suspicion timeout: a new incarnation, same arcs
         for node in nodes:
             wait_members(node, {"node0": "up", "node1": "up", "node2": "up"})
@@ -359,6 +360,7 @@ def test_invisibility_survives_a_move_of_the_users_owner(cluster):
         await iq.send()
         await b.next_presence(lambda p: p["from"].bare == f"{hidden}@localhost" and p["type"] == "unavailable")
         victim.proc.kill()
+        victim.proc.wait()  # gone, listeners and all: a new server refuses an address still held
         victim.start()  # back within the suspicion timeout: the session registers again
         for node in nodes:
             wait_members(node, {"node0": "up", "node1": "up", "node2": "up"})
