@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, IntoRawFd};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, SockRef, Socket, TcpKeepalive, Type};
 
@@ -41,8 +41,27 @@ pub struct Claim {
     _socket: Socket,
 }
 
+/// How long a claim waits for a listener to go before calling it another server's. A
+/// server killed a moment ago still listens for a while: its io_uring instance, torn down
+/// after the process exits, holds the sockets until then (seen: listeners with no process
+/// after `kill -9` and `wait`).
+const PREVIOUS_RUN_GONE_WAIT: Duration = Duration::from_secs(3);
+const CLAIM_RETRY_DELAY: Duration = Duration::from_millis(50);
+
 impl Claim {
     pub fn take(addr: SocketAddr) -> std::io::Result<Claim> {
+        let deadline = Instant::now() + PREVIOUS_RUN_GONE_WAIT;
+        loop {
+            match Claim::try_take(addr) {
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                    std::thread::sleep(CLAIM_RETRY_DELAY);
+                }
+                claimed => return claimed,
+            }
+        }
+    }
+
+    fn try_take(addr: SocketAddr) -> std::io::Result<Claim> {
         // SO_REUSEADDR without SO_REUSEPORT: a restart is not refused by the previous run's
         // connections in TIME_WAIT, but a listening socket anywhere on the address refuses it.
         let socket = tcp_socket(addr)?;
