@@ -72,11 +72,19 @@ mod tests {
     fn a_full_queue_refuses_or_waits() {
         let pool = KdfPool::start(1, 1).unwrap();
         let (release, gate) = flume::bounded::<()>(0);
-        // One job holds the thread, one fills the queue.
+        let (started, running) = flume::bounded::<()>(1);
+        // One job holds the thread (running before the next is sent, so the worker cannot
+        // take the quick one first), one fills the queue.
         let held = std::thread::spawn({
             let pool = pool.clone();
-            move || block_on(pool.run(WhenBusy::Wait, move || Ok(gate.recv().is_ok())))
+            move || {
+                block_on(pool.run(WhenBusy::Wait, move || {
+                    let _ = started.send(());
+                    Ok(gate.recv().is_ok())
+                }))
+            }
         });
+        running.recv().unwrap();
         let queued = {
             let pool = pool.clone();
             std::thread::spawn(move || block_on(pool.run(WhenBusy::Wait, || Ok(7))))
