@@ -9,10 +9,12 @@ cd "$(dirname "$0")/.."
 
 log() { printf '\n== %s\n' "$*"; }
 
-# Debian packages: go-sendxmpp (a client), node and npm (for @xmpp/client), the venv module.
+# Debian packages: go-sendxmpp and mcabber (clients), tmux, node and npm (for @xmpp/client), the venv module.
 missing=()
 command -v go-sendxmpp >/dev/null || missing+=(go-sendxmpp)
 command -v npm >/dev/null || missing+=(nodejs npm)
+command -v mcabber >/dev/null || missing+=(mcabber)   # loudmouth: the strictest reader of <stream:features>
+command -v tmux >/dev/null || missing+=(tmux)         # drives mcabber's terminal UI
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} (Debian)"
