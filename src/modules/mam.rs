@@ -62,7 +62,13 @@ fn stamp_of(id: u64) -> String {
 /// (XEP-0359 §3), and any the sender put in claiming to be by `owner` taken out first.
 pub fn stamp(stanza: &Stanza, id: u64, owner: &str) -> Stanza {
     let id_el = build("stanza-id", ns::SID, &[("id", &id.to_string()), ("by", owner)], vec![]);
-    let xml = if stanza.xml.contains(ns::SID) {
+    // Sealed stanzas with content end with their closing tag: a text splice there spares a
+    // parse on the path every chat takes. Anything else (a client's own stanza-ids to take
+    // out, an empty element) goes through the element.
+    let splice_at = stanza.xml.rfind("</").filter(|_| !stanza.xml.contains(ns::SID));
+    let xml = if let Some(end) = splice_at {
+        format!("{}{}{}", &stanza.xml[..end], to_xml(&id_el), &stanza.xml[end..])
+    } else {
         let mut el = stanza.element();
         // remove_child takes the first match only: take every stanza-id out, put back those
         // by others.
@@ -74,11 +80,6 @@ pub fn stamp(stanza: &Stanza, id: u64, owner: &str) -> Stanza {
         });
         el.append_child(id_el);
         to_xml(&el)
-    } else {
-        // Sealed stanzas end with their closing tag; a text splice spares a parse on the
-        // path every chat takes.
-        let end = stanza.xml.rfind("</").expect("archived messages have a body or a hint, so a closing tag");
-        format!("{}{}{}", &stanza.xml[..end], to_xml(&id_el), &stanza.xml[end..])
     };
     Stanza { xml: xml.into(), ..stanza.clone() }
 }
