@@ -27,6 +27,12 @@ use crate::storage::Storage;
 /// and yield often anyway; at 1 ms the preemption timer's own interrupts cost more than
 /// they saved (80k msg/s on 2 cores: p50 11 ms at 1 ms, 8 ms at 20 ms).
 const PREEMPT_TIMER: Duration = Duration::from_millis(20);
+/// Entries of each executor's io_uring. The kernel sizes the ring's cancel hash from it
+/// (2^(log2(completion entries) - 5) buckets, at most 256), and every loop of the executor
+/// cancels its preemption timers, each cancel walking one bucket of the armed socket polls:
+/// at glommio's default of 128 there are 8 buckets, so that walk grew with every idle
+/// session (tuning/README.md, "Idle sessions").
+const IO_RING_ENTRIES: usize = 4096;
 
 /// How often each core looks at the stop flag set by SIGTERM/SIGINT.
 const STOP_POLL: Duration = Duration::from_millis(100);
@@ -58,7 +64,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     };
     // Each core takes its own receiver of the mesh.
     let inboxes = Arc::new(Mutex::new(inboxes));
-    let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER };
+    let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER, io_ring_entries: IO_RING_ENTRIES };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop, peers) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone(), peers.clone());
         let (listeners, registrations) = (listeners.clone(), registrations.clone());

@@ -29,6 +29,8 @@ pub struct RuntimeConfig {
     /// How long a task may run before the executor makes it yield to I/O; short keeps
     /// latency low for the many small tasks of a messaging server.
     pub preempt_timer: Duration,
+    /// Submission entries of each io_uring (glommio's `ring_depth`).
+    pub io_ring_entries: usize,
 }
 
 /// Runs `main` on `cores` executors and waits for all of them to finish.
@@ -49,6 +51,7 @@ where
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("core{i}"))
             .preempt_timer(cfg.preempt_timer)
+            .ring_depth(cfg.io_ring_entries)
             .spawn(move || async move {
                 let (mesh, inbound) = Mesh::join(setup).await;
                 main(Core { mesh, inbound }).await;

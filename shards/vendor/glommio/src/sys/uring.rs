@@ -623,9 +623,18 @@ impl UringQueueState {
         self.submissions.is_empty() && self.cancellations.is_empty()
     }
 
-    pub(crate) fn cancel_request(&mut self, id: SourceId) {
+    /// martlet: every loop of the reactor withdraws its preemption timeouts. An
+    /// IORING_OP_ASYNC_CANCEL first searches one bucket of the ring's armed polls (one per
+    /// idle socket), so that cost grew with idle connections; IORING_OP_TIMEOUT_REMOVE goes
+    /// straight to the timeouts.
+    pub(crate) fn cancel_request(&mut self, id: SourceId, is_timeout: bool) {
+        let args = if is_timeout {
+            UringOpDescriptor::TimeoutRemove(to_user_data(id))
+        } else {
+            UringOpDescriptor::Cancel(to_user_data(id))
+        };
         self.cancellations.push_back(UringDescriptor {
-            args: UringOpDescriptor::Cancel(to_user_data(id)),
+            args,
             fd: -1,
             flags: SubmissionFlags::empty(),
             user_data: 0,
