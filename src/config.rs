@@ -34,7 +34,7 @@ path = "./martlet-data"       # directory; holds martlet.redb, the dev certifica
 postgres_url = ""             # with backend = "postgres": "postgresql://USER:PASSWORD@HOST:PORT/DB"
 scram_iterations = 4096       # PBKDF2 rounds for new credentials
 password_hash_threads = 2     # threads running PBKDF2 (PLAIN checks, registration, password changes), never a core
-password_hash_queue_jobs_max = 64  # PBKDF2 jobs waiting for those threads; full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
+password_hash_queue_jobs_max = 2048  # PBKDF2 jobs waiting (about a second of work on two threads: a reconnect storm queues, not fails); full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
 
 [registration]
 enabled = false               # XEP-0077 in-band registration
@@ -366,7 +366,7 @@ impl Default for StorageConfig {
             postgres_url: String::new(),
             scram_iterations: 4096,
             password_hash_threads: 2,
-            password_hash_queue_jobs_max: 64,
+            password_hash_queue_jobs_max: 2048,
         }
     }
 }
