@@ -35,6 +35,9 @@ impl Gauge {
     pub fn get(&self) -> i64 {
         self.0.load(Ordering::Relaxed)
     }
+    pub fn set(&self, n: i64) {
+        self.0.store(n, Ordering::Relaxed);
+    }
 }
 
 /// One core's counters. Names in the endpoint are `martlet_<field>` (+ `_total` for counters).
@@ -43,6 +46,10 @@ pub struct CoreCounters {
     pub connections: Gauge,
     pub sessions: Gauge,
     pub user_channels: Gauge,
+    /// Bytes of one bound session's task (its future) and of one online user's actor, as
+    /// last spawned: most of what an idle session costs, watched so it cannot creep up.
+    pub session_task_bytes: Gauge,
+    pub user_task_bytes: Gauge,
     pub routed_stanzas: Counter,
     pub cross_core_messages: Counter,
     pub cross_node_messages: Counter,
@@ -97,6 +104,8 @@ impl CoreCounters {
             ("connections", self.connections.get()),
             ("sessions", self.sessions.get()),
             ("user_channels", self.user_channels.get()),
+            ("session_task_bytes", self.session_task_bytes.get()),
+            ("user_task_bytes", self.user_task_bytes.get()),
             ("custody_held", self.custody_held.get()),
         ]
     }

@@ -99,6 +99,7 @@ async fn core_main(
         None => (TwoLevelRing::single_node(&cfg.c2s.listen.to_string(), cores), None),
     };
     let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers, registrations);
+    glommio::spawn_local(state.wheel.clone().drive()).detach();
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {
         glommio::spawn_local(crate::cluster::serve_core(state.clone(), inbox, cores)).detach();

@@ -8,6 +8,8 @@
 //! - [`mesh`]     the cross-core full mesh: bounded lock-free SPSC channels between every pair of
 //!   cores; a full channel makes the sender wait (backpressure), never grow.
 //! - [`mailbox`]  a hand-rolled bounded mailbox for actors that live on one core.
+//! - [`wheel`]    a coarse timer wheel per core: one task wakes the actors whose alarm is due,
+//!   so an idle actor holds no timer of its own.
 //! - [`contain`]  panic containment: an actor's step that panics ends that actor, not the core.
 //! - [`ring`]     consistent-hash rings with virtual nodes, and the two-level lookup of the
 //!   design (node ring, then the node's core ring keyed by `hash(key + local address)`).
@@ -26,3 +28,4 @@ pub mod mailbox;
 pub mod mesh;
 pub mod ring;
 pub mod runtime;
+pub mod wheel;

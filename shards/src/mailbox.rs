@@ -105,6 +105,11 @@ impl<T> Receiver<T> {
             if inner.closed {
                 return Poll::Ready(None);
             }
+            // The actor goes idle: an idle actor holds no buffer (most of a million are
+            // idle); the next burst allocates one again.
+            if inner.queue.capacity() > 0 {
+                inner.queue = VecDeque::new();
+            }
             inner.waker = Some(cx.waker().clone());
             Poll::Pending
         })

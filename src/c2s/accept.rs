@@ -3,7 +3,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -52,14 +51,21 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, di
     let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
         core.counters.connections_refused.inc();
         if !direct_tls {
-            let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits, core.stopping.clone());
-            Box::pin(conn.fail(&core.cfg.domain, StreamError::PolicyViolation, "too many connections from this address")).await;
+            Box::pin(refuse(&core, stream, peer)).await;
         }
         return;
     };
     if let Some(session) = Box::pin(negotiate(&core, stream, peer, direct_tls, slot)).await {
-        session.await;
+        // The session's long life gets a task of its own, sized for it alone; this one,
+        // sized for negotiation, ends here. Its steps contain their own panics.
+        core.counters.session_task_bytes.set(std::mem::size_of_val(&session) as i64);
+        glommio::spawn_local(session).detach();
     }
+}
+
+async fn refuse(core: &CoreState, stream: TcpStream, peer: SocketAddr) {
+    let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits, core.stopping.clone());
+    conn.fail(&core.cfg.domain, StreamError::PolicyViolation, "too many connections from this address").await;
 }
 
 fn describe_end(end: &ConnEnd) -> String {
@@ -78,7 +84,7 @@ async fn negotiate(
     peer: SocketAddr,
     direct_tls: bool,
     slot: ConnectionSlot,
-) -> Option<Pin<Box<impl Future<Output = ()>>>> {
+) -> Option<impl Future<Output = ()>> {
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
     let transport = if direct_tls {
@@ -105,7 +111,7 @@ async fn negotiate(
         }
     };
     match phases.await {
-        Ok(session) => Some(Box::pin(session.run())),
+        Ok(session) => Some(session.run()),
         Err((mut conn, end)) => {
             // Before a session exists nothing else records why a login went nowhere.
             log::debug!("{peer}: stream ended before a session was bound: {end:?}");

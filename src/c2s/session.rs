@@ -78,6 +78,8 @@ pub struct BoundSession {
     /// caps query it has yet to answer.
     pep_interest: Interests,
     caps_query: Option<Pending>,
+    /// This session's alarm on the core's wheel, for [`Self::on_timer`].
+    alarm: shards::wheel::Alarm,
     /// XEP-0198: the connection is lost and the session waits to be resumed.
     hibernating: bool,
     /// XEP-0357: what the UserChannel was last told of whether the client sees messages now.
@@ -131,6 +133,7 @@ impl BoundSession {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
         let bare: Arc<str> = jid.to_bare().to_string().into();
         BoundSession {
+            alarm: core.wheel.alarm(),
             owner: core.owner_of(&bare),
             resource: resource_of(&jid),
             core,
@@ -191,32 +194,40 @@ impl BoundSession {
     /// Runs until the session ends, then tells the user's owner and the contacts. A
     /// resumable session (XEP-0198) whose connection is lost waits for its client to resume
     /// it first.
-    pub async fn run(mut self) {
-        let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
-        let mut end = match self.replay.take() {
-            Some(replay) => Box::pin(self.send_replay(replay)).await.err(),
-            None => {
-                Box::pin(self.announce()).await;
-                None
+    ///
+    /// Not an `async fn`: one taking `self` by value keeps the argument and its binding as
+    /// two copies in its future (rust-lang/rust#62958), and this future is most of an idle
+    /// session's memory.
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
+            let mut end = match self.replay.take() {
+                Some(replay) => Box::pin(self.send_replay(replay)).await.err(),
+                None => {
+                    Box::pin(self.announce()).await;
+                    None
+                }
+            };
+            if end.is_none() {
+                end = Some(self.serve(&rx).await);
             }
-        };
-        if end.is_none() {
-            end = Some(self.serve(&rx).await);
-        }
-        let mut end = end.expect("set above");
-        self.release_held().await;
-        if self.may_hibernate(&end) {
-            self.conn.end_with(&self.core.cfg.domain, &end).await;
-            self.conn.drop_transport().await;
-            end = Box::pin(self.hibernate(&rx)).await;
-            self.core.peers.woke(self.conn.peer.ip(), &self.bare, addr);
-        }
-        match end {
-            ConnEnd::HandedOver => {
-                self.conn.drop_transport().await;
-                self.core.unregister_session(addr);
+            let mut end = end.expect("set above");
+            // The teardown is boxed: its futures would otherwise be space in every idle
+            // session's task, used once at the end.
+            Box::pin(self.release_held()).await;
+            if self.may_hibernate(&end) {
+                Box::pin(self.conn.end_with(&self.core.cfg.domain, &end)).await;
+                Box::pin(self.conn.drop_transport()).await;
+                end = Box::pin(self.hibernate(&rx)).await;
+                self.core.peers.woke(self.conn.peer.ip(), &self.bare, addr);
             }
-            end => Box::pin(self.finish(addr, &rx, end)).await,
+            match end {
+                ConnEnd::HandedOver => {
+                    Box::pin(self.conn.drop_transport()).await;
+                    self.core.unregister_session(addr);
+                }
+                end => Box::pin(self.finish(addr, &rx, end)).await,
+            }
         }
     }
 
@@ -474,11 +485,13 @@ impl BoundSession {
                     StreamEvent::Header(_) => return ConnEnd::Error(StreamError::BadFormat, "unexpected stream header".into()),
                 }
             }
-            let wait = self.next_check();
+            // Re-arming is a no-op unless the check moved earlier (`shards::wheel`).
+            self.alarm.arm_at(Instant::now() + self.next_check());
+            let alarm = &self.alarm;
             let wake = future::or(
                 future::or(async { Wake::Read(self.conn.read_more().await) }, async { Wake::Mail(rx.recv().await) }),
                 async {
-                    glommio::timer::sleep(wait).await;
+                    alarm.fired().await;
                     Wake::Timer
                 },
             )
@@ -911,3 +924,4 @@ impl BoundSession {
 fn too_many_unacked() -> ConnEnd {
     ConnEnd::Error(StreamError::ResourceConstraint, "too many unacknowledged stanzas".into())
 }
+

@@ -75,7 +75,14 @@ pub struct CoreState {
     /// Set when the server stops: writes to clients that do not read give up at once
     /// (`c2s::conn`), and sessions store what their clients never saw offline.
     pub stopping: Rc<Cell<bool>>,
+    /// Drives every session's pings, idle timeouts, ack requests and buffer release: an
+    /// idle session arms no timer of its own (`shards::wheel`).
+    pub wheel: shards::wheel::Wheel,
 }
+
+/// The wheel's resolution: coarse, as what it drives is measured in seconds; the XEP-0198
+/// ack request delay (milliseconds, configurable) comes at most this much late.
+const WHEEL_TICK: Duration = Duration::from_millis(100);
 
 impl CoreState {
     pub fn new(
@@ -102,6 +109,7 @@ impl CoreState {
             custody,
             ring_changed_at: Cell::new(None),
             stopping: Rc::default(),
+            wheel: shards::wheel::Wheel::new(WHEEL_TICK),
             peers,
             registrations,
             archive_ids: ArchiveIds::new(mesh.core_id()),
@@ -345,7 +353,9 @@ impl CoreState {
         let (tx, rx) = mailbox::mailbox(self.cfg.limits.user_mailbox_messages_max);
         self.users.borrow_mut().insert(user.clone(), tx.clone());
         self.counters.user_channels.add(1);
-        glommio::spawn_local(user_channel::run(self.clone(), user.clone(), rx)).detach();
+        let actor = user_channel::run(self.clone(), user.clone(), rx);
+        self.counters.user_task_bytes.set(std::mem::size_of_val(&actor) as i64);
+        glommio::spawn_local(actor).detach();
         tx
     }
 

@@ -93,14 +93,9 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
             // before goes on to the new owner, in order. The sessions register there
             // themselves (SessionMsg::RingChanged), so nothing is broadcast.
             core.retire_user_channel(&jid);
-            for stanza in std::mem::take(&mut uc.deferred) {
-                core.send_to_user(jid.clone(), UserMsg::Inbound(stanza)).await;
-            }
-            while let Some(msg) = rx.try_recv() {
-                if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_) | UserMsg::RingSettled) {
-                    core.send_to_user(jid.clone(), msg).await;
-                }
-            }
+            // Boxed, like each step below: the hand-off's futures would otherwise be space
+            // in every online user's actor, used once.
+            Box::pin(hand_off(&core, &jid, std::mem::take(&mut uc.deferred), &rx)).await;
             return;
         }
         // Boxed: handling awaits storage and the mesh, whose futures are large; an online
@@ -122,6 +117,18 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         }
     }
     core.retire_user_channel(&jid);
+}
+
+/// What came before a `Disown` goes on to the new owner, in order.
+async fn hand_off(core: &Rc<CoreState>, jid: &Arc<str>, deferred: Vec<Stanza>, rx: &mailbox::Receiver<UserMsg>) {
+    for stanza in deferred {
+        core.send_to_user(jid.clone(), UserMsg::Inbound(stanza)).await;
+    }
+    while let Some(msg) = rx.try_recv() {
+        if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_) | UserMsg::RingSettled) {
+            core.send_to_user(jid.clone(), msg).await;
+        }
+    }
 }
 
 /// Loads the user's state, waiting out a storage failure: run on a roster or blocklist read
@@ -261,6 +268,13 @@ impl UserChannel {
 
     // ---- sessions -------------------------------------------------------------------
 
+    /// Grows the list one at a time: most users have one resource, and a Vec's first
+    /// growth would make room for four, most of an idle user's memory.
+    fn add_resource(&mut self, resource: Resource) {
+        self.resources.reserve_exact(1);
+        self.resources.push(resource);
+    }
+
     async fn bind(&mut self, name: Arc<str>, session: SessionAddr) {
         if let Some(i) = self.resources.iter().position(|r| r.name == name) {
             // RFC 6120 §7.7.2.2: the newer session wins; the older one is told and leaves.
@@ -270,7 +284,7 @@ impl UserChannel {
                 self.broadcast_unavailable(&name).await;
             }
         }
-        self.resources.push(Resource {
+        self.add_resource(Resource {
             name,
             session,
             available: false,
@@ -302,7 +316,7 @@ impl UserChannel {
         carbons: bool,
     ) -> &mut Resource {
         self.resources.retain(|r| r.session != session);
-        self.resources.push(Resource {
+        self.add_resource(Resource {
             name,
             session,
             available: presence.is_some(),

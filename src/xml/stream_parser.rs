@@ -107,6 +107,10 @@ impl StreamParser {
     /// Drops parser scratch buffers; worth it for sessions that go idle (most of them).
     pub fn release_temporaries(&mut self) {
         self.raw.release_temporaries();
+        // Room for four events stays behind once the first is handed out (~0.5 KiB).
+        if self.ready.is_empty() {
+            self.ready = Default::default();
+        }
     }
 
     fn on_event(&mut self, ev: RawEvent) -> Result<(), ParseError> {
