@@ -130,6 +130,7 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
                 sasl: common.sasl,
                 tls: crate::tls::get(),
                 sm: common.sm,
+                protocol: common.protocol,
             };
             match login(&acct, timeout).await {
                 Ok(mut s) => {
