@@ -190,6 +190,14 @@ impl ServerArgs {
     }
 }
 
+/// Prints the result, and writes it as JSON with `--out`.
+fn emit(report: &stats::Report, common: &Common) {
+    report.print();
+    if let Some(path) = &common.out {
+        std::fs::write(path, report.json()).expect("writing the JSON result");
+    }
+}
+
 fn main() {
     let mut cli = Cli::parse();
     match tls::Tls::new(cli.common.tls, cli.common.ca.as_deref()) {
@@ -208,6 +216,12 @@ fn main() {
     if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. }) {
         eprintln!("loadgen: the raw protocol has no presence");
         std::process::exit(2);
+    }
+    if let Scenario::CpuPerMsg { server, .. } = &cli.scenario {
+        if server.server_pids.is_empty() {
+            eprintln!("loadgen: cpu-per-msg needs --server-pid");
+            std::process::exit(2);
+        }
     }
     let stepped = matches!(cli.scenario, Scenario::Knee { .. } | Scenario::CpuPerMsg { .. });
     // The stepped scenarios always run in load processes of their own (one by default), the
@@ -230,10 +244,7 @@ fn main() {
             }
             _ => unreachable!("only stepped scenarios"),
         };
-        report.print();
-        if let Some(path) = &cli.common.out {
-            std::fs::write(path, report.json()).expect("writing the JSON result");
-        }
+        emit(&report, &cli.common);
         return;
     }
     if cli.common.procs > 1 && cli.common.proc_index.is_none() {
@@ -242,10 +253,7 @@ fn main() {
             _ => None,
         };
         let report = procs::run_parent(&cli.common, server_pid);
-        report.print();
-        if let Some(path) = &cli.common.out {
-            std::fs::write(path, report.json()).expect("writing the JSON result");
-        }
+        emit(&report, &cli.common);
         return;
     }
     if let Some(index) = cli.common.proc_index {
@@ -286,8 +294,5 @@ fn main() {
             }
         }
     });
-    report.print();
-    if let Some(path) = &cli.common.out {
-        std::fs::write(path, report.json()).expect("writing the JSON result");
-    }
+    emit(&report, &cli.common);
 }

@@ -80,12 +80,7 @@ pub fn run(common: &Common, plan: Plan, server: Server) -> Report {
     let users_online = stepper.users_online;
     stepper.finish();
     let saturated = |r: Option<u32>| r.and_then(|r| steps.iter().find(|s| s.0 == r)).and_then(|s| s.1);
-    let verdict = match (saturated(held), saturated(failed)) {
-        (Some(true), _) | (_, Some(true)) => "server-saturated",
-        (None, None) => "unknown (no --server-pid)",
-        _ if failed.is_none() => "lower bound (every step held up to --rate-max)",
-        _ => "lower bound (generator-limited)",
-    };
+    let verdict = verdict(saturated(held), saturated(failed), failed.is_some());
     let mut report = Report::new("knee");
     report
         .add("users_online", users_online)
@@ -99,6 +94,17 @@ pub fn run(common: &Common, plan: Plan, server: Server) -> Report {
         .add("step_secs", plan.step_secs)
         .add("steps", json!(steps.into_iter().map(|s| s.2).collect::<Vec<_>>()));
     report
+}
+
+/// Whose knee it is, from whether the server was saturated at the knee's step and at the
+/// first step above it that did not hold (None: not measured, or no such step).
+fn verdict(at_knee: Option<bool>, at_failed: Option<bool>, any_failed: bool) -> &'static str {
+    match (at_knee, at_failed) {
+        (Some(true), _) | (_, Some(true)) => "server-saturated",
+        (None, None) => "unknown (no --server-pid)",
+        _ if !any_failed => "lower bound (every step held up to --rate-max)",
+        _ => "lower bound (generator-limited)",
+    }
 }
 
 #[cfg(test)]
@@ -120,5 +126,15 @@ mod tests {
         // Nothing held at all, or the ceiling reached: stop.
         assert_eq!(p.next_rate(2000, false, None, false), None);
         assert_eq!(p.next_rate(128000, true, Some(128000), false), None);
+    }
+
+    #[test]
+    fn a_knee_is_the_servers_only_where_the_server_was_saturated() {
+        assert_eq!(verdict(Some(false), Some(true), true), "server-saturated");
+        assert_eq!(verdict(Some(true), None, false), "server-saturated");
+        // The case: the step failed with the server's cores half idle.
+        assert_eq!(verdict(Some(false), Some(false), true), "lower bound (generator-limited)");
+        assert_eq!(verdict(Some(false), None, false), "lower bound (every step held up to --rate-max)");
+        assert_eq!(verdict(None, None, true), "unknown (no --server-pid)");
     }
 }
