@@ -174,7 +174,7 @@ fn merge(mut reports: Vec<Report>) -> Report {
     let mut histogram = latency_histogram();
     let mut add_histogram = |r: &mut Report| {
         if let Some(Value::String(b64)) = r.remove(HISTOGRAM_FIELD) {
-            histogram.add(&histogram_from_base64(&b64)).expect("same histogram bounds");
+            histogram.add(histogram_from_base64(&b64)).expect("same histogram bounds");
         }
     };
     add_histogram(&mut merged);

@@ -149,7 +149,7 @@ impl Stepper {
             m.delivered += n("delivered");
             users += n("users_online");
             if let Some(b64) = v.get(HISTOGRAM_FIELD).and_then(Value::as_str) {
-                m.histogram.add(&histogram_from_base64(b64)).expect("same histogram bounds");
+                m.histogram.add(histogram_from_base64(b64)).expect("same histogram bounds");
             }
         }
         self.users_online = users;
