@@ -381,7 +381,7 @@ run_memory() {
 
 run_presence() {
   loadgen "$1" --users "$users" --out "$work/results/$1/presence.json" \
-    presence --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
+    presence --server-pid "$server_pid" --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
 }
 
 run_storm() {
@@ -416,7 +416,7 @@ settings() {
   case $scenario in
     paper) echo "paper: N=$users users online, each sends M=$messages chat messages, one per second, to uniformly random other users (loadgen login concurrency 200, 5 s drain)" ;;
     memory) echo "memory: N=$users idle sessions (bind + initial presence), login concurrency $memory_login_concurrency; RSS of the server process read before the logins and 4 s after the last (/proc/PID/status VmRSS), difference / N" ;;
-    presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency)" ;;
+    presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency); the server's CPU read at each phase of each round (/proc/PID/stat)" ;;
     storm) echo "storm: N=$users sessions (bind + initial presence, login concurrency $memory_login_concurrency) drop their TCP connections at once and reconnect at once, $memory_login_concurrency logins in flight: the reconnect storm of seeds 003/004" ;;
     knee) echo "knee: $knee_users users logged in once over $load_procs load processes (loadgen knee), offered total rates doubling from $knee_start_rate msg/s, ${knee_secs} s each (3 s drain), until a step has p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or a send error; then one step halfway back. Knee = highest rate that held; the server's own only if its CPU (/proc/PID/stat) reached 90 % of its cores at the knee's step or the failed step above it, else a lower bound" ;;
     cpu) echo "cpu: $knee_users users over $load_procs load processes (loadgen cpu-per-msg) offering each of $cpu_rates msg/s for ${cpu_secs} s (3 s drain); server CPU time (/proc/PID/stat utime+stime, send and drain) per delivered message" ;;

@@ -49,6 +49,8 @@ FIGURES = {
         ("latency_p50_ms", "latency p50 ms", "lower"),
         ("latency_p99_ms", "latency p99 ms", "lower"),
         ("latency_max_ms", "latency max ms", "lower"),
+        ("server_cpu_us_per_unavailable_delivered", "server CPU µs per unavailable delivered (leaving phases)", "lower"),
+        ("server_cpu_pct_of_core_rounds", "server CPU over the paced rounds, % of one core", None),
     ],
     "storm": [
         ("sessions", "sessions before the storm", None),

@@ -164,6 +164,9 @@ enum Scenario {
     /// N users with ROSTER mutual contacts each; ROUNDS times a BATCH of them goes offline
     /// and comes back: presence broadcasts delivered per second, and their latency.
     Presence {
+        /// The server's processes (comma-separated): their CPU time is read in every round.
+        #[arg(long = "server-pid", value_delimiter = ',')]
+        server_pids: Vec<u32>,
         #[arg(long, default_value_t = 20)]
         roster: u32,
         #[arg(long, default_value_t = 10)]
@@ -288,9 +291,9 @@ fn main() {
                 scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await
             }
             Scenario::Knee { .. } | Scenario::CpuPerMsg { .. } => unreachable!("stepped scenarios are served above"),
-            Scenario::Presence { roster, rounds, batch } => {
+            Scenario::Presence { server_pids, roster, rounds, batch } => {
                 let plan = scenario::presence::Plan { users: cli.common.users, roster, rounds, batch };
-                scenario::presence::run(&cli.common, plan).await
+                scenario::presence::run(&cli.common, plan, &server_pids).await
             }
         }
     });

@@ -1,7 +1,8 @@
-"""benches/relay (the raw relay martlet's throughput is read against) and the loadgen modes
-that drive it: `--protocol raw`, and knee / cpu-per-msg over several load processes with the
-server's CPU read at every step. Binaries from target/release (RELAY_BINARY / LOADGEN_BINARY
-override them, to see these tests fail against older builds)."""
+"""The measuring tools: benches/relay (the raw relay martlet's throughput is read against),
+and loadgen's `--protocol raw`, knee / cpu-per-msg over several load processes with the
+server's CPU read at every step, and presence with the server's CPU per round. Binaries from
+target/release (RELAY_BINARY / LOADGEN_BINARY override them, to see these tests fail against
+older builds)."""
 import json
 import os
 import socket
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, free_port
+from conftest import PASSWORD, ROOT, free_port
 
 RELAY = Path(os.environ.get("RELAY_BINARY", ROOT / "target" / "release" / "relay"))
 LOADGEN = Path(os.environ.get("LOADGEN_BINARY", ROOT / "target" / "release" / "loadgen"))
@@ -99,9 +100,10 @@ def test_malformed_or_too_long_lines_close_only_their_connection(relay):
     assert read_lines(b, 1) == [b"still relaying"]
 
 
-def loadgen(port, out, *args):
+def loadgen(port, out, *args, protocol="raw", procs=2):
     subprocess.run(
-        [LOADGEN, "--server", f"127.0.0.1:{port}", "--protocol", "raw", "--users", "40", "--procs", "2", "--out", out, *args],
+        [LOADGEN, "--server", f"127.0.0.1:{port}", "--protocol", protocol, "--users", "40", "--procs", str(procs),
+         "--password", PASSWORD, "--login-concurrency", "10", "--out", out, *args],
         check=True, timeout=120, stdout=subprocess.DEVNULL,
     )
     return json.loads(Path(out).read_text())
@@ -130,3 +132,31 @@ def test_loadgen_cpu_per_msg_reports_every_rate(relay, tmp_path):
     for s in r["steps"]:
         assert s["delivered"] == s["sent"] > 0
         assert s["server_cpu_us_per_msg"] is not None and s["server_cpu_us_per_msg"] >= 0
+
+
+@pytest.fixture
+def martlet_with_users(martlet_server):
+    """A martlet with user1..user40, PLAIN allowed without TLS (loadgen's default)."""
+    server = martlet_server(users=(), c2s={"require_tls": False, "plain_without_tls": True})
+    server.stop()  # the store is the running server's while it runs
+    server.cli("user", "bulk-add", "--prefix", "user", "--count", "40", "--password", PASSWORD)
+    return server.start()
+
+
+def test_loadgen_knee_against_martlet_over_two_processes(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = loadgen(server.port, tmp_path / "knee.json", "knee", "--server-pid", str(server.proc.pid), "--server-cores", "2",
+                "--start-rate", "200", "--rate-max", "200", "--step-secs", "1", "--drain-secs", "1", protocol="xmpp")
+    assert r["processes"] == 2 and r["users_online"] == 40 and r["knee_msgs_per_sec"] == 200
+    (step,) = r["steps"]
+    assert step["delivered"] == step["sent"] > 0 and step["server_cpu_pct_of_core"] is not None
+
+
+def test_loadgen_presence_reads_the_servers_cpu_every_round(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = loadgen(server.port, tmp_path / "presence.json", "presence", "--server-pid", str(server.proc.pid),
+                "--roster", "4", "--rounds", "2", "--batch", "4", protocol="xmpp", procs=1)
+    assert r["unavailable_delivered"] == r["expected_per_kind"] == 2 * 4 * 4
+    assert [x["round"] for x in r["server_cpu_per_round"]] == [0, 1]
+    assert all(x["unavailable_delivered"] == 16 for x in r["server_cpu_per_round"])
+    assert r["server_cpu_us_per_unavailable_delivered"] >= 0 and r["server_cpu_pct_of_core_rounds"] >= 0
