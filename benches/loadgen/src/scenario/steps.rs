@@ -93,6 +93,8 @@ impl Measured {
         json!({
             "offered_msgs_per_sec": self.offered, "sent": self.sent, "delivered": self.delivered,
             "send_errors": self.send_errors,
+            // What the load processes managed to send: under the offered rate, they were the limit.
+            "sent_msgs_per_sec": (self.sent as f64 / self.send_window_secs.max(1e-3)).round(),
             "delivered_msgs_per_sec": (self.delivered as f64 / self.send_window_secs.max(1e-3)).round(),
             "latency_p50_ms": q(0.5), "latency_p99_ms": q(0.99), "latency_p999_ms": q(0.999),
             "send_window_secs": (self.send_window_secs * 100.0).round() / 100.0,
