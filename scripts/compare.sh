@@ -1,12 +1,17 @@
 #!/usr/bin/env bash
-# martlet against ejabberd and Prosody on this machine: one load scenario, side by side,
-# written to tuning/results/<date>-compare-<scenario>[-plain].md.
+# martlet against ejabberd, Prosody and benches/relay (a raw relay, no XMPP: the box's
+# ceiling) on this machine: one load scenario, side by side, written to
+# tuning/results/<date>-compare-<scenario>[-plain].md.
 #
 #   scripts/compare.sh [OPTIONS] paper N [M]
 #       N users online, each sends M chat messages (default 10) at 1 msg/s to random users
 #   scripts/compare.sh [OPTIONS] knee
 #       1000 users offering 1000, 2000, 4000, ... msg/s for 5 s each, until p99 > 10 ms or
-#       delivery < 99.9 %; then one step halfway back; reports the highest rate that held
+#       delivery < 99.9 %; then one step halfway back; reports the highest rate that held,
+#       the server's CPU at every step, and whether the knee is the server's (saturated)
+#   scripts/compare.sh [OPTIONS] cpu [RATES]
+#       1000 users offering each of RATES msg/s (default 2000,4000,8000) for 10 s: the
+#       server's CPU microseconds per routed message, which the load generator does not bound
 #   scripts/compare.sh [OPTIONS] memory N
 #       N idle sessions: the server's resident memory per session, and the login rate
 #   scripts/compare.sh [OPTIONS] presence N [R]
@@ -14,7 +19,9 @@
 #   scripts/compare.sh [OPTIONS] storm N
 #       N sessions drop at once and reconnect at once: time until all are back
 # OPTIONS:
-#   --servers martlet,ejabberd,prosody   which servers, in this order (default: all three)
+#   --servers martlet,ejabberd,prosody,relay   which servers, in this order (default: all
+#       four for paper, knee and cpu; the relay has no logins, presence or TLS, so memory,
+#       presence, storm and --tls run the three XMPP servers)
 #   --peer-passwords scram|plain         how the peers store passwords (default scram: the
 #       same PBKDF2 per PLAIN login as martlet, which keeps no plaintext; plain: the peers
 #       compare plaintext, so their logins cost nothing, while martlet still derives)
@@ -29,7 +36,7 @@
 #   3. for each server in turn (only one runs at a time: the box has 2 cores, shared with
 #      the load generator): writes its config from scripts/compare/ into a temp dir, starts it
 #      as its own user on its own loopback port, provisions user1..userN@localhost password
-#      "pw", runs benches/loadgen against it, stops it;
+#      "pw", runs benches/loadgen against it (`--protocol raw` for the relay), stops it;
 #   4. prints one table of every server's figures with the ratios martlet/peer, and writes it
 #      with date, commit, machine, versions, settings and what is not equal between servers.
 # Everything listens on 127.0.0.1 only; every wait is bounded.
@@ -40,11 +47,19 @@ here=$repo/scripts/compare
 
 # Below the ephemeral range (32768-60999), where a load generator's own source ports
 # could take them; and not scripts/bench-single-node.sh's 25222, which may run meanwhile.
-declare -A port=([martlet]=25232 [ejabberd]=25233 [prosody]=25234)
+declare -A port=([martlet]=25232 [ejabberd]=25233 [prosody]=25234 [relay]=25235)
+# Cores each server may use (a step saturated it at 90 % of these): martlet (cores = 0),
+# the BEAM and the relay (--threads) one thread per core; Prosody is single-threaded.
+declare -A server_cores=([martlet]=$(nproc) [ejabberd]=$(nproc) [prosody]=1 [relay]=$(nproc))
 ejabberd_dist_port=25239     # Erlang distribution for ejabberdctl, fixed so no epmd is needed
 ejabberd_node=ejabberd-bench@localhost
 knee_users=1000 knee_secs=5 knee_start_rate=1000
 knee_p99_ms_max=10 knee_delivery_min=0.999
+# knee and cpu offer load from this many processes: one alone saturates its core before a
+# fast server does. Logins per process in flight: together under martlet's
+# password_hash_queue_jobs_max (64), past which logins get temporary-auth-failure.
+load_procs=2 load_login_concurrency=25
+cpu_secs=10
 memory_login_concurrency=500  # as bench-single-node.sh; every server sees the same burst
 scram_iterations=4096         # martlet's default; the peers are set to the same (see notes)
 quiet_wait_secs=300 quiet_busy_pct_max=10
@@ -53,13 +68,13 @@ log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2
+  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 # ---------------------------------------------------------------- arguments
 
-servers=(martlet ejabberd prosody)
+servers=()
 peer_passwords=scram
 sasl=plain
 tls=none
@@ -81,15 +96,24 @@ parse_args() {
   if [ "$sasl" = scram-sha-1 ] && [ "$peer_passwords" = scram ] && [ "${servers[*]}" != martlet ]; then
     die "--sasl scram-sha-1 needs --peer-passwords plain: the peers store SCRAM-SHA-256 secrets only"
   fi
-  for s in "${servers[@]}"; do [ -n "${port[$s]:-}" ] || die "unknown server '$s'"; done
   scenario=${1:-}
   case $scenario in
     paper) users=${2:-}; messages=${3:-10} ;;
     memory|storm) users=${2:-} ;;
     presence) users=${2:-}; roster=${3:-20} ;;
     knee) users=$knee_users ;;
+    cpu) users=$knee_users; cpu_rates=${2:-2000,4000,8000}; [[ $cpu_rates =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage ;;
     *) usage ;;
   esac
+  # The relay speaks no XMPP: it takes part where only messages are measured, over TCP.
+  local relay_fits=false
+  [[ $scenario =~ ^(paper|knee|cpu)$ ]] && [ "$tls" = none ] && relay_fits=true
+  if [ ${#servers[@]} -eq 0 ]; then
+    servers=(martlet ejabberd prosody)
+    [ "$relay_fits" = false ] || servers+=(relay)
+  fi
+  for s in "${servers[@]}"; do [ -n "${port[$s]:-}" ] || die "unknown server '$s'"; done
+  [[ " ${servers[*]} " != *" relay "* ]] || [ "$relay_fits" = true ] || die "the relay runs paper, knee and cpu over plain TCP only"
   [[ $users =~ ^[1-9][0-9]*$ ]] || usage
   [ "$scenario" != paper ] || [[ $messages =~ ^[1-9][0-9]*$ ]] || usage
   # loadgen holds every session in one process; the server needs as many sockets again.
@@ -103,7 +127,7 @@ has_pkg() { [ "$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" = "install ok i
 install_peers() {
   local missing=()
   for s in "${servers[@]}"; do
-    [ "$s" = martlet ] || has_pkg "$s" || missing+=("$s")
+    [[ $s =~ ^(martlet|relay)$ ]] || has_pkg "$s" || missing+=("$s")
   done
   [ ${#missing[@]} -eq 0 ] && return
   log "installing ${missing[*]} from Debian"
@@ -287,6 +311,17 @@ prosody_provision() {
 }
 prosody_version() { dpkg-query -W -f='${Version}' prosody; echo " (Lua $(lua5.4 -v 2>&1 | awk '{print $2}'))"; }
 
+# ---------------------------------------------------------------- relay
+
+relay_configure() { :; }
+relay_launch() {
+  target/release/relay --listen "127.0.0.1:${port[relay]}" --threads "${server_cores[relay]}" >"$1/server.log" 2>&1 &
+  launcher_pid=$!
+  server_pid=$launcher_pid
+}
+relay_provision() { :; }  # no accounts: a client says HELLO and is routed
+relay_version() { echo "benches/relay at this commit (raw line relay, epoll, ${server_cores[relay]} threads, no XMPP)"; }
+
 # ---------------------------------------------------------------- one server's life
 
 launcher_pid='' server_pid='' current='' ca=''
@@ -317,7 +352,9 @@ stop_server() {
 # ---------------------------------------------------------------- scenarios
 
 loadgen() {
-  target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw \
+  local protocol=xmpp
+  [ "$1" = relay ] && protocol=raw
+  target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw --protocol "$protocol" \
     --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} "${@:2}"
 }
 
@@ -344,7 +381,7 @@ run_memory() {
 
 run_presence() {
   loadgen "$1" --users "$users" --out "$work/results/$1/presence.json" \
-    presence --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
+    presence --server-pid "$server_pid" --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
 }
 
 run_storm() {
@@ -352,9 +389,21 @@ run_storm() {
     connections --hold-secs 1 --storm >/dev/null
 }
 
+# knee and cpu: the load from several processes, the server's CPU read at every step.
+stepped() {
+  local name=$1 scenario=$2
+  loadgen "$name" --users "$knee_users" --procs "$load_procs" --login-concurrency "$load_login_concurrency" \
+    --out "$work/results/$name/$scenario.json" "$scenario" --server-pid "$server_pid" \
+    --server-cores "${server_cores[$name]}" "${@:3}" >/dev/null
+}
+
 run_knee() {
-  loadgen "$1" --users "$knee_users" --out "$work/results/$1/knee.json" knee --start-rate "$knee_start_rate" \
-    --step-secs "$knee_secs" --p99-ms-max "$knee_p99_ms_max" --delivery-min "$knee_delivery_min" >/dev/null
+  stepped "$1" knee --start-rate "$knee_start_rate" --step-secs "$knee_secs" --p99-ms-max "$knee_p99_ms_max" \
+    --delivery-min "$knee_delivery_min"
+}
+
+run_cpu() {
+  stepped "$1" cpu-per-msg --rates "$cpu_rates" --secs "$cpu_secs"
 }
 
 # ---------------------------------------------------------------- report
@@ -367,9 +416,10 @@ settings() {
   case $scenario in
     paper) echo "paper: N=$users users online, each sends M=$messages chat messages, one per second, to uniformly random other users (loadgen login concurrency 200, 5 s drain)" ;;
     memory) echo "memory: N=$users idle sessions (bind + initial presence), login concurrency $memory_login_concurrency; RSS of the server process read before the logins and 4 s after the last (/proc/PID/status VmRSS), difference / N" ;;
-    presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency)" ;;
+    presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency); the server's CPU read at each phase of each round (/proc/PID/stat)" ;;
     storm) echo "storm: N=$users sessions (bind + initial presence, login concurrency $memory_login_concurrency) drop their TCP connections at once and reconnect at once, $memory_login_concurrency logins in flight: the reconnect storm of seeds 003/004" ;;
-    knee) echo "knee: $knee_users users logged in once (loadgen knee), offered total rates doubling from $knee_start_rate msg/s, ${knee_secs} s each (3 s drain), until a step has p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or a send error; then one step halfway back. Knee = highest rate that held" ;;
+    knee) echo "knee: $knee_users users logged in once over $load_procs load processes (loadgen knee), offered total rates doubling from $knee_start_rate msg/s, ${knee_secs} s each (3 s drain), until a step has p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or a send error; then one step halfway back. Knee = highest rate that held; the server's own only if its CPU (/proc/PID/stat) reached 90 % of its cores at the knee's step or the failed step above it, else a lower bound" ;;
+    cpu) echo "cpu: $knee_users users over $load_procs load processes (loadgen cpu-per-msg) offering each of $cpu_rates msg/s for ${cpu_secs} s (3 s drain); server CPU time (/proc/PID/stat utime+stime, send and drain) per delivered message" ;;
   esac
 }
 
@@ -383,11 +433,11 @@ peer_passwords_note() {
 write_report() {
   local out=$1
   {
-    echo "# martlet vs ejabberd vs Prosody: $scenario — $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo "# $(IFS=/; echo "${servers[*]}" | sed 's|/| vs |g'): $scenario — $(date -u +%Y-%m-%dT%H:%MZ)"
     echo
     echo "- command: \`scripts/compare.sh ${cmdline[*]}\`"
     echo "- commit: \`$(git rev-parse --short HEAD)\`$(git diff --quiet HEAD -- src shards benches Cargo.toml Cargo.lock || echo ' (with uncommitted changes)')"
-    echo "- machine: $(machine); load generator on the same box (benches/loadgen, one thread)"
+    echo "- machine: $(machine); load generator on the same box (benches/loadgen: one thread; $load_procs processes for knee and cpu)"
     for s in "${servers[@]}"; do echo "- $s $("${s}_version" | tr -d '\n'), 127.0.0.1:${port[$s]}"; done
     echo "- settings: $(settings); transport: $tls, SASL: $sasl"
     echo
@@ -419,7 +469,7 @@ main() {
   install_peers
   for s in ejabberd prosody; do quiet_packaged "$s"; done
   log "building martlet and loadgen"
-  cargo build --release --quiet -p martlet -p loadgen
+  cargo build --release --quiet -p martlet -p loadgen -p relay
   work=$(mktemp -d /tmp/compare.XXXXXX)
   chmod 755 "$work"
   trap cleanup EXIT

@@ -1,10 +1,11 @@
 """Renders scripts/compare.sh results as markdown tables: one column per server, then the
-ratio martlet/peer for each peer.
+ratio martlet/peer for each peer (martlet/relay: martlet's figure as a multiple of the raw
+relay's, the box's ceiling).
 
     report.py SCENARIO RESULTS_DIR SERVER...
 
 RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, storm.json,
-presence.json, knee.json).
+presence.json, knee.json, cpu-per-msg.json).
 """
 import json
 import os
@@ -48,6 +49,8 @@ FIGURES = {
         ("latency_p50_ms", "latency p50 ms", "lower"),
         ("latency_p99_ms", "latency p99 ms", "lower"),
         ("latency_max_ms", "latency max ms", "lower"),
+        ("server_cpu_us_per_unavailable_delivered", "server CPU µs per unavailable delivered (leaving phases)", "lower"),
+        ("server_cpu_pct_of_core_rounds", "server CPU over the paced rounds, % of one core", None),
     ],
     "storm": [
         ("sessions", "sessions before the storm", None),
@@ -109,18 +112,28 @@ def scenario_table(scenario, results, servers):
     table(rows, servers)
 
 
+def steps_of(data, servers):
+    """{server: {offered rate: step}} from stepped results (knee, cpu-per-msg)."""
+    return {s: {st["offered_msgs_per_sec"]: st for st in data[s].get("steps", [])} for s in servers}
+
+
 def knee_tables(results, servers):
     data = {s: load(os.path.join(results, s, "knee.json")) or {} for s in servers}
-    steps = {s: {st["offered_msgs_per_sec"]: st for st in data[s].get("steps", [])} for s in servers}
+    steps = steps_of(data, servers)
     knee = {s: data[s].get("knee_msgs_per_sec") for s in servers}
     at_knee = {s: steps[s].get(knee[s], {}) for s in servers}
-    rows = [("knee, msg/s offered that held", "higher", knee, "")]
+    rows = [("knee, msg/s offered that held", "higher", knee, ""),
+            ("whose knee (server CPU at the knee or the failed step above it)", None,
+             {s: data[s].get("knee_verdict") for s in servers}, "")]
     for k, label in [("latency_p50_ms", "p50 ms at the knee"), ("latency_p99_ms", "p99 ms at the knee"),
-                     ("latency_p999_ms", "p99.9 ms at the knee")]:
+                     ("latency_p999_ms", "p99.9 ms at the knee"),
+                     ("server_cpu_pct_of_cores", "server CPU at the knee, % of the cores it may use"),
+                     ("server_cpu_us_per_msg", "server CPU µs per message at the knee"),
+                     ("generator_cpu_pct_of_core", "load processes' CPU at the knee, % of one core")]:
         rows.append((label, None, {s: at_knee[s].get(k) for s in servers}, k))
     table(rows, servers)
     print()
-    print("Every step (delivered/sent, p50 / p99 / p99.9 ms); ✗ = did not hold:")
+    print("Every step (delivered/sent, p50 / p99 / p99.9 ms, server CPU % of its cores); ✗ = did not hold:")
     print()
     print("| offered msg/s | " + " | ".join(servers) + " |")
     print("|---|" + "---|" * len(servers))
@@ -132,15 +145,36 @@ def knee_tables(results, servers):
                 cells.append("")
                 continue
             mark = "" if r["held"] else " ✗"
+            cpu = r.get("server_cpu_pct_of_cores")
             cells.append(f"{r['delivered']}/{r['sent']}, {r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} / "
-                         f"{r['latency_p999_ms']:g}{mark}")
+                         f"{r['latency_p999_ms']:g}, {fmt(cpu)} %{mark}")
         print(f"| {rate} | " + " | ".join(cells) + " |")
+
+
+def cpu_tables(results, servers):
+    data = {s: load(os.path.join(results, s, "cpu-per-msg.json")) or {} for s in servers}
+    steps = steps_of(data, servers)
+    rows = []
+    for rate in sorted({r for s in servers for r in steps[s]}):
+        at = {s: steps[s].get(rate, {}) for s in servers}
+        rows.append((f"server CPU µs per message at {rate} msg/s", "lower",
+                     {s: at[s].get("server_cpu_us_per_msg") for s in servers}, ""))
+        rows.append((f"server CPU at {rate} msg/s, % of the cores it may use", None,
+                     {s: at[s].get("server_cpu_pct_of_cores") for s in servers}, ""))
+        rows.append((f"delivered/sent at {rate} msg/s", None,
+                     {s: f"{at[s]['delivered']}/{at[s]['sent']}" if at[s] else None for s in servers}, ""))
+    table(rows, servers)
+    print()
+    print("A figure is the cost of a message below saturation only where delivery was whole and the server's")
+    print("CPU stayed under 90 % of its cores; the time is the server's over the send and the drain after it.")
 
 
 def main():
     scenario, results, servers = sys.argv[1], sys.argv[2], sys.argv[3:]
     if scenario == "knee":
         knee_tables(results, servers)
+    elif scenario == "cpu":
+        cpu_tables(results, servers)
     else:
         scenario_table(scenario, results, servers)
 

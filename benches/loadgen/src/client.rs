@@ -1,7 +1,8 @@
 //! The lean XMPP client: TCP, optionally TLS (STARTTLS or Direct TLS, XEP-0368), SASL PLAIN
 //! or SCRAM, bind, initial presence — just enough to be a real session on any server, with
 //! one small buffer per connection. Peers are compared on equal terms by giving each the
-//! same transport and mechanism (`--tls`, `--sasl`).
+//! same transport and mechanism (`--tls`, `--sasl`). With `--protocol raw` a session is
+//! a plain line protocol to benches/relay instead (client/raw.rs).
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,6 +16,7 @@ use crate::sasl::{self, Mechanism};
 use crate::tls::{Tls, TlsMode};
 
 mod control;
+mod raw;
 mod stream;
 pub use control::spawn_receiver;
 pub use stream::{bytes_so_far, Reader, Writer};
@@ -23,6 +25,13 @@ pub use stream::{bytes_so_far, Reader, Writer};
 const LOGIN_READ_BYTES: usize = 2048;
 /// Longest server answer accepted during login, in bytes.
 const LOGIN_REPLY_BYTES_MAX: usize = 64 * 1024;
+
+/// What the sessions speak: XMPP to a server, or the line protocol of benches/relay.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Xmpp,
+    Raw,
+}
 
 pub struct Account<'a> {
     pub server: SocketAddr,
@@ -36,6 +45,7 @@ pub struct Account<'a> {
     pub tls: &'a Tls,
     /// Enable XEP-0198 stream management (with resumption) once bound.
     pub sm: bool,
+    pub protocol: Protocol,
 }
 
 pub struct Session {
@@ -56,6 +66,9 @@ fn header(domain: &str) -> String {
 }
 
 async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
+    if acct.protocol == Protocol::Raw {
+        return raw::hello(acct).await;
+    }
     let tcp = TcpStream::connect(acct.server).await?;
     tcp.set_nodelay(true)?;
     let (reader, writer) = match acct.tls.mode {
@@ -135,9 +148,14 @@ pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>
     }
 }
 
-/// A chat message whose body carries the sender, sequence and send time.
-pub fn message(to: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
-    format!("<message to='{to}' type='chat'><body>lg {sender} {seq} {sent_unix_nanos}</body></message>")
+/// A chat message whose body carries the sender, sequence and send time; with the raw
+/// protocol, framed for the relay.
+pub fn message(protocol: Protocol, to: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
+    let stanza = format!("<message to='{to}' type='chat'><body>lg {sender} {seq} {sent_unix_nanos}</body></message>");
+    match protocol {
+        Protocol::Xmpp => stanza,
+        Protocol::Raw => raw::frame(to, &stanza),
+    }
 }
 
 /// An available presence whose status carries the sender and send time.

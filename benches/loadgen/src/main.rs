@@ -3,7 +3,9 @@
 //! - `paper`: the experiment of seed 001 §5.1 — N users online, each sends one chat message
 //!   per interval to a random user, M messages each; delivery ratio and latency.
 //! - `rate`: N users offering a fixed total rate for a while.
-//! - `knee`: N users offering a doubling rate until p99 or delivery breaks: the knee.
+//! - `knee`: N users offering a doubling rate until p99 or delivery breaks: the knee, with
+//!   the server's CPU at every step, which says whether the knee is the server's.
+//! - `cpu-per-msg`: fixed offered rates; the server's CPU microseconds per routed message.
 //! - `presence`: N users with R mutual contacts each go offline and online in rounds;
 //!   presence broadcasts delivered per second and their latency (the fan-out cost).
 //! - `connections`: N idle sessions; server RSS per session and login rate; with `--storm`,
@@ -11,8 +13,12 @@
 //!
 //! Latency is end to end: the send time travels in the message body and the receiver reads
 //! it, so both ends must share a clock (same host).
+//!
+//! `--protocol raw` speaks benches/relay's line protocol instead of XMPP (paper, rate, knee,
+//! cpu-per-msg): the same connections and messages through a server that only relays.
 
 mod client;
+mod cpu;
 mod procs;
 mod sasl;
 mod scan;
@@ -73,11 +79,15 @@ pub struct Common {
     pub login_concurrency: usize,
     #[arg(long, default_value_t = 30, global = true)]
     pub connect_timeout_secs: u64,
+    /// XMPP, or the line protocol of benches/relay (no login: `HELLO <user>@<domain>`).
+    #[arg(long, value_enum, default_value = "xmpp", global = true)]
+    pub protocol: client::Protocol,
     /// Write the result as JSON here too.
     #[arg(long, global = true)]
     pub out: Option<std::path::PathBuf>,
     /// Split the user range over this many processes (one process may open at most
-    /// `ulimit -n` sockets); their results are merged into one.
+    /// `ulimit -n` sockets, and one load process saturates its core before a fast server
+    /// does); their results are merged into one.
     #[arg(long, default_value_t = 1, global = true)]
     pub procs: u32,
     /// Set by the parent on each child process: which slice of the range is this one's.
@@ -121,8 +131,11 @@ enum Scenario {
         storm: bool,
     },
     /// N users log in once, then offer a total rate doubling from START_RATE until p99 passes
-    /// P99_MS_MAX or delivery falls under DELIVERY_MIN; one step halfway back; the knee.
+    /// P99_MS_MAX or delivery falls under DELIVERY_MIN; one step halfway back; the knee. With
+    /// --server-pid, the server's CPU at every step, and whether the knee is the server's.
     Knee {
+        #[command(flatten)]
+        server: ServerArgs,
         #[arg(long, default_value_t = 1000)]
         start_rate: u32,
         #[arg(long, default_value_t = 256_000)]
@@ -136,9 +149,24 @@ enum Scenario {
         #[arg(long, default_value_t = 0.999)]
         delivery_min: f64,
     },
+    /// N users offer each of RATES msg/s in total for SECS seconds: the server's CPU
+    /// microseconds per routed message at each (needs --server-pid).
+    CpuPerMsg {
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long, value_delimiter = ',', default_value = "2000,4000,8000")]
+        rates: Vec<u32>,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 3)]
+        drain_secs: u64,
+    },
     /// N users with ROSTER mutual contacts each; ROUNDS times a BATCH of them goes offline
     /// and comes back: presence broadcasts delivered per second, and their latency.
     Presence {
+        /// The server's processes (comma-separated): their CPU time is read in every round.
+        #[arg(long = "server-pid", value_delimiter = ',')]
+        server_pids: Vec<u32>,
         #[arg(long, default_value_t = 20)]
         roster: u32,
         #[arg(long, default_value_t = 10)]
@@ -146,6 +174,31 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         batch: u32,
     },
+}
+
+/// The measured server, for the stepped scenarios.
+#[derive(Args, Clone, Debug)]
+struct ServerArgs {
+    /// The server's processes (comma-separated): their CPU time is read at every step.
+    #[arg(long = "server-pid", value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// Cores the server may use: a step saturated it at 90 % of these.
+    #[arg(long, default_value_t = 1.0)]
+    server_cores: f64,
+}
+
+impl ServerArgs {
+    fn server(&self) -> scenario::steps::Server {
+        scenario::steps::Server { pids: self.server_pids.clone(), cores: self.server_cores.max(0.01) }
+    }
+}
+
+/// Prints the result, and writes it as JSON with `--out`.
+fn emit(report: &stats::Report, common: &Common) {
+    report.print();
+    if let Some(path) = &common.out {
+        std::fs::write(path, report.json()).expect("writing the JSON result");
+    }
 }
 
 fn main() {
@@ -159,9 +212,43 @@ fn main() {
     }
     cli.common.peers_first = cli.common.first;
     cli.common.peers_count = cli.common.users;
-    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. } | Scenario::Knee { .. }) {
-        eprintln!("loadgen: presence and knee run in one process (steps and subscriptions need one view)");
+    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. }) {
+        eprintln!("loadgen: presence runs in one process (subscriptions need one view)");
         std::process::exit(2);
+    }
+    if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. }) {
+        eprintln!("loadgen: the raw protocol has no presence");
+        std::process::exit(2);
+    }
+    if let Scenario::CpuPerMsg { server, .. } = &cli.scenario {
+        if server.server_pids.is_empty() {
+            eprintln!("loadgen: cpu-per-msg needs --server-pid");
+            std::process::exit(2);
+        }
+    }
+    let stepped = matches!(cli.scenario, Scenario::Knee { .. } | Scenario::CpuPerMsg { .. });
+    // The stepped scenarios always run in load processes of their own (one by default), the
+    // parent reading the server's CPU and merging every step.
+    if stepped && cli.common.proc_index.is_none() {
+        let report = match &cli.scenario {
+            Scenario::Knee { server, start_rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min } => {
+                let plan = scenario::knee::Plan {
+                    start_rate: *start_rate,
+                    rate_max: *rate_max,
+                    step_secs: *step_secs,
+                    drain_secs: *drain_secs,
+                    p99_ms_max: *p99_ms_max,
+                    delivery_min: *delivery_min,
+                };
+                scenario::knee::run(&cli.common, plan, server.server())
+            }
+            Scenario::CpuPerMsg { server, rates, secs, drain_secs } => {
+                scenario::cpu_per_msg::run(&cli.common, rates, *secs, *drain_secs, server.server())
+            }
+            _ => unreachable!("only stepped scenarios"),
+        };
+        emit(&report, &cli.common);
+        return;
     }
     if cli.common.procs > 1 && cli.common.proc_index.is_none() {
         let server_pid = match cli.scenario {
@@ -169,10 +256,7 @@ fn main() {
             _ => None,
         };
         let report = procs::run_parent(&cli.common, server_pid);
-        report.print();
-        if let Some(path) = &cli.common.out {
-            std::fs::write(path, report.json()).expect("writing the JSON result");
-        }
+        emit(&report, &cli.common);
         return;
     }
     if let Some(index) = cli.common.proc_index {
@@ -189,6 +273,10 @@ fn main() {
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
     let local = tokio::task::LocalSet::new();
+    if stepped {
+        local.block_on(&rt, scenario::steps::serve(&cli.common));
+        return;
+    }
     let report = local.block_on(&rt, async {
         match cli.scenario {
             Scenario::Paper { messages, interval_ms, drain_secs } => {
@@ -202,18 +290,12 @@ fn main() {
             Scenario::Connections { hold_secs, server_pid, storm } => {
                 scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await
             }
-            Scenario::Knee { start_rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min } => {
-                let plan = scenario::knee::Plan { start_rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min };
-                scenario::knee::run(&cli.common, plan).await
-            }
-            Scenario::Presence { roster, rounds, batch } => {
+            Scenario::Knee { .. } | Scenario::CpuPerMsg { .. } => unreachable!("stepped scenarios are served above"),
+            Scenario::Presence { server_pids, roster, rounds, batch } => {
                 let plan = scenario::presence::Plan { users: cli.common.users, roster, rounds, batch };
-                scenario::presence::run(&cli.common, plan).await
+                scenario::presence::run(&cli.common, plan, &server_pids).await
             }
         }
     });
-    report.print();
-    if let Some(path) = &cli.common.out {
-        std::fs::write(path, report.json()).expect("writing the JSON result");
-    }
+    emit(&report, &cli.common);
 }

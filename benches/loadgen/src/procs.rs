@@ -1,18 +1,18 @@
 //! Several load processes as one: a process may hold at most `ulimit -n` sockets (20,000
 //! here), so `--procs P` re-runs this program P times on disjoint slices of the user range,
 //! measures the server's memory once all of them are online, and merges their results:
-//! counts add up, histograms merge, rates add up.
+//! counts add up, histograms merge, rates add up. The stepped scenarios (knee, cpu-per-msg)
+//! drive their processes step by step instead (scenario/steps.rs).
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::path::PathBuf;
+use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
 
-use base64::Engine;
-use hdrhistogram::serialization::Deserializer;
 use serde_json::Value;
 
 use crate::scenario::connections::rss_bytes;
-use crate::stats::{latency_histogram, Report, HISTOGRAM_FIELD};
+use crate::stats::{histogram_from_base64, latency_histogram, Report, HISTOGRAM_FIELD};
 use crate::Common;
 
 /// The line a child prints once its users are logged in.
@@ -54,45 +54,102 @@ pub fn announce_online_and_wait() {
     let _ = std::io::stdin().read_line(&mut go);
 }
 
+/// One load process started by this one.
+pub struct Child {
+    pub process: std::process::Child,
+    pub stdout: BufReader<ChildStdout>,
+    /// Where it writes its JSON result.
+    pub out: PathBuf,
+}
+
+/// The load processes of a run, each on its slice of the user range, and their temp dir.
+pub struct Children {
+    pub list: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl Children {
+    /// Starts `common.procs` copies of this program with the same arguments, each told its slice.
+    pub fn spawn(common: &Common) -> Children {
+        let exe = std::env::current_exe().expect("own executable");
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut list = Vec::new();
+        for i in 0..common.procs {
+            let out = dir.join(format!("{i}.json"));
+            let mut process = Command::new(&exe)
+                .args(&args)
+                .args(["--proc-index", &i.to_string(), "--out", out.to_str().expect("UTF-8 temp path")])
+                .stdout(Stdio::piped())
+                .stdin(Stdio::piped())
+                .spawn()
+                .expect("starting a load process");
+            let stdout = BufReader::new(process.stdout.take().expect("piped stdout"));
+            list.push(Child { process, stdout, out });
+        }
+        Children { list, dir }
+    }
+
+    /// Waits until every process reports its users online.
+    pub fn wait_online(&mut self) {
+        for child in self.list.iter_mut() {
+            child.read_until(|line| line == ONLINE);
+        }
+    }
+
+    /// Writes `line` to every process.
+    pub fn tell(&mut self, line: &str) {
+        for child in self.list.iter_mut() {
+            if let Some(stdin) = child.process.stdin.as_mut() {
+                let _ = stdin.write_all(format!("{line}\n").as_bytes());
+                let _ = stdin.flush();
+            }
+        }
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.list.iter().map(|c| c.process.id()).collect()
+    }
+}
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Child {
+    /// Reads the process's output up to the first line `wanted` accepts, and returns it
+    /// (empty if the process ended first).
+    pub fn read_until(&mut self, wanted: impl Fn(&str) -> bool) -> String {
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if !self.stdout.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                return String::new();
+            }
+            if wanted(line.trim_end()) {
+                return line.trim_end().to_owned();
+            }
+        }
+    }
+}
+
 pub fn run_parent(common: &Common, server_pid: Option<u32>) -> Report {
     let before = server_pid.and_then(rss_bytes);
-    let exe = std::env::current_exe().expect("own executable");
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let dir = std::env::temp_dir().join(format!("loadgen-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let mut children = Vec::new();
-    for i in 0..common.procs {
-        let out = dir.join(format!("{i}.json"));
-        let mut child = Command::new(&exe)
-            .args(&args)
-            .args(["--proc-index", &i.to_string(), "--out", out.to_str().expect("UTF-8 temp path")])
-            .stdout(Stdio::piped())
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("starting a load process");
-        let stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        children.push((child, stdout, out));
-    }
-    // Wait until every process reports its users online, then read the server's memory.
-    for (_, stdout, _) in children.iter_mut() {
-        let mut line = String::new();
-        while stdout.read_line(&mut line).map(|n| n > 0).unwrap_or(false) && line.trim() != ONLINE {
-            line.clear();
-        }
-    }
+    let mut children = Children::spawn(common);
+    // Every process's users online, then the server's memory.
+    children.wait_online();
     std::thread::sleep(SETTLE);
     let after = server_pid.and_then(rss_bytes);
-    for (child, _, _) in children.iter_mut() {
-        if let Some(stdin) = child.stdin.as_mut() {
-            let _ = stdin.write_all(b"go\n");
-        }
-    }
+    children.tell("go");
     let mut reports = Vec::new();
-    for (mut child, mut stdout, out) in children {
-        std::io::copy(&mut stdout, &mut std::io::sink()).ok();
-        let status = child.wait().expect("waiting for a load process");
+    for child in children.list.iter_mut() {
+        std::io::copy(&mut child.stdout, &mut std::io::sink()).ok();
+        let status = child.process.wait().expect("waiting for a load process");
         assert!(status.success(), "a load process failed: {status}");
-        let text = std::fs::read_to_string(&out).expect("a load process's result");
+        let text = std::fs::read_to_string(&child.out).expect("a load process's result");
         let Value::Object(map) = serde_json::from_str(&text).expect("JSON result") else { panic!("result is not an object") };
         let scenario = match map.get("scenario").and_then(Value::as_str) {
             Some("paper") => "paper",
@@ -101,7 +158,7 @@ pub fn run_parent(common: &Common, server_pid: Option<u32>) -> Report {
         };
         reports.push(Report::from_json(scenario, map));
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(children);
     let mut merged = merge(reports);
     merged.set("processes", common.procs);
     if let (Some(b), Some(a), Some(n)) = (before, after, merged.get("sessions").and_then(Value::as_u64)) {
@@ -117,9 +174,7 @@ fn merge(mut reports: Vec<Report>) -> Report {
     let mut histogram = latency_histogram();
     let mut add_histogram = |r: &mut Report| {
         if let Some(Value::String(b64)) = r.remove(HISTOGRAM_FIELD) {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64 histogram");
-            let h: hdrhistogram::Histogram<u64> = Deserializer::new().deserialize(&mut &bytes[..]).expect("histogram");
-            histogram.add(&h).expect("same histogram bounds");
+            histogram.add(histogram_from_base64(&b64)).expect("same histogram bounds");
         }
     };
     add_histogram(&mut merged);

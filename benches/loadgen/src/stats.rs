@@ -14,6 +14,23 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
 }
 
+/// Delivered over sent; 0 when nothing was sent.
+pub fn delivery_ratio(delivered: u64, sent: u64) -> f64 {
+    if sent == 0 {
+        0.0
+    } else {
+        delivered as f64 / sent as f64
+    }
+}
+
+/// A histogram serialised by `Report::histogram`, from a process of ours.
+pub fn histogram_from_base64(b64: &str) -> Histogram<u64> {
+    use base64::Engine;
+    use hdrhistogram::serialization::Deserializer;
+    let bytes = base64::engine::general_purpose::STANDARD.decode(b64).expect("base64 histogram");
+    Deserializer::new().deserialize(&mut &bytes[..]).expect("histogram")
+}
+
 /// The field a child process puts its serialised histogram in.
 pub const HISTOGRAM_FIELD: &str = "latency_histogram_v2_base64";
 

@@ -2,18 +2,18 @@
 //! step by step until a step does not hold (p99 over the bound, delivery under the floor,
 //! or a send error); then one step halfway between the last that held and the first that
 //! did not. The knee is the highest offered rate that held.
-
-use std::time::Duration;
+//!
+//! It is the server's knee only if the server was saturated there: at the knee's step or
+//! at the first step above it that did not hold, the server's CPU reached 90 % of the cores
+//! it may use. Otherwise something else (usually the load generator) gave out first, and
+//! the knee is a lower bound of the server's. Steps run over `--procs` load processes
+//! (scenario/steps.rs), with the server's CPU read at every one.
 
 use serde_json::json;
 
-use super::traffic::{Step, Traffic};
+use super::steps::{Measured, Server, Stepper};
 use crate::stats::Report;
 use crate::Common;
-
-/// Quiet time between the logins and the first step: a server still finishing the logins'
-/// work (or collecting their garbage) would fail the first step for the wrong reason.
-const WARMUP: Duration = Duration::from_secs(3);
 
 pub struct Plan {
     pub start_rate: u32,
@@ -25,9 +25,8 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn holds(&self, step: &Step) -> bool {
-        let p99_ms = step.histogram.value_at_quantile(0.99) as f64 / 1000.0;
-        step.send_errors == 0 && step.delivery_ratio() >= self.delivery_min && p99_ms <= self.p99_ms_max
+    pub fn holds(&self, step: &Measured) -> bool {
+        step.send_errors == 0 && step.delivery_ratio() >= self.delivery_min && step.p99_ms() <= self.p99_ms_max
     }
 
     /// The rate after `last`: double while steps hold; after the first that does not, one
@@ -45,31 +44,31 @@ impl Plan {
     }
 }
 
-pub async fn run(common: &Common, plan: Plan) -> Report {
-    let mut traffic = Traffic::start(common).await;
-    tokio::time::sleep(WARMUP).await;
-    let users = traffic.users_online.max(1);
+pub fn run(common: &Common, plan: Plan, server: Server) -> Report {
+    let mut stepper = Stepper::start(common, server.clone());
     let (mut held, mut failed) = (None::<u32>, None::<u32>);
     let mut bisected = false;
     let mut steps = Vec::new();
     let mut rate = plan.start_rate;
     loop {
-        let interval_secs = users as f64 / rate as f64;
-        let per_user = ((rate as u64 * plan.step_secs) / users as u64).max(1) as u32;
-        let step = traffic.offer(common, interval_secs, per_user, plan.drain_secs).await;
+        let step = stepper.step(rate, plan.step_secs, plan.drain_secs);
         let ok = plan.holds(&step);
-        let q = |p: f64| step.histogram.value_at_quantile(p) as f64 / 1000.0;
-        eprintln!("knee: {rate} msg/s offered: p99 {:.3} ms, delivered {}/{}: {}", q(0.99), step.delivered, step.sent, if ok { "held" } else { "did not hold" });
-        steps.push(json!({
-            "offered_msgs_per_sec": rate, "sent": step.sent, "delivered": step.delivered,
-            "send_errors": step.send_errors, "latency_p50_ms": q(0.5), "latency_p99_ms": q(0.99),
-            "latency_p999_ms": q(0.999), "held": ok,
-        }));
+        eprintln!(
+            "knee: {rate} msg/s offered: p99 {:.3} ms, delivered {}/{}, server CPU {}: {}",
+            step.p99_ms(),
+            step.delivered,
+            step.sent,
+            step.server_pct_of_core().map_or("unknown".into(), |p| format!("{p:.0} % of a core")),
+            if ok { "held" } else { "did not hold" }
+        );
+        let mut record = step.json();
+        record["held"] = json!(ok);
         if ok {
             held = Some(held.map_or(rate, |h| h.max(rate)));
         } else {
             failed = Some(failed.map_or(rate, |f| f.min(rate)));
         }
+        steps.push((rate, step.server_saturated(), record));
         match plan.next_rate(rate, ok, held, bisected) {
             Some(next) => {
                 bisected = !ok;
@@ -78,17 +77,34 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
             None => break,
         }
     }
-    traffic.close().await;
+    let users_online = stepper.users_online;
+    stepper.finish();
+    let saturated = |r: Option<u32>| r.and_then(|r| steps.iter().find(|s| s.0 == r)).and_then(|s| s.1);
+    let verdict = verdict(saturated(held), saturated(failed), failed.is_some());
     let mut report = Report::new("knee");
     report
-        .add("users_online", users)
+        .add("users_online", users_online)
+        .add("processes", common.procs)
         .add("knee_msgs_per_sec", held.unwrap_or(0))
+        .add("knee_verdict", verdict)
         .add("first_failed_msgs_per_sec", failed.map_or(json!(null), |f| json!(f)))
+        .add("server_cores", server.cores)
         .add("p99_ms_max", plan.p99_ms_max)
         .add("delivery_min", plan.delivery_min)
         .add("step_secs", plan.step_secs)
-        .add("steps", json!(steps));
+        .add("steps", json!(steps.into_iter().map(|s| s.2).collect::<Vec<_>>()));
     report
+}
+
+/// Whose knee it is, from whether the server was saturated at the knee's step and at the
+/// first step above it that did not hold (None: not measured, or no such step).
+fn verdict(at_knee: Option<bool>, at_failed: Option<bool>, any_failed: bool) -> &'static str {
+    match (at_knee, at_failed) {
+        (Some(true), _) | (_, Some(true)) => "server-saturated",
+        (None, None) => "unknown (no --server-pid)",
+        _ if !any_failed => "lower bound (every step held up to --rate-max)",
+        _ => "lower bound (generator-limited)",
+    }
 }
 
 #[cfg(test)]
@@ -110,5 +126,15 @@ mod tests {
         // Nothing held at all, or the ceiling reached: stop.
         assert_eq!(p.next_rate(2000, false, None, false), None);
         assert_eq!(p.next_rate(128000, true, Some(128000), false), None);
+    }
+
+    #[test]
+    fn a_knee_is_the_servers_only_where_the_server_was_saturated() {
+        assert_eq!(verdict(Some(false), Some(true), true), "server-saturated");
+        assert_eq!(verdict(Some(true), None, false), "server-saturated");
+        // The case: the step failed with the server's cores half idle.
+        assert_eq!(verdict(Some(false), Some(false), true), "lower bound (generator-limited)");
+        assert_eq!(verdict(Some(false), None, false), "lower bound (every step held up to --rate-max)");
+        assert_eq!(verdict(None, None, true), "unknown (no --server-pid)");
     }
 }

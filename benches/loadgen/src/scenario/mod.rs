@@ -1,8 +1,10 @@
 //! Scenarios, and the login of a whole user range they share.
 
 pub mod connections;
+pub mod cpu_per_msg;
 pub mod knee;
 pub mod presence;
+pub mod steps;
 pub mod traffic;
 
 use std::rc::Rc;
@@ -37,7 +39,7 @@ pub async fn login_all(common: &Common) -> LoggedIn {
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await.expect("semaphore open");
             let user = format!("{}{}", common.prefix, common.first + i);
-            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into(), sasl: common.sasl, tls: crate::tls::get(), sm: common.sm };
+            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into(), sasl: common.sasl, tls: crate::tls::get(), sm: common.sm, protocol: common.protocol };
             let began = Instant::now();
             login(&acct, timeout).await.map(|s| (s, began.elapsed()))
         }));

@@ -11,16 +11,23 @@
 //! sends an available presence whose status carries the send time (each contact receives
 //! it: the fan-out latency, login excluded). `presence_delivered_per_sec` is the rate this
 //! paced scenario produced (rounds sleep to let broadcasts land), not the server's ceiling.
+//!
+//! With `--server-pid`, the server's CPU time is read at each phase of every round. The
+//! leaving phase is closes and `unavailable` fan-out only, so its CPU per broadcast is a
+//! cost the load generator's speed does not bound; the return phase also holds the batch's
+//! logins (a PBKDF2 each with PLAIN), so its CPU is reported but not divided.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::login_all;
 use crate::client::{self, login, marked_presence, Account};
+use crate::cpu::cpu_secs;
 use crate::scan::{attr, MarkScanner, STATUS};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
@@ -71,7 +78,7 @@ impl Plan {
     }
 }
 
-pub async fn run(common: &Common, plan: Plan) -> Report {
+pub async fn run(common: &Common, plan: Plan, server_pids: &[u32]) -> Report {
     assert!(plan.is_valid(), "presence needs an even roster < users and users/batch > roster/2");
     let name = |i: u32| format!("{}{}@{}", common.prefix, common.first + i, common.domain);
     let online = login_all(common).await;
@@ -109,15 +116,20 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
     let started = Instant::now();
     let mut errors = 0u64;
     let timeout = Duration::from_secs(common.connect_timeout_secs);
+    let server_started = cpu_secs(server_pids);
+    let mut leave_cpu = LeaveCpu::default();
+    let mut rounds_cpu = Vec::new();
     for round in 0..plan.rounds {
         let batch = plan.batch_of(round);
         counts.borrow_mut().round_started_nanos = unix_nanos();
+        let (cpu_start, unavailable_before) = (cpu_secs(server_pids), counts.borrow().unavailable);
         for &i in &batch {
             if let Some(w) = writers[i as usize].take() {
                 let _ = w.lock().await.write_all(b"</stream:stream>").await;
             }
         }
         tokio::time::sleep(ROUND_DRAIN).await; // unavailable fans out
+        let (cpu_left, unavailable) = (cpu_secs(server_pids), counts.borrow().unavailable - unavailable_before);
         for &i in &batch {
             let acct = Account {
                 server: common.server,
@@ -130,6 +142,7 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
                 sasl: common.sasl,
                 tls: crate::tls::get(),
                 sm: common.sm,
+                protocol: common.protocol,
             };
             match login(&acct, timeout).await {
                 Ok(mut s) => {
@@ -143,8 +156,17 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
             }
         }
         tokio::time::sleep(ROUND_DRAIN).await;
+        if let (Some(start), Some(left), Some(end)) = (cpu_start, cpu_left, cpu_secs(server_pids)) {
+            leave_cpu.secs += left - start;
+            leave_cpu.unavailable += unavailable;
+            rounds_cpu.push(json!({
+                "round": round, "unavailable_delivered": unavailable,
+                "server_cpu_leave_ms": ((left - start) * 1000.0).round(), "server_cpu_return_ms": ((end - left) * 1000.0).round(),
+            }));
+        }
     }
     let secs = started.elapsed().as_secs_f64();
+    let server_cpu = cpu_secs(server_pids).zip(server_started).map(|(a, b)| a - b);
     for w in writers.into_iter().flatten() {
         let _ = w.lock().await.write_all(b"</stream:stream>").await;
     }
@@ -164,7 +186,26 @@ pub async fn run(common: &Common, plan: Plan) -> Report {
         .add("delivery_ratio", (c.unavailable + c.available_marked) as f64 / (2 * expected).max(1) as f64)
         .add("presence_delivered_per_sec", ((c.unavailable + c.available_marked) as f64 / secs).round())
         .latency(&histogram.borrow());
+    if let Some(cpu) = server_cpu {
+        report
+            .add("server_cpu_pct_of_core_rounds", (cpu / secs * 1000.0).round() / 10.0)
+            .add("server_cpu_us_per_unavailable_delivered", leave_cpu.us_per_unavailable())
+            .add("server_cpu_per_round", json!(rounds_cpu));
+    }
     report
+}
+
+/// Server CPU over the leaving phases of the rounds, and the `unavailable` they delivered.
+#[derive(Default)]
+struct LeaveCpu {
+    secs: f64,
+    unavailable: u64,
+}
+
+impl LeaveCpu {
+    fn us_per_unavailable(&self) -> Option<f64> {
+        (self.unavailable > 0).then(|| (self.secs * 1e6 / self.unavailable as f64 * 10.0).round() / 10.0)
+    }
 }
 
 /// Reads user `me`'s session: approves subscription requests (and asks back), counts the

@@ -44,11 +44,7 @@ pub struct Step {
 
 impl Step {
     pub fn delivery_ratio(&self) -> f64 {
-        if self.sent == 0 {
-            0.0
-        } else {
-            self.delivered as f64 / self.sent as f64
-        }
+        crate::stats::delivery_ratio(self.delivered, self.sent)
     }
 }
 
@@ -82,9 +78,10 @@ impl Traffic {
         }
     }
 
-    /// Each user sends `per_user` messages, one per `interval_secs`; then `drain_secs` for
-    /// the last ones to arrive. Counts start from zero at each offer.
-    pub async fn offer(&mut self, common: &Common, interval_secs: f64, per_user: u32, drain_secs: u64) -> Step {
+    /// Each user sends `per_user` messages, one per `interval_secs`; `on_sent` is told when
+    /// the last was sent; then `drain_secs` for the last ones to arrive. Counts start from
+    /// zero at each offer.
+    pub async fn offer(&mut self, common: &Common, interval_secs: f64, per_user: u32, drain_secs: u64, on_sent: impl FnOnce()) -> Step {
         self.histogram.borrow_mut().reset();
         *self.delivered.borrow_mut() = 0;
         let started = Instant::now();
@@ -107,7 +104,7 @@ impl Traffic {
                         peer += 1;
                     }
                     let to = format!("{}{}@{}", common.prefix, peer, common.domain);
-                    match writer.lock().await.write_all(message(&to, idx as u32, seq, unix_nanos()).as_bytes()).await {
+                    match writer.lock().await.write_all(message(common.protocol, &to, idx as u32, seq, unix_nanos()).as_bytes()).await {
                         Ok(()) => *sent.borrow_mut() += 1,
                         Err(_) => *send_errors.borrow_mut() += 1,
                     }
@@ -119,6 +116,7 @@ impl Traffic {
             self.writers.push(s.await.expect("sender task"));
         }
         let send_secs = started.elapsed().as_secs_f64();
+        on_sent();
         tokio::time::sleep(Duration::from_secs(drain_secs)).await;
         let (sent, send_errors) = (*sent.borrow(), *send_errors.borrow());
         let (read, written) = bytes_so_far();
@@ -142,7 +140,7 @@ impl Traffic {
 
 pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, per_user: u32, drain_secs: u64) -> Report {
     let mut traffic = Traffic::start(common).await;
-    let step = traffic.offer(common, interval_secs, per_user, drain_secs).await;
+    let step = traffic.offer(common, interval_secs, per_user, drain_secs, || {}).await;
     let mut report = Report::new(scenario);
     report
         .add("users_online", traffic.users_online)

@@ -1,0 +1,24 @@
+//! The raw protocol of benches/relay (`--protocol raw`): no XMPP, the same connection
+//! pattern. A session is a TCP connection that said `HELLO <user>@<domain>`; a message is
+//! the line `<to> <the XMPP message>`, which the relay delivers as `<the XMPP message>`,
+//! so the receiver finds the same mark in it and the bytes on the wire are about the same.
+
+use std::io;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::{stream, Account, Session};
+
+pub async fn hello(acct: &Account<'_>) -> io::Result<Session> {
+    let tcp = TcpStream::connect(acct.server).await?;
+    tcp.set_nodelay(true)?;
+    let (reader, mut writer) = stream::split_tcp(tcp);
+    writer.write_all(format!("HELLO {}@{}\n", acct.user, acct.domain).as_bytes()).await?;
+    Ok(Session { reader, writer })
+}
+
+/// `payload` (one line: the XMPP message has no newline) addressed to `to`.
+pub fn frame(to: &str, payload: &str) -> String {
+    format!("{to} {payload}\n")
+}

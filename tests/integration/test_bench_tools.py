@@ -1,0 +1,162 @@
+"""The measuring tools: benches/relay (the raw relay martlet's throughput is read against),
+and loadgen's `--protocol raw`, knee / cpu-per-msg over several load processes with the
+server's CPU read at every step, and presence with the server's CPU per round. Binaries from
+target/release (RELAY_BINARY / LOADGEN_BINARY override them, to see these tests fail against
+older builds)."""
+import json
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import PASSWORD, ROOT, free_port
+
+RELAY = Path(os.environ.get("RELAY_BINARY", ROOT / "target" / "release" / "relay"))
+LOADGEN = Path(os.environ.get("LOADGEN_BINARY", ROOT / "target" / "release" / "loadgen"))
+LINE_BYTES_MAX = 256
+
+
+@pytest.fixture
+def relay():
+    assert RELAY.exists(), f"build first: {RELAY}"
+    port = free_port()
+    proc = subprocess.Popen(
+        [RELAY, "--listen", f"127.0.0.1:{port}", "--threads", "2", "--line-bytes-max", str(LINE_BYTES_MAX)],
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            assert time.time() < deadline, "relay did not listen"
+            time.sleep(0.05)
+    yield port, proc
+    proc.kill()
+    proc.wait()
+
+
+def client(port, name):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(f"HELLO {name}\n".encode())
+    return s
+
+
+def read_lines(s, count):
+    data = b""
+    while data.count(b"\n") < count:
+        chunk = s.recv(65536)
+        assert chunk, f"closed after {data!r}"
+        data += chunk
+    return data.split(b"\n")[:count]
+
+
+def closed(s):
+    try:
+        return s.recv(1) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_frames_reach_their_peer_in_order_across_threads_and_split_writes(relay):
+    port, _ = relay
+    # Enough connections that both event-loop threads own some.
+    clients = [client(port, f"c{i}") for i in range(16)]
+    time.sleep(0.2)  # every HELLO routed before the first frame
+    for i, s in enumerate(clients):
+        to = f"c{(i + 1) % 16}"
+        s.sendall(f"{to} first from {i}\n{to} second".encode())
+        time.sleep(0.01)
+        s.sendall(f" from {i}\n".encode())
+    for i, s in enumerate(clients):
+        sender = (i - 1) % 16
+        assert read_lines(s, 2) == [f"first from {sender}".encode(), f"second from {sender}".encode()]
+
+
+def test_unknown_peer_is_dropped_and_the_sender_goes_on(relay):
+    port, _ = relay
+    a, b = client(port, "a"), client(port, "b")
+    time.sleep(0.2)
+    a.sendall(b"nobody lost\nb kept\n")
+    assert read_lines(b, 1) == [b"kept"]
+
+
+def test_malformed_or_too_long_lines_close_only_their_connection(relay):
+    port, _ = relay
+    no_hello = socket.create_connection(("127.0.0.1", port), timeout=5)
+    no_hello.sendall(b"b before hello\n")
+    endless = client(port, "x")
+    endless.sendall(b"y" * (LINE_BYTES_MAX * 4))  # no newline, ever
+    too_long = client(port, "z")
+    too_long.sendall(b"b " + b"y" * LINE_BYTES_MAX + b"\n")
+    assert closed(no_hello) and closed(endless) and closed(too_long)
+    a, b = client(port, "a"), client(port, "b")
+    time.sleep(0.2)
+    a.sendall(b"b still relaying\n")
+    assert read_lines(b, 1) == [b"still relaying"]
+
+
+def loadgen(port, out, *args, protocol="raw", procs=2):
+    subprocess.run(
+        [LOADGEN, "--server", f"127.0.0.1:{port}", "--protocol", protocol, "--users", "40", "--procs", str(procs),
+         "--password", PASSWORD, "--login-concurrency", "10", "--out", out, *args],
+        check=True, timeout=120, stdout=subprocess.DEVNULL,
+    )
+    return json.loads(Path(out).read_text())
+
+
+def test_loadgen_knee_over_two_processes_reads_the_servers_cpu_at_every_step(relay, tmp_path):
+    port, proc = relay
+    r = loadgen(port, tmp_path / "knee.json", "knee", "--server-pid", str(proc.pid), "--server-cores", "2",
+                "--start-rate", "400", "--rate-max", "800", "--step-secs", "1", "--drain-secs", "1")
+    assert r["processes"] == 2 and r["users_online"] == 40
+    assert r["knee_msgs_per_sec"] == 800
+    # A relay at 800 msg/s is nowhere near saturated: the knee is only a lower bound.
+    assert r["knee_verdict"].startswith("lower bound")
+    assert [s["offered_msgs_per_sec"] for s in r["steps"]] == [400, 800]
+    for s in r["steps"]:
+        assert s["held"] and s["sent"] > 0 and s["delivered"] == s["sent"]
+        assert s["server_saturated"] is False
+        assert 0 <= s["server_cpu_pct_of_core"] < 90 and s["server_cpu_us_per_msg"] is not None
+
+
+def test_loadgen_cpu_per_msg_reports_every_rate(relay, tmp_path):
+    port, proc = relay
+    r = loadgen(port, tmp_path / "cpu.json", "cpu-per-msg", "--server-pid", str(proc.pid), "--rates", "200,400",
+                "--secs", "1", "--drain-secs", "1")
+    assert [s["offered_msgs_per_sec"] for s in r["steps"]] == [200, 400]
+    for s in r["steps"]:
+        assert s["delivered"] == s["sent"] > 0
+        assert s["server_cpu_us_per_msg"] is not None and s["server_cpu_us_per_msg"] >= 0
+
+
+@pytest.fixture
+def martlet_with_users(martlet_server):
+    """A martlet with user1..user40, PLAIN allowed without TLS (loadgen's default)."""
+    server = martlet_server(users=(), c2s={"require_tls": False, "plain_without_tls": True})
+    server.stop()  # the store is the running server's while it runs
+    server.cli("user", "bulk-add", "--prefix", "user", "--count", "40", "--password", PASSWORD)
+    return server.start()
+
+
+def test_loadgen_knee_against_martlet_over_two_processes(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = loadgen(server.port, tmp_path / "knee.json", "knee", "--server-pid", str(server.proc.pid), "--server-cores", "2",
+                "--start-rate", "200", "--rate-max", "200", "--step-secs", "1", "--drain-secs", "1", protocol="xmpp")
+    assert r["processes"] == 2 and r["users_online"] == 40 and r["knee_msgs_per_sec"] == 200
+    (step,) = r["steps"]
+    assert step["delivered"] == step["sent"] > 0 and step["server_cpu_pct_of_core"] is not None
+
+
+def test_loadgen_presence_reads_the_servers_cpu_every_round(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = loadgen(server.port, tmp_path / "presence.json", "presence", "--server-pid", str(server.proc.pid),
+                "--roster", "4", "--rounds", "2", "--batch", "4", protocol="xmpp", procs=1)
+    assert r["unavailable_delivered"] == r["expected_per_kind"] == 2 * 4 * 4
+    assert [x["round"] for x in r["server_cpu_per_round"]] == [0, 1]
+    assert all(x["unavailable_delivered"] == 16 for x in r["server_cpu_per_round"])
+    assert r["server_cpu_us_per_unavailable_delivered"] >= 0 and r["server_cpu_pct_of_core_rounds"] >= 0
