@@ -75,6 +75,9 @@ pub struct CoreCounters {
     /// Messages a session could not hand its client (it stalled or ended first), sent back
     /// to their user's UserChannel for its other resources or offline storage.
     pub undelivered_rerouted: Counter,
+    /// Of those, copies of a message to the bare JID not routed again because another of
+    /// the user's resources had its own copy (it would have seen the message twice).
+    pub undelivered_copies_dropped: Counter,
     /// Stanza errors the server answered a sender with (RFC 6120 §8.3): full offline store
     /// or mailbox, unknown recipient, blocked sender.
     pub stanzas_bounced: Counter,
@@ -127,6 +130,7 @@ impl CoreCounters {
             ("fast_logins", self.fast_logins.get()),
             ("session_mailbox_full_drops", self.session_mailbox_full_drops.get()),
             ("undelivered_rerouted", self.undelivered_rerouted.get()),
+            ("undelivered_copies_dropped", self.undelivered_copies_dropped.get()),
             ("stanzas_bounced", self.stanzas_bounced.get()),
             ("user_mailbox_full_drops", self.user_mailbox_full_drops.get()),
             ("connections_refused", self.connections_refused.get()),

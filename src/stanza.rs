@@ -5,6 +5,7 @@
 //! few header fields routing decisions need. Fan-out to many sessions shares one `Arc<str>`.
 
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
@@ -48,6 +49,9 @@ pub struct Stanza {
     /// Set while a message crosses nodes: who holds it until its path's end confirms
     /// (`router::custody`).
     pub receipt: Option<Receipt>,
+    /// When the server took it in, for a stanza that is late: one a session ended without
+    /// handing over, routed again; it is stamped with this (XEP-0203) where it goes next.
+    pub received: Option<SystemTime>,
 }
 
 impl Stanza {
@@ -56,7 +60,7 @@ impl Stanza {
         set_attr(&mut el, "from", Some(from.to_string()));
         set_attr(&mut el, "to", Some(to.to_string()));
         let type_: Arc<str> = el.attr("type").unwrap_or("").into();
-        Stanza { kind, type_, from, to, xml: to_xml(&el).into(), receipt: None }
+        Stanza { kind, type_, from, to, xml: to_xml(&el).into(), receipt: None, received: None }
     }
 
     /// A stanza this server sealed earlier, read back from its text (a session returning
@@ -66,7 +70,7 @@ impl Stanza {
         let kind = Kind::of(&el)?;
         let from = Jid::new(el.attr("from")?).ok()?;
         let to = Jid::new(el.attr("to")?).ok()?;
-        Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml, receipt: None })
+        Some(Stanza { kind, type_: el.attr("type").unwrap_or("").into(), from, to, xml, receipt: None, received: None })
     }
 
     /// Of what a session could not hand its client, what goes to the user again: messages,
@@ -105,11 +109,13 @@ pub struct WireStanza {
     to: String,
     xml: Arc<str>,
     receipt: Option<Receipt>,
+    received: Option<SystemTime>,
 }
 
 impl From<Stanza> for WireStanza {
     fn from(s: Stanza) -> Self {
-        WireStanza { kind: s.kind, type_: s.type_, from: s.from.to_string(), to: s.to.to_string(), xml: s.xml, receipt: s.receipt }
+        let (from, to) = (s.from.to_string(), s.to.to_string());
+        WireStanza { kind: s.kind, type_: s.type_, from, to, xml: s.xml, receipt: s.receipt, received: s.received }
     }
 }
 
@@ -138,7 +144,7 @@ impl TryFrom<WireStanza> for Stanza {
         if w.xml.parse::<Element>().is_err() {
             return Err(WireError::NotAnElement);
         }
-        Ok(Stanza { kind: w.kind, type_: w.type_, from, to, xml: w.xml, receipt: w.receipt })
+        Ok(Stanza { kind: w.kind, type_: w.type_, from, to, xml: w.xml, receipt: w.receipt, received: w.received })
     }
 }
 

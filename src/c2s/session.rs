@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures_lite::future;
 use jid::{FullJid, Jid};
@@ -20,7 +20,7 @@ use crate::modules::blocking::BlockList;
 use crate::modules::csi::{self, Held, Verdict};
 use crate::modules::delivery::{self, Route};
 use crate::modules::entity_caps::{Interests, Lookup, Pending};
-use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState};
+use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState, Unacked};
 use crate::modules::{self, offline, IqAnswer};
 use crate::router::{CoreState, Handover, SessionAddr, SessionMsg, UserMsg};
 use crate::stanza::{build, may_answer_with_error, to_xml, Kind, Stanza, StanzaError};
@@ -321,7 +321,8 @@ impl BoundSession {
         self.release_held().await; // into the queue: SM is on
         let sm = self.sm.as_mut().expect("only resumable sessions are taken over");
         // A client claiming more than was sent has, at least, everything.
-        let unacked = if sm.on_ack(h).is_ok() { sm.take_unacked() } else { Vec::new() };
+        // The resumed stream sends them now, so it stamps them with its own time.
+        let unacked = if sm.on_ack(h).is_ok() { sm.take_unacked().into_iter().map(|u| u.xml).collect() } else { Vec::new() };
         let handover = Handover {
             resource: self.resource.clone(),
             handled: sm.handled,
@@ -884,14 +885,20 @@ impl BoundSession {
         let unbind = UserMsg::Unbind { session: addr };
         self.core.send_to_user(self.bare.clone(), unbind).await;
         let mut left = self.sm.as_mut().map(|s| s.take_unacked()).unwrap_or_default();
+        let now = SystemTime::now();
         while let Some(mail) = rx.try_recv() {
             match mail {
-                SessionMsg::Deliver(xml) => left.push(xml),
-                SessionMsg::DeliverBacklog(backlog) => left.extend(backlog),
+                SessionMsg::Deliver(xml) => left.push(Unacked { xml, sent_at: now }),
+                SessionMsg::DeliverBacklog(backlog) => left.extend(backlog.into_iter().map(|xml| Unacked { xml, sent_at: now })),
                 _ => {}
             }
         }
-        let left: Vec<Stanza> = left.into_iter().filter_map(Stanza::reroutable).collect();
+        // Each goes back with the time it reached this session, which the user's actor
+        // stamps on it (XEP-0203) wherever it goes next.
+        let left: Vec<Stanza> = left
+            .into_iter()
+            .filter_map(|u| Stanza::reroutable(u.xml).map(|s| Stanza { received: Some(u.sent_at), ..s }))
+            .collect();
         if self.core.stopping.get() {
             self.store_offline(left).await;
         } else {
@@ -910,7 +917,7 @@ impl BoundSession {
     async fn store_offline(&self, messages: Vec<Stanza>) {
         let max = self.core.cfg.limits.offline_messages_max;
         for m in messages.into_iter().filter(|m| delivery::message(&[], None, &m.type_) == Route::Offline) {
-            let stored = offline::stored_form(m.element(), &self.core.cfg.domain);
+            let stored = offline::stored_form(&m, &self.core.cfg.domain);
             match self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
                 Ok(true) => self.core.counters.offline_stored.inc(),
                 Ok(false) => log::warn!("{}: offline store full at shutdown; an unacknowledged message is lost", self.bare),

@@ -20,6 +20,7 @@ pub mod blocking;
 pub mod caps;
 pub mod carbons;
 pub mod csi;
+pub mod delay;
 pub mod delivery;
 pub mod disco;
 pub mod entity_caps;

@@ -13,7 +13,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use minidom::Element;
 
@@ -29,7 +29,7 @@ pub struct SmState {
     /// Stanzas handled from the client, mod 2^32: our `h`.
     pub handled: u32,
     /// Sent and not yet acknowledged, oldest first; `sent - unacked.len()` is the client's last `h`.
-    unacked: VecDeque<Arc<str>>,
+    unacked: VecDeque<Unacked>,
     /// `Some(id)` when the client asked for resumption.
     pub resume_id: Option<Arc<str>>,
     /// An `<r/>` went out and its `<a/>` has not come back: do not ask again.
@@ -79,7 +79,7 @@ impl SmState {
     /// does not ack).
     pub fn on_sent(&mut self, xml: Arc<str>, now: Instant) -> bool {
         self.sent = self.sent.wrapping_add(1);
-        self.unacked.push_back(xml);
+        self.unacked.push_back(Unacked { xml, sent_at: SystemTime::now() });
         self.unrequested_since.get_or_insert(now);
         self.unacked.len() <= self.unacked_max
     }
@@ -130,9 +130,17 @@ impl SmState {
     }
 
     /// Takes what the client has not acknowledged, oldest first.
-    pub fn take_unacked(&mut self) -> Vec<Arc<str>> {
+    pub fn take_unacked(&mut self) -> Vec<Unacked> {
         self.unacked.drain(..).collect()
     }
+}
+
+/// A stanza sent and not acknowledged, and when it went out: the time it is stamped with
+/// (XEP-0203) if it has to be routed again after the session ends.
+#[derive(Debug, PartialEq)]
+pub struct Unacked {
+    pub xml: Arc<str>,
+    pub sent_at: SystemTime,
 }
 
 /// The state and the `<enabled/>` answer for a client's `<enable/>`, with a resumption id
@@ -212,6 +220,10 @@ pub fn failed(condition: &str) -> Element {
 mod tests {
     use super::*;
 
+    fn xml_of(unacked: Vec<Unacked>) -> Vec<Arc<str>> {
+        unacked.into_iter().map(|u| u.xml).collect()
+    }
+
     fn cfg() -> StreamManagement {
         StreamManagement { unacked_stanzas_max: 3, ack_request_stanzas: 2, ack_request_delay_ms: 1000, ..StreamManagement::default() }
     }
@@ -253,7 +265,7 @@ mod tests {
         // An ack repeated or older changes nothing.
         s.on_ack(2).unwrap();
         s.on_ack(1).unwrap();
-        assert_eq!(s.take_unacked(), vec![Arc::<str>::from("<m2/>")]);
+        assert_eq!(xml_of(s.take_unacked()), vec![Arc::<str>::from("<m2/>")]);
     }
 
     #[test]
@@ -269,7 +281,7 @@ mod tests {
         s.on_sent("<b/>".into(), Instant::now());
         assert_eq!(s.sent, 1);
         s.on_ack(0).unwrap();
-        assert_eq!(s.take_unacked(), vec![Arc::<str>::from("<b/>")]);
+        assert_eq!(xml_of(s.take_unacked()), vec![Arc::<str>::from("<b/>")]);
     }
 
     #[test]

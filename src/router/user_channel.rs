@@ -6,6 +6,7 @@
 //! (XEP-0160). Messages to one user are handled strictly in order, one at a time; storage is
 //! awaited here, so only this user waits for the disk, never the core.
 
+mod fanouts;
 mod last;
 mod pep;
 mod push;
@@ -27,7 +28,7 @@ use crate::modules::carbons::{self, Direction};
 use crate::modules::delivery::{self, ResourceView, Route};
 use crate::modules::entity_caps::Interests;
 use crate::modules::subscription::{self, SubType};
-use crate::modules::{disco, hints, mam, offline, roster, vcard, IqAnswer};
+use crate::modules::{delay, disco, hints, mam, offline, roster, vcard, IqAnswer};
 use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
 use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
@@ -82,6 +83,8 @@ struct UserChannel {
     pep: crate::modules::pep::Service,
     /// XEP-0357: the user's push registrations, read when first needed.
     push: Option<Vec<crate::modules::push::Registration>>,
+    /// Recent messages copied to several resources (`fanouts`).
+    fanouts: fanouts::Fanouts,
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
@@ -193,6 +196,7 @@ impl UserChannel {
             resources: Vec::new(),
             receipt_passed: Cell::new(false),
             deferred: Vec::new(),
+            fanouts: Default::default(),
             pep: Default::default(),
             push: None,
         })
@@ -384,12 +388,17 @@ impl UserChannel {
     }
 
     /// A message a session ended without confirming: to the user's other resources by the
-    /// usual rules, or offline. One sent to the bare JID may have reached another resource
-    /// of equal priority already; it goes again rather than risk that none has it.
+    /// usual rules, or offline, stamped with the time it first came in (XEP-0203). A copy
+    /// of one sent to the bare JID goes nowhere while another recipient still has its own.
     async fn undelivered(&mut self, stanza: Stanza) {
         if !self.exists {
             return bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await;
         }
+        if self.copy_held_elsewhere(&stanza) {
+            self.core.counters.undelivered_copies_dropped.inc();
+            return;
+        }
+        let stanza = delay::late(stanza, &self.core.cfg.domain);
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
                 for idx in targets {
@@ -918,6 +927,7 @@ impl UserChannel {
         let stanza = self.archive(stanza).await;
         match delivery::message(&self.views(), stanza.to_resource(), &stanza.type_) {
             Route::Resources(targets) => {
+                self.remember_fanout(&stanza, &targets);
                 for &idx in &targets {
                     self.deliver_message(idx, &stanza).await;
                 }
@@ -1006,7 +1016,7 @@ impl UserChannel {
             self.core.counters.offline_not_kept.inc();
             return false;
         }
-        let stored = offline::stored_form(stanza.element(), &self.core.cfg.domain);
+        let stored = offline::stored_form(stanza, &self.core.cfg.domain);
         let max = self.core.cfg.limits.offline_messages_max;
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
             Ok(true) => {
