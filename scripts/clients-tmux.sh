@@ -193,9 +193,13 @@ file_step "poezio gets the message stored while bob was offline" "$W/bob/.local/
 keys alice "/msg carol@localhost while you were out"
 keys alice "/win 1"
 t new-window -t c -n carol "env HOME=$W/carol TERM=xterm mcabber -f $W/carol/.mcabber/mcabberrc; sleep 600"
-step "mcabber (carol) logs in" carol "[Ll]ogged in|Connected to|Connection to the server"
+# mcabber 1.1 prints this once bound and its initial presence went out.
+step "mcabber (carol) logs in" carol "Your status has been set"
 file_step "mcabber gets the message stored while carol was offline" "$W/carol/histo" "while you were out"
 keys carol "/say_to alice@localhost thanks from mcabber"
-step "profanity gets mcabber's chat" alice "thanks from mcabber"
+# profanity puts a new correspondent's chat in a window of its own and says so in this one.
+step "profanity is told of mcabber's chat" alice "chat message: carol@localhost"
+keys alice "/msg carol@localhost"
+step "profanity shows mcabber's chat" alice "thanks from mcabber"
 
 exit $failed
