@@ -87,6 +87,7 @@ hibernating_sessions_per_ip_max = 200 # XEP-0198 sessions awaiting resumption fr
 hibernating_sessions_per_user_max = 16  # XEP-0198 sessions awaiting resumption per user, per node; more -> the longest waiting ends
 registrations_per_ip_per_hour = 5     # XEP-0077 account creation attempts from one address (IPv6: its /64), node-wide; more -> <resource-constraint/> until the hour since its first passes
 session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> that session is closed with <resource-constraint/>, what it could not take re-routed (other resources, offline, or an error to the sender)
+session_inflight_requests_max = 64    # what a session asks its user's actor (presence, roster, subscriptions...) in flight; at the limit it stops reading its socket until one is handled
 core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -> sender awaits (backpressure)
 user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
 offline_messages_max = 1000           # per user; beyond -> <resource-constraint/> error to sender
@@ -277,6 +278,7 @@ pub struct Limits {
     pub hibernating_sessions_per_user_max: usize,
     pub registrations_per_ip_per_hour: usize,
     pub session_mailbox_stanzas_max: usize,
+    pub session_inflight_requests_max: usize,
     pub core_mailbox_messages_max: usize,
     pub send_stall_secs: u64,
     pub user_mailbox_messages_max: usize,
@@ -386,6 +388,7 @@ impl Default for Limits {
             hibernating_sessions_per_user_max: 16,
             registrations_per_ip_per_hour: 5,
             session_mailbox_stanzas_max: 1024,
+            session_inflight_requests_max: 64,
             core_mailbox_messages_max: 16_384,
             send_stall_secs: 60,
             user_mailbox_messages_max: 4096,

@@ -97,6 +97,9 @@ pub struct CoreCounters {
     /// Actor steps that panicked and were contained (`shards::contain`): the session ended
     /// with `<internal-server-error/>`, or the user's actor dropped that one message.
     pub actor_panics: Counter,
+    /// Times a session stopped reading its socket, out of credit for requests to its
+    /// user's actor (`router::credit`): a client pipelining requests, slowed down.
+    pub session_reads_paused: Counter,
     /// XEP-0163 items read from storage (each one parsed): what PEP reads cost.
     pub pep_items_read: Counter,
 }
@@ -140,6 +143,7 @@ impl CoreCounters {
             ("hibernation_evictions", self.hibernation_evictions.get()),
             ("storage_errors", self.storage_errors.get()),
             ("actor_panics", self.actor_panics.get()),
+            ("session_reads_paused", self.session_reads_paused.get()),
             ("pep_items_read", self.pep_items_read.get()),
         ]
     }

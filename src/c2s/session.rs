@@ -22,6 +22,7 @@ use crate::modules::delivery::{self, Route};
 use crate::modules::entity_caps::{Interests, Lookup, Pending};
 use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState, Unacked};
 use crate::modules::{self, offline, IqAnswer};
+use crate::router::credit::Credit;
 use crate::router::{CoreState, Handover, SessionAddr, SessionMsg, UserMsg};
 use crate::stanza::{build, may_answer_with_error, to_xml, Kind, Stanza, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
@@ -80,6 +81,8 @@ pub struct BoundSession {
     caps_query: Option<Pending>,
     /// This session's alarm on the core's wheel, for [`Self::on_timer`].
     alarm: shards::wheel::Alarm,
+    /// Its requests in flight to its UserChannel; out of credit, it reads no more.
+    credit: Credit,
     /// XEP-0198: the connection is lost and the session waits to be resumed.
     hibernating: bool,
     /// XEP-0357: what the UserChannel was last told of whether the client sees messages now.
@@ -134,6 +137,7 @@ impl BoundSession {
         let bare: Arc<str> = jid.to_bare().to_string().into();
         BoundSession {
             alarm: core.wheel.alarm(),
+            credit: Credit::new(addr),
             owner: core.owner_of(&bare),
             resource: resource_of(&jid),
             core,
@@ -231,6 +235,11 @@ impl BoundSession {
         }
     }
 
+    /// Asks the user's UserChannel on one of this session's credits (`router::credit`).
+    async fn request(&self, msg: UserMsg) {
+        self.core.request_user(self.bare.clone(), &self.credit, msg).await;
+    }
+
     /// Registers with the user's UserChannel, with what Bind 2 turned on already; all in
     /// one actor's order, so the UserChannel knows the resource before anything else.
     async fn announce(&mut self) {
@@ -239,7 +248,7 @@ impl BoundSession {
         self.tell_resumable().await;
         if self.carbons {
             let msg = UserMsg::Carbons { resource: self.resource.clone(), enabled: true };
-            self.core.send_to_user(self.bare.clone(), msg).await;
+            self.request(msg).await;
         }
         self.tell_dormant().await;
     }
@@ -300,7 +309,12 @@ impl BoundSession {
                     self.hand_over(by, h).await;
                     return ConnEnd::HandedOver;
                 }
-                Some(SessionMsg::RingChanged(down)) => self.follow_owner(&down).await,
+                Some(SessionMsg::RingChanged(down)) => {
+                    self.credit.forgive();
+                    self.follow_owner(&down).await;
+                }
+                // A hibernating session asks nothing more; a resumed one starts afresh.
+                Some(SessionMsg::Credit) => self.credit.returned(),
                 Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_))) => self.update(m),
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
@@ -471,8 +485,12 @@ impl BoundSession {
     }
 
     async fn serve(&mut self, rx: &mailbox::Receiver<SessionMsg>) -> ConnEnd {
+        let credit_max = self.core.cfg.limits.session_inflight_requests_max;
         loop {
-            while let Some(ev) = self.conn.pending_event() {
+            // Out of credit, neither what is parsed already nor the socket is read: the
+            // mailbox brings the credit back (`router::credit`).
+            while !self.credit.exhausted(credit_max) {
+                let Some(ev) = self.conn.pending_event() else { break };
                 match ev {
                     StreamEvent::Element(el) => {
                         // Boxed: the routing path's futures are large, and an idle session
@@ -488,9 +506,20 @@ impl BoundSession {
             }
             // Re-arming is a no-op unless the check moved earlier (`shards::wheel`).
             self.alarm.arm_at(Instant::now() + self.next_check());
+            let paused = self.credit.exhausted(credit_max);
+            if paused {
+                self.core.counters.session_reads_paused.inc();
+            }
             let alarm = &self.alarm;
+            let conn = &mut self.conn;
+            let read = async move {
+                if paused {
+                    future::pending::<()>().await;
+                }
+                Wake::Read(conn.read_more().await)
+            };
             let wake = future::or(
-                future::or(async { Wake::Read(self.conn.read_more().await) }, async { Wake::Mail(rx.recv().await) }),
+                future::or(read, async { Wake::Mail(rx.recv().await) }),
                 async {
                     alarm.fired().await;
                     Wake::Timer
@@ -597,7 +626,11 @@ impl BoundSession {
                     self.hand_over(by, h).await;
                     return Err(ConnEnd::HandedOver);
                 }
-                SessionMsg::RingChanged(down) => self.follow_owner(&down).await,
+                SessionMsg::RingChanged(down) => {
+                    self.credit.forgive();
+                    self.follow_owner(&down).await;
+                }
+                SessionMsg::Credit => self.credit.returned(),
                 m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)) => self.update(m),
                 // Evicted: meant for this session while it hibernated, and it was resumed since.
                 SessionMsg::Resumed(_) | SessionMsg::ResumeFailed | SessionMsg::Evicted => {}
@@ -696,7 +729,7 @@ impl BoundSession {
                 _ => {}
             }
             let msg = UserMsg::OwnPresence { resource: self.resource.clone(), stanza };
-            self.core.send_to_user(self.bare.clone(), msg).await;
+            self.request(msg).await;
             return self.learn_caps(caps).await;
         };
         if let Err(e) = self.local_user(&to) {
@@ -704,7 +737,7 @@ impl BoundSession {
         }
         if crate::modules::subscription::SubType::parse(&type_).is_some() {
             let stanza = Stanza::seal(Kind::Presence, el, self.from(), Jid::from(to.to_bare()));
-            self.core.send_to_user(self.bare.clone(), UserMsg::OutboundSubscription(stanza)).await;
+            self.request(UserMsg::OutboundSubscription(stanza)).await;
             return Ok(());
         }
         // Directed presence (RFC 6121 §4.6).
@@ -763,14 +796,14 @@ impl BoundSession {
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), self.own_bare());
             self.roster_interested |= payload_ns == ns::ROSTER && &*stanza.type_ == "get";
             let msg = UserMsg::AccountIq { resource: self.resource.clone(), stanza };
-            self.core.send_to_user(self.bare.clone(), msg).await;
+            self.request(msg).await;
             return Ok(());
         }
         let user = self.jid.clone();
         if payload.ns() == ns::CARBONS && type_ == "set" {
             self.carbons = payload.name() == "enable";
         }
-        let answer = modules::handle_server_iq(&self.core, &user, &el, payload).await;
+        let answer = modules::handle_server_iq(&self.core, &self.credit, &user, &el, payload).await;
         let (first, outcome) = match answer {
             IqAnswer::Result(payload) => (Vec::new(), Ok(payload)),
             IqAnswer::ResultAfter(first, payload) => (first, Ok(payload)),
@@ -815,7 +848,7 @@ impl BoundSession {
         if nodes != self.pep_interest {
             self.pep_interest = nodes.clone();
             let msg = UserMsg::PepInterest { resource: self.resource.clone(), nodes };
-            self.core.send_to_user(self.bare.clone(), msg).await;
+            self.request(msg).await;
         }
     }
 

@@ -24,7 +24,7 @@ pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
         };
         let resource = crate::c2s::negotiate::resource_of(req.user);
         let bare = req.user.to_bare().to_string().into();
-        req.core.send_to_user(bare, UserMsg::Carbons { resource, enabled }).await;
+        req.core.request_user(bare, req.credit, UserMsg::Carbons { resource, enabled }).await;
         IqAnswer::Result(None)
     })
 }

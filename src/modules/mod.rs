@@ -11,6 +11,7 @@ use jid::FullJid;
 use minidom::Element;
 
 use crate::config::Config;
+use crate::router::credit::Credit;
 use crate::router::CoreState;
 use crate::stanza::StanzaError;
 use crate::xml::ns;
@@ -53,6 +54,8 @@ pub type IqFuture<'a> = Pin<Box<dyn Future<Output = IqAnswer> + 'a>>;
 /// What a handler sees: the core, the requesting full JID, the IQ and its one payload.
 pub struct IqRequest<'a> {
     pub core: &'a Rc<CoreState>,
+    /// The asking session's credit, for what the request asks of the user's actor.
+    pub credit: &'a Credit,
     pub user: &'a FullJid,
     pub iq: &'a Element,
     pub payload: &'a Element,
@@ -147,10 +150,10 @@ pub fn is_account_iq(namespace: &str) -> bool {
 }
 
 /// Answers an IQ addressed to the server (or to the user's own account).
-pub async fn handle_server_iq(core: &Rc<CoreState>, user: &FullJid, iq: &Element, payload: &Element) -> IqAnswer {
+pub async fn handle_server_iq(core: &Rc<CoreState>, credit: &Credit, user: &FullJid, iq: &Element, payload: &Element) -> IqAnswer {
     let ns = payload.ns();
     match SERVER_IQS.iter().find(|m| m.namespace == ns && (m.enabled)(&core.cfg)) {
-        Some(m) => (m.handle)(IqRequest { core, user, iq, payload }).await,
+        Some(m) => (m.handle)(IqRequest { core, credit, user, iq, payload }).await,
         // RFC 6120 §8.4: a payload nobody here understands.
         None => IqAnswer::Error(StanzaError::ServiceUnavailable),
     }

@@ -316,26 +316,24 @@ impl CoreState {
         debug_assert_eq!(self.owner_of(&user).core, self.id, "{user} routed to a core that does not own it");
         let tx = self.user_channel(&user);
         match msg {
-            // Lifecycle messages are bounded by the user's session count, not by traffic;
-            // dropping one would leave a ghost resource, so they bypass the mailbox bound.
-            // So are the XEP-0198 hand-overs, and the undelivered messages a session returns
-            // (at most its unacked limit): refusing those would lose what was accepted.
-            // What the user's own sessions ask of it (presence, subscriptions, roster) has
-            // no sender to be told "try later" and would be lost without a word; it is paced
-            // by those sessions' own reads, one stanza at a time, so only the user's own
-            // traffic can take their actor past the bound.
-            UserMsg::Bind { .. }
+            // Past the mailbox bound, each for a reason that bounds it elsewhere:
+            // - what the user's own sessions ask of it (presence, subscriptions, roster,
+            //   carbons, PEP interest) has no sender to be told "try later"; it comes as a
+            //   `Request` on one of the session's credits (`super::credit`), at most
+            //   `session_inflight_requests_max` per session, which then stops reading;
+            // - lifecycle messages, one per session event (dropping one would leave a ghost
+            //   resource), and the XEP-0198 hand-overs;
+            // - what sessions give back (at most their unacked limit) and the errors the
+            //   server answers with (one per refused stanza): refusing those would lose
+            //   what was accepted.
+            UserMsg::Request { .. }
+            | UserMsg::Bind { .. }
             | UserMsg::Unbind { .. }
             | UserMsg::Resumable { .. }
             | UserMsg::Resume { .. }
+            | UserMsg::Dormant { .. }
             | UserMsg::Undelivered(_)
             | UserMsg::ErrorReply(_)
-            | UserMsg::OwnPresence { .. }
-            | UserMsg::Carbons { .. }
-            | UserMsg::PepInterest { .. }
-            | UserMsg::Dormant { .. }
-            | UserMsg::OutboundSubscription(_)
-            | UserMsg::AccountIq { .. }
             | UserMsg::RingSettled => tx.force_send(msg),
             other => {
                 if let Err(SendError::Full(msg) | SendError::Closed(msg)) = tx.try_send(other) {

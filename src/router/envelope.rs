@@ -54,6 +54,9 @@ pub enum UserMsg {
     AccountIq { resource: Arc<str>, stanza: Stanza },
     /// A stanza addressed to this user, bare or full JID.
     Inbound(Stanza),
+    /// `msg`, asked by the session at `from` on one of its credits (`super::credit`),
+    /// which is given back with [`SessionMsg::Credit`] once `msg` is handled.
+    Request { from: SessionAddr, msg: Box<UserMsg> },
     /// XEP-0280: `resource` enabled or disabled carbons.
     Carbons { resource: Arc<str>, enabled: bool },
     /// XEP-0280: a message one of this user's resources sent, for `<sent/>` copies.
@@ -160,6 +163,8 @@ pub enum SessionMsg {
     Evicted,
     /// The account was deleted or its password changed: end, and do not hibernate.
     Revoked(Revocation),
+    /// One of this session's requests was handled by its user's actor (`super::credit`).
+    Credit,
 }
 
 /// What a resumed session takes from the one it replaces (XEP-0198 §5).

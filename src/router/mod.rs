@@ -12,8 +12,10 @@
 //! UserChannel applies the delivery rules and sends it to each target session
 //! ([`CoreMsg::ToSession`]): at most two hops between cores, none through a shared table.
 //! Each hop checks the rule on arrival (the sender picked the owner; the owner verifies).
+//! What a session asks of its own user's actor is paced by [`credit`].
 
 pub mod core;
+pub mod credit;
 pub mod custody;
 pub mod envelope;
 pub mod node_link;

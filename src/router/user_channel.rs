@@ -91,6 +91,9 @@ struct UserChannel {
 pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
     let mut uc = Box::pin(load_when_readable(&core, &jid)).await;
     while let Some(msg) = rx.recv().await {
+        // Read in place: a second binding of the message would be kept in this future, the
+        // memory of every online user's actor.
+        let credit_to = if let UserMsg::Request { from, .. } = &msg { Some(*from) } else { None };
         if let UserMsg::Disown = msg {
             // Out of the core's table first, so nothing new arrives here; then what came
             // before goes on to the new owner, in order. The sessions register there
@@ -104,6 +107,10 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         // Boxed: handling awaits storage and the mesh, whose futures are large; an online
         // user's idle actor should hold only its state, not that space.
         let step = async {
+            let msg = match msg {
+                UserMsg::Request { msg, .. } => *msg,
+                msg => msg,
+            };
             #[cfg(feature = "test-hooks")]
             if let UserMsg::Inbound(stanza) = &msg {
                 crate::test_hooks::panic_if_asked(&stanza.xml, "user");
@@ -114,6 +121,10 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         if let Err(p) = contained(Box::pin(step)).await {
             core.counters.actor_panics.inc();
             log::error!("{jid}: a message made the user's actor panic; dropped, contained: {}", p.0);
+        }
+        // Handled (or dropped by a panic): the asking session may send another.
+        if let Some(session) = credit_to {
+            Box::pin(core.send_to_session(session, SessionMsg::Credit)).await;
         }
         if uc.resources.is_empty() && uc.deferred.is_empty() && rx.is_empty() {
             break;
@@ -267,6 +278,7 @@ impl UserChannel {
             UserMsg::RingSettled => self.deliver_deferred(true).await,
             UserMsg::EndSessions(why) => self.end_sessions(why).await,
             UserMsg::Disown => unreachable!("handled by run"),
+            UserMsg::Request { .. } => unreachable!("unwrapped by run"),
         }
     }
 
