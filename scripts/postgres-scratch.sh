@@ -3,6 +3,7 @@
 # cluster: installs Debian's postgresql if missing, makes a data directory, starts it on
 # 127.0.0.1:PORT (default 25432) as the postgres user, creates role (may create databases,
 # for the tests) and database `martlet` (password `martlet`), and prints the connection URL on stdout.
+# TLS is on: a certificate for 127.0.0.1 signed by a CA of its own, DIR/ca.crt.
 #
 #   scripts/postgres-scratch.sh start [DIR] [PORT]   # DIR default /tmp/martlet-postgres
 #   scripts/postgres-scratch.sh stop  [DIR]
@@ -39,11 +40,23 @@ start() {
   if [ ! -f "$dir/PG_VERSION" ]; then
     as_postgres "$bin/initdb" -D "$dir" -U postgres --auth-local=trust --auth-host=scram-sha-256 >/dev/null
   fi
+  if [ ! -f "$dir/ca.crt" ]; then
+    # A CA of its own (DIR/ca.crt) and a certificate for 127.0.0.1 signed by it, so the
+    # tests can connect with TLS verified (`postgres_tls = "verify-full"`); plain stays allowed.
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=martlet scratch CA" \
+      -keyout "$dir/ca.key" -out "$dir/ca.crt" 2>/dev/null
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.crt" -CAkey "$dir/ca.key" -CAcreateserial -days 3650 \
+      -extfile "$dir/server.ext" -out "$dir/server.crt" 2>/dev/null
+    chown postgres: "$dir/server.key" "$dir/server.crt"
+    chmod 600 "$dir/server.key"
+  fi
   if ! as_postgres "$bin/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
     # Sockets in DIR too, so nothing in /var/run is needed; fsync stays on: the tests
     # restart servers and expect what they stored to be there.
     as_postgres "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200" \
+      -o "-c listen_addresses=127.0.0.1 -c port=$port -c unix_socket_directories=$dir -c max_connections=200 -c ssl=on" \
       start >/dev/null
   fi
   local psql=("$bin/psql" -h "$dir" -p "$port" -U postgres -v ON_ERROR_STOP=1 -qAt)

@@ -34,6 +34,7 @@ log "npm packages for @xmpp/client"
 log "PostgreSQL for the postgres storage backend's tests (scripts/postgres-scratch.sh)"
 MARTLET_TEST_POSTGRES_URL=$(scripts/postgres-scratch.sh start)
 export MARTLET_TEST_POSTGRES_URL
+export MARTLET_TEST_POSTGRES_CA=/tmp/martlet-postgres/ca.crt   # its TLS certificate's CA
 
 log "cargo build --release --workspace, and the test-hooks variant (deliberate panics) for the containment tests"
 cargo build --release --workspace --quiet --features martlet/test-hooks

@@ -32,6 +32,8 @@ key = ""                      # PEM private key
 backend = "embedded"          # "embedded" (redb file in `path`) or "postgres" (for clusters)
 path = "./martlet-data"       # directory; holds martlet.redb, the dev certificate and admin.sock
 postgres_url = ""             # with backend = "postgres": "postgresql://USER:PASSWORD@HOST:PORT/DB"
+postgres_tls = "disable"      # or "verify-full": TLS required, the certificate must chain to postgres_ca_file and name the URL's host
+postgres_ca_file = ""         # PEM CA for verify-full
 scram_iterations = 4096       # PBKDF2 rounds for new credentials
 password_hash_threads = 2     # threads running PBKDF2 (PLAIN checks, registration, password changes), never a core
 password_hash_queue_jobs_max = 2048  # PBKDF2 jobs waiting (about a second of work on two threads: a reconnect storm queues, not fails); full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
@@ -159,9 +161,27 @@ pub struct StorageConfig {
     pub path: PathBuf,
     /// libpq-style URL or key=value string; used only by `Backend::Postgres`.
     pub postgres_url: String,
+    /// TLS to PostgreSQL: off, or required with the server's certificate verified.
+    pub postgres_tls: PostgresTls,
+    /// PEM file of the CA the server's certificate must chain to, for `verify-full`.
+    pub postgres_ca_file: PathBuf,
     pub scram_iterations: u32,
     pub password_hash_threads: usize,
     pub password_hash_queue_jobs_max: usize,
+}
+
+/// TLS to PostgreSQL, named as libpq's `sslmode` values it matches. There is no mode that
+/// encrypts without verifying (libpq's `require`): it stops only a passive listener, and
+/// a database on another host is worth the CA file.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PostgresTls {
+    /// Plain TCP: a database on the same host or a private network.
+    #[default]
+    Disable,
+    /// TLS or no connection; the certificate must chain to `postgres_ca_file` and name
+    /// the URL's host.
+    VerifyFull,
 }
 
 /// Which `storage::Store` implementation holds the data.
@@ -366,6 +386,8 @@ impl Default for StorageConfig {
             backend: Backend::Embedded,
             path: "./martlet-data".into(),
             postgres_url: String::new(),
+            postgres_tls: PostgresTls::Disable,
+            postgres_ca_file: PathBuf::new(),
             scram_iterations: 4096,
             password_hash_threads: 2,
             password_hash_queue_jobs_max: 2048,
@@ -526,6 +548,9 @@ impl Config {
                 Ok(c) if !c.get_hosts().is_empty() => {}
                 Ok(_) => return Err(key_error("storage.postgres_url", "needed by backend = \"postgres\", with a host")),
                 Err(e) => return Err(key_error("storage.postgres_url", e)),
+            }
+            if self.storage.postgres_tls == PostgresTls::VerifyFull && self.storage.postgres_ca_file.as_os_str().is_empty() {
+                return Err(key_error("storage.postgres_ca_file", "needed by postgres_tls = \"verify-full\""));
             }
         }
         if self.storage.scram_iterations == 0 {

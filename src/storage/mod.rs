@@ -10,6 +10,7 @@ mod kdf_pool;
 mod model;
 mod postgres_migrate;
 mod postgres_store;
+mod postgres_tls;
 mod redb_store;
 mod secrets;
 
@@ -161,7 +162,7 @@ impl Storage {
         let store: Arc<dyn Store> = match cfg.backend {
             Backend::Embedded => Arc::new(RedbStore::open(&cfg.path)?),
             // One connection per worker: a worker runs one call at a time.
-            Backend::Postgres => Arc::new(PostgresStore::open(&cfg.postgres_url, WORKERS as u32)?),
+            Backend::Postgres => Arc::new(PostgresStore::open(cfg, WORKERS as u32)?),
         };
         let unknown_user_secret = store.server_secret(secrets::UNKNOWN_USER_SECRET, &secrets::fresh_server_secret())?.into();
         let kdf = kdf_pool::KdfPool::start(cfg.password_hash_threads, cfg.password_hash_queue_jobs_max)?;

@@ -7,14 +7,17 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use postgres::{NoTls, Row, Transaction};
+use postgres::{Row, Transaction};
+use tokio_postgres_rustls::MakeRustlsConnect;
 use r2d2::{Pool, PooledConnection};
 use r2d2_postgres::PostgresConnectionManager;
 
 use super::postgres_migrate::{backend, migrate};
+use super::postgres_tls;
+use crate::config::StorageConfig;
 use super::{ArchivePage, ArchiveQuery, ArchiveRow, Credentials, DefaultMode, MamPrefs, RosterItem, ScramKeys, StorageError, Store, Subscription};
 
-type Manager = PostgresConnectionManager<NoTls>;
+type Manager = PostgresConnectionManager<MakeRustlsConnect>;
 
 /// How long a call waits for a pooled connection (the database down or every connection
 /// busy) before it fails; the caller answers its client with an error, never hangs.
@@ -25,13 +28,19 @@ pub struct PostgresStore {
 }
 
 impl PostgresStore {
-    /// Connects (`connections_max` pooled connections at most), then applies migrations.
-    pub fn open(url: &str, connections_max: u32) -> Result<PostgresStore, StorageError> {
-        let config: postgres::Config = url.parse().map_err(|e| open_error(url, format!("{e}")))?;
+    /// Connects (`connections_max` pooled connections at most, with TLS as `cfg` says),
+    /// then applies migrations.
+    pub fn open(cfg: &StorageConfig, connections_max: u32) -> Result<PostgresStore, StorageError> {
+        let url = &cfg.postgres_url;
+        let mut config: postgres::Config = url.parse().map_err(|e| open_error(url, format!("{e}")))?;
+        let (tls, ssl_mode) = postgres_tls::connector(cfg).map_err(|e| open_error(url, e))?;
+        config.ssl_mode(ssl_mode);
+        // One connection first, for its error: the pool's says only that it timed out.
+        config.connect(tls.clone()).map_err(|e| open_error(url, with_causes(&e)))?;
         let pool = Pool::builder()
             .max_size(connections_max)
             .connection_timeout(CONNECTION_WAIT)
-            .build(PostgresConnectionManager::new(config, NoTls))
+            .build(PostgresConnectionManager::new(config, tls))
             .map_err(|e| open_error(url, e.to_string()))?;
         let store = PostgresStore { pool };
         migrate(&mut *store.connection()?).map_err(|e| open_error(url, e.to_string()))?;
@@ -62,6 +71,18 @@ impl PostgresStore {
 }
 
 /// The URL without its password, for error messages and logs.
+/// An error and what caused it ("error performing TLS handshake: invalid peer
+/// certificate: UnknownIssuer"), so an operator sees the reason, not its wrapper.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        cause = c.source();
+    }
+    text
+}
+
 fn open_error(url: &str, reason: String) -> StorageError {
     let shown = match url.parse::<postgres::Config>() {
         Ok(c) => format!(
