@@ -86,6 +86,7 @@ connections_per_ip_max = 200          # open connections from one IP address (IP
 auth_failures_max = 3                 # per stream; then <not-authorized/> stream error and close
 auth_failures_per_ip_per_minute = 30  # node-wide; more failures from one IP (IPv6: /64) in a minute -> further attempts refused until it passes
 hibernating_sessions_per_ip_max = 200 # XEP-0198 sessions awaiting resumption from one IP (IPv6: /64), node-wide; more -> the longest waiting ends
+resources_per_user_max = 32   # sessions bound at once per account (all nodes); one more -> the oldest ends with <policy-violation/>
 hibernating_sessions_per_user_max = 16  # XEP-0198 sessions awaiting resumption per user, per node; more -> the longest waiting ends
 registrations_per_ip_per_hour = 5     # XEP-0077 account creation attempts from one address (IPv6: its /64), node-wide; more -> <resource-constraint/> until the hour since its first passes
 session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> that session is closed with <resource-constraint/>, what it could not take re-routed (other resources, offline, or an error to the sender)
@@ -295,6 +296,7 @@ pub struct Limits {
     pub auth_failures_max: usize,
     pub auth_failures_per_ip_per_minute: usize,
     pub hibernating_sessions_per_ip_max: usize,
+    pub resources_per_user_max: usize,
     pub hibernating_sessions_per_user_max: usize,
     pub registrations_per_ip_per_hour: usize,
     pub session_mailbox_stanzas_max: usize,
@@ -407,6 +409,7 @@ impl Default for Limits {
             auth_failures_max: 3,
             auth_failures_per_ip_per_minute: 30,
             hibernating_sessions_per_ip_max: 200,
+            resources_per_user_max: 32,
             hibernating_sessions_per_user_max: 16,
             registrations_per_ip_per_hour: 5,
             session_mailbox_stanzas_max: 1024,

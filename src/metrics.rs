@@ -92,6 +92,8 @@ pub struct CoreCounters {
     pub custody_copies_dropped: Counter,
     /// XEP-0198 hibernating sessions ended past `hibernating_sessions_per_{ip,user}_max`.
     pub hibernation_evictions: Counter,
+    /// Sessions ended because their account bound more than `resources_per_user_max`.
+    pub resources_evicted: Counter,
     /// Storage calls that failed; the request was refused, never answered as if it worked.
     pub storage_errors: Counter,
     /// Actor steps that panicked and were contained (`shards::contain`): the session ended
@@ -141,6 +143,7 @@ impl CoreCounters {
             ("custody_given_up", self.custody_given_up.get()),
             ("custody_copies_dropped", self.custody_copies_dropped.get()),
             ("hibernation_evictions", self.hibernation_evictions.get()),
+            ("resources_evicted", self.resources_evicted.get()),
             ("storage_errors", self.storage_errors.get()),
             ("actor_panics", self.actor_panics.get()),
             ("session_reads_paused", self.session_reads_paused.get()),

@@ -315,6 +315,7 @@ impl BoundSession {
                 }
                 // A hibernating session asks nothing more; a resumed one starts afresh.
                 Some(SessionMsg::Credit) => self.credit.returned(),
+                Some(SessionMsg::TooManyResources) => return too_many_resources(),
                 Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_))) => self.update(m),
                 Some(SessionMsg::Replaced) => return ConnEnd::Error(StreamError::Conflict, String::new()),
                 Some(SessionMsg::Shutdown) => return ConnEnd::Error(StreamError::SystemShutdown, String::new()),
@@ -631,6 +632,7 @@ impl BoundSession {
                     self.follow_owner(&down).await;
                 }
                 SessionMsg::Credit => self.credit.returned(),
+                SessionMsg::TooManyResources => outcome = Err(too_many_resources()),
                 m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)) => self.update(m),
                 // Evicted: meant for this session while it hibernated, and it was resumed since.
                 SessionMsg::Resumed(_) | SessionMsg::ResumeFailed | SessionMsg::Evicted => {}
@@ -965,3 +967,7 @@ fn too_many_unacked() -> ConnEnd {
     ConnEnd::Error(StreamError::ResourceConstraint, "too many unacknowledged stanzas".into())
 }
 
+
+fn too_many_resources() -> ConnEnd {
+    ConnEnd::Error(StreamError::PolicyViolation, "too many sessions for this account: the oldest gives way".into())
+}

@@ -165,6 +165,9 @@ pub enum SessionMsg {
     Revoked(Revocation),
     /// One of this session's requests was handled by its user's actor (`super::credit`).
     Credit,
+    /// Its account bound more than `resources_per_user_max` sessions and this one is the
+    /// oldest: end with `<policy-violation/>`.
+    TooManyResources,
 }
 
 /// What a resumed session takes from the one it replaces (XEP-0198 §5).

@@ -284,6 +284,21 @@ impl UserChannel {
 
     // ---- sessions -------------------------------------------------------------------
 
+    /// At `resources_per_user_max`, the oldest session gives way to the new one, as
+    /// ejabberd's `max_user_sessions` does: a new login of the user's own always works,
+    /// and the count stays bounded. It is forgotten here at once (its unbind finds nothing).
+    async fn make_room_for_a_resource(&mut self) {
+        let max = self.core.cfg.limits.resources_per_user_max;
+        while self.resources.len() >= max {
+            let oldest = self.resources.remove(0);
+            self.core.counters.resources_evicted.inc();
+            self.core.send_to_session(oldest.session, SessionMsg::TooManyResources).await;
+            if oldest.available {
+                self.broadcast_unavailable(&oldest.name).await;
+            }
+        }
+    }
+
     /// Grows the list one at a time: most users have one resource, and a Vec's first
     /// growth would make room for four, most of an idle user's memory.
     fn add_resource(&mut self, resource: Resource) {
@@ -300,6 +315,7 @@ impl UserChannel {
                 self.broadcast_unavailable(&name).await;
             }
         }
+        self.make_room_for_a_resource().await;
         self.add_resource(Resource {
             name,
             session,

@@ -193,3 +193,22 @@ def test_full_core_mailbox_makes_senders_wait_not_lose(martlet_server):
         await close(*clients)
 
     asyncio.run(run())
+
+
+def test_resources_per_user_max_ends_the_oldest_session(martlet_server):
+    # Like ejabberd's max_user_sessions: a new login of the user's own always works, and the
+    # oldest session gives way, so one account cannot hold sessions without bound.
+    server = martlet_server(limits={"resources_per_user_max": 3})
+    sessions = []
+    for i in range(4):
+        raw = Raw(server.port)
+        raw.login(server.ca, "alice", PASSWORD, resource=f"r{i}")
+        sessions.append(raw)
+    assert stream_error(sessions[0].read_until(b"</stream:stream>", timeout=5)) == "policy-violation"
+    for i, raw in enumerate(sessions[1:], 1):
+        raw.buf = b""
+        raw.send(f"<iq type='get' id='p{i}'><ping xmlns='urn:xmpp:ping'/></iq>")
+        assert f"id='p{i}'" in raw.read_until(f"id='p{i}'".encode(), timeout=5)
+    assert server.metric_sum("martlet_resources_evicted_total") == 1
+    for raw in sessions:
+        raw.close()
