@@ -15,35 +15,15 @@ cd "$(dirname "$0")/.."
 counts=("$@"); [ $# -gt 0 ] || counts=(0 15000)
 port=${BENCH_PORT:-26222}   # below the ephemeral range
 [ -n "${MARTLET_BIN:-}" ] || cargo build --release --quiet -p martlet -p loadgen
-bin=${MARTLET_BIN:-target/release/martlet}
-lg=target/release/loadgen
+export MARTLET_BIN=${MARTLET_BIN:-target/release/martlet} BENCH_CORES=1 BENCH_PIN=0
+. scripts/lib/bench-node.sh
 
 for idle in "${counts[@]}"; do
-  work=$(mktemp -d)
-  cat > "$work/martlet.toml" <<TOML
-domain = "localhost"
-cores = 1
-[c2s]
-listen = "127.0.0.1:$port"
-require_tls = false
-plain_without_tls = true
-[c2s_direct_tls]
-listen = ""
-[storage]
-path = "$work/data"
-[limits]
-connections_per_ip_max = 1000000
-auth_failures_per_ip_per_minute = 1000000
-TOML
-  "$bin" --config "$work/martlet.toml" user bulk-add --prefix user --count $((idle + 1000)) --password pw >/dev/null
-  taskset -c 0 "$bin" serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
-  server=$!
-  holder=
-  trap 'kill $server $holder 2>/dev/null || true' EXIT
-  sleep 1
+  start_bench_node "$port" $((idle + 1000))
+  server=$server_pid holder=
   if [ "$idle" -gt 0 ]; then
-    taskset -c 1 "$lg" --server "127.0.0.1:$port" --first 1001 --users "$idle" --login-concurrency 500 --procs 2 \
-      connections --hold-secs 100000 >"$work/idle.log" 2>&1 &
+    taskset -c 1 target/release/loadgen --server "127.0.0.1:$port" --first 1001 --users "$idle" --login-concurrency 500 \
+      --procs 2 connections --hold-secs 100000 >"$work/idle.log" 2>&1 &
     holder=$!
     for _ in $(seq 240); do   # at most 8 minutes to log them in
       [ "$(ls /proc/$server/fd | wc -l)" -ge "$idle" ] && break
@@ -55,7 +35,7 @@ TOML
   if [ -n "${PERF:-}" ]; then
     perf record -e cpu-clock -g -p "$server" -o "$work/perf.data" -- sleep 12 >/dev/null 2>&1 &
   fi
-  taskset -c 1 "$lg" --server "127.0.0.1:$port" --users 1000 --out "$work/paper.json" paper --messages 15 >/dev/null
+  taskset -c 1 target/release/loadgen --server "127.0.0.1:$port" --users 1000 --out "$work/paper.json" paper --messages 15 >/dev/null
   cpu_after=$(awk '{print $14 + $15}' /proc/$server/stat)
   python3 - "$work/paper.json" "$idle" "$cpu_before" "$cpu_after" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
@@ -66,5 +46,6 @@ print(f"idle {idle}: delivered {j['delivered']}/{j['sent']}, p50 {j['latency_p50
 PY
   kill $server $holder 2>/dev/null || true
   wait 2>/dev/null || true
-  if [ -n "${PERF:-}" ]; then echo "  profile: $work/perf.data"; else rm -rf "$work"; fi
+  if [ -n "${PERF:-}" ]; then cp "$work/perf.data" "perf-idle-$idle.data"; echo "  profile: perf-idle-$idle.data"; fi
+  rm -rf "$work"
 done

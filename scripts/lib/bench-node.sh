@@ -7,7 +7,8 @@
 # exit. With DIRECT_TLS_PORT it also takes XEP-0368 Direct TLS there. Sets $work (the
 # temporary directory) and $server_pid.
 # MARTLET_BIN: a prebuilt martlet to run instead (then nothing is built, and lg needs a
-# loadgen built before).
+# loadgen built before). BENCH_CORES: `cores` for the node (default: one per CPU);
+# BENCH_PIN: a CPU list the server is pinned to (`taskset -c`).
 martlet_bin=${MARTLET_BIN:-target/release/martlet}
 
 start_bench_node() {
@@ -17,6 +18,7 @@ start_bench_node() {
   [ -n "${MARTLET_BIN:-}" ] || cargo build --release --quiet -p martlet -p loadgen
   cat > "$work/martlet.toml" <<TOML
 domain = "localhost"
+${BENCH_CORES:+cores = $BENCH_CORES}
 [c2s]
 listen = "127.0.0.1:$port"
 require_tls = false
@@ -30,7 +32,7 @@ connections_per_ip_max = 1000000
 auth_failures_per_ip_per_minute = 1000000
 TOML
   "$martlet_bin" --config "$work/martlet.toml" user bulk-add --prefix user --count "$accounts" --password pw >/dev/null
-  "$martlet_bin" serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
+  ${BENCH_PIN:+taskset -c "$BENCH_PIN"} "$martlet_bin" serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
   server_pid=$!
   sleep 1
   if ! kill -0 "$server_pid" 2>/dev/null; then
