@@ -11,7 +11,8 @@
 //!   → bound [`c2s::session`], the Session actor.
 //! - [`router`]   the routing table, the envelopes between actors, each core's state, and
 //!   the [`router::user_channel`] actor (RFC 6121 rules live there); [`router::custody`]
-//!   keeps a message that crosses nodes until the end of its path confirms it.
+//!   keeps a message that crosses nodes until the end of its path confirms it;
+//!   [`router::credit`] paces what a session asks of its own user's actor.
 //! - [`modules`]  one protocol feature per file, labelled with its RFC/XEP; server IQs are
 //!   registered as data in [`modules::SERVER_IQS`].
 //! - [`stanza`]   the routed form of a stanza and stanza errors.
