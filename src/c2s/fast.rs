@@ -191,7 +191,7 @@ pub async fn authenticate(
     core.counters.fast_logins.inc();
     let rotate = !req.invalidate && used.due_for_rotation(now);
     let additional = signed(&used.secret, b"Responder").finalize().into_bytes().to_vec();
-    Ok((Outcome::Success { user, additional: Some(additional) }, rotate))
+    Ok((Outcome::Success { user, additional: Some(additional), credentials: None }, rotate))
 }
 
 /// HT's message: `authcid NUL proof`, the authcid UTF-8.

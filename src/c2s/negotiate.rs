@@ -20,6 +20,7 @@ use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
 use crate::router::{CoreState, SessionMsg, UserMsg};
 use crate::stanza::{build, text_el, StanzaError};
+use crate::storage::Credentials;
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Longest resource a client may ask for, in bytes (RFC 7622 allows 1023).
@@ -48,6 +49,9 @@ pub struct Authenticated {
     pub(super) user: BareJid,
     /// RFC 6120 SASL restarts the stream; SASL2 does not, so no new header comes.
     restarted: bool,
+    /// What the password was checked against: a bind after the password changed (or the
+    /// account went) is refused, since revocation reaches only bound sessions.
+    credentials: Option<Credentials>,
 }
 
 /// Where authentication leaves a stream: to bind a resource, or bound by SASL2 already.
@@ -58,7 +62,7 @@ pub enum LoggedIn {
 
 /// How the client authenticated.
 enum Negotiated {
-    Rfc6120(BareJid),
+    Rfc6120 { user: BareJid, credentials: Option<Credentials> },
     Sasl2 { user: BareJid, req: Box<sasl2::Authenticate>, additional: Option<Vec<u8>>, rotate: bool },
 }
 
@@ -114,11 +118,12 @@ impl Unauthenticated {
     /// On an error the stream error is returned for the caller to send.
     pub async fn authenticate(mut self) -> Result<LoggedIn, (Conn, ConnEnd)> {
         match self.negotiate().await {
-            Ok(Negotiated::Rfc6120(user)) => {
-                Ok(LoggedIn::Unbound(Authenticated { core: self.core, conn: self.conn, user, restarted: true }))
+            Ok(Negotiated::Rfc6120 { user, credentials }) => {
+                Ok(LoggedIn::Unbound(Authenticated { core: self.core, conn: self.conn, user, restarted: true, credentials }))
             }
             Ok(Negotiated::Sasl2 { user, req, additional, rotate }) => {
-                let auth = Authenticated { core: self.core, conn: self.conn, user, restarted: false };
+                // SASL2 binds in the same step (Bind 2): nothing can change in between.
+                let auth = Authenticated { core: self.core, conn: self.conn, user, restarted: false, credentials: None };
                 sasl2::complete(auth, *req, additional, rotate).await
             }
             Err(e) => Err((self.conn, e)),
@@ -149,17 +154,17 @@ impl Unauthenticated {
                         let outcome = sasl::authenticate(&self.core, &mut self.conn, profile, &mechanisms, el.attr("mechanism"), &el.text())
                             .await
                             .map_err(|e| self.abandoned(e))?;
-                        if let Some((user, additional)) = self.counted(outcome, &el)? {
+                        if let Some((user, additional, credentials)) = self.counted(outcome, &el)? {
                             let data = additional.map(|a| sasl::encode(&a)).unwrap_or_default();
                             self.conn.send_el(&text_el("success", ns::SASL, &data)).await?;
                             self.conn.restart();
-                            return Ok(Negotiated::Rfc6120(user));
+                            return Ok(Negotiated::Rfc6120 { user, credentials });
                         }
                     } else {
                         let req = Box::new(sasl2::Authenticate::parse(&el));
                         let (outcome, rotate) =
                             sasl2::authenticate(&self.core, &mut self.conn, &mechanisms, &req).await.map_err(|e| self.abandoned(e))?;
-                        if let Some((user, additional)) = self.counted(outcome, &el)? {
+                        if let Some((user, additional, _)) = self.counted(outcome, &el)? {
                             return Ok(Negotiated::Sasl2 { user, req, additional, rotate });
                         }
                     }
@@ -225,10 +230,10 @@ impl Unauthenticated {
     /// success data, or `None` after a failure. Failures are counted per stream and per
     /// address; past either limit the stream ends. Each failure is logged (rate-limited)
     /// with what an operator, or fail2ban, needs: user, address, mechanism, reason.
-    fn counted(&mut self, outcome: Outcome, auth: &Element) -> Result<Option<(BareJid, Option<Vec<u8>>)>, ConnEnd> {
+    fn counted(&mut self, outcome: Outcome, auth: &Element) -> Result<Option<Authenticating>, ConnEnd> {
         let ip = self.conn.peer.ip();
         match outcome {
-            Outcome::Success { user, additional } => Ok(Some((user, additional))),
+            Outcome::Success { user, additional, credentials } => Ok(Some((user, additional, credentials))),
             Outcome::Failure { condition, user } => {
                 let user = user.map_or_else(|| "(none given)".to_owned(), |u| u.to_string());
                 // The client's own words: cut short and quoted, so they cannot forge log lines.
@@ -263,7 +268,25 @@ impl Unauthenticated {
     }
 }
 
+/// Who authenticated, the mechanism's success data, and what the password was checked against.
+type Authenticating = (BareJid, Option<Vec<u8>>, Option<Credentials>);
+
 impl Authenticated {
+    /// The stream may still bind: the password it proved is still the account's. A
+    /// password change or deletion ends bound sessions (`Revoked`); this stream was not
+    /// bound yet, so it checks here.
+    async fn still_authorized(&self) -> Result<(), ConnEnd> {
+        let Some(proved) = &self.credentials else { return Ok(()) };
+        match self.core.storage.credentials(self.user.to_string()).await {
+            Ok(Some(current)) if current == *proved => Ok(()),
+            Ok(_) => Err(end(StreamError::NotAuthorized, "the account's password changed, or it was deleted, since this stream authenticated")),
+            Err(e) => {
+                log::error!("{}: credentials not read at bind: {e}", self.user);
+                Err(end(StreamError::InternalServerError, "storage unavailable"))
+            }
+        }
+    }
+
     /// Resource binding (RFC 6120 §7), or XEP-0198 resumption of an earlier session; the
     /// legacy session IQ is answered on the way.
     pub async fn bind(mut self) -> Result<BoundSession, (Conn, ConnEnd)> {
@@ -289,13 +312,16 @@ impl Authenticated {
         loop {
             let iq = next_element(&mut self.conn).await?;
             match ClientSm::parse(&iq) {
-                Some(ClientSm::Resume { previd, h }) => match self.resume(previd.into(), h).await? {
-                    Some(resumed) => return Ok(Bound::Resumed(Box::new(resumed))),
-                    None => {
-                        self.conn.send_el(&sm::failed("item-not-found")).await?;
-                        continue;
+                Some(ClientSm::Resume { previd, h }) => {
+                    self.still_authorized().await?;
+                    match self.resume(previd.into(), h).await? {
+                        Some(resumed) => return Ok(Bound::Resumed(Box::new(resumed))),
+                        None => {
+                            self.conn.send_el(&sm::failed("item-not-found")).await?;
+                            continue;
+                        }
                     }
-                },
+                }
                 // XEP-0198 §3: enabling comes after binding.
                 Some(_) => {
                     self.conn.send_el(&sm::failed("unexpected-request")).await?;
@@ -309,6 +335,7 @@ impl Authenticated {
             match iq.get_child("bind", ns::BIND).filter(|_| iq.attr("type") == Some("set")) {
                 Some(bind) => match self.resource(bind) {
                     Ok(full) => {
+                        self.still_authorized().await?;
                         let jid_el = text_el("jid", ns::BIND, &full.to_string());
                         let id = iq.attr("id").unwrap_or("");
                         let result = build("iq", ns::CLIENT, &[("type", "result"), ("id", id)], vec![build("bind", ns::BIND, &[], vec![jid_el])]);

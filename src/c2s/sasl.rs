@@ -20,7 +20,7 @@ use super::scram::{ClientFirst, Exchange};
 use super::stream_error::StreamError;
 use crate::router::CoreState;
 use crate::stanza::{build, text_el};
-use crate::storage::{ScramHash, StorageError};
+use crate::storage::{Credentials, ScramHash, StorageError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,9 @@ impl Mechanism {
 pub enum Outcome {
     /// Authenticated as `user`; `additional` is the mechanism's success data (SCRAM's
     /// server signature), for the caller's `<success/>`.
-    Success { user: BareJid, additional: Option<Vec<u8>> },
+    /// `credentials`: what a password was checked against (none for a XEP-0484 token), so
+    /// binding can refuse a stream whose password changed since (`negotiate`).
+    Success { user: BareJid, additional: Option<Vec<u8>>, credentials: Option<Credentials> },
     /// The client was told `<failure/>` with `condition` and may try again; `user` is who
     /// it claimed to be, when it got that far.
     Failure { condition: &'static str, user: Option<BareJid> },
@@ -115,9 +117,9 @@ async fn plain(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, initial_
     if !authzid.is_empty() && authzid != jid.to_string().as_bytes() {
         return fail(conn, profile, "invalid-authzid").await;
     }
-    match core.storage.verify_plain(jid.to_string(), password.to_owned()).await {
-        Ok(true) => Ok(Outcome::Success { user: jid, additional: None }),
-        Ok(false) => fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid)),
+    match core.storage.plain_credentials(jid.to_string(), password.to_owned()).await {
+        Ok(Some(credentials)) => Ok(Outcome::Success { user: jid, additional: None, credentials: Some(credentials) }),
+        Ok(None) => fail(conn, profile, "not-authorized").await.map(|o| o.claimed_by(&jid)),
         Err(StorageError::Busy) => {
             core.counters.password_hash_busy.inc();
             fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid))
@@ -142,8 +144,8 @@ async fn scram(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, hash: Sc
     if first.authzid.as_ref().is_some_and(|a| *a != jid.to_string()) {
         return fail(conn, profile, "invalid-authzid").await;
     }
-    let keys = match core.storage.credentials_or_made_up(jid.to_string()).await {
-        Ok((c, _known)) => if hash == ScramHash::Sha1 { c.sha1 } else { c.sha256 },
+    let (keys, credentials) = match core.storage.credentials_or_made_up(jid.to_string()).await {
+        Ok((c, _known)) => (if hash == ScramHash::Sha1 { c.sha1.clone() } else { c.sha256.clone() }, c),
         Err(e) => {
             log::error!("SCRAM for {jid}: storage: {e}");
             return fail(conn, profile, "temporary-auth-failure").await.map(|o| o.claimed_by(&jid));
@@ -158,7 +160,7 @@ async fn scram(core: &Rc<CoreState>, conn: &mut Conn, profile: Profile, hash: Sc
     };
     let Some(client_final) = client_final else { return fail(conn, profile, "incorrect-encoding").await.map(|o| o.claimed_by(&jid)) };
     match exchange.finish(&client_final) {
-        Ok(server_final) => Ok(Outcome::Success { user: jid, additional: Some(server_final.into_bytes()) }),
+        Ok(server_final) => Ok(Outcome::Success { user: jid, additional: Some(server_final.into_bytes()), credentials: Some(credentials) }),
         Err(e) => {
             log::debug!("SCRAM for {jid} failed: {e:?}");
             fail(conn, profile, e.condition()).await.map(|o| o.claimed_by(&jid))

@@ -270,9 +270,21 @@ impl Storage {
     /// SASL PLAIN check; false for a wrong password or an unknown user, which costs the
     /// same PBKDF2 work. `StorageError::Busy` when the KDF pool is saturated.
     pub async fn verify_plain(&self, jid: String, password: String) -> Result<bool, StorageError> {
+        Ok(self.plain_credentials(jid, password).await?.is_some())
+    }
+
+    /// As [`Self::verify_plain`], returning the credentials the password matched: a stream
+    /// holds them until it binds, to see that they did not change meanwhile.
+    pub async fn plain_credentials(&self, jid: String, password: String) -> Result<Option<Credentials>, StorageError> {
         let (stored, known) = self.credentials_or_made_up(jid).await?;
-        let matches = self.kdf.run(WhenBusy::Refuse, move || secrets::verify(&stored, &password)).await?;
-        Ok(known && matches)
+        let checked = stored.clone();
+        let matches = self.kdf.run(WhenBusy::Refuse, move || secrets::verify(&checked, &password)).await?;
+        Ok((known && matches).then_some(stored))
+    }
+
+    /// The account's current credentials; `None` once it is deleted.
+    pub async fn credentials(&self, jid: String) -> Result<Option<Credentials>, StorageError> {
+        self.run(move |s| s.credentials(&jid)).await
     }
 
     /// Sorted by contact JID.

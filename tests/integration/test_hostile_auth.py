@@ -290,3 +290,26 @@ def test_the_store_keeps_no_salted_password(martlet_server):
     stored = (server.data / "martlet.redb").read_bytes()
     assert salt in stored, "the salt should be stored: the test looks in the right file"
     assert salted not in stored, "the SCRAM-SHA-256 salted password, enough to log in, is on disk"
+
+
+def test_a_stream_that_authenticated_before_a_password_change_cannot_bind_after_it(martlet_server):
+    # Revocation reaches bound sessions; one between SASL and bind is checked at bind.
+    server = martlet_server(c2s=NO_TLS)
+    raw = Raw(server.port)
+    raw.open()
+    assert "<success" in raw.auth_plain("bob", PASSWORD)
+    raw.buf = b""
+    raw.open()
+    server.cli("user", "passwd", "bob@localhost", "bobs-new-pw")
+    raw.buf = b""
+    raw.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    ended_with(raw, "not-authorized")
+    # With the new password, binding works.
+    fresh = Raw(server.port)
+    fresh.open()
+    assert "<success" in fresh.auth_plain("bob", "bobs-new-pw")
+    fresh.buf = b""
+    fresh.open()
+    fresh.buf = b""
+    fresh.send("<iq type='set' id='b2'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>")
+    assert "<jid>bob@localhost/" in fresh.read_until(b"</iq>")
