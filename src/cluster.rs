@@ -37,6 +37,7 @@ pub fn start(cfg: &Config, cores: usize) -> Result<Option<Started>, String> {
         inbound_messages_max: cfg.limits.core_mailbox_messages_max,
         handshake_timeout: Duration::from_millis(c.handshake_timeout_ms),
         pending_handshakes_max: c.pending_handshakes_max,
+        members_max: c.members_max,
         tls: if c.tls { Some(crate::tls::mesh_tls(cfg).map_err(|e| format!("cluster.tls: {e}"))?) } else { None },
     };
     let (cluster, inboxes) = Cluster::start(mesh, cores).map_err(|e| format!("cluster.listen {listen}: {e}"))?;

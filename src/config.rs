@@ -37,6 +37,8 @@ postgres_ca_file = ""         # PEM CA for verify-full
 scram_iterations = 4096       # PBKDF2 rounds for new credentials
 password_hash_threads = 2     # threads running PBKDF2 (PLAIN checks, registration, password changes), never a core
 password_hash_queue_jobs_max = 2048  # PBKDF2 jobs waiting (about a second of work on two threads: a reconnect storm queues, not fails); full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
+job_queue_jobs_max = 4096     # storage reads and writes waiting for the storage threads, node-wide; full -> the asking actor waits
+archive_queue_messages_max = 16384  # XEP-0313 archive rows waiting for the archive writer; full -> the archiving actor waits
 
 [registration]
 enabled = false               # XEP-0077 in-band registration
@@ -68,6 +70,7 @@ held_messages_max = 65536     # per core: messages to other nodes awaiting confi
 delivered_receipts_max = 262144  # per core: held messages remembered as delivered, so a copy sent again is dropped
 handshake_timeout_ms = 5000   # a connection not authenticated (TLS and secret) this long after accept is closed
 pending_handshakes_max = 64   # connections handshaking at once (a thread each); more are closed at accept, counted, logged
+members_max = 256             # nodes this node keeps track of; a new one past it takes the place of one long down, else is refused and logged
 
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
@@ -78,6 +81,7 @@ security_events_per_minute = 60  # per core: failed logins, handshake timeouts, 
 [limits]
 stanza_bytes_max = 262144             # larger stanza -> <policy-violation/> stream error
 stanza_depth_max = 48                 # element levels in a stanza (the stanza is 1); deeper -> <policy-violation/> stream error
+stream_header_bytes_max = 8192        # the <stream:stream> start tag; larger -> <policy-violation/> stream error
 handshake_timeout_secs = 30           # TCP accept to bound resource
 idle_timeout_secs = 600               # no bytes received for this long -> connection-timeout
 ping_interval_secs = 120              # server XEP-0199 ping after this much silence
@@ -89,12 +93,16 @@ hibernating_sessions_per_ip_max = 200 # XEP-0198 sessions awaiting resumption fr
 resources_per_user_max = 32   # sessions bound at once per account (all nodes); one more -> the oldest ends with <policy-violation/>
 hibernating_sessions_per_user_max = 16  # XEP-0198 sessions awaiting resumption per user, per node; more -> the longest waiting ends
 registrations_per_ip_per_hour = 5     # XEP-0077 account creation attempts from one address (IPv6: its /64), node-wide; more -> <resource-constraint/> until the hour since its first passes
+tracked_addresses_max = 65536         # addresses the auth-failure and registration counts remember, each, node-wide; full -> the oldest auth-failure window is forgotten, a new registering address is refused
 session_mailbox_stanzas_max = 1024    # outbound queue per session; full -> that session is closed with <resource-constraint/>, what it could not take re-routed (other resources, offline, or an error to the sender)
 session_inflight_requests_max = 64    # what a session asks its user's actor (presence, roster, subscriptions...) in flight; at the limit it stops reading its socket until one is handled
 core_mailbox_messages_max = 16384     # depth of each cross-core channel; full -> sender awaits (backpressure)
 user_mailbox_messages_max = 4096      # inbound queue of each online user's actor; full -> <resource-constraint/> error to sender
 offline_messages_max = 1000           # per user; beyond -> <resource-constraint/> error to sender
 roster_items_max = 2000               # per user
+roster_group_bytes_max = 1024         # one roster group name; longer -> <not-acceptable/>
+directed_presences_max = 1000         # JIDs one session sent directed presence to, remembered to tell them it left; more are still sent, not remembered
+caps_cache_entries_max = 4096         # XEP-0115 verified capability hashes remembered per core; full -> the cache starts again empty
 csi_held_stanzas_max = 256            # XEP-0352: held for an inactive client; more -> all are sent
 mam_page_messages_max = 100           # XEP-0313: results per query page, whatever <max/> asks
 mam_messages_per_user_max = 10000     # XEP-0313: messages one user's archive keeps; more -> the oldest are dropped
@@ -169,6 +177,8 @@ pub struct StorageConfig {
     pub scram_iterations: u32,
     pub password_hash_threads: usize,
     pub password_hash_queue_jobs_max: usize,
+    pub job_queue_jobs_max: usize,
+    pub archive_queue_messages_max: usize,
 }
 
 /// TLS to PostgreSQL, named as libpq's `sslmode` values it matches. There is no mode that
@@ -282,6 +292,7 @@ pub struct Cluster {
     pub delivered_receipts_max: usize,
     pub handshake_timeout_ms: u64,
     pub pending_handshakes_max: usize,
+    pub members_max: usize,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
@@ -289,6 +300,7 @@ pub struct Cluster {
 pub struct Limits {
     pub stanza_bytes_max: usize,
     pub stanza_depth_max: usize,
+    pub stream_header_bytes_max: usize,
     pub handshake_timeout_secs: u64,
     pub idle_timeout_secs: u64,
     pub ping_interval_secs: u64,
@@ -299,6 +311,7 @@ pub struct Limits {
     pub resources_per_user_max: usize,
     pub hibernating_sessions_per_user_max: usize,
     pub registrations_per_ip_per_hour: usize,
+    pub tracked_addresses_max: usize,
     pub session_mailbox_stanzas_max: usize,
     pub session_inflight_requests_max: usize,
     pub core_mailbox_messages_max: usize,
@@ -306,6 +319,9 @@ pub struct Limits {
     pub user_mailbox_messages_max: usize,
     pub offline_messages_max: usize,
     pub roster_items_max: usize,
+    pub roster_group_bytes_max: usize,
+    pub directed_presences_max: usize,
+    pub caps_cache_entries_max: usize,
     pub csi_held_stanzas_max: usize,
     pub mam_page_messages_max: usize,
     pub mam_messages_per_user_max: usize,
@@ -359,6 +375,7 @@ impl Default for Cluster {
             delivered_receipts_max: 262_144,
             handshake_timeout_ms: 5_000,
             pending_handshakes_max: 64,
+            members_max: 256,
         }
     }
 }
@@ -393,6 +410,8 @@ impl Default for StorageConfig {
             scram_iterations: 4096,
             password_hash_threads: 2,
             password_hash_queue_jobs_max: 2048,
+            job_queue_jobs_max: 4096,
+            archive_queue_messages_max: 16_384,
         }
     }
 }
@@ -402,6 +421,7 @@ impl Default for Limits {
         Limits {
             stanza_bytes_max: 262_144,
             stanza_depth_max: 48,
+            stream_header_bytes_max: 8192,
             handshake_timeout_secs: 30,
             idle_timeout_secs: 600,
             ping_interval_secs: 120,
@@ -412,6 +432,7 @@ impl Default for Limits {
             resources_per_user_max: 32,
             hibernating_sessions_per_user_max: 16,
             registrations_per_ip_per_hour: 5,
+            tracked_addresses_max: 65_536,
             session_mailbox_stanzas_max: 1024,
             session_inflight_requests_max: 64,
             core_mailbox_messages_max: 16_384,
@@ -419,6 +440,9 @@ impl Default for Limits {
             user_mailbox_messages_max: 4096,
             offline_messages_max: 1000,
             roster_items_max: 2000,
+            roster_group_bytes_max: 1024,
+            directed_presences_max: 1000,
+            caps_cache_entries_max: 4096,
             csi_held_stanzas_max: 256,
             mam_page_messages_max: 100,
             mam_messages_per_user_max: 10_000,
@@ -565,8 +589,14 @@ impl Config {
         if self.storage.password_hash_threads == 0 {
             return Err(key_error("storage.password_hash_threads", POSITIVE));
         }
-        if self.storage.password_hash_queue_jobs_max == 0 {
-            return Err(key_error("storage.password_hash_queue_jobs_max", POSITIVE));
+        for (key, value) in [
+            ("storage.password_hash_queue_jobs_max", self.storage.password_hash_queue_jobs_max),
+            ("storage.job_queue_jobs_max", self.storage.job_queue_jobs_max),
+            ("storage.archive_queue_messages_max", self.storage.archive_queue_messages_max),
+        ] {
+            if value == 0 {
+                return Err(key_error(key, POSITIVE));
+            }
         }
         if self.stream_management.unacked_stanzas_max == 0 {
             return Err(key_error("stream_management.unacked_stanzas_max", POSITIVE));
@@ -621,6 +651,7 @@ impl Config {
             ("cluster.delivered_receipts_max", c.delivered_receipts_max as u64),
             ("cluster.handshake_timeout_ms", c.handshake_timeout_ms),
             ("cluster.pending_handshakes_max", c.pending_handshakes_max as u64),
+            ("cluster.members_max", c.members_max as u64),
         ] {
             if value == 0 {
                 return Err(key_error(key, POSITIVE));

@@ -50,7 +50,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let cores = cfg.cores_effective();
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
     let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
-    let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour));
+    let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour, cfg.limits.tracked_addresses_max));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     crate::startup_log::log(&cfg, &claimed.listeners, cores);
     let listeners = Arc::new(claimed.listeners.clone());

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use martlet::xml::stream_parser::{StreamEvent, StreamParser};
+use martlet::xml::stream_parser::{ParserLimits, StreamEvent, StreamParser};
 
 const HEADER: &[u8] = b"<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>";
 
@@ -15,7 +15,9 @@ fuzz_target!(|data: &[u8]| {
     };
     let Ok(last) = std::str::from_utf8(last) else { return };
     // Parsed as a session parses it, so the element is what the code really gets.
-    let mut parser = StreamParser::new(1 << 16, martlet::config::Limits::default().stanza_depth_max);
+    let defaults = martlet::config::Limits::default();
+    let limits = ParserLimits { stream_header_bytes_max: defaults.stream_header_bytes_max, stanza_bytes_max: 1 << 16, stanza_depth_max: defaults.stanza_depth_max };
+    let mut parser = StreamParser::new(limits);
     if parser.feed(HEADER).is_err() || parser.feed(element).is_err() {
         return;
     }

@@ -6,18 +6,17 @@
 use jid::Jid;
 use libfuzzer_sys::fuzz_target;
 use martlet::stanza::{Kind, Stanza};
-use martlet::xml::stream_parser::{StreamEvent, StreamParser};
+use martlet::xml::stream_parser::{ParserLimits, StreamEvent, StreamParser};
 use minidom::Element;
 
 /// Parser limits for the run: small, so the size and depth checks are reached too.
-const STANZA_BYTES_MAX: usize = 4096;
-const STANZA_DEPTH_MAX: usize = 16;
+const LIMITS: ParserLimits = ParserLimits { stream_header_bytes_max: 1024, stanza_bytes_max: 4096, stanza_depth_max: 16 };
 
 fuzz_target!(init: martlet_fuzz::tolerate_known_panic(), |data: &[u8]| {
     // The first byte picks the chunk size (1..=64): split points vary with the input.
     let Some((&step, bytes)) = data.split_first() else { return };
     let step = usize::from(step % 64) + 1;
-    let mut parser = StreamParser::new(STANZA_BYTES_MAX, STANZA_DEPTH_MAX);
+    let mut parser = StreamParser::new(LIMITS);
     for chunk in bytes.chunks(step) {
         if parser.feed(chunk).is_err() {
             return;

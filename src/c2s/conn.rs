@@ -10,7 +10,7 @@ use minidom::Element;
 use super::stream_error::{escape, StreamError};
 use super::transport::Transport;
 use crate::stanza::to_xml;
-use crate::xml::stream_parser::{StreamEvent, StreamParser};
+use crate::xml::stream_parser::{ParserLimits, StreamEvent, StreamParser};
 
 /// Bytes read per read call while a connection is busy.
 const READ_CHUNK_BYTES: usize = 4096;
@@ -42,8 +42,7 @@ pub struct Conn {
     pub transport: Transport,
     parser: StreamParser,
     read_buf: Vec<u8>,
-    stanza_bytes_max: usize,
-    stanza_depth_max: usize,
+    parser_limits: ParserLimits,
     header_sent: bool,
     /// When bytes last arrived: whitespace pings count (RFC 6120 §4.6.1).
     pub last_rx: Instant,
@@ -92,13 +91,16 @@ impl Conn {
         limits: &crate::config::Limits,
         stopping: std::rc::Rc<std::cell::Cell<bool>>,
     ) -> Self {
-        let (stanza_bytes_max, stanza_depth_max) = (limits.stanza_bytes_max, limits.stanza_depth_max);
+        let parser_limits = ParserLimits {
+            stream_header_bytes_max: limits.stream_header_bytes_max,
+            stanza_bytes_max: limits.stanza_bytes_max,
+            stanza_depth_max: limits.stanza_depth_max,
+        };
         Conn {
             transport,
-            parser: StreamParser::new(stanza_bytes_max, stanza_depth_max),
+            parser: StreamParser::new(parser_limits),
             read_buf: vec![0; READ_CHUNK_BYTES],
-            stanza_bytes_max,
-            stanza_depth_max,
+            parser_limits,
             header_sent: false,
             last_rx: Instant::now(),
             deadline: None,
@@ -122,7 +124,7 @@ impl Conn {
 
     /// A stream restart (RFC 6120 §4.3.3, after TLS and after SASL): a fresh parser.
     pub fn restart(&mut self) {
-        self.parser = StreamParser::new(self.stanza_bytes_max, self.stanza_depth_max);
+        self.parser = StreamParser::new(self.parser_limits);
         self.header_sent = false;
     }
 
@@ -289,7 +291,7 @@ fn describe(e: &crate::xml::stream_parser::ParseError) -> String {
         Restricted(t) => format!("XML that XMPP forbids: {t}"),
         TooLarge { stanza_bytes_max } => format!("stanza larger than {stanza_bytes_max} bytes"),
         TooDeep { stanza_depth_max } => format!("elements nested deeper than {stanza_depth_max} levels"),
-        HeaderTooLarge => format!("stream header larger than {} bytes", crate::xml::stream_parser::STREAM_HEADER_BYTES_MAX),
+        HeaderTooLarge { stream_header_bytes_max } => format!("stream header larger than {stream_header_bytes_max} bytes"),
     }
 }
 

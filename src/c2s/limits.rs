@@ -18,9 +18,6 @@ use crate::config::Limits;
 use crate::router::SessionAddr;
 
 const AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
-/// Past this many tracked addresses, expired failure windows are swept: the table stays
-/// bounded even under a spray of failures from many addresses.
-const TRACKED_ADDRESSES_MAX: usize = 65_536;
 
 /// The address a limit counts `ip` under: IPv4 as is (an IPv4-mapped IPv6 address as its
 /// IPv4), IPv6 by its /64, the prefix one subscriber is usually given, so a client cannot
@@ -40,6 +37,11 @@ pub struct PeerLimits {
     auth_failures_per_ip_per_minute: usize,
     hibernating_per_ip_max: usize,
     hibernating_per_user_max: usize,
+    /// Addresses whose failures are counted at most (`tracked_addresses_max`). Past it,
+    /// expired windows are swept, then the window that started longest ago is forgotten:
+    /// the table stays bounded under a spray from more addresses within a minute, and what
+    /// a sprayer gains is a few more guesses from addresses it already has many of.
+    tracked_addresses_max: usize,
     table: Mutex<Table>,
 }
 
@@ -67,6 +69,7 @@ impl PeerLimits {
             auth_failures_per_ip_per_minute: limits.auth_failures_per_ip_per_minute,
             hibernating_per_ip_max: limits.hibernating_sessions_per_ip_max,
             hibernating_per_user_max: limits.hibernating_sessions_per_user_max,
+            tracked_addresses_max: limits.tracked_addresses_max,
             table: Mutex::new(Table::default()),
         }
     }
@@ -108,10 +111,15 @@ impl PeerLimits {
 
     pub fn record_auth_failure(&self, ip: IpAddr) {
         let mut table = self.table();
-        if table.failures.len() >= TRACKED_ADDRESSES_MAX {
+        let key = peer_key(ip);
+        if table.failures.len() >= self.tracked_addresses_max && !table.failures.contains_key(&key) {
             table.failures.retain(|_, (since, _)| since.elapsed() < AUTH_FAILURE_WINDOW);
+            if table.failures.len() >= self.tracked_addresses_max {
+                let oldest = table.failures.iter().min_by_key(|(_, (since, _))| *since).map(|(ip, _)| *ip);
+                table.failures.remove(&oldest.expect("a full table has an entry"));
+            }
         }
-        let entry = table.failures.entry(peer_key(ip)).or_insert((Instant::now(), 0));
+        let entry = table.failures.entry(key).or_insert((Instant::now(), 0));
         if entry.0.elapsed() >= AUTH_FAILURE_WINDOW {
             *entry = (Instant::now(), 0);
         }
@@ -175,6 +183,7 @@ mod tests {
         l.auth_failures_per_ip_per_minute = 2;
         l.hibernating_sessions_per_ip_max = 2;
         l.hibernating_sessions_per_user_max = 1;
+        l.tracked_addresses_max = 3;
         PeerLimits::new(&l)
     }
 
@@ -210,6 +219,19 @@ mod tests {
         p.record_auth_failure(a);
         assert!(!p.auth_allowed(a));
         assert!(p.auth_allowed("127.0.0.9".parse().unwrap()));
+    }
+
+    #[test]
+    fn a_spray_of_addresses_within_a_minute_keeps_the_table_bounded() {
+        let p = limits();
+        let addr = |i: u32| IpAddr::V4((0x0a00_0000 + i).into());
+        for i in 0..100 {
+            p.record_auth_failure(addr(i));
+            p.record_auth_failure(addr(i));
+            assert!(p.table().failures.len() <= 3);
+        }
+        assert!(!p.auth_allowed(addr(99)), "the newest addresses are still counted");
+        assert!(p.auth_allowed(addr(0)), "the oldest window was forgotten to make room");
     }
 
     fn session(slot: u32) -> SessionAddr {

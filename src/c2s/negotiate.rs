@@ -18,7 +18,7 @@ use super::stream_error::StreamError;
 use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
-use crate::router::{CoreState, SessionMsg, UserMsg};
+use crate::router::{CoreState, Revocation, SessionAddr, SessionMsg, UserMsg};
 use crate::stanza::{build, text_el, StanzaError};
 use crate::storage::Credentials;
 use crate::xml::{ns, stream_parser::StreamEvent};
@@ -361,6 +361,10 @@ impl Authenticated {
         self.core.send_to_user(user.clone(), UserMsg::Resume { resume_id: resume_id.clone(), session: addr, h }).await;
         let wait = Duration::from_secs(self.core.cfg.limits.send_stall_secs) + RESUME_HANDOVER_SLACK;
         let deadline = Instant::now() + wait;
+        // At most a session mailbox's worth (`session_mailbox_stanzas_max`), as a live
+        // session would hold: past it the resumption fails, as a full mailbox would end
+        // the session, and what came is routed again.
+        let meanwhile_max = self.core.cfg.limits.session_mailbox_stanzas_max;
         let mut meanwhile = Vec::new();
         let mut updates = Vec::new();
         // The account was deleted or its password changed during the hand-over: the old
@@ -384,8 +388,14 @@ impl Authenticated {
                     return Err(super::stream_error::revoked(why));
                 }
                 Some(Some(SessionMsg::Revoked(why))) => revoked = Some(why),
-                Some(Some(SessionMsg::Deliver(xml))) => meanwhile.push(xml),
-                Some(Some(SessionMsg::DeliverBacklog(backlog))) => meanwhile.extend(backlog),
+                Some(Some(SessionMsg::Deliver(xml))) if meanwhile.len() < meanwhile_max => meanwhile.push(xml),
+                Some(Some(SessionMsg::DeliverBacklog(backlog))) if meanwhile.len() + backlog.len() <= meanwhile_max => {
+                    meanwhile.extend(backlog)
+                }
+                Some(Some(SessionMsg::Deliver(xml))) => return self.give_up_resuming(&user, addr, meanwhile, vec![xml], revoked).await,
+                Some(Some(SessionMsg::DeliverBacklog(backlog))) => {
+                    return self.give_up_resuming(&user, addr, meanwhile, backlog, revoked).await
+                }
                 Some(Some(m @ (SessionMsg::CarbonPeers(_) | SessionMsg::Blocklist(_)))) => updates.push(m),
                 Some(Some(SessionMsg::ResumeFailed)) => {
                     self.core.unregister_session(addr);
@@ -400,15 +410,30 @@ impl Authenticated {
                 // resource here already, so it is unbound and what came is routed again.
                 None | Some(None) => {
                     log::warn!("{}: XEP-0198 hand-over did not arrive in {wait:?}", self.user);
-                    self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
-                    self.core.unregister_session(addr);
-                    self.reroute(&user, meanwhile).await;
-                    return match revoked {
-                        Some(why) => Err(super::stream_error::revoked(why)),
-                        None => Ok(None),
-                    };
+                    return self.give_up_resuming(&user, addr, meanwhile, Vec::new(), revoked).await;
                 }
             }
+        }
+    }
+
+    /// The hand-over did not come in time, or more came meanwhile than a session may
+    /// queue: the UserChannel may have moved the resource here already, so it is unbound
+    /// and what came is routed again.
+    async fn give_up_resuming(
+        &self,
+        user: &Arc<str>,
+        addr: SessionAddr,
+        mut meanwhile: Vec<Arc<str>>,
+        more: Vec<Arc<str>>,
+        revoked: Option<Revocation>,
+    ) -> Result<Option<Resumption>, ConnEnd> {
+        self.core.send_to_user(user.clone(), UserMsg::Unbind { session: addr }).await;
+        self.core.unregister_session(addr);
+        meanwhile.extend(more);
+        self.reroute(user, meanwhile).await;
+        match revoked {
+            Some(why) => Err(super::stream_error::revoked(why)),
+            None => Ok(None),
         }
     }
 

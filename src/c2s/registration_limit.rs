@@ -12,19 +12,20 @@ use std::time::{Duration, Instant};
 use super::limits::peer_key;
 
 const WINDOW: Duration = Duration::from_secs(3600);
-/// Past this many tracked addresses, expired windows are swept; if none has expired, a new
-/// address is refused until one does: memory stays bounded under a spray of addresses.
-const TRACKED_ADDRESSES_MAX: usize = 65_536;
 
 pub struct RegistrationLimit {
     per_hour: usize,
+    /// Past this many tracked addresses (`tracked_addresses_max`), expired windows are
+    /// swept; if none has expired, a new address is refused until one does: memory stays
+    /// bounded under a spray of addresses, and no address's count is forgotten early.
+    tracked_addresses_max: usize,
     /// Address key -> (start of its window, attempts in it).
     attempts: Mutex<HashMap<IpAddr, (Instant, usize)>>,
 }
 
 impl RegistrationLimit {
-    pub fn new(per_hour: usize) -> Self {
-        RegistrationLimit { per_hour, attempts: Mutex::new(HashMap::new()) }
+    pub fn new(per_hour: usize, tracked_addresses_max: usize) -> Self {
+        RegistrationLimit { per_hour, tracked_addresses_max, attempts: Mutex::new(HashMap::new()) }
     }
 
     /// Counts one registration attempt from `ip`; false (and nothing counted) when the
@@ -36,9 +37,9 @@ impl RegistrationLimit {
     fn try_attempt_at(&self, key: IpAddr, now: Instant) -> bool {
         // A panic elsewhere while holding the lock leaves counts that are still counts.
         let mut attempts = self.attempts.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        if attempts.len() >= TRACKED_ADDRESSES_MAX && !attempts.contains_key(&key) {
+        if attempts.len() >= self.tracked_addresses_max && !attempts.contains_key(&key) {
             attempts.retain(|_, (since, _)| now.duration_since(*since) < WINDOW);
-            if attempts.len() >= TRACKED_ADDRESSES_MAX {
+            if attempts.len() >= self.tracked_addresses_max {
                 return false;
             }
         }
@@ -60,7 +61,7 @@ mod tests {
 
     #[test]
     fn an_address_gets_its_allowance_per_hour() {
-        let limit = RegistrationLimit::new(2);
+        let limit = RegistrationLimit::new(2, 16);
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         let t0 = Instant::now();
         assert!(limit.try_attempt_at(a, t0) && limit.try_attempt_at(a, t0));
@@ -71,9 +72,9 @@ mod tests {
 
     #[test]
     fn the_table_stays_bounded() {
-        let limit = RegistrationLimit::new(1);
+        let limit = RegistrationLimit::new(1, 1000);
         let t0 = Instant::now();
-        for i in 0..TRACKED_ADDRESSES_MAX as u32 {
+        for i in 0..1000 {
             assert!(limit.try_attempt_at(IpAddr::V4(i.into()), t0));
         }
         let newcomer = IpAddr::V4(u32::MAX.into());

@@ -34,10 +34,6 @@ const WRITE_BATCH_BYTES_MAX: usize = 64 * 1024;
 /// Quiet time after which a session gives back its busy-time buffers.
 const IDLE_RELEASE_AFTER: Duration = Duration::from_secs(2);
 
-/// Directed presences remembered per session (RFC 6121 §4.6), to send `unavailable` to
-/// when the session ends; more are still routed but not remembered.
-const DIRECTED_PRESENCES_MAX: usize = 1000;
-
 pub struct BoundSession {
     core: Rc<CoreState>,
     conn: Conn,
@@ -744,7 +740,9 @@ impl BoundSession {
         }
         // Directed presence (RFC 6121 §4.6).
         match type_.as_str() {
-            "" if self.directed.len() < DIRECTED_PRESENCES_MAX => {
+            // RFC 6121 §4.6: remembered to send `unavailable` to when the session ends;
+            // past the limit still routed, not remembered.
+            "" if self.directed.len() < self.core.cfg.limits.directed_presences_max => {
                 self.directed.insert(to.clone());
             }
             "unavailable" => {

@@ -67,7 +67,7 @@ impl From<&ParseError> for StreamError {
         match e {
             ParseError::NotWellFormed(_) => StreamError::NotWellFormed,
             ParseError::Restricted(_) => StreamError::RestrictedXml,
-            ParseError::TooLarge { .. } | ParseError::HeaderTooLarge | ParseError::TooDeep { .. } => StreamError::PolicyViolation,
+            ParseError::TooLarge { .. } | ParseError::HeaderTooLarge { .. } | ParseError::TooDeep { .. } => StreamError::PolicyViolation,
         }
     }
 }

@@ -22,13 +22,12 @@ use crate::xml::ns;
 /// The PEP nodes a client wants notifications from, sorted.
 pub type Interests = Arc<[Arc<str>]>;
 
-/// Hashes remembered per core. When full it starts again empty: a client making up hashes
-/// costs itself round trips, and the table stays bounded.
-const CACHE_ENTRIES_MAX: usize = 4096;
-
-#[derive(Default)]
+/// Verified hashes, per core, at most `entries_max` (`[limits] caps_cache_entries_max`).
+/// When full it starts again empty: a client making up hashes costs itself round trips,
+/// and the table stays bounded.
 pub struct Cache {
     known: RefCell<HashMap<String, Interests>>,
+    entries_max: usize,
 }
 
 /// A disco#info query sent to a client, waiting for its answer.
@@ -46,6 +45,10 @@ pub enum Lookup {
 }
 
 impl Cache {
+    pub fn new(entries_max: usize) -> Cache {
+        Cache { known: RefCell::default(), entries_max }
+    }
+
     /// What the `<c/>` of `presence` (from `client`, a full JID) stands for, or the query to
     /// learn it; `None` when there is no usable `<c/>` (legacy caps have no hash).
     pub fn lookup(&self, presence: &Element, domain: &str, client: &str) -> Option<Lookup> {
@@ -70,7 +73,7 @@ impl Cache {
         let verified = hash_caps(&compute_disco(&info), pending.algo.clone()).is_ok_and(|h| h.hash == pending.ver);
         if verified {
             let mut known = self.known.borrow_mut();
-            if known.len() >= CACHE_ENTRIES_MAX {
+            if known.len() >= self.entries_max {
                 known.clear();
             }
             known.insert(pending.key.clone(), interests.clone());
@@ -104,7 +107,7 @@ mod tests {
 
     #[test]
     fn a_verified_answer_is_remembered_and_names_the_notify_nodes() {
-        let cache = Cache::default();
+        let cache = Cache::new(16);
         let presence = presence_with(&info());
         let Some(Lookup::Ask(pending, query)) = cache.lookup(&presence, "localhost", "a@localhost/r") else { panic!("asks first") };
         let node = query.get_child("query", ns::DISCO_INFO).and_then(|q| q.attr("node")).unwrap();
@@ -116,7 +119,7 @@ mod tests {
 
     #[test]
     fn an_answer_that_does_not_hash_to_the_version_is_not_remembered() {
-        let cache = Cache::default();
+        let cache = Cache::new(16);
         let presence = presence_with(&info());
         let Some(Lookup::Ask(pending, _)) = cache.lookup(&presence, "localhost", "a@localhost/r") else { panic!() };
         let mut lie = info();
@@ -127,7 +130,7 @@ mod tests {
 
     #[test]
     fn presence_without_caps_asks_nothing() {
-        let cache = Cache::default();
+        let cache = Cache::new(16);
         assert!(cache.lookup(&build("presence", ns::CLIENT, &[], vec![]), "localhost", "a@localhost/r").is_none());
     }
 }

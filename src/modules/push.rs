@@ -130,15 +130,20 @@ struct Window {
 
 const MINUTE: Duration = Duration::from_secs(60);
 
-/// Users tracked before those idle for a minute are forgotten.
+/// Users tracked at most: past it, those idle for a minute are forgotten, then the one that
+/// pushed longest ago (it may then push once more than its share).
 const TRACKED_USERS_MAX: usize = 10_000;
 
 impl RateLimiter {
     /// The `message-count` to push now, or `None` when `user` had its share this minute.
     pub fn allow(&self, user: &Arc<str>, per_minute: usize, now: Instant) -> Option<u32> {
         let mut users = self.users.borrow_mut();
-        if users.len() >= TRACKED_USERS_MAX {
+        if users.len() >= TRACKED_USERS_MAX && !users.contains_key(user) {
             users.retain(|_, w| w.sent.back().is_some_and(|&t| now.duration_since(t) < MINUTE));
+            if users.len() >= TRACKED_USERS_MAX {
+                let stalest = users.iter().min_by_key(|(_, w)| w.sent.back().copied()).map(|(u, _)| u.clone());
+                users.remove(&stalest.expect("a full table has an entry"));
+            }
         }
         let window = users.entry(user.clone()).or_default();
         while window.sent.front().is_some_and(|&t| now.duration_since(t) >= MINUTE) {
@@ -197,6 +202,19 @@ mod tests {
         assert_eq!(limiter.allow(&user, 2, t0 + Duration::from_secs(30)), None);
         assert_eq!(limiter.allow(&user, 2, t0 + Duration::from_secs(59)), None);
         assert_eq!(limiter.allow(&user, 2, t0 + MINUTE), Some(3));
+    }
+
+    #[test]
+    fn the_pacing_table_stays_bounded_under_a_minute_of_new_users() {
+        let limiter = RateLimiter::default();
+        let t0 = Instant::now();
+        for i in 0..TRACKED_USERS_MAX + 50 {
+            let user: Arc<str> = format!("u{i}@d").into();
+            assert_eq!(limiter.allow(&user, 1, t0 + Duration::from_millis(i as u64)), Some(1));
+        }
+        assert_eq!(limiter.users.borrow().len(), TRACKED_USERS_MAX);
+        let newest: Arc<str> = format!("u{}@d", TRACKED_USERS_MAX + 49).into();
+        assert_eq!(limiter.allow(&newest, 1, t0 + Duration::from_secs(1)), None, "the newest are still paced");
     }
 
     #[test]

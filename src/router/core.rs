@@ -114,7 +114,7 @@ impl CoreState {
             registrations,
             archive_ids: ArchiveIds::new(mesh.core_id()),
             caps: crate::modules::caps::stream_feature(&cfg),
-            client_caps: Default::default(),
+            client_caps: crate::modules::entity_caps::Cache::new(cfg.limits.caps_cache_entries_max),
             push_limiter: Default::default(),
             started: Instant::now(),
             cfg,

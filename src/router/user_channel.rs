@@ -33,9 +33,6 @@ use crate::stanza::{build, may_answer_with_error, Kind, Stanza, StanzaError};
 use crate::storage::{ArchiveRow, RosterItem, Subscription};
 use crate::xml::ns;
 
-/// Longest roster group name accepted, in bytes.
-const ROSTER_GROUP_BYTES_MAX: usize = 1024;
-
 /// Waits between attempts to load a user's state while storage fails, doubling.
 const LOAD_RETRY_DELAY_MIN: std::time::Duration = std::time::Duration::from_millis(250);
 const LOAD_RETRY_DELAY_MAX: std::time::Duration = std::time::Duration::from_secs(5);
@@ -77,7 +74,8 @@ struct UserChannel {
     receipt_passed: Cell<bool>,
     /// Messages that found no session while the ring was settling: the sessions of a user
     /// that moved here register one by one, as their nodes see the change. Delivered as
-    /// they come, the rest stored offline once the ring settled.
+    /// they come, the rest stored offline once the ring settled. At most
+    /// `user_mailbox_messages_max`: past it a message is stored offline at once.
     deferred: Vec<Stanza>,
     /// XEP-0163: the user's PEP nodes.
     pep: crate::modules::pep::Service,
@@ -896,7 +894,7 @@ impl UserChannel {
     }
 
     async fn roster_set(&mut self, query: &Element) -> Result<(), StanzaError> {
-        let set = roster::parse_set(query, ROSTER_GROUP_BYTES_MAX)?;
+        let set = roster::parse_set(query, self.core.cfg.limits.roster_group_bytes_max)?;
         if set.jid == *self.jid {
             return Err(StanzaError::NotAllowed);
         }
@@ -965,8 +963,8 @@ impl UserChannel {
                 }
             }
             Route::Offline => match self.core.ring_settling_until() {
-                Some(until) => self.defer(stanza, until),
-                None => self.store_offline_and_push(&stanza).await,
+                Some(until) if self.deferred.len() < self.core.cfg.limits.user_mailbox_messages_max => self.defer(stanza, until),
+                _ => self.store_offline_and_push(&stanza).await,
             },
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
             Route::Drop => {}

@@ -36,13 +36,9 @@ pub const FAST_TOKENS_DOC: &str = "fast-tokens";
 /// stalling every other lookup, while writes serialise in the backend anyway.
 const WORKERS: usize = 2;
 
-/// Jobs waiting for a worker; when full, callers await (backpressure).
-const JOB_QUEUE_JOBS_MAX: usize = 4096;
-
-/// Messages waiting for the archive writer; when full, UserChannels await (backpressure).
-const ARCHIVE_QUEUE_MESSAGES_MAX: usize = 16_384;
-
-/// Rows committed in one archive transaction at most.
+/// Rows committed in one archive transaction at most. (The queues before the workers are
+/// bounded by `[storage] job_queue_jobs_max` and `archive_queue_messages_max`: when full,
+/// the asking actor awaits.)
 const ARCHIVE_BATCH_ROWS_MAX: usize = 16_384;
 
 #[derive(Debug)]
@@ -166,7 +162,7 @@ impl Storage {
         };
         let unknown_user_secret = store.server_secret(secrets::UNKNOWN_USER_SECRET, &secrets::fresh_server_secret())?.into();
         let kdf = kdf_pool::KdfPool::start(cfg.password_hash_threads, cfg.password_hash_queue_jobs_max)?;
-        let (jobs, queue) = flume::bounded::<Job>(JOB_QUEUE_JOBS_MAX);
+        let (jobs, queue) = flume::bounded::<Job>(cfg.job_queue_jobs_max);
         let workers = (0..WORKERS)
             .map(|i| {
                 let (store, queue) = (store.clone(), queue.clone());
@@ -176,7 +172,7 @@ impl Storage {
                     .map_err(|e| StorageError::Backend(format!("starting worker thread: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let (archive_rows, archive_queue) = flume::bounded(ARCHIVE_QUEUE_MESSAGES_MAX);
+        let (archive_rows, archive_queue) = flume::bounded(cfg.archive_queue_messages_max);
         let archiver = std::thread::Builder::new()
             .name("storage-archive".into())
             .spawn(move || write_archive(&*store, archive_queue))

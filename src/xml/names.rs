@@ -45,12 +45,13 @@ fn prefix_declaration(prefix: &str, uri: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::stream_parser::tests::limits;
     use super::super::stream_parser::{ParseError, StreamParser};
 
     const HEADER: &str = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='localhost'>";
 
     fn parse(stanza: &str) -> Result<(), ParseError> {
-        let mut p = StreamParser::new(1 << 16, 48);
+        let mut p = StreamParser::new(limits(1 << 16, 48));
         p.feed(HEADER.as_bytes()).unwrap();
         p.feed(stanza.as_bytes())
     }

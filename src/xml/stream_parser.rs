@@ -30,15 +30,24 @@ pub enum ParseError {
     Restricted(String),
     /// A stanza larger than the limit: `<policy-violation/>`.
     TooLarge { stanza_bytes_max: usize },
-    /// A stream header larger than [`STREAM_HEADER_BYTES_MAX`]: `<policy-violation/>`.
-    HeaderTooLarge,
+    /// A stream header larger than the limit: `<policy-violation/>`.
+    HeaderTooLarge { stream_header_bytes_max: usize },
     /// Elements nested deeper than the limit (the stanza is level 1): `<policy-violation/>`.
     TooDeep { stanza_depth_max: usize },
 }
 
-/// Largest `<stream:stream>` start tag accepted, in bytes. A real one is a few hundred; rxml
-/// bounds each token, but not how many attributes a client may send before authenticating.
-pub const STREAM_HEADER_BYTES_MAX: usize = 8192;
+/// What one stream may send, from `[limits]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParserLimits {
+    /// Largest `<stream:stream>` start tag, in bytes. A real one is a few hundred; rxml
+    /// bounds each token, but not how many attributes a client may send before authenticating.
+    pub stream_header_bytes_max: usize,
+    pub stanza_bytes_max: usize,
+    /// Checked before an element reaches the tree builder: minidom resolves each element's
+    /// prefix by walking every open element, so depth costs quadratic time before anything
+    /// else could refuse the stanza, and a deep tree is cloned and dropped recursively.
+    pub stanza_depth_max: usize,
+}
 
 pub struct StreamParser {
     raw: RawParser,
@@ -55,11 +64,7 @@ pub struct StreamParser {
     stanza: Option<TreeBuilder>,
     /// Bytes of the top-level element being read, counted from its first byte.
     element_bytes: usize,
-    stanza_bytes_max: usize,
-    /// Checked before an element reaches the tree builder: minidom resolves each element's
-    /// prefix by walking every open element, so depth costs quadratic time before anything
-    /// else could refuse the stanza, and a deep tree is cloned and dropped recursively.
-    stanza_depth_max: usize,
+    limits: ParserLimits,
     /// Top-level elements completed but not yet handed out.
     ready: std::collections::VecDeque<StreamEvent>,
 }
@@ -74,7 +79,7 @@ struct HeaderInProgress {
 }
 
 impl StreamParser {
-    pub fn new(stanza_bytes_max: usize, stanza_depth_max: usize) -> Self {
+    pub fn new(limits: ParserLimits) -> Self {
         StreamParser {
             raw: RawParser::new(),
             depth: 0,
@@ -82,8 +87,7 @@ impl StreamParser {
             content_ns: String::new(),
             stanza: None,
             element_bytes: 0,
-            stanza_bytes_max,
-            stanza_depth_max,
+            limits,
             ready: Default::default(),
         }
     }
@@ -117,8 +121,8 @@ impl StreamParser {
         super::names::check(&ev).map_err(ParseError::NotWellFormed)?;
         if self.depth == 0 {
             self.element_bytes += ev.metrics().len();
-            if self.element_bytes > STREAM_HEADER_BYTES_MAX {
-                return Err(ParseError::HeaderTooLarge);
+            if self.element_bytes > self.limits.stream_header_bytes_max {
+                return Err(ParseError::HeaderTooLarge { stream_header_bytes_max: self.limits.stream_header_bytes_max });
             }
             return self.on_header_event(ev);
         }
@@ -141,15 +145,15 @@ impl StreamParser {
             }
         }
         self.element_bytes += ev.metrics().len();
-        if self.element_bytes > self.stanza_bytes_max {
-            return Err(ParseError::TooLarge { stanza_bytes_max: self.stanza_bytes_max });
+        if self.element_bytes > self.limits.stanza_bytes_max {
+            return Err(ParseError::TooLarge { stanza_bytes_max: self.limits.stanza_bytes_max });
         }
         match ev {
             RawEvent::ElementHeadOpen(..) => {
                 self.depth += 1;
                 // depth 1 is the stream, so the stanza element is level 1 at depth 2.
-                if self.depth - 1 > self.stanza_depth_max {
-                    return Err(ParseError::TooDeep { stanza_depth_max: self.stanza_depth_max });
+                if self.depth - 1 > self.limits.stanza_depth_max {
+                    return Err(ParseError::TooDeep { stanza_depth_max: self.limits.stanza_depth_max });
                 }
             }
             RawEvent::ElementFoot(_) => self.depth -= 1,
@@ -233,8 +237,13 @@ fn classify(e: rxml::Error) -> ParseError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Limits for a test: the default header bound, and these.
+    pub(crate) fn limits(stanza_bytes_max: usize, stanza_depth_max: usize) -> ParserLimits {
+        ParserLimits { stream_header_bytes_max: 8192, stanza_bytes_max, stanza_depth_max }
+    }
 
     const HEADER: &str = "<?xml version='1.0'?><stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'>";
@@ -245,15 +254,15 @@ mod tests {
 
     #[test]
     fn endless_stream_header_is_too_large() {
-        let mut p = StreamParser::new(1 << 20, 48);
+        let mut p = StreamParser::new(limits(1 << 20, 48));
         let attrs: String = (0..2000).map(|i| format!(" a{i}='x'")).collect();
         let header = format!("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'{attrs}");
-        assert_eq!(p.feed(header.as_bytes()), Err(ParseError::HeaderTooLarge));
+        assert_eq!(p.feed(header.as_bytes()), Err(ParseError::HeaderTooLarge { stream_header_bytes_max: 8192 }));
     }
 
     #[test]
     fn header_stanzas_and_end_byte_by_byte() {
-        let mut p = StreamParser::new(4096, 48);
+        let mut p = StreamParser::new(limits(4096, 48));
         let doc = format!("{HEADER} <message to='a@b'><body>hi &amp; bye</body></message>\n</stream:stream>");
         for b in doc.as_bytes() {
             p.feed(std::slice::from_ref(b)).unwrap();
@@ -282,7 +291,7 @@ mod tests {
     fn oversized_stanza_is_refused_before_it_ends() {
         // rxml hands out text in tokens of at most 8 KiB, so the count (and the memory held
         // for an unfinished stanza) runs at most one token behind the bytes received.
-        let mut p = StreamParser::new(100, 48);
+        let mut p = StreamParser::new(limits(100, 48));
         p.feed(HEADER.as_bytes()).unwrap();
         let big = format!("<message><body>{}", "x".repeat(20_000));
         assert_eq!(p.feed(big.as_bytes()), Err(ParseError::TooLarge { stanza_bytes_max: 100 }));
@@ -290,7 +299,7 @@ mod tests {
 
     #[test]
     fn depth_is_refused_at_the_first_element_past_the_limit() {
-        let mut p = StreamParser::new(1 << 20, 3);
+        let mut p = StreamParser::new(limits(1 << 20, 3));
         p.feed(HEADER.as_bytes()).unwrap();
         p.feed(b"<message><a><b></b></a></message>").unwrap();
         assert_eq!(events(&mut p).len(), 2);
@@ -299,21 +308,21 @@ mod tests {
 
     #[test]
     fn doctype_is_restricted() {
-        let mut p = StreamParser::new(4096, 48);
+        let mut p = StreamParser::new(limits(4096, 48));
         let err = p.feed(b"<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'b'>]><x/>").unwrap_err();
         assert!(matches!(err, ParseError::Restricted(_) | ParseError::NotWellFormed(_)), "{err:?}");
     }
 
     #[test]
     fn garbage_is_not_well_formed() {
-        let mut p = StreamParser::new(4096, 48);
+        let mut p = StreamParser::new(limits(4096, 48));
         p.feed(HEADER.as_bytes()).unwrap();
         assert!(matches!(p.feed(b"<message><</message>"), Err(ParseError::NotWellFormed(_))));
     }
 
     #[test]
     fn undeclared_prefix_is_not_well_formed() {
-        let mut p = StreamParser::new(4096, 48);
+        let mut p = StreamParser::new(limits(4096, 48));
         p.feed(HEADER.as_bytes()).unwrap();
         assert!(p.feed(b"<foo:bar/>").is_err());
     }

@@ -174,6 +174,19 @@ def test_stream_header_size_limit(martlet_server):
     assert stream_error(raw.read_until(b"</stream:stream>")) == "policy-violation"
 
 
+def test_stream_header_bytes_max_is_configured(martlet_server):
+    # A 1 kB header passes the default 8 KiB and fails a configured 512 bytes.
+    attrs = "".join(f" a{i}='x'" for i in range(100))
+    header = ("<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
+              f"xmlns:stream='http://etherx.jabber.org/streams' to='localhost' version='1.0'{attrs}>")
+    for limit, refused in ((None, False), (512, True)):
+        server = martlet_server(limits={"stream_header_bytes_max": limit} if limit else {})
+        raw = Raw(server.port)
+        raw.send(header)
+        text = raw.read_until(b"</stream:features>", b"</stream:stream>")
+        assert ("policy-violation" in text) == refused, (limit, text)
+
+
 def test_full_core_mailbox_makes_senders_wait_not_lose(martlet_server):
     # Two-message channels between the cores: a burst across cores fills them at once, the
     # senders wait for room (backpressure), and every message still arrives, in order.

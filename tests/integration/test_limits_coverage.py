@@ -134,19 +134,28 @@ def test_csi_held_past_max_sends_all(martlet_server):
     assert_every_core_serves(server)
 
 
-def test_session_keeps_working_past_directed_presences_max(martlet_server):
-    # src/c2s/session.rs DIRECTED_PRESENCES_MAX (1000, a constant): directed presence past it
-    # is still delivered, only not remembered for the unavailable broadcast.
-    server = martlet_server()
+def test_directed_presences_past_max_are_sent_but_not_told_of_the_end(martlet_server):
+    # [limits] directed_presences_max: RFC 6121 §4.6 directed presence past it is still
+    # delivered, only not remembered, so its target is not sent the unavailable at the end.
+    server = martlet_server(users=["alice", "bob", "carol", "dave"], limits={"directed_presences_max": 2})
     alice, _ = logged_in(server, "alice")
-    bob, _ = logged_in(server, "bob")
-    bob.send("<presence/>")
-    ping(bob, "b0")
-    alice.send("".join(f"<presence to='nobody{i}@localhost'/>" for i in range(1005)))
-    ping(alice, "p0")
-    bob.buf = b""
-    alice.send("<presence to='bob@localhost'/>")
-    assert "alice@localhost" in bob.read_until(b"<presence")
+    targets = {name: logged_in(server, name)[0] for name in ("bob", "carol", "dave")}
+    for name, raw in targets.items():
+        raw.send("<presence/>")
+        ping(raw, "p-" + name)
+        raw.buf = b""
+    for name in targets:
+        alice.send(f"<presence to='{name}@localhost'/>")
+    for name, raw in targets.items():
+        assert "alice@localhost" in raw.read_until(b"<presence"), f"{name} gets the directed presence"
+        raw.buf = b""
+    alice.send("<presence type='unavailable'/>")
+    for name in ("bob", "carol"):
+        assert "type='unavailable'" in targets[name].read_until(b"unavailable"), name
+    # The same path as a presence would take: once this arrives, an unavailable would have.
+    alice.send("<message to='dave@localhost' type='chat'><body>after</body></message>")
+    seen = targets["dave"].read_until(b"after")
+    assert "unavailable" not in seen, seen
     assert_every_core_serves(server)
 
 

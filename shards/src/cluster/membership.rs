@@ -70,22 +70,44 @@ pub fn node_id(name: &str) -> u32 {
 pub struct Membership {
     me: Member,
     suspicion_timeout: Duration,
+    /// Members tracked, this node included (`[cluster] members_max`): a peer holding the
+    /// secret is trusted, but a bug or a misconfigured fleet must not grow the table, the
+    /// dialers and the ring without bound. A newcomer past it takes the place of the
+    /// member down longest, or is not admitted.
+    members_max: usize,
     others: BTreeMap<String, Entry>,
 }
 
 impl Membership {
-    pub fn new(me: &Identity, suspicion_timeout: Duration) -> Membership {
+    pub fn new(me: &Identity, suspicion_timeout: Duration, members_max: usize) -> Membership {
         let me = Member { name: me.name.clone(), addr: me.addr, node_id: node_id(&me.name) };
-        Membership { me, suspicion_timeout, others: BTreeMap::new() }
+        Membership { me, suspicion_timeout, members_max, others: BTreeMap::new() }
     }
 
-    /// `who` authenticated, or sent a frame, at `now`.
+    /// Whether `name` is, or may become, a member: known, or there is room, or a member
+    /// that is down can give up its place.
+    pub fn admits(&self, name: &str) -> bool {
+        self.others.contains_key(name)
+            || self.others.len() + 1 < self.members_max
+            || self.others.values().any(|e| e.state == State::Down)
+    }
+
+    /// `who` authenticated, or sent a frame, at `now`. Nothing changes for a newcomer not
+    /// [`admitted`](Self::admits).
     pub fn heard(&mut self, who: &Identity, now: Duration) -> Vec<Change> {
         if who.name == self.me.name {
             return Vec::new();
         }
         let member = Member { name: who.name.clone(), addr: who.addr, node_id: node_id(&who.name) };
         let Some(e) = self.others.get_mut(&who.name) else {
+            if !self.admits(&who.name) {
+                return Vec::new();
+            }
+            if self.others.len() + 1 >= self.members_max {
+                let longest_down = self.others.iter().filter(|(_, e)| e.state == State::Down).min_by_key(|(_, e)| e.last_heard);
+                let name = longest_down.map(|(name, _)| name.clone()).expect("admits: one is down");
+                self.others.remove(&name);
+            }
             let entry = Entry { member: member.clone(), incarnation: who.incarnation, state: State::Up, last_heard: now };
             self.others.insert(who.name.clone(), entry);
             return vec![Change::Up(member)];
@@ -172,7 +194,7 @@ mod tests {
     #[test]
     fn silence_makes_suspect_then_down_and_a_restart_is_down_then_up() {
         let ms = |n| Duration::from_millis(n);
-        let mut m = Membership::new(&id("a", 1), SUSPICION);
+        let mut m = Membership::new(&id("a", 1), SUSPICION, 64);
         assert_eq!(names(&m.heard(&id("b", 1), ms(0))), ["up b"]);
         assert!(m.tick(ms(999)).is_empty());
         assert!(m.tick(ms(1000)).is_empty()); // suspect: still on the ring
@@ -185,6 +207,23 @@ mod tests {
         assert!(m.heard(&id("b", 2), ms(2700)).is_empty());
     }
 
+    #[test]
+    fn past_members_max_a_newcomer_takes_the_place_of_one_down_or_is_refused() {
+        let ms = |n| Duration::from_millis(n);
+        let mut m = Membership::new(&id("a", 1), SUSPICION, 3);
+        assert_eq!(names(&m.heard(&id("b", 1), ms(0))), ["up b"]);
+        assert_eq!(names(&m.heard(&id("cc", 1), ms(0))), ["up cc"]);
+        assert!(!m.admits("ddd"));
+        assert!(m.heard(&id("ddd", 1), ms(0)).is_empty(), "full of live members: refused");
+        assert_eq!(m.ring_members().len(), 3);
+        assert!(m.tick(ms(1000)).is_empty());
+        m.heard(&id("cc", 1), ms(1500));
+        assert_eq!(names(&m.tick(ms(2000))), ["down b"]);
+        assert!(m.admits("ddd"));
+        assert_eq!(names(&m.heard(&id("ddd", 1), ms(2100))), ["up ddd"]);
+        assert_eq!(m.status(ms(2100)).len(), 3, "b gave up its place");
+    }
+
     /// Five nodes exchange heartbeats over a simulated network that a seeded RNG makes lossy,
     /// partitioned for a while, then healed. Every step is reproducible from the seed.
     #[test]
@@ -193,7 +232,7 @@ mod tests {
         for seed in 0..20u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let ids: Vec<Identity> = (0..5).map(|i| id(&format!("n{i}"), 1)).collect();
-            let mut nodes: Vec<Membership> = ids.iter().map(|i| Membership::new(i, SUSPICION)).collect();
+            let mut nodes: Vec<Membership> = ids.iter().map(|i| Membership::new(i, SUSPICION, 64)).collect();
             let side = |i: usize| i < 2; // partition: {n0, n1} | {n2, n3, n4}
             let mut now = Duration::ZERO;
             let mut run = |nodes: &mut Vec<Membership>, until: Duration, partitioned: bool, loss: f64, rng: &mut StdRng| {

@@ -64,6 +64,8 @@ pub struct ClusterConfig {
     pub handshake_timeout: Duration,
     /// Unauthenticated connections handshaking at once; more are closed at accept.
     pub pending_handshakes_max: usize,
+    /// Nodes tracked, this one included: members, peer connections and dialers.
+    pub members_max: usize,
     /// Encrypt the mesh; every node must agree (one speaking plain TCP to a TLS node fails
     /// the handshake and is refused).
     pub tls: Option<MeshTls>,
@@ -125,7 +127,7 @@ impl Cluster {
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::bounded(cfg.inbound_messages_max)).unzip();
         let inner = Arc::new(Inner {
             node_id: membership::node_id(&me.name),
-            membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout)),
+            membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout, cfg.members_max)),
             started: Instant::now(),
             peers: Mutex::new(HashMap::new()),
             queues: Mutex::new(Arc::new(HashMap::new())),
@@ -275,6 +277,11 @@ impl Inner {
         let _ = stream.socket().set_read_timeout(None);
         let _ = stream.socket().set_nodelay(true);
         let node = membership::node_id(&peer.name);
+        if !self.membership.lock().expect("membership").admits(&peer.name) {
+            log::warn!("mesh: {} ({}) refused: {} members already (cluster.members_max)", peer.name, peer.addr, self.cfg.members_max);
+            let _ = stream.socket().shutdown(std::net::Shutdown::Both);
+            return;
+        }
         let mut peers = self.peers.lock().expect("peer table");
         if let Some(old) = peers.get(&node) {
             let keep_old = old.peer.incarnation == peer.incarnation && old.initiator < initiator;
@@ -311,10 +318,18 @@ impl Inner {
 
     /// Keeps one dialer thread per address for the process's life: a member that leaves
     /// may come back at the same address, and that is how it is found again.
+    /// At most `members_max` addresses are dialed: gossip cannot start threads without bound.
     fn dial(self: &Arc<Self>, addr: SocketAddr) {
-        if addr == self.me.addr || !self.dialing.lock().expect("dialers").insert(addr) {
+        let mut dialing = self.dialing.lock().expect("dialers");
+        if addr == self.me.addr || dialing.contains(&addr) {
             return;
         }
+        if dialing.len() >= self.cfg.members_max {
+            log::warn!("mesh: not dialing {addr}: {} addresses dialed already (cluster.members_max)", dialing.len());
+            return;
+        }
+        dialing.insert(addr);
+        drop(dialing);
         let inner = self.clone();
         let spawned = thread::Builder::new().name(format!("mesh-dial-{addr}")).spawn(move || dial_loop(&inner, addr));
         if let Err(e) = spawned {

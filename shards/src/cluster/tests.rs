@@ -23,6 +23,7 @@ fn config(name: &str, listen: SocketAddr, seeds: Vec<SocketAddr>, secret: &[u8])
         inbound_messages_max: 1024,
         handshake_timeout: Duration::from_secs(5),
         pending_handshakes_max: 16,
+        members_max: 64,
         tls: None,
     }
 }
