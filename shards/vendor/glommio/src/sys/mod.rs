@@ -306,6 +306,9 @@ impl SleepNotifier {
     }
 
     pub(crate) fn notify(&self, force: bool) {
+        // martlet: pairs with the fence the sleeper issues after `prepare_to_sleep`
+        // (Dekker): either it sees what the caller queued, or this sees it is sleeping.
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self
             .should_notify
             .compare_exchange(true, false, Ordering::Relaxed, Ordering::Relaxed)
