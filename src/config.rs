@@ -52,6 +52,15 @@ unacked_stanzas_max = 1024    # stanzas sent and not acknowledged; more -> <reso
 ack_request_stanzas = 4       # ask for an ack (<r/>) once this many stanzas are unacknowledged ...
 ack_request_delay_ms = 2000   # ... or once the oldest not yet asked about waited this long
 
+[muc]
+enabled = true                # XEP-0045 multi-user chat service
+domain = ""                   # its domain; "" -> conference.<domain>
+rooms_max = 10000             # rooms alive at once on this node; more -> creating one gets <resource-constraint/>
+occupants_max = 1000          # occupants of one room (a room's own max may be lower); more -> <service-unavailable/>
+history_messages_max = 50     # messages a room keeps for joiners (its history length may be lower)
+room_mailbox_messages_max = 4096  # stanzas queued for one room; full -> <resource-constraint/> to the sender
+rooms_created_per_user_per_hour = 10  # new rooms one account may create per hour, node-wide; more -> <resource-constraint/>
+
 [fast]
 token_lifetime_secs = 1209600 # XEP-0484: a FAST token logs its client in for this long (14 days); 0 = FAST off
 
@@ -131,6 +140,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub registration: Registration,
     pub archive: Archive,
+    pub muc: Muc,
     pub stream_management: StreamManagement,
     pub fast: Fast,
     pub metrics: Metrics,
@@ -222,6 +232,41 @@ pub struct Archive {
 impl Default for Archive {
     fn default() -> Self {
         Archive { enabled: true }
+    }
+}
+
+/// XEP-0045 multi-user chat (`muc`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Muc {
+    pub enabled: bool,
+    /// Normalised by `Config::load`: "" becomes `conference.<domain>`.
+    pub domain: String,
+    pub rooms_max: usize,
+    pub occupants_max: usize,
+    pub history_messages_max: usize,
+    pub room_mailbox_messages_max: usize,
+    pub rooms_created_per_user_per_hour: usize,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Muc {
+            enabled: true,
+            domain: String::new(),
+            rooms_max: 10_000,
+            occupants_max: 1000,
+            history_messages_max: 50,
+            room_mailbox_messages_max: 4096,
+            rooms_created_per_user_per_hour: 10,
+        }
+    }
+}
+
+impl Config {
+    /// The XEP-0045 service's domain, when the service is on.
+    pub fn muc_domain(&self) -> Option<&str> {
+        self.muc.enabled.then_some(self.muc.domain.as_str())
     }
 }
 
@@ -348,6 +393,8 @@ impl Default for Config {
             storage: StorageConfig::default(),
             registration: Registration::default(),
             archive: Archive::default(),
+            // What `validate` makes of `domain = ""` for the default domain.
+            muc: Muc { domain: "conference.localhost".into(), ..Muc::default() },
             stream_management: StreamManagement::default(),
             fast: Fast::default(),
             metrics: Metrics::default(),
@@ -550,6 +597,7 @@ impl Config {
             parse_addr("metrics.listen", &self.metrics.listen)?;
         }
         self.validate_cluster()?;
+        self.validate_muc()?;
         if self.c2s.require_tls && self.c2s.plain_without_tls {
             return Err(key_error(
                 "c2s.plain_without_tls",
@@ -659,6 +707,30 @@ impl Config {
         }
         if c.node_name.is_empty() {
             c.node_name = c.listen.clone();
+        }
+        Ok(())
+    }
+
+    fn validate_muc(&mut self) -> Result<(), ConfigError> {
+        let m = &mut self.muc;
+        if m.domain.is_empty() {
+            m.domain = format!("conference.{}", self.domain);
+        }
+        m.domain = jid::DomainPart::new(&m.domain)
+            .map_err(|e| key_error("muc.domain", format!("{:?} is not a valid XMPP domain: {e}", m.domain)))?
+            .to_string();
+        if m.domain == self.domain {
+            return Err(key_error("muc.domain", "must differ from the server's domain"));
+        }
+        for (key, value) in [
+            ("muc.rooms_max", m.rooms_max),
+            ("muc.occupants_max", m.occupants_max),
+            ("muc.room_mailbox_messages_max", m.room_mailbox_messages_max),
+            ("muc.rooms_created_per_user_per_hour", m.rooms_created_per_user_per_hour),
+        ] {
+            if value == 0 {
+                return Err(key_error(key, POSITIVE));
+            }
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 //!   [`router::credit`] paces what a session asks of its own user's actor.
 //! - [`modules`]  one protocol feature per file, labelled with its RFC/XEP; server IQs are
 //!   registered as data in [`modules::SERVER_IQS`].
+//! - [`muc`]      XEP-0045 group chat: rooms as actors on the same ring as users.
 //! - [`stanza`]   the routed form of a stanza and stanza errors.
 //! - [`xml`]      the incremental stream parser (rxml + minidom) and namespaces.
 //! - [`storage`]  accounts (SCRAM StoredKey/ServerKey only), rosters, offline messages; embedded (redb) or PostgreSQL
@@ -35,6 +36,7 @@ pub mod config;
 pub mod listeners;
 pub mod metrics;
 pub mod modules;
+pub mod muc;
 pub mod router;
 pub mod security_log;
 pub mod server;

@@ -104,6 +104,12 @@ pub struct CoreCounters {
     pub session_reads_paused: Counter,
     /// XEP-0163 items read from storage (each one parsed): what PEP reads cost.
     pub pep_items_read: Counter,
+    /// XEP-0045: occupants of the rooms this core owns, rooms created, groupchat
+    /// messages broadcast, and stanzas refused because a room's mailbox was full.
+    pub muc_occupants: Gauge,
+    pub muc_rooms_created: Counter,
+    pub muc_messages: Counter,
+    pub room_mailbox_full_drops: Counter,
 }
 
 impl CoreCounters {
@@ -115,6 +121,7 @@ impl CoreCounters {
             ("session_task_bytes", self.session_task_bytes.get()),
             ("user_task_bytes", self.user_task_bytes.get()),
             ("custody_held", self.custody_held.get()),
+            ("muc_occupants", self.muc_occupants.get()),
         ]
     }
 
@@ -148,6 +155,9 @@ impl CoreCounters {
             ("actor_panics", self.actor_panics.get()),
             ("session_reads_paused", self.session_reads_paused.get()),
             ("pep_items_read", self.pep_items_read.get()),
+            ("muc_rooms_created", self.muc_rooms_created.get()),
+            ("muc_messages", self.muc_messages.get()),
+            ("room_mailbox_full_drops", self.room_mailbox_full_drops.get()),
         ]
     }
 }

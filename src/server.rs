@@ -51,6 +51,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let counters: Arc<Vec<Arc<CoreCounters>>> = Arc::new((0..cores).map(|_| Arc::default()).collect());
     let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
     let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour, cfg.limits.tracked_addresses_max));
+    let muc_directory = Arc::new(crate::muc::Directory::new(&cfg.muc, cfg.limits.tracked_addresses_max));
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     crate::startup_log::log(&cfg, &claimed.listeners, cores);
     let listeners = Arc::new(claimed.listeners.clone());
@@ -67,10 +68,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let rt = RuntimeConfig { cores, core_mailbox_messages_max: cfg.limits.core_mailbox_messages_max, preempt_timer: PREEMPT_TIMER, io_ring_entries: IO_RING_ENTRIES };
     runtime::run(&rt, move |core: Core<CoreMsg>| {
         let (cfg, storage, tls, counters, stop, peers) = (cfg.clone(), storage.clone(), tls.clone(), counters.clone(), stop.clone(), peers.clone());
-        let (listeners, registrations) = (listeners.clone(), registrations.clone());
+        let (listeners, registrations, muc_directory) = (listeners.clone(), registrations.clone(), muc_directory.clone());
         let inbox = inboxes.lock().expect("inboxes").get_mut(core.mesh.core_id()).and_then(Option::take);
         let node = cluster.clone().zip(inbox);
-        async move { core_main(core, cfg, &listeners, storage, tls, counters, peers, registrations, node, stop).await }
+        async move { core_main(core, cfg, &listeners, storage, tls, counters, peers, (registrations, muc_directory), node, stop).await }
     })
     .map_err(|e| e.to_string())
 }
@@ -84,7 +85,7 @@ async fn core_main(
     tls: Arc<rustls::ServerConfig>,
     counters: Arc<Vec<Arc<CoreCounters>>>,
     peers: Arc<crate::c2s::limits::PeerLimits>,
-    registrations: Arc<RegistrationLimit>,
+    (registrations, muc_directory): (Arc<RegistrationLimit>, Arc<crate::muc::Directory>),
     node: Option<(Cluster, flume::Receiver<Inbound>)>,
     stop: Arc<AtomicBool>,
 ) {
@@ -98,7 +99,7 @@ async fn core_main(
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen.to_string(), cores), None),
     };
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers, registrations);
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers, registrations, muc_directory);
     glommio::spawn_local(state.wheel.clone().drive()).detach();
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {

@@ -201,6 +201,8 @@ pub enum StanzaError {
     ResourceConstraint,
     ServiceUnavailable,
     Conflict,
+    /// XEP-0045 §7.2.6: a members-only room, and the joiner is no member.
+    RegistrationRequired,
     /// XEP-0191 §3.6: `<not-acceptable/>` with `<blocked/>`: the user blocked the recipient.
     Blocked,
     /// XEP-0060 §7.1.3.4: `<not-acceptable/>` with `<payload-too-big/>`.
@@ -245,6 +247,7 @@ impl StanzaError {
             StanzaError::ResourceConstraint => "resource-constraint",
             StanzaError::ServiceUnavailable => "service-unavailable",
             StanzaError::Conflict | StanzaError::PreconditionNotMet => "conflict",
+            StanzaError::RegistrationRequired => "registration-required",
         }
     }
 
@@ -271,7 +274,7 @@ impl StanzaError {
             | StanzaError::RemotePushService
             | StanzaError::ServiceUnavailable
             | StanzaError::Blocked => "cancel",
-            StanzaError::Forbidden | StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired => "auth",
+            StanzaError::Forbidden | StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired | StanzaError::RegistrationRequired => "auth",
             StanzaError::ResourceConstraint => "wait",
         }
     }

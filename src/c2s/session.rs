@@ -688,8 +688,15 @@ impl BoundSession {
         Jid::from(self.jid.to_bare())
     }
 
-    /// Is `to` a user of this server? Other domains would need server-to-server links.
-    fn local_user(&self, to: &Jid) -> Result<(), StanzaError> {
+    /// Is `to` a user of this server, or a room of its XEP-0045 service? Other domains
+    /// would need server-to-server links.
+    fn routable(&self, to: &Jid) -> Result<(), StanzaError> {
+        if self.core.is_room(to) {
+            return Ok(());
+        }
+        if self.core.cfg.muc_domain() == Some(to.domain().as_str()) {
+            return Err(StanzaError::ServiceUnavailable); // the service itself takes IQs only
+        }
         if to.domain().as_str() != self.core.cfg.domain {
             return Err(StanzaError::RemoteServerNotFound);
         }
@@ -701,14 +708,14 @@ impl BoundSession {
 
     async fn on_message(&mut self, el: Element, to: Option<Jid>) -> Result<(), ConnEnd> {
         let to = to.unwrap_or_else(|| self.own_bare()); // RFC 6121 §8.1.1.1
-        if let Err(e) = self.local_user(&to) {
+        if let Err(e) = self.routable(&to) {
             return self.reply_error(&el, e).await;
         }
         let stanza = Stanza::seal(Kind::Message, el, self.from(), to);
         if self.carbon_peers && modules::carbons::eligible(&stanza) {
             self.core.send_to_user(self.bare.clone(), UserMsg::Sent(stanza.clone())).await;
         }
-        self.core.send_to_user(stanza.to_bare().to_string().into(), UserMsg::Inbound(stanza)).await;
+        self.core.route(stanza).await;
         Ok(())
     }
 
@@ -730,7 +737,7 @@ impl BoundSession {
             self.request(msg).await;
             return self.learn_caps(caps).await;
         };
-        if let Err(e) = self.local_user(&to) {
+        if let Err(e) = self.routable(&to) {
             return self.reply_error(&el, e).await;
         }
         if crate::modules::subscription::SubType::parse(&type_).is_some() {
@@ -751,7 +758,7 @@ impl BoundSession {
             _ => {}
         }
         let stanza = Stanza::seal(Kind::Presence, el, self.from(), to);
-        self.core.send_to_user(stanza.to_bare().to_string().into(), UserMsg::Inbound(stanza)).await;
+        self.core.route(stanza).await;
         Ok(())
     }
 
@@ -771,11 +778,26 @@ impl BoundSession {
         };
         if !for_server {
             let to = to.expect("checked above");
-            if let Err(e) = self.local_user(&to) {
+            if to.node().is_none() && self.core.cfg.muc_domain() == Some(to.domain().as_str()) {
+                let payload = el.children().next().filter(|_| request);
+                let answer = payload.map(|p| crate::muc::service::answer_iq(&self.core.muc_directory, p, type_));
+                return match answer {
+                    None => Ok(()),
+                    Some(Ok(payload)) => {
+                        let id = el.attr("id").unwrap_or("");
+                        let from = to.to_string();
+                        let user = self.jid.to_string();
+                        let reply = build("iq", ns::CLIENT, &[("type", "result"), ("id", id), ("from", &from), ("to", &user)], payload.into_iter().collect());
+                        self.send_stanza(&reply).await
+                    }
+                    Some(Err(e)) => self.reply_error(&el, e).await,
+                };
+            }
+            if let Err(e) = self.routable(&to) {
                 return self.reply_error(&el, e).await;
             }
             let stanza = Stanza::seal(Kind::Iq, el, self.from(), to);
-            self.core.send_to_user(stanza.to_bare().to_string().into(), UserMsg::Inbound(stanza)).await;
+            self.core.route(stanza).await;
             return Ok(());
         }
         if !request {
@@ -901,7 +923,7 @@ impl BoundSession {
         for to in std::mem::take(&mut self.directed) {
             let el = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
             let stanza = Stanza::seal(Kind::Presence, el, self.from(), to);
-            self.core.send_to_user(stanza.to_bare().to_string().into(), UserMsg::Inbound(stanza)).await;
+            self.core.route(stanza).await;
         }
     }
 

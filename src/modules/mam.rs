@@ -9,11 +9,13 @@
 //! written. Queries and preferences are IQs to the user's own account, answered here.
 
 use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use minidom::Element;
 
 use super::{IqAnswer, IqFuture, IqRequest};
+use crate::router::CoreState;
 use crate::stanza::{build, text_el, to_xml, Stanza, StanzaError};
 use crate::storage::{ArchivePage, ArchiveQuery, DefaultMode, MamPrefs};
 use crate::xml::ns;
@@ -88,8 +90,8 @@ pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
     Box::pin(async move {
         let owner = req.user.to_bare().to_string();
         match (req.iq.attr("type"), req.payload.name()) {
-            (Some("get"), "query") => IqAnswer::Result(Some(build("query", ns::MAM, &[], vec![form()]))),
-            (Some("set"), "query") => query(&req, owner).await,
+            (Some("get"), "query") => IqAnswer::Result(Some(query_form())),
+            (Some("set"), "query") => query(req.core, owner, req.payload, &req.user.to_string()).await,
             (Some("get"), "prefs") => match req.core.storage.mam_prefs(owner).await {
                 Ok(p) => IqAnswer::Result(Some(prefs_el(&p))),
                 Err(_) => IqAnswer::Error(StanzaError::ServiceUnavailable),
@@ -106,20 +108,26 @@ pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
     })
 }
 
-async fn query(req: &IqRequest<'_>, owner: String) -> IqAnswer {
-    let page_max = req.core.cfg.limits.mam_page_messages_max;
-    let q = match parse_query(req.payload, page_max) {
+/// The `<query/>` `payload` on the archive of `owner` (a user, or a XEP-0045 room), for `to`:
+/// its result messages (§4.2), then the `<fin/>`.
+pub async fn query(core: &Rc<CoreState>, owner: String, payload: &Element, to: &str) -> IqAnswer {
+    let page_max = core.cfg.limits.mam_page_messages_max;
+    let q = match parse_query(payload, page_max) {
         Ok(q) => q,
         Err(e) => return IqAnswer::Error(e),
     };
-    let page = match req.core.storage.archive_query(owner, q).await {
+    let page = match core.storage.archive_query(owner, q).await {
         Ok(p) => p,
         Err(_) => return IqAnswer::Error(StanzaError::ServiceUnavailable),
     };
-    let queryid = req.payload.attr("queryid");
-    let to = req.user.to_string();
-    let results = page.items.iter().map(|(id, _, xml)| result_message(&to, queryid, *id, xml)).collect();
+    let queryid = payload.attr("queryid");
+    let results = page.items.iter().map(|(id, _, xml)| result_message(to, queryid, *id, xml)).collect();
     IqAnswer::ResultAfter(results, Some(fin(&page)))
+}
+
+/// The query form (§4.1.1), for a `get` of the query.
+pub fn query_form() -> Element {
+    build("query", ns::MAM, &[], vec![form()])
 }
 
 /// One result (§4.2): the archived message forwarded (XEP-0297) with its time.

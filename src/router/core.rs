@@ -15,7 +15,7 @@ use shards::ring::TwoLevelRing;
 use slab::Slab;
 
 use super::custody::{Custody, Held, Receipt, Retry};
-use super::envelope::{CoreMsg, SessionAddr, SessionMsg, UserMsg};
+use super::envelope::{CoreMsg, RoomMsg, SessionAddr, SessionMsg, UserMsg};
 use super::node_link::{self, LinkError, NodeLink};
 use super::user_channel;
 use crate::c2s::limits::PeerLimits;
@@ -68,6 +68,10 @@ pub struct CoreState {
     next_generation: Cell<u32>,
     /// UserChannels owned by this core, by bare JID.
     users: RefCell<HashMap<Arc<str>, mailbox::Sender<UserMsg>>>,
+    /// XEP-0045 rooms owned by this core, by bare JID.
+    rooms: RefCell<HashMap<Arc<str>, mailbox::Sender<RoomMsg>>>,
+    /// XEP-0045: the node's rooms, shared by its cores (listing, counts, creation rates).
+    pub muc_directory: Arc<crate::muc::Directory>,
     /// The messages this core sent to other nodes and still answers for.
     custody: Custody,
     /// When the ring last changed (see [`Self::ring_settling_until`]).
@@ -95,6 +99,7 @@ impl CoreState {
         counters: Arc<CoreCounters>,
         peers: Arc<PeerLimits>,
         registrations: Arc<RegistrationLimit>,
+        muc_directory: Arc<crate::muc::Directory>,
     ) -> Rc<CoreState> {
         let c = &cfg.cluster;
         let custody = Custody::new(
@@ -127,6 +132,8 @@ impl CoreState {
             sessions: RefCell::new(Slab::new()),
             next_generation: Cell::new(0),
             users: RefCell::new(HashMap::new()),
+            rooms: RefCell::new(HashMap::new()),
+            muc_directory,
         })
     }
 
@@ -151,15 +158,86 @@ impl CoreState {
     /// else across the core mesh (waiting if that core's channel is full: backpressure), or
     /// to the owner node.
     pub async fn send_to_user(self: &Rc<Self>, user: Arc<str>, msg: UserMsg) {
-        let owner = self.owner_of(&user);
+        let key = user.clone();
+        self.send_to_owner(&key, CoreMsg::ToUser { user, msg }).await;
+    }
+
+    /// The hop to the owner of `key` (a user's or a room's bare JID): handled here, across
+    /// the core mesh (waiting while that core's channel is full), or to the owner node.
+    async fn send_to_owner(self: &Rc<Self>, key: &str, msg: CoreMsg) {
+        let owner = self.owner_of(key);
         if owner.node != self.local_node() {
-            self.send_to_node(owner.node, CoreMsg::ToUser { user, msg }).await;
+            self.send_to_node(owner.node, msg).await;
         } else if self.mesh.is_local(owner.core) {
-            self.user_local(user, msg);
+            self.handle_here(msg);
         } else {
             self.counters.cross_core_messages.inc();
-            let _ = self.mesh.send(owner.core, CoreMsg::ToUser { user, msg }).await;
+            let _ = self.mesh.send(owner.core, msg).await;
         }
+    }
+
+    /// Routes a stanza to whoever `stanza.to` names: a room of the XEP-0045 service, or a
+    /// user of this server.
+    pub async fn route(self: &Rc<Self>, stanza: Stanza) {
+        let bare: Arc<str> = stanza.to.to_bare().to_string().into();
+        if self.is_room(&stanza.to) {
+            self.send_to_room(bare, RoomMsg::Stanza(stanza)).await;
+        } else {
+            self.send_to_user(bare, UserMsg::Inbound(stanza)).await;
+        }
+    }
+
+    /// Routes the error this server answers a stanza with (see [`UserMsg::ErrorReply`]).
+    pub async fn route_error(self: &Rc<Self>, reply: Stanza) {
+        let bare: Arc<str> = reply.to.to_bare().to_string().into();
+        if self.is_room(&reply.to) {
+            self.send_to_room(bare, RoomMsg::Stanza(reply)).await;
+        } else {
+            self.send_to_user(bare, UserMsg::ErrorReply(reply)).await;
+        }
+    }
+
+    /// Whether `jid` is a room (or an occupant of one) of this server's MUC service.
+    pub fn is_room(&self, jid: &jid::Jid) -> bool {
+        jid.node().is_some() && self.cfg.muc_domain() == Some(jid.domain().as_str())
+    }
+
+    /// Routes a message to room `room`'s actor, the way [`Self::send_to_user`] does to a
+    /// user's: locally, across the core mesh, or to the owner node.
+    pub async fn send_to_room(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
+        let key = room.clone();
+        self.send_to_owner(&key, CoreMsg::ToRoom { room, msg }).await;
+    }
+
+    fn room_local(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
+        let tx = self.room(&room);
+        let RoomMsg::Stanza(stanza) = msg;
+        // Errors that answer the room's own stanzas are never refused (one per stanza it
+        // sent); anything else past the bound is answered `<resource-constraint/>`.
+        if stanza.type_.as_ref() == "error" {
+            return tx.force_send(RoomMsg::Stanza(stanza));
+        }
+        if let Err(SendError::Full(RoomMsg::Stanza(stanza)) | SendError::Closed(RoomMsg::Stanza(stanza))) = tx.try_send(RoomMsg::Stanza(stanza)) {
+            self.counters.room_mailbox_full_drops.inc();
+            let this = self.clone();
+            glommio::spawn_local(async move { crate::muc::room::refuse(&this, &stanza, crate::stanza::StanzaError::ResourceConstraint).await }).detach();
+        }
+    }
+
+    fn room(self: &Rc<Self>, room: &Arc<str>) -> mailbox::Sender<RoomMsg> {
+        if let Some(tx) = self.rooms.borrow().get(room) {
+            return tx.clone();
+        }
+        let (tx, rx) = mailbox::mailbox(self.cfg.muc.room_mailbox_messages_max);
+        self.rooms.borrow_mut().insert(room.clone(), tx.clone());
+        glommio::spawn_local(crate::muc::room::run(self.clone(), room.clone(), rx)).detach();
+        tx
+    }
+
+    /// Called by a room actor with nothing left to do (no occupants, empty mailbox),
+    /// synchronously with that check.
+    pub fn retire_room(&self, room: &str) {
+        self.rooms.borrow_mut().remove(room);
     }
 
     /// Routes a message to a session, wherever it lives.
@@ -225,7 +303,7 @@ impl CoreState {
         let mine = receipt.filter(|r| r.node == self.local_node() && r.core as usize == self.id).map(|r| r.id);
         let user = match &msg {
             CoreMsg::ToUser { user, .. } => Some(user.clone()),
-            CoreMsg::ToSession { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } => None,
+            CoreMsg::ToSession { .. } | CoreMsg::ToRoom { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -282,8 +360,8 @@ impl CoreState {
     /// core's channel, which may be waiting on ours.
     pub fn dispatch(self: &Rc<Self>, msg: CoreMsg) {
         let (node, core) = match &msg {
-            CoreMsg::ToUser { user, .. } => {
-                let owner = self.owner_of(user);
+            CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => {
+                let owner = self.owner_of(key);
                 (owner.node, owner.core)
             }
             CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
@@ -301,6 +379,7 @@ impl CoreState {
     fn handle_here(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::ToUser { user, msg } => self.user_local(user, msg),
+            CoreMsg::ToRoom { room, msg } => self.room_local(room, msg),
             CoreMsg::ToSession { to, msg } => self.session_local(to, msg),
             CoreMsg::HeldDelivery { to, xml, receipt } => self.held_delivery_local(to, xml, receipt),
             CoreMsg::Confirm { ids, .. } => {

@@ -29,6 +29,8 @@ pub enum CoreMsg {
     ToUser { user: Arc<str>, msg: UserMsg },
     /// For one session on its core.
     ToSession { to: SessionAddr, msg: SessionMsg },
+    /// For the XEP-0045 room `room` (a bare JID at the MUC service) on its owner core.
+    ToRoom { room: Arc<str>, msg: RoomMsg },
     /// A message for one session, held by the core `receipt` names (`super::custody`):
     /// the session's core confirms it, and queues it as `SessionMsg::Deliver` unless it
     /// had it already.
@@ -129,6 +131,13 @@ impl UserMsg {
             _ => None,
         }
     }
+}
+
+/// What a room actor (`crate::muc::room`) handles.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RoomMsg {
+    /// A stanza for the room, or for one of its occupants (`room@service/nick`).
+    Stanza(Stanza),
 }
 
 /// What a session handles.

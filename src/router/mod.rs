@@ -7,6 +7,7 @@
 //! | owner node of `user@domain`  | `hash(bare JID)` on the node ring            | cluster mesh ([`node_link`]) |
 //! | owner core on that node      | `hash(bare JID + node address)` on core ring | local call, or core mesh     |
 //! | a user's sessions            | the owner core's [`user_channel`]            | local mailbox, or core mesh  |
+//! | a XEP-0045 room              | the same two levels, `hash(room JID)`        | as a user: `crate::muc::room`|
 //!
 //! A stanza from a session goes to the recipient's owner core ([`CoreMsg::ToUser`]), whose
 //! UserChannel applies the delivery rules and sends it to each target session
@@ -22,4 +23,4 @@ pub mod node_link;
 pub mod user_channel;
 
 pub use self::core::CoreState;
-pub use envelope::{CoreMsg, Handover, Revocation, SessionAddr, SessionMsg, UserMsg};
+pub use envelope::{CoreMsg, Handover, Revocation, RoomMsg, SessionAddr, SessionMsg, UserMsg};

@@ -180,7 +180,7 @@ async fn bounce(core: &Rc<CoreState>, stanza: &Stanza, err: StanzaError) {
     }
     core.counters.stanzas_bounced.inc();
     let reply = Stanza::seal(stanza.kind, err.reply_to(&original), stanza.to.clone(), stanza.from.clone());
-    core.send_to_user(stanza.from.to_bare().to_string().into(), UserMsg::ErrorReply(reply)).await;
+    core.route_error(reply).await;
 }
 
 impl UserChannel {
@@ -1022,7 +1022,8 @@ impl UserChannel {
         let stamped = mam::stamp(&stanza, id, &self.jid);
         let mut rows = vec![ArchiveRow { owner: self.jid.to_string(), id, with: stanza.from.to_bare().to_string(), xml: stamped.xml.to_string() }];
         let sender = stanza.from.to_bare();
-        if sender.node().is_some() && sender != self.bare {
+        // A room's messages are archived by the room (XEP-0313 §5.1.1), not under its JID here.
+        if sender.node().is_some() && sender != self.bare && sender.domain().as_str() == self.core.cfg.domain {
             rows.push(ArchiveRow { owner: sender.to_string(), id, with: self.jid.to_string(), xml: stanza.xml.to_string() });
         }
         self.core.storage.archive(rows, self.core.cfg.limits.mam_messages_per_user_max).await;

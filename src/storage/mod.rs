@@ -249,6 +249,15 @@ impl Storage {
         self.run(move |s| Ok(s.credentials(&jid)?.is_some())).await
     }
 
+    /// An identifier of `parts` that only this server can compute (HMAC-SHA-256 under the
+    /// server's secret, hex): the same at every start, unlinkable to them by anyone else
+    /// (XEP-0421 occupant ids).
+    pub fn keyed_id(&self, parts: &[&str]) -> String {
+        let message = parts.join("\0");
+        let mac = secrets::ScramHash::Sha256.hmac(&self.unknown_user_secret, message.as_bytes());
+        mac.iter().take(16).map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The user's credentials, or for a name that is no account made-up ones that look
     /// the same to a client and are the same at every attempt (`secrets::unknown_user`).
     /// The flag says which.

@@ -1,0 +1,223 @@
+"""XEP-0045 group chat (issue 11), driven by slixmpp's own xep_0045 plugin over real
+sockets: room creation and configuration, joining, groupchat, subject, private messages,
+nick changes, leaving, the join errors, moderation, history, the room's archive, and the
+service's disco. Each assertion reads what the client library parsed, not our XML."""
+import asyncio
+
+import pytest
+from slixmpp.exceptions import IqError, PresenceError
+
+from clients import close, login
+
+ROOM = "lobby@conference.localhost"
+USERS = ("alice", "bob", "carol")
+
+
+async def muc_client(server, user, resource="test"):
+    return await login(server, user, resource=resource, plugins=("xep_0045", "xep_0004", "xep_0313", "xep_0359", "xep_0421"))
+
+
+def codes(presence):
+    return {int(c) for c in presence["muc"]["status_codes"]}
+
+
+async def create_room(owner, room=ROOM, nick="alice", **fields):
+    """Creates `room` (201), fills in and submits its configuration form, which opens it."""
+    pres, _subject, _occupants, _history = await owner.plugin["xep_0045"].join_muc_wait(room, nick, timeout=10)
+    assert {201, 110} <= codes(pres), pres
+    form = await owner.plugin["xep_0045"].get_room_config(room)
+    for var, value in fields.items():
+        form.set_values({f"muc#roomconfig_{var}": value})
+    await owner.plugin["xep_0045"].set_room_config(room, form)
+    return pres
+
+
+def wait_for(client, event, match=lambda s: True, timeout=10):
+    """Listens for `event` from now on (not from the first await): the awaitable of the
+    first stanza that matches."""
+    got = asyncio.get_running_loop().create_future()
+
+    def handler(stanza):
+        if match(stanza) and not got.done():
+            got.set_result(stanza)
+            client.del_event_handler(event, handler)
+
+    client.add_event_handler(event, handler)
+    return asyncio.wait_for(got, timeout)
+
+
+def test_a_room_is_created_configured_joined_and_talked_in(martlet_server):
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice, bob, carol = [await muc_client(server, u) for u in USERS]
+        muc_a, muc_b = alice.plugin["xep_0045"], bob.plugin["xep_0045"]
+        await create_room(alice, roomname="Lobby", whois="anyone")
+
+        bob_online = wait_for(alice, f"muc::{ROOM}::got_online", lambda p: p["muc"]["nick"] == "bob")
+        pres, subject, occupants, _ = await muc_b.join_muc_wait(ROOM, "bob", timeout=10)
+        assert {110, 100} <= codes(pres), "self-presence, non-anonymous room"
+        others = [p for p in occupants if p["muc"]["nick"] != "bob"]
+        assert [p["muc"]["nick"] for p in others] == ["alice"]
+        assert others[0]["muc"]["role"] == "moderator" and others[0]["muc"]["affiliation"] == "owner"
+        assert subject["subject"] in ("", None), subject  # an empty <subject/>: no subject yet
+        seen = await bob_online
+        assert seen["muc"]["role"] == "participant" and str(seen["muc"]["jid"]) == "bob@localhost/test"
+
+        # A groupchat message reaches every occupant from the sender's occupant JID, with
+        # the room's stanza-id (XEP-0359) and an occupant-id (XEP-0421).
+        got = wait_for(bob, "groupchat_message", lambda m: m["body"] == "hello")
+        echo = wait_for(alice, "groupchat_message", lambda m: m["body"] == "hello")
+        alice.send_message(mto=ROOM, mbody="hello", mtype="groupchat")
+        msg = await got
+        assert str(msg["from"]) == f"{ROOM}/alice"
+        assert msg["stanza_id"]["by"] == ROOM and msg["stanza_id"]["id"]
+        assert msg["occupant-id"]["id"]
+        await echo
+
+        # Subject by a moderator.
+        got = wait_for(bob, "groupchat_subject")
+        muc_a.set_subject(ROOM, "Today: tests")
+        assert (await got)["subject"] == "Today: tests"
+
+        # A visitor-free room: bob may send a private message through the room.
+        got = wait_for(alice, "message", lambda m: m["body"] == "psst")
+        bob.send_message(mto=f"{ROOM}/alice", mbody="psst", mtype="chat")
+        assert str((await got)["from"]) == f"{ROOM}/bob"
+
+        # Nick change: the others see 303 with the new nick, then the new occupant.
+        renamed = wait_for(alice, f"muc::{ROOM}::presence", lambda p: 303 in codes(p))
+        await muc_b.set_self_nick(ROOM, "robert", timeout=10)
+        p = await renamed
+        assert p["muc"]["nick"] == "bob" and p["muc"]["item"]["nick"] == "robert"
+
+        # History: a late joiner asking for one stanza gets the last message, delayed.
+        for i in range(3):
+            alice.send_message(mto=ROOM, mbody=f"m{i}", mtype="groupchat")
+        await wait_for(bob, "groupchat_message", lambda m: m["body"] == "m2")
+        _, subject, _, history = await carol.plugin["xep_0045"].join_muc_wait(ROOM, "carol", maxstanzas=1, timeout=10)
+        assert [m["body"] for m in history] == ["m2"]
+        assert history[0]["delay"]["from"] == ROOM
+        assert subject["subject"] == "Today: tests"
+
+        # Leaving: the others see unavailable.
+        gone = wait_for(alice, f"muc::{ROOM}::got_offline", lambda p: p["muc"]["nick"] == "carol")
+        carol.plugin["xep_0045"].leave_muc(ROOM, "carol")
+        await gone
+        await close(alice, bob, carol)
+
+    asyncio.run(run())
+
+
+def test_the_errors_a_join_can_meet(martlet_server):
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice, bob, carol = [await muc_client(server, u) for u in USERS]
+        muc_a, muc_b = alice.plugin["xep_0045"], bob.plugin["xep_0045"]
+
+        async def join_error(client, room, nick, **kw):
+            with pytest.raises(PresenceError) as e:
+                await client.plugin["xep_0045"].join_muc_wait(room, nick, timeout=10, **kw)
+            return e.value.condition
+
+        # A new room is locked until its owner configures it (§10.1.1).
+        await muc_a.join_muc_wait("locked@conference.localhost", "alice", timeout=10)
+        assert await join_error(bob, "locked@conference.localhost", "bob") == "item-not-found"
+
+        await create_room(alice, "secret@conference.localhost", passwordprotectedroom="1", roomsecret="s3")
+        assert await join_error(bob, "secret@conference.localhost", "bob") == "not-authorized"
+        await muc_b.join_muc_wait("secret@conference.localhost", "bob", password="s3", timeout=10)
+        assert await join_error(carol, "secret@conference.localhost", "bob", password="s3") == "conflict"
+
+        await create_room(alice, "club@conference.localhost", membersonly="1")
+        assert await join_error(bob, "club@conference.localhost", "bob") == "registration-required"
+        await muc_a.set_affiliation("club@conference.localhost", "member", jid="bob@localhost")
+        await muc_b.join_muc_wait("club@conference.localhost", "bob", timeout=10)
+        members = await muc_a.get_affiliation_list("club@conference.localhost", "member")
+        assert [str(j) for j in members] == ["bob@localhost"]
+
+        # Kick (307), then ban (301): the banned cannot come back.
+        kicked = wait_for(bob, "muc::club@conference.localhost::presence", lambda p: 307 in codes(p))
+        await muc_a.set_role("club@conference.localhost", "bob", "none")
+        await kicked
+        await muc_b.join_muc_wait("club@conference.localhost", "bob", timeout=10)
+        banned = wait_for(bob, "muc::club@conference.localhost::presence", lambda p: 301 in codes(p))
+        await muc_a.set_affiliation("club@conference.localhost", "outcast", jid="bob@localhost")
+        await banned
+        assert await join_error(bob, "club@conference.localhost", "bob") == "forbidden"
+
+        # Only an owner may configure; the last owner stays one.
+        with pytest.raises(IqError) as e:
+            await muc_b.get_room_config("secret@conference.localhost")
+        assert e.value.condition == "forbidden"
+        with pytest.raises(IqError) as e:
+            await muc_a.set_affiliation("club@conference.localhost", "none", jid="alice@localhost")
+        assert e.value.condition == "conflict"
+        await close(alice, bob, carol)
+
+    asyncio.run(run())
+
+
+def test_destroying_a_room_tells_its_occupants_and_forgets_it(martlet_server):
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice, bob = [await muc_client(server, u) for u in USERS[:2]]
+        await create_room(alice)
+        await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", timeout=10)
+        told = wait_for(bob, f"muc::{ROOM}::presence", lambda p: p["type"] == "unavailable")
+        await alice.plugin["xep_0045"].destroy(ROOM, reason="moving", altroom="new@conference.localhost")
+        p = await told
+        assert p["muc"]["destroy"]["reason"] == "moving"
+        with pytest.raises(IqError) as e:
+            await bob.plugin["xep_0030"].get_info(jid=ROOM)
+        assert e.value.condition == "item-not-found"
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_the_service_lists_public_rooms_and_a_room_answers_disco_and_mam(martlet_server):
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice, bob = [await muc_client(server, u) for u in USERS[:2]]
+        info = await bob.plugin["xep_0030"].get_info(jid="conference.localhost")
+        assert "http://jabber.org/protocol/muc" in info["disco_info"]["features"]
+        assert ("conference", "text", None, "Chatrooms") in info["disco_info"]["identities"]
+        await create_room(alice, roomname="Lobby")
+        await create_room(alice, "hidden@conference.localhost", publicroom="0")
+        items = await bob.plugin["xep_0030"].get_items(jid="conference.localhost")
+        assert [(str(i[0]), i[2]) for i in items["disco_items"]["items"]] == [(ROOM, "Lobby")]
+        room = await bob.plugin["xep_0030"].get_info(jid=ROOM)
+        features = room["disco_info"]["features"]
+        assert {"http://jabber.org/protocol/muc", "muc_temporary", "muc_open", "muc_semianonymous", "urn:xmpp:mam:2"} <= set(features)
+
+        for i in range(3):
+            alice.send_message(mto=ROOM, mbody=f"a{i}", mtype="groupchat")
+        await wait_for(alice, "groupchat_message", lambda m: m["body"] == "a2")
+        # XEP-0313 on the room: a non-occupant of an open room reads its archive.
+        results = []
+        async for page in bob.plugin["xep_0313"].iterate(jid=ROOM, total=10):
+            results.append(page)
+        bodies = [r["mam_result"]["forwarded"]["stanza"]["body"] for r in results]
+        assert bodies == ["a0", "a1", "a2"]
+        await close(alice, bob)
+
+    asyncio.run(run())
+
+
+def test_an_occupant_whose_session_ends_leaves_the_room(martlet_server):
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice, bob = [await muc_client(server, u) for u in USERS[:2]]
+        await create_room(alice)
+        await bob.plugin["xep_0045"].join_muc_wait(ROOM, "bob", timeout=10)
+        gone = wait_for(alice, f"muc::{ROOM}::got_offline", lambda p: p["muc"]["nick"] == "bob")
+        bob.abort()  # the TCP connection drops: no unavailable from the client
+        await gone
+        await close(alice)
+
+    asyncio.run(run())
