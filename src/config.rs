@@ -58,6 +58,7 @@ domain = ""                   # its domain; "" -> conference.<domain>
 rooms_max = 10000             # rooms alive at once on this node; more -> creating one gets <resource-constraint/>
 occupants_max = 1000          # occupants of one room (a room's own max may be lower); more -> <service-unavailable/>
 history_messages_max = 50     # messages a room keeps for joiners (its history length may be lower)
+history_bytes_max = 262144    # bytes of those messages one room keeps; past it the oldest go
 room_mailbox_messages_max = 4096  # stanzas queued for one room; full -> <resource-constraint/> to the sender
 rooms_created_per_user_per_hour = 10  # new rooms one account may create per hour, node-wide; more -> <resource-constraint/>
 
@@ -245,6 +246,7 @@ pub struct Muc {
     pub rooms_max: usize,
     pub occupants_max: usize,
     pub history_messages_max: usize,
+    pub history_bytes_max: usize,
     pub room_mailbox_messages_max: usize,
     pub rooms_created_per_user_per_hour: usize,
 }
@@ -257,6 +259,7 @@ impl Default for Muc {
             rooms_max: 10_000,
             occupants_max: 1000,
             history_messages_max: 50,
+            history_bytes_max: 262_144,
             room_mailbox_messages_max: 4096,
             rooms_created_per_user_per_hour: 10,
         }

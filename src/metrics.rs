@@ -110,6 +110,9 @@ pub struct CoreCounters {
     pub muc_rooms_created: Counter,
     pub muc_messages: Counter,
     pub room_mailbox_full_drops: Counter,
+    /// Hops that carried several messages at once (`CoreMsg::Batch`: a room's fan-out,
+    /// one per other core and one per other node).
+    pub batched_hops: Counter,
 }
 
 impl CoreCounters {
@@ -158,6 +161,7 @@ impl CoreCounters {
             ("muc_rooms_created", self.muc_rooms_created.get()),
             ("muc_messages", self.muc_messages.get()),
             ("room_mailbox_full_drops", self.room_mailbox_full_drops.get()),
+            ("batched_hops", self.batched_hops.get()),
         ]
     }
 }

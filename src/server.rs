@@ -52,6 +52,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let peers = Arc::new(crate::c2s::limits::PeerLimits::new(&cfg.limits));
     let registrations = Arc::new(RegistrationLimit::new(cfg.limits.registrations_per_ip_per_hour, cfg.limits.tracked_addresses_max));
     let muc_directory = Arc::new(crate::muc::Directory::new(&cfg.muc, cfg.limits.tracked_addresses_max));
+    if let Some(service) = cfg.muc_domain() {
+        let index = storage.docs_under(service.to_owned(), crate::muc::service::INDEX_PREFIX.into(), cfg.muc.rooms_max);
+        muc_directory.load(futures_lite::future::block_on(index).map_err(|e| format!("storage: the rooms' index: {e}"))?);
+    }
     log::info!("martlet {} serving {} on {} cores", env!("CARGO_PKG_VERSION"), cfg.domain, cores);
     crate::startup_log::log(&cfg, &claimed.listeners, cores);
     let listeners = Arc::new(claimed.listeners.clone());

@@ -89,11 +89,11 @@ pub fn apply(list: &mut Vec<Registration>, change: Change, max: usize) -> bool {
     true
 }
 
-/// Is this a message a user would want to be woken for? Chats and normal messages with a
-/// body: not receipts, chat states, or headlines (PEP events among them).
+/// Is this a message a user would want to be woken for? Chats, group chats (XEP-0045) and
+/// normal messages with a body: not receipts, chat states, or headlines (PEP events among them).
 pub fn worth_a_push(stanza: &Stanza) -> bool {
     stanza.kind == Kind::Message
-        && matches!(&*stanza.type_, "" | "normal" | "chat")
+        && matches!(&*stanza.type_, "" | "normal" | "chat" | "groupchat")
         && stanza.element().get_child("body", ns::CLIENT).is_some()
 }
 

@@ -19,6 +19,8 @@ pub struct Entry {
 #[derive(Default)]
 pub struct History {
     entries: VecDeque<Entry>,
+    /// Bytes of the entries' text.
+    bytes: usize,
 }
 
 /// What a joiner asked for; `None` everywhere: the room's default.
@@ -46,15 +48,17 @@ impl Request {
 }
 
 impl History {
-    /// Keeps `entry`, the oldest going past `length`.
-    pub fn push(&mut self, entry: Entry, length: usize) {
+    /// Keeps `entry`, the oldest going past `length` entries or `bytes_max` bytes.
+    pub fn push(&mut self, entry: Entry, length: usize, bytes_max: usize) {
+        self.bytes += entry.xml.len();
         self.entries.push_back(entry);
-        self.truncate(length);
+        self.truncate(length, bytes_max);
     }
 
-    pub fn truncate(&mut self, length: usize) {
-        while self.entries.len() > length {
-            self.entries.pop_front();
+    pub fn truncate(&mut self, length: usize, bytes_max: usize) {
+        while self.entries.len() > length || self.bytes > bytes_max {
+            let Some(old) = self.entries.pop_front() else { break };
+            self.bytes -= old.xml.len();
         }
     }
 
@@ -91,7 +95,7 @@ mod tests {
     fn history(n: usize, t0: SystemTime) -> History {
         let mut h = History::default();
         for i in 0..n {
-            h.push(Entry { at: t0 + Duration::from_secs(i as u64), xml: format!("<m>{i}</m>").into() }, 5);
+            h.push(Entry { at: t0 + Duration::from_secs(i as u64), xml: format!("<m>{i}</m>").into() }, 5, 1000);
         }
         h
     }
@@ -109,6 +113,15 @@ mod tests {
         assert_eq!(recent.len(), 2);
         let since = h.select(&Request { since: Some(t0 + Duration::from_secs(5)), ..Request::default() }, t0);
         assert_eq!(since.len(), 3);
+    }
+
+    #[test]
+    fn bytes_bound_the_history_too() {
+        let mut h = History::default();
+        for i in 0..4 {
+            h.push(Entry { at: SystemTime::UNIX_EPOCH, xml: format!("<m>{i}</m>").into() }, 10, 16);
+        }
+        assert_eq!(h.select(&Request::default(), SystemTime::UNIX_EPOCH).len(), 2, "8 bytes each, 16 kept");
     }
 
     #[test]

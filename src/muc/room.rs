@@ -22,7 +22,7 @@ use super::occupants::{Affiliation, Occupant, Occupants, Presented, Role};
 use super::room_config::RoomConfig;
 use super::service::Listing;
 use crate::modules::{mam, IqAnswer};
-use crate::router::{CoreState, RoomMsg};
+use crate::router::{CoreMsg, CoreState, RoomMsg, UserMsg};
 use crate::stanza::{as_full, build, may_answer_with_error, text_el, to_xml, Kind, Stanza, StanzaError};
 use crate::storage::ArchiveRow;
 use crate::xml::ns;
@@ -141,16 +141,29 @@ impl Room {
         Listing { name: self.config.name.clone(), public: self.config.public }
     }
 
-    /// Writes the room's lasting state, when it is persistent; forgets it when not.
+    /// Writes the room's lasting state and its entry in the service's index, when it is
+    /// persistent; forgets both when not.
     async fn save(&self) {
-        let value = self.config.persistent.then(|| {
+        let persisted = self.config.persistent.then(|| {
             let p = Persisted { config: self.config.clone(), affiliations: self.affiliations.clone(), subject: self.subject.clone() };
             serde_json::to_string(&p).expect("room state serialises")
         });
-        if let Err(e) = self.core.storage.doc_put(self.key.to_string(), ROOM_DOC.into(), value).await {
+        let listing = self.config.persistent.then(|| serde_json::to_string(&self.listing()).expect("a listing serialises"));
+        self.store(persisted, listing).await;
+        self.core.muc_directory.update(&self.key, self.listing());
+    }
+
+    async fn store(&self, persisted: Option<String>, listing: Option<String>) {
+        let storage = &self.core.storage;
+        let index_key = format!("{}{}", super::service::INDEX_PREFIX, self.key);
+        let service = self.jid.domain().to_string();
+        let stored = async {
+            storage.doc_put(self.key.to_string(), ROOM_DOC.into(), persisted).await?;
+            storage.doc_put(service, index_key, listing).await
+        };
+        if let Err(e) = stored.await {
             log::error!("room {}: state not saved: {e}", self.key);
         }
-        self.core.muc_directory.update(&self.key, self.listing());
     }
 
     fn affiliation_of(&self, bare: &str) -> Affiliation {
@@ -299,21 +312,33 @@ impl Room {
         build("presence", ns::CLIENT, &[], children)
     }
 
+    /// Stanzas to occupants (users of this server), one hop per core and per node
+    /// ([`CoreState::send_batched`]), not one per occupant.
+    async fn fan_out(&self, stanzas: Vec<Stanza>) {
+        let msgs = stanzas
+            .into_iter()
+            .map(|s| CoreMsg::ToUser { user: s.to.to_bare().to_string().into(), msg: UserMsg::Inbound(s) })
+            .collect();
+        self.core.send_batched(msgs).await;
+    }
+
     /// `nick`'s current presence to everyone who may see it; to itself with 110 and `codes`.
     async fn broadcast_presence(&self, nick: &str, codes: &[u16], new_nick: Option<&str>) {
         let Some(occupant) = self.occupants.get(nick) else { return };
         let own_codes: Vec<u16> = codes.iter().copied().chain([110]).collect();
+        let others_codes: Vec<u16> = codes.iter().copied().filter(|c| *c != 201).collect();
         let from = self.occupant_jid(nick);
+        let mut copies = Vec::new();
         for to in self.occupants.iter() {
             let own = to.nick == nick;
             if !own && !self.config.broadcasts(occupant.role) {
                 continue;
             }
             let show_jid = self.config.whois_anyone || to.role == Role::Moderator || own;
-            let codes: &[u16] = if own { &own_codes } else { &codes.iter().copied().filter(|c| *c != 201).collect::<Vec<_>>() };
-            let p = self.presence_of(occupant, show_jid, codes, vec![], new_nick);
-            self.send(p, from.clone(), &to.jid).await;
+            let p = self.presence_of(occupant, show_jid, if own { &own_codes } else { &others_codes }, vec![], new_nick);
+            copies.push(Stanza::seal(Kind::Presence, p, from.clone(), Jid::from(to.jid.clone())));
         }
+        self.fan_out(copies).await;
     }
 
     /// Takes `nick` out and tells everyone (§7.14, §9.1-9.2): `codes` say why (307 kicked,
@@ -430,13 +455,33 @@ impl Room {
         }
         if has_body {
             let entry = history::Entry { at: SystemTime::now(), xml: template.xml.clone() };
-            self.history.push(entry, self.config.history_length);
+            self.history.push(entry, self.config.history_length, self.core.cfg.muc.history_bytes_max);
         }
         self.core.counters.muc_messages.inc();
-        for to in self.occupants.iter() {
-            self.core.route(addressed_to(&template, &to.jid)).await;
+        let copies = self.occupants.iter().map(|to| addressed_to(&template, &to.jid)).collect();
+        self.fan_out(copies).await;
+        if has_body && self.config.members_only {
+            self.notify_absent_members(&template).await;
         }
         Ok(())
+    }
+
+    /// Seed 003: members of a members-only room who are not in it miss nothing. Their
+    /// UserChannels are told (and push, XEP-0357, when no client of theirs is active); the
+    /// messages themselves wait in the room's archive.
+    async fn notify_absent_members(&self, template: &Stanza) {
+        let absent = self
+            .affiliations
+            .iter()
+            .filter(|(jid, a)| **a >= Affiliation::Member && self.occupants.nicks_of_account(jid).is_empty())
+            .filter_map(|(jid, _)| BareJid::new(jid).ok());
+        let msgs = absent
+            .map(|member| {
+                let notice = Stanza { to: Jid::from(member.clone()), ..template.clone() };
+                CoreMsg::ToUser { user: member.to_string().into(), msg: UserMsg::RoomNotice(notice) }
+            })
+            .collect();
+        self.core.send_batched(msgs).await;
     }
 
     /// §7.5: a private message to `to_nick`, from the sender's occupant JID.
@@ -600,9 +645,17 @@ impl Room {
                 if let Err(e) = self.config.apply(form, m.occupants_max, m.history_messages_max) {
                     return IqAnswer::Error(e);
                 }
-                self.history.truncate(self.config.history_length);
+                self.history.truncate(self.config.history_length, m.history_bytes_max);
                 self.locked = false;
                 self.save().await;
+                // §9.3 (322): a room made members-only loses the occupants who are not.
+                if self.config.members_only {
+                    for nick in self.occupants.nicks() {
+                        if self.occupants.get(&nick).is_some_and(|o| o.affiliation < Affiliation::Member) {
+                            self.remove_occupant(&nick, &[322], None).await;
+                        }
+                    }
+                }
                 // §10.2.1: occupants learn that the configuration changed (104).
                 let msg = build("message", ns::CLIENT, &[("type", "groupchat")], vec![build("x", ns::MUC_USER, &[], vec![build("status", ns::MUC_USER, &[("code", "104")], vec![])])]);
                 for to in self.occupants.iter() {
@@ -641,9 +694,7 @@ impl Room {
     /// The room no longer exists: out of storage and the directory.
     async fn forget(&mut self) {
         if self.config.persistent {
-            if let Err(e) = self.core.storage.doc_put(self.key.to_string(), ROOM_DOC.into(), None).await {
-                log::error!("room {}: stored state not removed: {e}", self.key);
-            }
+            self.store(None, None).await;
         }
         self.core.muc_directory.remove(&self.key);
         self.exists = false;

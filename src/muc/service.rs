@@ -15,8 +15,9 @@ use crate::config;
 use crate::stanza::{build, StanzaError};
 use crate::xml::ns;
 
-/// A room as the public list shows it.
-#[derive(Clone, Debug, Default)]
+/// A room as the public list shows it; persistent rooms keep theirs in storage (owner: the
+/// service's domain, key [`INDEX_PREFIX`] + the room's JID), read back at start.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Listing {
     pub name: String,
     pub public: bool,
@@ -40,6 +41,9 @@ struct Inner {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
+/// Key prefix of the persistent rooms' index entries.
+pub const INDEX_PREFIX: &str = "room:";
+
 impl Directory {
     pub fn new(cfg: &config::Muc, creators_max: usize) -> Directory {
         Directory {
@@ -47,6 +51,19 @@ impl Directory {
             created_per_hour: cfg.rooms_created_per_user_per_hour,
             creators_max,
             inner: Mutex::default(),
+        }
+    }
+
+    /// The persistent rooms' index as stored (`(INDEX_PREFIX + jid, listing)`), at start.
+    pub fn load(&self, stored: Vec<(String, String)>) {
+        let mut inner = self.inner();
+        for (key, json) in stored {
+            match (key.strip_prefix(INDEX_PREFIX), serde_json::from_str::<Listing>(&json)) {
+                (Some(jid), Ok(listing)) => {
+                    inner.rooms.insert(jid.to_owned(), listing);
+                }
+                _ => log::warn!("muc: index entry {key:?} unreadable; skipped"),
+            }
         }
     }
 

@@ -303,7 +303,7 @@ impl CoreState {
         let mine = receipt.filter(|r| r.node == self.local_node() && r.core as usize == self.id).map(|r| r.id);
         let user = match &msg {
             CoreMsg::ToUser { user, .. } => Some(user.clone()),
-            CoreMsg::ToSession { .. } | CoreMsg::ToRoom { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } => None,
+            CoreMsg::ToSession { .. } | CoreMsg::ToRoom { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } | CoreMsg::Batch(_) => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -359,19 +359,59 @@ impl CoreState {
     /// Forwarding runs as its own task: the loop that called this must not wait on another
     /// core's channel, which may be waiting on ours.
     pub fn dispatch(self: &Rc<Self>, msg: CoreMsg) {
-        let (node, core) = match &msg {
+        if let CoreMsg::Batch(msgs) = msg {
+            // What is for this core is handled now, in order with what arrives next; the
+            // rest goes on, grouped again.
+            let (here, onward): (Vec<_>, Vec<_>) =
+                msgs.into_iter().partition(|m| self.destination(m) == (self.local_node(), self.id));
+            here.into_iter().for_each(|m| self.handle_here(m));
+            if !onward.is_empty() {
+                let this = self.clone();
+                glommio::spawn_local(async move { this.send_batched(onward).await }).detach();
+            }
+            return;
+        }
+        let (node, core) = self.destination(&msg);
+        if node == self.local_node() && core == self.id {
+            self.handle_here(msg);
+        } else {
+            let this = self.clone();
+            glommio::spawn_local(async move { this.send_to_core(node, core, msg).await }).detach();
+        }
+    }
+
+    /// The node and core `msg` is for.
+    fn destination(&self, msg: &CoreMsg) -> (u32, usize) {
+        match msg {
             CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => {
                 let owner = self.owner_of(key);
                 (owner.node, owner.core)
             }
             CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
             CoreMsg::Confirm { core, .. } => (self.local_node(), *core as usize),
-        };
-        if node == self.local_node() && core == self.id {
-            self.handle_here(msg);
-        } else {
-            let this = self.clone();
-            glommio::spawn_local(async move { this.send_to_core(node, core, msg).await }).detach();
+            CoreMsg::Batch(_) => (self.local_node(), self.id),
+        }
+    }
+
+    /// Sends `msgs` grouped by where they go: one hop per other core of this node and one
+    /// frame per other node (whose receiving core splits it again per core), instead of
+    /// one per message. A room's fan-out to its occupants goes this way.
+    pub async fn send_batched(self: &Rc<Self>, msgs: Vec<CoreMsg>) {
+        let local = self.local_node();
+        let mut by_hop: std::collections::BTreeMap<(u32, usize), Vec<CoreMsg>> = Default::default();
+        for msg in msgs {
+            let (node, core) = self.destination(&msg);
+            // Another node's cores are its own business: one frame per node.
+            let hop = if node == local { (node, core) } else { (node, 0) };
+            by_hop.entry(hop).or_default().push(msg);
+        }
+        for ((node, core), batch) in by_hop {
+            if node == local && core == self.id {
+                batch.into_iter().for_each(|msg| self.handle_here(msg));
+            } else {
+                self.counters.batched_hops.inc();
+                self.send_to_core(node, core, CoreMsg::Batch(batch)).await;
+            }
         }
     }
 
@@ -386,6 +426,7 @@ impl CoreState {
                 let released = self.custody.release(&ids);
                 self.counters.custody_held.add(-(released as i64));
             }
+            CoreMsg::Batch(msgs) => self.dispatch(CoreMsg::Batch(msgs)),
         }
     }
 

@@ -37,6 +37,9 @@ pub enum CoreMsg {
     HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt },
     /// For core `core`, which held these messages (`super::custody`): their path's end has them.
     Confirm { core: u16, ids: Vec<u64> },
+    /// Messages for one core, or for one node, travelling as one hop (a room's fan-out):
+    /// split where they arrive, each going on to its owner.
+    Batch(Vec<CoreMsg>),
 }
 
 /// What a UserChannel handles.
@@ -61,6 +64,10 @@ pub enum UserMsg {
     Request { from: SessionAddr, msg: Box<UserMsg> },
     /// XEP-0280: `resource` enabled or disabled carbons.
     Carbons { resource: Arc<str>, enabled: bool },
+    /// XEP-0045 with XEP-0357: a message in a members-only room this user is a member of
+    /// and not in. Never delivered (the member catches up from the room's archive); pushed
+    /// when no client of the user would see a message now.
+    RoomNotice(Stanza),
     /// XEP-0280: a message one of this user's resources sent, for `<sent/>` copies.
     Sent(Stanza),
     /// The error this server answers a stanza of this user's with (RFC 6120 §8.3), handled

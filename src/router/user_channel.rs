@@ -260,6 +260,11 @@ impl UserChannel {
                 }
             }
             UserMsg::Sent(stanza) => self.carbon_copies(Direction::Sent, &stanza, &[]).await,
+            UserMsg::RoomNotice(stanza) => {
+                if self.resources.iter().all(|r| r.dormant || r.presence.is_none()) {
+                    self.push_notify(&stanza).await;
+                }
+            }
             UserMsg::Dormant { session, dormant } => {
                 if let Some(r) = self.resources.iter_mut().find(|r| r.session == session) {
                     r.dormant = dormant;

@@ -116,6 +116,8 @@ pub trait Store: Send + Sync + 'static {
     /// with `prefix` (then false): replacing one always works. Atomic, so concurrent sets
     /// from several sessions or nodes cannot pass `max` together.
     fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError>;
+    /// The owner's documents whose keys start with `prefix`, at most `max`, by key.
+    fn docs_under(&self, owner: &str, prefix: &str, max: usize) -> Result<Vec<(String, String)>, StorageError>;
     /// The server-wide secret named `name`, storing `fresh` first if there is none yet.
     /// Atomic, so nodes of a cluster starting together all end up with the same one.
     fn server_secret(&self, name: &str, fresh: &[u8]) -> Result<Vec<u8>, StorageError>;
@@ -361,6 +363,11 @@ impl Storage {
     /// Replaces or (`None`) removes each document, atomically: all or none.
     pub async fn docs_put(&self, owner: String, docs: Vec<(String, Option<String>)>) -> Result<(), StorageError> {
         self.run(move |s| s.docs_put(&owner, &docs)).await
+    }
+
+    /// The owner's documents whose keys start with `prefix`, at most `max`.
+    pub async fn docs_under(&self, owner: String, prefix: String, max: usize) -> Result<Vec<(String, String)>, StorageError> {
+        self.run(move |s| s.docs_under(&owner, &prefix, max)).await
     }
 
     /// False when `key` is new and the owner has `max` keys starting with `prefix`.

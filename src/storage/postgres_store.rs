@@ -347,6 +347,14 @@ impl Store for PostgresStore {
         })
     }
 
+    fn docs_under(&self, owner: &str, prefix: &str, max: usize) -> Result<Vec<(String, String)>, StorageError> {
+        let rows = self.query(
+            "SELECT key, value FROM user_documents WHERE owner = $1 AND starts_with(key, $2) ORDER BY key LIMIT $3",
+            &[&owner, &prefix, &(max as i64)],
+        )?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
     fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
         let max = i64::try_from(max).unwrap_or(i64::MAX);
         self.transaction(|txn| {

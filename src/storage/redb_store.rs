@@ -491,6 +491,21 @@ impl Store for RedbStore {
         })
     }
 
+    fn docs_under(&self, owner: &str, prefix: &str, max: usize) -> Result<Vec<(String, String)>, StorageError> {
+        let table = self.read(DOCS)?;
+        let mut found = Vec::new();
+        // Keys sort by owner, then bytes: the owner's keys under `prefix` are one run.
+        for entry in table.range((owner, prefix)..)? {
+            let (key, value) = entry?;
+            let (o, k) = key.value();
+            if o != owner || !k.starts_with(prefix) || found.len() >= max {
+                break;
+            }
+            found.push((k.to_owned(), value.value().to_owned()));
+        }
+        Ok(found)
+    }
+
     fn doc_put_capped(&self, owner: &str, key: &str, value: &str, prefix: &str, max: usize) -> Result<bool, StorageError> {
         self.write(|txn| {
             let mut docs = txn.open_table(DOCS)?;

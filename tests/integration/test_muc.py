@@ -221,3 +221,93 @@ def test_an_occupant_whose_session_ends_leaves_the_room(martlet_server):
         await close(alice)
 
     asyncio.run(run())
+
+
+def test_a_message_reaches_many_occupants_in_one_hop_per_core(martlet_server):
+    # The room's fan-out goes as one CoreMsg::Batch per other core (and one frame per
+    # other node), not one cross-core message per occupant: 12 occupants, 2 cores, so
+    # each groupchat message costs the room at most one batched hop.
+    users = [f"u{i}" for i in range(12)]
+    server = martlet_server(users=users)
+
+    async def run():
+        clients = [await muc_client(server, u) for u in users]
+        await create_room(clients[0], nick="u0")
+        for c, u in zip(clients[1:], users[1:]):
+            await c.plugin["xep_0045"].join_muc_wait(ROOM, u, timeout=10)
+        await asyncio.sleep(0.3)
+        before = server.metric_sum("martlet_batched_hops_total")
+        for i in range(5):
+            waits = [wait_for(c, "groupchat_message", lambda m, i=i: m["body"] == f"b{i}") for c in clients]
+            clients[0].send_message(mto=ROOM, mbody=f"b{i}", mtype="groupchat")
+            await asyncio.gather(*waits)
+        hops = server.metric_sum("martlet_batched_hops_total") - before
+        assert 1 <= hops <= 5, f"{hops} batched hops for 5 messages to 12 occupants on 2 cores"
+        assert server.metric_sum("martlet_muc_messages_total") >= 5
+        await close(*clients)
+
+    asyncio.run(run())
+
+
+def test_an_absent_member_gets_a_push_and_catches_up_from_the_room_archive(martlet_server):
+    # Seed 003: bob is a member of a members-only room and not in it (his phone is off).
+    # Each message pushes (XEP-0357, through his registration), and when he comes back his
+    # client's MAM catch-up on the room gives him every message since.
+    from test_push import app_server, next_push, push_iq
+    server = martlet_server(users=("alice", "bob", "app"))
+
+    async def run():
+        app = await app_server(server)
+        alice = await muc_client(server, "alice")
+        bob = await muc_client(server, "bob")
+        await push_iq(bob, "enable", node="bob-phone")
+        await create_room(alice, "team@conference.localhost", membersonly="1")
+        await alice.plugin["xep_0045"].set_affiliation("team@conference.localhost", "member", jid="bob@localhost")
+        await close(bob)
+        for i in range(3):
+            alice.send_message(mto="team@conference.localhost", mbody=f"while away {i}", mtype="groupchat")
+        sender, node, fields, _ = await next_push(app)
+        assert (sender, node) == ("bob@localhost", "bob-phone")
+        assert fields["last-message-sender"] == "team@conference.localhost"
+
+        bob = await muc_client(server, "bob", resource="back")
+        bodies = []
+        async for r in bob.plugin["xep_0313"].iterate(jid="team@conference.localhost", total=10):
+            bodies.append(r["mam_result"]["forwarded"]["stanza"]["body"])
+        assert bodies == [f"while away {i}" for i in range(3)]
+        await close(alice, bob, app)
+
+    asyncio.run(run())
+
+
+def test_a_persistent_room_outlives_a_restart_with_its_members_subject_and_archive(martlet_server, storage):
+    server = martlet_server(users=USERS, storage=storage)
+    room = "keep@conference.localhost"
+
+    async def before():
+        alice = await muc_client(server, "alice")
+        await create_room(alice, room, roomname="Kept", persistentroom="1", membersonly="1")
+        await alice.plugin["xep_0045"].set_affiliation(room, "member", jid="bob@localhost")
+        alice.plugin["xep_0045"].set_subject(room, "still here")
+        alice.send_message(mto=room, mbody="before the restart", mtype="groupchat")
+        await wait_for(alice, "groupchat_message", lambda m: m["body"] == "before the restart")
+        await close(alice)
+
+    async def after():
+        bob, carol = await muc_client(server, "bob"), await muc_client(server, "carol")
+        items = await bob.plugin["xep_0030"].get_items(jid="conference.localhost")
+        assert [(str(i[0]), i[2]) for i in items["disco_items"]["items"]] == [(room, "Kept")]
+        _, subject, _, _ = await bob.plugin["xep_0045"].join_muc_wait(room, "bob", timeout=10)
+        assert subject["subject"] == "still here"
+        with pytest.raises(PresenceError) as e:
+            await carol.plugin["xep_0045"].join_muc_wait(room, "carol", timeout=10)
+        assert e.value.condition == "registration-required", "the member list came back"
+        bodies = []
+        async for r in bob.plugin["xep_0313"].iterate(jid=room, total=10):
+            bodies.append(r["mam_result"]["forwarded"]["stanza"]["body"])
+        assert bodies == ["before the restart"]
+        await close(bob, carol)
+
+    asyncio.run(before())
+    server.restart()
+    asyncio.run(after())
