@@ -567,8 +567,9 @@ impl Room {
             // XEP-0410: a client checks it is still joined by pinging its own occupant JID.
             Some(nick) if payload.is("ping", ns::PING) => match self.occupants.nick_of(&from) {
                 Some(own) if own == nick => IqAnswer::Result(None),
-                Some(_) => IqAnswer::Error(StanzaError::FeatureNotImplemented),
                 None => IqAnswer::Error(StanzaError::NotAcceptable),
+                Some(_) if self.occupants.get(&nick).is_none() => IqAnswer::Error(StanzaError::ItemNotFound),
+                Some(_) => IqAnswer::Error(StanzaError::FeatureNotImplemented),
             },
             Some(_) => IqAnswer::Error(StanzaError::FeatureNotImplemented),
             None => self.room_iq(&from, type_, payload).await,

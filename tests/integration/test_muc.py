@@ -311,3 +311,48 @@ def test_a_persistent_room_outlives_a_restart_with_its_members_subject_and_archi
     asyncio.run(before())
     server.restart()
     asyncio.run(after())
+
+
+def test_bookmarks_self_ping_and_direct_invitations_around_rooms(martlet_server):
+    # XEP-0402 bookmarks in PEP and XEP-0048 bookmarks in private XML, both read back by a
+    # second device of the same account (how clients auto-join across devices); XEP-0410
+    # self-ping answered by the room; a XEP-0249 direct invitation reaching its invitee.
+    from slixmpp.plugins.xep_0402.stanza import Conference
+    from slixmpp.plugins.xep_0048.stanza import Bookmarks
+    from slixmpp.plugins.xep_0410.self_ping import PingStatus
+    server = martlet_server(users=USERS)
+    extra = ("xep_0045", "xep_0004", "xep_0060", "xep_0163", "xep_0223", "xep_0402", "xep_0048", "xep_0049", "xep_0410", "xep_0249")
+
+    async def run():
+        phone = await login(server, "alice", resource="phone", plugins=extra)
+        laptop = await login(server, "alice", resource="laptop", plugins=extra)
+        bob = await login(server, "bob", plugins=extra)
+
+        bookmark = Conference()
+        bookmark["name"], bookmark["autojoin"], bookmark["nick"] = "Lobby", "true", "alice"
+        await phone.plugin["xep_0223"].store(bookmark, node="urn:xmpp:bookmarks:1", id=ROOM)
+        items = await laptop.plugin["xep_0223"].retrieve("urn:xmpp:bookmarks:1")
+        got = list(items["pubsub"]["items"])
+        assert [i["id"] for i in got] == [ROOM]
+        assert got[0]["conference"]["name"] == "Lobby" and got[0]["conference"]["nick"] == "alice"
+        with pytest.raises(IqError):  # whitelist: bob cannot read alice's bookmarks
+            await bob.plugin["xep_0060"].get_items(jid="alice@localhost", node="urn:xmpp:bookmarks:1")
+
+        legacy = Bookmarks()
+        legacy.add_conference(ROOM, "alice", name="Lobby", autojoin=True)
+        await phone.plugin["xep_0048"].set_bookmarks(legacy, method="xep_0049")
+        stored = await laptop.plugin["xep_0048"].get_bookmarks(method="xep_0049")
+        conferences = stored["private"]["bookmarks"]["conferences"]
+        assert [str(c["jid"]) for c in conferences] == [ROOM]
+
+        await create_room(phone, nick="alice")
+        muc_ping = phone.plugin["xep_0410"]
+        assert await muc_ping.send_self_ping(f"{ROOM}/alice", timeout=5) == PingStatus.JOINED
+        assert await bob.plugin["xep_0410"].send_self_ping(f"{ROOM}/alice", timeout=5) == PingStatus.DISCONNECTED
+
+        invited = wait_for(bob, "groupchat_direct_invite")
+        phone.plugin["xep_0249"].send_invitation("bob@localhost", ROOM, reason="join us")
+        assert str((await invited)["groupchat_invite"]["jid"]) == ROOM
+        await close(phone, laptop, bob)
+
+    asyncio.run(run())
