@@ -110,6 +110,8 @@ pub struct CoreCounters {
     pub muc_rooms_created: Counter,
     pub muc_messages: Counter,
     pub room_mailbox_full_drops: Counter,
+    /// Occupants registered again with a room's new owner after a ring change, silently.
+    pub muc_rejoins: Counter,
     /// Hops that carried several messages at once (`CoreMsg::Batch`: a room's fan-out,
     /// one per other core and one per other node).
     pub batched_hops: Counter,
@@ -161,6 +163,7 @@ impl CoreCounters {
             ("muc_rooms_created", self.muc_rooms_created.get()),
             ("muc_messages", self.muc_messages.get()),
             ("room_mailbox_full_drops", self.room_mailbox_full_drops.get()),
+            ("muc_rejoins", self.muc_rejoins.get()),
             ("batched_hops", self.batched_hops.get()),
         ]
     }

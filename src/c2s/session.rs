@@ -23,7 +23,7 @@ use crate::modules::entity_caps::{Interests, Lookup, Pending};
 use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState, Unacked};
 use crate::modules::{self, offline, IqAnswer};
 use crate::router::credit::Credit;
-use crate::router::{CoreState, Handover, SessionAddr, SessionMsg, UserMsg};
+use crate::router::{CoreState, Handover, RoomMsg, SessionAddr, SessionMsg, UserMsg};
 use crate::stanza::{build, may_answer_with_error, to_xml, Kind, Stanza, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
@@ -887,6 +887,7 @@ impl BoundSession {
     /// After a ring change: if the user's owner moved, register with the new one, carrying
     /// what it needs to route to this session as the old one did.
     async fn follow_owner(&mut self, nodes_down: &[u32]) {
+        self.rejoin_rooms().await;
         let owner = self.core.owner_of(&self.bare);
         // An owner that restarted keeps its place on the ring but lost its record of us.
         if owner == self.owner && !nodes_down.contains(&owner.node) {
@@ -906,6 +907,19 @@ impl BoundSession {
         self.core.send_to_user(self.bare.clone(), msg).await;
         self.told_dormant = false; // the new owner knows nothing of it yet
         self.tell_dormant().await;
+    }
+
+    /// XEP-0045: the rooms this session is in (its directed presences to occupant JIDs) may
+    /// have new owners, which know nothing of it: it registers again with each, silently
+    /// (a room whose owner did not change already has it, and ignores this).
+    async fn rejoin_rooms(&mut self) {
+        let rooms: Vec<Jid> = self.directed.iter().filter(|j| self.core.is_room(j) && j.resource().is_some()).cloned().collect();
+        for occupant in rooms {
+            let children = self.presence.as_ref().map(|p| p.element().children().cloned().collect()).unwrap_or_default();
+            let el = build("presence", ns::CLIENT, &[], children);
+            let stanza = Stanza::seal(Kind::Presence, el, self.from(), occupant);
+            self.core.send_to_room(stanza.to_bare().to_string().into(), RoomMsg::Rejoin(stanza)).await;
+        }
     }
 
     /// XEP-0357: tells the UserChannel whether this client sees messages now, so it knows

@@ -55,6 +55,9 @@ struct Room {
     exists: bool,
     /// Created and not yet configured by its owner (§10.1): only owners may enter.
     locked: bool,
+    /// Loaded from the state a previous owner handed over (a temporary room moved by a
+    /// ring change): that stored state goes when the room ends.
+    handed_over: bool,
     config: RoomConfig,
     /// By bare JID; `None` is not stored.
     affiliations: BTreeMap<String, Affiliation>,
@@ -75,23 +78,50 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
             // Unknown state: refusing is safer than creating over a stored room.
             log::error!("room {key}: not loaded: {e}");
             core.retire_room(&key);
-            while let Some(RoomMsg::Stanza(stanza)) = rx.try_recv() {
-                refuse(&core, &stanza, StanzaError::ServiceUnavailable).await;
+            while let Some(msg) = rx.try_recv() {
+                if let RoomMsg::Stanza(stanza) = msg {
+                    refuse(&core, &stanza, StanzaError::ServiceUnavailable).await;
+                }
             }
             return;
         }
     };
-    while let Some(RoomMsg::Stanza(stanza)) = rx.recv().await {
+    while let Some(msg) = rx.recv().await {
+        let stanza = match msg {
+            RoomMsg::Stanza(stanza) => stanza,
+            RoomMsg::Rejoin(stanza) => {
+                room.rejoin(stanza).await;
+                continue;
+            }
+            RoomMsg::Disown => {
+                room.hand_over().await;
+                core.retire_room(&key);
+                // What came meanwhile goes to the new owner.
+                while let Some(msg) = rx.try_recv() {
+                    match msg {
+                        RoomMsg::Stanza(s) => core.route(s).await,
+                        RoomMsg::Rejoin(s) => core.send_to_room(key.clone(), RoomMsg::Rejoin(s)).await,
+                        RoomMsg::Disown => {}
+                    }
+                }
+                return;
+            }
+        };
         let step = shards::contain::contained(room.handle(stanza)).await;
         if step.is_err() {
             core.counters.actor_panics.inc();
             log::error!("room {key}: a step panicked; that stanza is dropped");
         }
         if room.occupants.is_empty() && rx.is_empty() {
-            if room.exists && !room.config.persistent {
-                core.muc_directory.remove(&key);
-            }
             core.retire_room(&key);
+            if room.exists && !room.config.persistent {
+                // A temporary room ends here; one handed over from another owner leaves
+                // its state behind in storage, gone with it.
+                core.muc_directory.remove(&key);
+                if room.handed_over {
+                    room.store(None, None).await;
+                }
+            }
             return;
         }
     }
@@ -117,6 +147,7 @@ impl Room {
             key: key.clone(),
             exists: false,
             locked: false,
+            handed_over: false,
             affiliations: BTreeMap::new(),
             subject: None,
             occupants: Occupants::default(),
@@ -125,6 +156,7 @@ impl Room {
         if let Some(doc) = core.storage.doc_get(key.to_string(), ROOM_DOC.into()).await? {
             match serde_json::from_str::<Persisted>(&doc) {
                 Ok(p) => {
+                    room.handed_over = !p.config.persistent;
                     room.config = p.config;
                     room.affiliations = p.affiliations;
                     room.subject = p.subject;
@@ -151,6 +183,43 @@ impl Room {
         let listing = self.config.persistent.then(|| serde_json::to_string(&self.listing()).expect("a listing serialises"));
         self.store(persisted, listing).await;
         self.core.muc_directory.update(&self.key, self.listing());
+    }
+
+    /// The ring moved the room: its state goes to storage whatever its persistence, for the
+    /// new owner to read when the occupants' sessions register there (`RoomMsg::Rejoin`).
+    /// The discussion history stays behind (the archive has it).
+    async fn hand_over(&self) {
+        if !self.exists {
+            return;
+        }
+        let p = Persisted { config: self.config.clone(), affiliations: self.affiliations.clone(), subject: self.subject.clone() };
+        let listing = self.config.persistent.then(|| serde_json::to_string(&self.listing()).expect("a listing serialises"));
+        self.store(Some(serde_json::to_string(&p).expect("room state serialises")), listing).await;
+        self.core.counters.muc_occupants.add(-(self.occupants.len() as i64));
+    }
+
+    /// A session that was in the room before the ring changed. It is let in again with the
+    /// checks of a join (a ban, or a password it cannot repeat, keeps it out), with nothing
+    /// sent to anyone: its client and the others believe it never left. A room that is gone
+    /// (a temporary room whose node failed) tells it so: unavailable, 332.
+    async fn rejoin(&mut self, stanza: Stanza) {
+        let (Some(from), Some(nick)) = (as_full(&stanza.from), stanza.to.resource().map(|r| r.as_str().to_owned())) else { return };
+        if self.occupants.nick_of(&from).as_deref() == Some(nick.as_str()) {
+            return;
+        }
+        let el = stanza.element();
+        if !self.exists || self.join(from.clone(), nick.clone(), &el, true).await.is_err() {
+            let gone = Occupant {
+                nick: nick.clone(),
+                jid: from.clone(),
+                role: Role::None,
+                affiliation: Affiliation::None,
+                presence: vec![],
+                occupant_id: String::new(),
+            };
+            let p = keep_muc_children(build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]), &gone, true, &[110, 332], None);
+            self.send(p, self.occupant_jid(&nick), &from).await;
+        }
     }
 
     async fn store(&self, persisted: Option<String>, listing: Option<String>) {
@@ -222,19 +291,20 @@ impl Room {
                 Ok(())
             }
             ("", Some(current)) => self.change_nick(&current, nick, &el).await,
-            ("", None) => self.join(from, nick, &el).await,
+            ("", None) => self.join(from, nick, &el, false).await,
             _ => Ok(()),
         }
     }
 
-    async fn join(&mut self, from: FullJid, nick: String, el: &Element) -> Result<(), StanzaError> {
+    /// §7.2; `silent` for a session registering again after a ring change (no one is told).
+    async fn join(&mut self, from: FullJid, nick: String, el: &Element, silent: bool) -> Result<(), StanzaError> {
         if nick.is_empty() || nick.len() > NICK_BYTES_MAX {
             return Err(StanzaError::JidMalformed);
         }
         let bare = from.to_bare().to_string();
         let muc = el.get_child("x", ns::MUC);
         let mut codes = Vec::new();
-        if !self.exists {
+        if !self.exists && !silent {
             self.core.muc_directory.create(&self.key, &bare)?;
             self.exists = true;
             self.locked = true;
@@ -282,6 +352,12 @@ impl Room {
             presence: presence_payload(el),
             occupant_id: self.core.storage.keyed_id(&["occupant-id", &self.key, &bare]),
         };
+        if silent {
+            self.occupants.insert(occupant);
+            self.core.counters.muc_occupants.add(1);
+            self.core.counters.muc_rejoins.inc();
+            return Ok(());
+        }
         // §7.2.3: the others' presence first, then the joiner's own (110 last to it).
         let shows_jid = self.config.whois_anyone || occupant.role == Role::Moderator;
         for other in self.occupants.iter().filter(|o| self.config.broadcasts(o.role)) {
@@ -694,7 +770,7 @@ impl Room {
 
     /// The room no longer exists: out of storage and the directory.
     async fn forget(&mut self) {
-        if self.config.persistent {
+        if self.config.persistent || self.handed_over {
             self.store(None, None).await;
         }
         self.core.muc_directory.remove(&self.key);

@@ -211,7 +211,11 @@ impl CoreState {
 
     fn room_local(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
         let tx = self.room(&room);
-        let RoomMsg::Stanza(stanza) = msg;
+        // Lifecycle, one per session and ring change: never refused.
+        let stanza = match msg {
+            RoomMsg::Stanza(stanza) => stanza,
+            other => return tx.force_send(other),
+        };
         // Errors that answer the room's own stanzas are never refused (one per stanza it
         // sent); anything else past the bound is answered `<resource-constraint/>`.
         if stanza.type_.as_ref() == "error" {
@@ -301,9 +305,10 @@ impl CoreState {
         // Held here: while it waits, custody may take it back to send again (its node went
         // down) or see it confirmed (a copy got through); then this attempt stops.
         let mine = receipt.filter(|r| r.node == self.local_node() && r.core as usize == self.id).map(|r| r.id);
-        let user = match &msg {
-            CoreMsg::ToUser { user, .. } => Some(user.clone()),
-            CoreMsg::ToSession { .. } | CoreMsg::ToRoom { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } | CoreMsg::Batch(_) => None,
+        // A user's or a room's owner may change while this waits: the ring is read again.
+        let owned_by = match &msg {
+            CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => Some(key.clone()),
+            CoreMsg::ToSession { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } | CoreMsg::Batch(_) => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -335,10 +340,10 @@ impl CoreState {
             if mine.is_some_and(|id| self.custody.held_at(id) != Some(node)) {
                 return;
             }
-            if let Some(user) = &user {
-                let owner = self.owner_of(user);
+            if let Some(key) = &owned_by {
+                let owner = self.owner_of(key);
                 if owner.node == self.local_node() {
-                    // The ring moved the user here meanwhile.
+                    // The ring moved the user (or room) here meanwhile.
                     if let Ok(msg) = node_link::decode(&frame) {
                         self.dispatch(msg);
                     }
@@ -696,6 +701,12 @@ impl CoreState {
                 for &node in nodes_down {
                     tx.force_send(UserMsg::NodeDown(node));
                 }
+            }
+        }
+        for (room, tx) in self.rooms.borrow().iter() {
+            let owner = self.owner_of(room);
+            if owner.node != self.local_node() || owner.core != self.id {
+                tx.force_send(RoomMsg::Disown);
             }
         }
         let nodes_down: Arc<[u32]> = nodes_down.into();

@@ -145,6 +145,12 @@ impl UserMsg {
 pub enum RoomMsg {
     /// A stanza for the room, or for one of its occupants (`room@service/nick`).
     Stanza(Stanza),
+    /// A session that was in the room (its presence to `room/nick`) registers again after
+    /// the ring changed: it joins without a word to anyone, as its client never left.
+    Rejoin(Stanza),
+    /// The ring moved this room to another owner: hand its state over, pass on what is
+    /// queued, stop.
+    Disown,
 }
 
 /// What a session handles.

@@ -378,3 +378,44 @@ def test_invisibility_survives_a_move_of_the_users_owner(cluster):
         await close(a, b)
 
     asyncio.run(run())
+
+
+def test_rooms_of_a_killed_node_come_back_with_their_occupants(cluster):
+    # Issue 11: persistent rooms whose owner is killed come back on the new owner from
+    # storage, and the occupants' sessions (on the surviving nodes) register again by
+    # themselves: no client rejoins, and messages flow as before. Twelve rooms, so some
+    # are owned by the victim (the metric says how many occupants came back).
+    nodes = cluster()
+    rooms = [f"r{i}@conference.localhost" for i in range(12)]
+
+    async def run():
+        plugins = ("xep_0045", "xep_0004")
+        alice = await login(nodes[0], "alice", plugins=plugins)
+        bob = await login(nodes[1], "bob", plugins=plugins)
+        for room in rooms:
+            await alice.plugin["xep_0045"].join_muc_wait(room, "alice", timeout=10)
+            form = await alice.plugin["xep_0045"].get_room_config(room)
+            form.set_values({"muc#roomconfig_persistentroom": "1"})
+            await alice.plugin["xep_0045"].set_room_config(room, form)
+            await bob.plugin["xep_0045"].join_muc_wait(room, "bob", timeout=10)
+        nodes[2].proc.kill()  # SIGKILL: the rooms it owned die with it, in memory
+        wait_members(nodes[0], {"node2": "down"})
+        wait_members(nodes[1], {"node2": "down"})
+        await asyncio.sleep(1.5)  # the sessions follow the ring change
+        for i, room in enumerate(rooms):
+            alice.send_message(mto=room, mbody=f"after {i}", mtype="groupchat")
+        got = set()
+        while len(got) < len(rooms):
+            try:
+                msg = await bob.next_message(timeout=10)
+            except TimeoutError:
+                print("rooms heard from:", sorted(got), "rejoins:", [n.metric_sum("martlet_muc_rejoins_total") for n in nodes[:2]])
+                raise
+            if msg["type"] == "groupchat" and msg["body"].startswith("after"):
+                got.add(str(msg["from"].bare))
+        assert got == set(rooms)
+        await close(alice, bob)
+
+    asyncio.run(run())
+    rejoined = sum(n.metric_sum("martlet_muc_rejoins_total") for n in nodes[:2])
+    assert rejoined > 0, "no room was owned by the killed node: the test proved nothing"
