@@ -3,8 +3,8 @@
 # over STARTTLS with its self-signed certificate: profanity (alice), poezio (bob, run as
 # `nobody`: it refuses root) and mcabber (carol). Steps: login, roster add and authorise
 # both ways, a presence change seen by the contact, chat both ways, XEP-0012 last activity
-# after a logout, offline delivery to a
-# client that logs in later. Each step prints PASS or FAIL (with the pane it looked at);
+# after a logout, offline delivery to a client that logs in later, and a XEP-0045 room
+# profanity creates and all three talk in. Each step prints PASS or FAIL (with the pane it looked at);
 # exits non-zero if one failed. Results are recorded in
 # tuning/results/2026-12-04-terminal-clients.md.
 #
@@ -121,6 +121,7 @@ set tls = 1
 set ssl_ignore_checks = 1
 set logging = 1
 set logging_dir = $W/carol/histo
+set log_muc_conf = 1
 set load_logs = 0
 set tracelog_level = 2
 set tracelog_file = $W/carol/mcabber.log
@@ -201,5 +202,24 @@ keys carol "/say_to alice@localhost thanks from mcabber"
 step "profanity is told of mcabber's chat" alice "chat message: carol@localhost"
 keys alice "/msg carol@localhost"
 step "profanity shows mcabber's chat" alice "thanks from mcabber"
+
+# ---- XEP-0045: a room profanity creates, poezio and mcabber join, talk in ----------------
+ROOM=lobby@conference.localhost
+keys alice "/join $ROOM nick alice"
+# profanity says the new room is locked until configured; /room accept takes the defaults.
+step "profanity creates the room (locked, status 201)" alice "[Ll]ocked|requires configuration"
+keys alice "/room accept"
+step "profanity opens the room with the default configuration" alice "[Uu]nlocked"
+keys carol "/room join $ROOM carol"
+step "mcabber joins the room" carol "You have joined $ROOM as \"carol\""
+pkeys bob2 "/join $ROOM/bob"
+step "poezio joins the room" bob2 "You \(bob\) joined the room|bob.*joined the room"
+keys alice "hello room from profanity"
+file_step "mcabber hears profanity in the room" "$W/carol/histo" "hello room from profanity"
+file_step "poezio hears profanity in the room" "$W/bob/.local/share/poezio/logs" "hello room from profanity"
+keys carol "/say_to $ROOM hi room from mcabber"
+step "profanity hears mcabber in the room" alice "carol: hi room from mcabber"
+pkeys bob2 "hi room from poezio"
+step "profanity hears poezio in the room" alice "bob: hi room from poezio"
 
 exit $failed

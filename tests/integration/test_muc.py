@@ -8,6 +8,7 @@ import pytest
 from slixmpp.exceptions import IqError, PresenceError
 
 from clients import close, login
+from conftest import PASSWORD
 
 ROOM = "lobby@conference.localhost"
 USERS = ("alice", "bob", "carol")
@@ -357,5 +358,56 @@ def test_bookmarks_self_ping_and_direct_invitations_around_rooms(martlet_server)
         phone.plugin["xep_0249"].send_invitation("bob@localhost", ROOM, reason="join us")
         assert str((await invited)["groupchat_invite"]["jid"]) == ROOM
         await close(phone, laptop, bob)
+
+    asyncio.run(run())
+
+
+def test_xmpp_client_joins_and_talks_in_a_room(martlet_server):
+    # @xmpp/client (no MUC plugin: the stanzas XEP-0045 defines, as a web client sends
+    # them) joins a room a slixmpp user created and talks with her.
+    import os
+    import subprocess
+    from test_other_clients import JS_DIR
+    server = martlet_server(users=USERS)
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=server.ca)
+
+    async def run():
+        alice = await muc_client(server, "alice")
+        await create_room(alice)
+        joined = wait_for(alice, f"muc::{ROOM}::got_online", lambda p: p["muc"]["nick"] == "bob-js", timeout=20)
+        heard = wait_for(alice, "groupchat_message", lambda m: m["body"] == "hello from js", timeout=20)
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(JS_DIR / "muc.mjs"), str(server.port), "bob", PASSWORD, ROOM, "bob-js", "hello from js",
+            cwd=JS_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        await joined
+        msg = await heard
+        assert str(msg["from"]) == f"{ROOM}/bob-js"
+        alice.send_message(mto=ROOM, mbody="hello back", mtype="groupchat")
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err.decode()
+        assert '"body":"hello back"' in out.decode() and f'"from":"{ROOM}/alice"' in out.decode()
+        await close(alice)
+
+    asyncio.run(run())
+
+
+@pytest.mark.skipif(__import__("shutil").which("go-sendxmpp") is None, reason="scripts/test.sh installs go-sendxmpp")
+def test_go_sendxmpp_posts_to_a_room(martlet_server):
+    # go-sendxmpp's -c: join the room under an alias, send stdin as a groupchat message.
+    import subprocess
+    server = martlet_server(users=USERS)
+
+    async def run():
+        alice = await muc_client(server, "alice")
+        await create_room(alice)
+        heard = wait_for(alice, "groupchat_message", lambda m: m["body"] == "posted by go-sendxmpp", timeout=20)
+        proc = await asyncio.create_subprocess_exec(
+            "go-sendxmpp", "-u", "bob@localhost", "-p", PASSWORD, "-j", f"127.0.0.1:{server.port}", "-n",
+            "-c", "-a", "gobot", ROOM, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out, err = await asyncio.wait_for(proc.communicate(b"posted by go-sendxmpp"), 20)
+        assert proc.returncode == 0, err.decode()
+        msg = await heard
+        assert str(msg["from"]) == f"{ROOM}/gobot"
+        await close(alice)
 
     asyncio.run(run())
