@@ -3,6 +3,7 @@ sockets: room creation and configuration, joining, groupchat, subject, private m
 nick changes, leaving, the join errors, moderation, history, the room's archive, and the
 service's disco. Each assertion reads what the client library parsed, not our XML."""
 import asyncio
+import re
 
 import pytest
 from slixmpp.exceptions import IqError, PresenceError
@@ -411,3 +412,45 @@ def test_go_sendxmpp_posts_to_a_room(martlet_server):
         await close(alice)
 
     asyncio.run(run())
+
+
+def test_room_bounds_creation_rate_and_a_flood_loses_nothing_unanswered(martlet_server):
+    # [muc] rooms_created_per_user_per_hour and room_mailbox_messages_max, over raw sockets:
+    # a second room in the hour is refused <resource-constraint/>; 300 groupchat messages
+    # pipelined into a room with a 4-stanza mailbox are each either broadcast or answered
+    # with <resource-constraint/>, and the server still serves everyone.
+    from rawxmpp import Raw
+    from served_probe import assert_every_core_serves
+    server = martlet_server(users=USERS, muc={"rooms_created_per_user_per_hour": 1, "room_mailbox_messages_max": 4})
+    alice = Raw(server.port)
+    alice.login(server.ca, "alice", PASSWORD, resource="r")
+    alice.buf = b""
+    join = "<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/></presence>"
+    alice.send(join.format(room=ROOM))
+    assert "code='201'" in alice.read_until(b"<subject")
+    submit = ("<iq type='set' id='cfg' to='{room}'><query xmlns='http://jabber.org/protocol/muc#owner'>"
+              "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+    alice.send(submit.format(room=ROOM))
+    alice.read_until(b"id='cfg'")
+    alice.buf = b""
+    alice.send(join.format(room="second@conference.localhost"))
+    refused = alice.read_until(b"</presence>")
+    assert "type='error'" in refused and "resource-constraint" in refused, refused
+
+    alice.buf = b""
+    total = 300
+    alice.send("".join(f"<message to='{ROOM}' type='groupchat' id='m{i}'><body>flood {i}</body></message>" for i in range(total)))
+    deadline = __import__("time").time() + 20
+    while __import__("time").time() < deadline:
+        heads = re.findall(r"<message [^>]*>", alice.buf.decode(errors="replace"))
+        echoed = sum(1 for h in heads if "type='groupchat'" in h and f"from='{ROOM}/alice'" in h)
+        refused = sum(1 for h in heads if "type='error'" in h)
+        if echoed + refused >= total:
+            break
+        try:
+            alice.read_until(b"\x00", timeout=0.3)
+        except TimeoutError:
+            pass
+    assert echoed + refused == total, (echoed, refused)
+    assert echoed > 0
+    assert_every_core_serves(server)
