@@ -82,6 +82,10 @@ handshake_timeout_ms = 5000   # a connection not authenticated (TLS and secret) 
 pending_handshakes_max = 64   # connections handshaking at once (a thread each); more are closed at accept, counted, logged
 members_max = 256             # nodes this node keeps track of; a new one past it takes the place of one long down, else is refused and logged
 
+[http]
+listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket; one "IP:port" or a list; [] disables
+behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
+
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
 
@@ -144,6 +148,7 @@ pub struct Config {
     pub muc: Muc,
     pub stream_management: StreamManagement,
     pub fast: Fast,
+    pub http: Http,
     pub metrics: Metrics,
     pub log: Log,
     pub cluster: Cluster,
@@ -302,6 +307,20 @@ impl Default for Fast {
     }
 }
 
+/// The HTTP listener for web clients (`c2s::websocket`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    pub listen: Listen,
+    pub behind_tls_proxy: bool,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http { listen: Listen::Many(Vec::new()), behind_tls_proxy: false }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Metrics {
@@ -400,6 +419,7 @@ impl Default for Config {
             muc: Muc { domain: "conference.localhost".into(), ..Muc::default() },
             stream_management: StreamManagement::default(),
             fast: Fast::default(),
+            http: Http::default(),
             metrics: Metrics::default(),
             log: Log::default(),
             cluster: Cluster::default(),
@@ -596,6 +616,7 @@ impl Config {
             return Err(key_error("c2s.listen", "needs at least one address"));
         }
         self.c2s_direct_tls.listen.check("c2s_direct_tls.listen")?;
+        self.http.listen.check("http.listen")?;
         if !self.metrics.listen.is_empty() {
             parse_addr("metrics.listen", &self.metrics.listen)?;
         }

@@ -16,6 +16,8 @@ pub enum Kind {
     Starttls,
     /// XEP-0368: TLS from the first byte.
     DirectTls,
+    /// RFC 7395 XMPP over WebSocket (HTTP/1.1 upgrade at `/xmpp-websocket`).
+    WebSocket,
     /// The Prometheus endpoint; served by core 0 alone.
     Metrics,
 }
@@ -25,6 +27,7 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Starttls => "XMPP clients, STARTTLS",
             Kind::DirectTls => "XMPP clients, Direct TLS",
+            Kind::WebSocket => "XMPP clients, WebSocket (RFC 7395, /xmpp-websocket)",
             Kind::Metrics => "metrics (GET /metrics)",
         })
     }
@@ -44,6 +47,7 @@ pub fn claim(cfg: &Config) -> Result<Claimed, String> {
     let configured = [
         ("c2s.listen", Kind::Starttls, cfg.c2s.listen.addrs()),
         ("c2s_direct_tls.listen", Kind::DirectTls, cfg.c2s_direct_tls.listen.addrs()),
+        ("http.listen", Kind::WebSocket, cfg.http.listen.addrs()),
         ("metrics.listen", Kind::Metrics, cfg.metrics_addr().into_iter().collect()),
     ];
     let mut claimed = Claimed { listeners: Vec::new(), _claims: Vec::new() };

@@ -13,7 +13,7 @@ use shards::runtime::{self, Core, RuntimeConfig};
 
 use shards::cluster::{Cluster, Inbound};
 
-use crate::c2s::accept::accept_loop;
+use crate::c2s::accept::{accept_loop, Entry};
 use crate::c2s::registration_limit::RegistrationLimit;
 use crate::cluster::MeshLink;
 use crate::config::Config;
@@ -121,8 +121,9 @@ async fn core_main(
     let mesh_handshakes = cluster.as_ref().map(Cluster::handshake_counters);
     for &(addr, kind) in listeners {
         match kind {
-            Kind::Starttls => listen(&state, addr, false),
-            Kind::DirectTls => listen(&state, addr, true),
+            Kind::Starttls => listen(&state, addr, Entry::Starttls),
+            Kind::DirectTls => listen(&state, addr, Entry::DirectTls),
+            Kind::WebSocket => listen(&state, addr, Entry::WebSocket),
             Kind::Metrics if id == 0 => match bind_reuseport(addr, METRICS_BACKLOG) {
                 Ok(l) => {
                     glommio::spawn_local(metrics::serve(l, counters.clone(), mesh_handshakes.clone())).detach();
@@ -154,10 +155,10 @@ async fn core_main(
     log::info!("core {id}: stopped");
 }
 
-fn listen(state: &Rc<CoreState>, addr: SocketAddr, direct_tls: bool) {
+fn listen(state: &Rc<CoreState>, addr: SocketAddr, entry: Entry) {
     match bind_reuseport(addr, state.cfg.c2s.backlog as i32) {
         Ok(listener) => {
-            glommio::spawn_local(accept_loop(state.clone(), listener, direct_tls)).detach();
+            glommio::spawn_local(accept_loop(state.clone(), listener, entry)).detach();
         }
         Err(e) => fatal(&format!("listener on {addr}: {e}")),
     }

@@ -19,7 +19,18 @@ use crate::router::CoreState;
 /// Pause after a failed accept (out of file descriptors, say) so the loop does not spin.
 const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(50);
 
-pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls: bool) {
+/// How a listener's connections start: the transport under the XMPP stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Entry {
+    /// RFC 6120: plain TCP, STARTTLS offered.
+    Starttls,
+    /// XEP-0368: TLS from the first byte.
+    DirectTls,
+    /// RFC 7395: an HTTP upgrade to WebSocket.
+    WebSocket,
+}
+
+pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, entry: Entry) {
     let opts = StreamOptions::default();
     loop {
         let stream = match listener.accept().await {
@@ -38,7 +49,7 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls:
         glommio::spawn_local(async move {
             // A bound session contains its own panics and ends properly; this catches one
             // before binding (negotiation), where dropping the connection is all there is to do.
-            if let Err(p) = contained(connection(core.clone(), stream, peer, direct_tls)).await {
+            if let Err(p) = contained(connection(core.clone(), stream, peer, entry)).await {
                 core.counters.actor_panics.inc();
                 log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
             }
@@ -47,15 +58,15 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, direct_tls:
     }
 }
 
-async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, direct_tls: bool) {
+async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, entry: Entry) {
     let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
         core.counters.connections_refused.inc();
-        if !direct_tls {
+        if entry == Entry::Starttls {
             Box::pin(refuse(&core, stream, peer)).await;
         }
         return;
     };
-    if let Some(session) = Box::pin(negotiate(&core, stream, peer, direct_tls, slot)).await {
+    if let Some(session) = Box::pin(negotiate(&core, stream, peer, entry, slot)).await {
         // The session's long life gets a task of its own, sized for it alone; this one,
         // sized for negotiation, ends here. Its steps contain their own panics.
         core.counters.session_task_bytes.set(std::mem::size_of_val(&session) as i64);
@@ -82,12 +93,21 @@ async fn negotiate(
     core: &Rc<CoreState>,
     stream: TcpStream,
     peer: SocketAddr,
-    direct_tls: bool,
+    entry: Entry,
     slot: ConnectionSlot,
 ) -> Option<impl Future<Output = ()>> {
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
-    let transport = if direct_tls {
+    let transport = if entry == Entry::WebSocket {
+        let upgrade = super::websocket::upgrade(stream, limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy);
+        match super::conn::until(deadline, async { upgrade.await.map_err(ConnEnd::Io) }).await {
+            Ok(ws) => Transport::WebSocket(Box::new(ws)),
+            Err(e) => {
+                log::debug!("{peer}: WebSocket upgrade failed: {}", describe_end(&e));
+                return None;
+            }
+        }
+    } else if entry == Entry::DirectTls {
         match super::conn::until(deadline, async { core.tls.accept(stream).await.map_err(ConnEnd::Io) }).await {
             Ok(tls) => Transport::Tls(Box::new(tls)),
             // A port probe (a health check, a scan) connects and closes: not worth a line.

@@ -4,6 +4,9 @@
 //! `accept` → [`negotiate::Unauthenticated`] (STARTTLS, SASL, XEP-0077) →
 //! [`negotiate::Authenticated`] (resource binding) → [`session::BoundSession`] (routing).
 //!
+//! The byte stream under it is a [`transport::Transport`]: TCP, TLS, or RFC 7395 WebSocket
+//! ([`websocket`], [`ws_framing`]).
+//!
 //! SASL2 (`sasl2`, XEP-0388) with Bind 2 (`bind2`, XEP-0386) and FAST tokens (`fast`,
 //! XEP-0484) goes from the first phase to the last in one step.
 
@@ -21,3 +24,5 @@ pub mod sasl2;
 pub mod session;
 pub mod stream_error;
 pub mod transport;
+pub mod websocket;
+pub mod ws_framing;

@@ -140,7 +140,7 @@ impl Unauthenticated {
             open_stream(&self.core, &mut self.conn, &features).await?;
             loop {
                 let el = next_element(&mut self.conn).await?;
-                if el.is("starttls", ns::TLS) && !tls {
+                if el.is("starttls", ns::TLS) && !tls && self.conn.transport.may_starttls() {
                     self.starttls().await?;
                     break; // a new stream starts over TLS (RFC 6120 §5.4.3.3)
                 } else if el.is("auth", ns::SASL) || el.is("authenticate", ns::SASL2) {
@@ -188,7 +188,7 @@ impl Unauthenticated {
 
     fn features(&self, tls: bool, may_auth: bool, mechanisms: &[Mechanism]) -> Vec<Element> {
         let mut children = Vec::new();
-        if !tls {
+        if !tls && self.conn.transport.may_starttls() {
             let required = if self.core.cfg.c2s.require_tls { vec![Element::bare("required", ns::TLS)] } else { vec![] };
             children.push(build("starttls", ns::TLS, &[], required));
         }

@@ -1,6 +1,7 @@
-//! The byte stream under an XMPP stream: plain TCP, or TLS over it after STARTTLS or on the
-//! Direct TLS port (XEP-0368). An enum rather than a boxed trait object: one branch per I/O
-//! call instead of a virtual call and an allocation per connection.
+//! The byte stream under an XMPP stream: plain TCP, TLS over it after STARTTLS or on the
+//! Direct TLS port (XEP-0368), or RFC 7395 WebSocket framing (translated to the same bytes,
+//! `super::websocket`). One seam, several sides: an enum rather than a boxed trait object,
+//! one branch per I/O call instead of a virtual call and an allocation per connection.
 
 use std::io;
 use std::pin::Pin;
@@ -13,13 +14,24 @@ use glommio::net::TcpStream;
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    WebSocket(Box<super::websocket::WsStream>),
     /// Only while the TCP stream is handed to the TLS handshake.
     Closed,
 }
 
 impl Transport {
+    /// Encrypted: TLS here, or a WebSocket behind a proxy that terminates TLS.
     pub fn is_tls(&self) -> bool {
-        matches!(self, Transport::Tls(_))
+        match self {
+            Transport::Tls(_) => true,
+            Transport::WebSocket(ws) => ws.secure,
+            Transport::Plain(_) | Transport::Closed => false,
+        }
+    }
+
+    /// STARTTLS exists on a plain TCP stream only (RFC 7395 §3.1: TLS is the WebSocket's).
+    pub fn may_starttls(&self) -> bool {
+        matches!(self, Transport::Plain(_))
     }
 }
 
@@ -28,6 +40,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::Closed => Poll::Ready(Ok(0)),
         }
     }
@@ -38,6 +51,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -46,6 +60,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -54,6 +69,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_close(cx),
             Transport::Closed => Poll::Ready(Ok(())),
         }
     }

@@ -1,0 +1,286 @@
+//! RFC 7395 XMPP over WebSocket: the HTTP/1.1 upgrade at `/xmpp-websocket` (httparse for the
+//! request, tungstenite for the accept key and frame headers), then a transport whose bytes
+//! are those of an ordinary XMPP stream ([`super::ws_framing`] translates), so negotiation
+//! and the session run unchanged on it. The same listener answers XEP-0156 discovery
+//! (`/.well-known/host-meta` and `host-meta.json`), naming this endpoint.
+//!
+//! Bounds: the request head (`REQUEST_HEAD_BYTES_MAX`) and its time (the handshake
+//! deadline), one message (`stanza_bytes_max` and some room for framing), frames queued
+//! for a client that does not read (`OUTBOUND_BYTES_MAX`: the writer then waits, as on TCP).
+
+use std::io::{self, Cursor};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
+use tungstenite::protocol::frame::FrameHeader;
+
+use super::ws_framing::{self, Outbound};
+
+/// The path clients connect to (XEP-0156 lists it).
+pub const PATH: &str = "/xmpp-websocket";
+/// Largest HTTP request head read before the upgrade, in bytes.
+const REQUEST_HEAD_BYTES_MAX: usize = 8192;
+/// Headers parsed at most in that head.
+const REQUEST_HEADERS_MAX: usize = 32;
+/// Frames written and not yet taken by the socket, in bytes; past it writes wait.
+const OUTBOUND_BYTES_MAX: usize = 256 * 1024;
+/// Room for the framing around the largest stanza in one message, in bytes.
+const MESSAGE_SLACK_BYTES: usize = 1024;
+
+/// Reads the client's upgrade request and answers it: `Ok` with the stream once the
+/// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
+pub async fn upgrade(mut tcp: TcpStream, message_bytes_max: usize, secure: bool) -> io::Result<WsStream> {
+    let mut head = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 1024];
+    let key = loop {
+        let n = tcp.read(&mut chunk).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        head.extend_from_slice(&chunk[..n]);
+        let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
+        let mut req = httparse::Request::new(&mut headers);
+        match req.parse(&head) {
+            Ok(httparse::Status::Complete(len)) => {
+                if len != head.len() {
+                    // A client sends nothing before our 101.
+                    return refuse(&mut tcp, "400 Bad Request", "data after the upgrade request").await;
+                }
+                if let Some(answer) = host_meta(&req, secure) {
+                    let _ = tcp.write_all(answer.as_bytes()).await;
+                    return Err(io::Error::new(io::ErrorKind::Other, "XEP-0156 discovery answered"));
+                }
+                match check(&req) {
+                    Ok(key) => break key,
+                    Err((status, why)) => return refuse(&mut tcp, status, why).await,
+                }
+            }
+            Ok(httparse::Status::Partial) if head.len() < REQUEST_HEAD_BYTES_MAX => continue,
+            Ok(httparse::Status::Partial) => return refuse(&mut tcp, "431 Request Header Fields Too Large", "head too large").await,
+            Err(_) => return refuse(&mut tcp, "400 Bad Request", "not an HTTP request").await,
+        }
+    };
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\nSec-WebSocket-Protocol: xmpp\r\n\r\n",
+        tungstenite::handshake::derive_accept_key(key.as_bytes())
+    );
+    tcp.write_all(answer.as_bytes()).await?;
+    Ok(WsStream {
+        tcp,
+        secure,
+        message_bytes_max: message_bytes_max + MESSAGE_SLACK_BYTES,
+        raw: Vec::new(),
+        message: Vec::new(),
+        readable: Vec::new(),
+        outbound: Outbound::default(),
+        frames: Vec::new(),
+        closed: false,
+    })
+}
+
+/// XEP-0156: where web clients connect, for a GET of `/.well-known/host-meta` (XRD) or
+/// `host-meta.json` (JRD), as the client reached us (its `Host`).
+fn host_meta(req: &httparse::Request, secure: bool) -> Option<String> {
+    let path = req.path?.split('?').next()?;
+    if req.method != Some("GET") || !matches!(path, "/.well-known/host-meta" | "/.well-known/host-meta.json") {
+        return None;
+    }
+    let host = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("host")).and_then(|h| std::str::from_utf8(h.value).ok())?;
+    // A Host header is a host and port: anything else is not echoed into a document.
+    if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')) {
+        return None;
+    }
+    let url = format!("{}://{host}{PATH}", if secure { "wss" } else { "ws" });
+    let (content_type, body) = if path.ends_with(".json") {
+        ("application/json", format!("{{\"links\":[{{\"rel\":\"urn:xmpp:alt-connections:websocket\",\"href\":\"{url}\"}}]}}"))
+    } else {
+        (
+            "application/xrd+xml",
+            format!("<?xml version='1.0' encoding='utf-8'?><XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'><Link rel='urn:xmpp:alt-connections:websocket' href='{url}'/></XRD>"),
+        )
+    };
+    Some(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    ))
+}
+
+/// The upgrade request's key, or the status and reason to refuse it with (RFC 6455 §4.2.1,
+/// RFC 7395 §3.2: the `xmpp` subprotocol).
+fn check(req: &httparse::Request) -> Result<String, (&'static str, &'static str)> {
+    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok());
+    let has_token = |name: &str, token: &str| header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)));
+    if req.method != Some("GET") {
+        return Err(("405 Method Not Allowed", "GET only"));
+    }
+    if req.path.map(|p| p.split('?').next().unwrap_or(p)) != Some(PATH) {
+        return Err(("404 Not Found", "not the WebSocket endpoint"));
+    }
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") || header("sec-websocket-version") != Some("13") {
+        return Err(("400 Bad Request", "not a WebSocket 13 upgrade"));
+    }
+    if !has_token("sec-websocket-protocol", "xmpp") {
+        return Err(("400 Bad Request", "the xmpp subprotocol is required (RFC 7395)"));
+    }
+    header("sec-websocket-key").map(str::to_owned).ok_or(("400 Bad Request", "no Sec-WebSocket-Key"))
+}
+
+async fn refuse(tcp: &mut TcpStream, status: &str, why: &str) -> io::Result<WsStream> {
+    let body = format!("{why}\n");
+    let answer = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = tcp.write_all(answer.as_bytes()).await;
+    Err(io::Error::new(io::ErrorKind::InvalidData, why.to_owned()))
+}
+
+pub struct WsStream {
+    tcp: TcpStream,
+    /// Behind a reverse proxy that terminates TLS (`[http] behind_tls_proxy`): the stream
+    /// counts as encrypted, and STARTTLS is not offered.
+    pub secure: bool,
+    message_bytes_max: usize,
+    /// Bytes read from the socket, not yet whole frames.
+    raw: Vec<u8>,
+    /// The data of the message being received (its frames so far), unmasked.
+    message: Vec<u8>,
+    /// Received messages, translated, for the reader.
+    readable: Vec<u8>,
+    outbound: Outbound,
+    /// Frames to write (answers to pings among them).
+    frames: Vec<u8>,
+    /// The client sent a close frame.
+    closed: bool,
+}
+
+fn invalid(why: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, why.to_owned())
+}
+
+impl WsStream {
+    /// Takes whole frames out of `raw`; true once something became readable or closed.
+    fn take_frames(&mut self) -> io::Result<bool> {
+        loop {
+            let mut cursor = Cursor::new(&self.raw[..]);
+            let Some((header, len)) = FrameHeader::parse(&mut cursor).map_err(|e| invalid(&e.to_string()))? else { return Ok(false) };
+            let start = cursor.position() as usize;
+            if len as usize > self.message_bytes_max || self.message.len() + len as usize > self.message_bytes_max {
+                return Err(invalid("a WebSocket message larger than the stanza limit"));
+            }
+            let end = start + len as usize;
+            if self.raw.len() < end {
+                return Ok(false);
+            }
+            let mut payload = self.raw[start..end].to_vec();
+            self.raw.drain(..end);
+            let Some(mask) = header.mask else { return Err(invalid("client frames are masked (RFC 6455 §5.1)")) };
+            payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
+            match header.opcode {
+                OpCode::Data(Data::Text) | OpCode::Data(Data::Continue) => {
+                    self.message.extend_from_slice(&payload);
+                    if header.is_final {
+                        let text = std::str::from_utf8(&self.message).map_err(|_| invalid("a text message that is not UTF-8"))?;
+                        let translated = ws_framing::inbound(text).map_err(invalid)?;
+                        self.readable.extend_from_slice(translated.as_bytes());
+                        self.message.clear();
+                        return Ok(true);
+                    }
+                }
+                OpCode::Control(Control::Ping) => self.frame(OpCode::Control(Control::Pong), &payload),
+                OpCode::Control(Control::Pong) => {}
+                OpCode::Control(Control::Close) => {
+                    self.closed = true;
+                    return Ok(true);
+                }
+                _ => return Err(invalid("binary and reserved frames have no place in RFC 7395")),
+            }
+        }
+    }
+
+    fn frame(&mut self, opcode: OpCode, payload: &[u8]) {
+        let header = FrameHeader { opcode, ..FrameHeader::default() };
+        header.format(payload.len() as u64, &mut self.frames).expect("writing to a Vec");
+        self.frames.extend_from_slice(payload);
+    }
+
+    /// Writes queued frames; `Ready` once all went.
+    fn poll_frames(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.frames.is_empty() {
+            match Pin::new(&mut self.tcp).poll_write(cx, &self.frames) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.frames.drain(..n);
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncRead for WsStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        loop {
+            if !this.readable.is_empty() {
+                let n = buf.len().min(this.readable.len());
+                buf[..n].copy_from_slice(&this.readable[..n]);
+                this.readable.drain(..n);
+                return Poll::Ready(Ok(n));
+            }
+            if this.closed {
+                return Poll::Ready(Ok(0));
+            }
+            if this.take_frames()? {
+                continue;
+            }
+            // A pong to send rides on the next read or write; a failure shows on the write.
+            let _ = this.poll_frames(cx);
+            let mut chunk = [0u8; 4096];
+            match Pin::new(&mut this.tcp).poll_read(cx, &mut chunk) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Ok(0)),
+                Poll::Ready(Ok(n)) => this.raw.extend_from_slice(&chunk[..n]),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for WsStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.frames.len() > OUTBOUND_BYTES_MAX {
+            match this.poll_frames(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        for message in this.outbound.push(buf) {
+            this.frame(OpCode::Data(Data::Text), message.as_bytes());
+        }
+        match this.poll_frames(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            _ => Poll::Ready(Ok(buf.len())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_frames(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.tcp).poll_flush(cx),
+            other => other,
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        match this.poll_frames(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.tcp).poll_close(cx),
+            other => other,
+        }
+    }
+}

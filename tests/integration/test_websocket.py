@@ -1,0 +1,135 @@
+"""RFC 7395 XMPP over WebSocket (issue 12) at `[http] listen`, path /xmpp-websocket: the
+same sessions as over TCP (SASL, bind, routing) with WebSocket framing. @xmpp/client
+connects natively; a raw client checks the handshake's refusals and the framing."""
+import asyncio
+import base64
+import os
+import socket
+import subprocess
+
+from clients import close, login
+from conftest import PASSWORD, free_port
+from test_other_clients import JS_DIR
+
+
+def ws_server(martlet_server, **kw):
+    port = free_port()
+    server = martlet_server(http={"listen": f"127.0.0.1:{port}", "behind_tls_proxy": True}, **kw)
+    server.http_port = port
+    return server
+
+
+def test_xmpp_client_over_websocket_chats_with_a_tcp_client(martlet_server):
+    server = ws_server(martlet_server)
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=server.ca, XMPP_SERVICE=f"ws://127.0.0.1:{server.http_port}/xmpp-websocket")
+
+    async def run():
+        bob = await login(server, "bob")
+        proc = await asyncio.create_subprocess_exec(
+            "node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "chat.mjs"), "0", "alice", PASSWORD, "bob@localhost", "hello over websocket",
+            cwd=JS_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        msg = await bob.next_message(timeout=20)
+        assert msg["body"] == "hello over websocket" and str(msg["from"]).startswith("alice@localhost/")
+        bob.send_message(mto=str(msg["from"]), mbody="hello back", mtype="chat")
+        out, err = await asyncio.wait_for(proc.communicate(), 20)
+        assert proc.returncode == 0, err.decode()
+        assert '"body":"hello back"' in out.decode(), out.decode()
+        await close(bob)
+
+    asyncio.run(run())
+
+
+def handshake(port, path="/xmpp-websocket", protocol="xmpp"):
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    key = base64.b64encode(os.urandom(16)).decode()
+    lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Upgrade: websocket", "Connection: Upgrade",
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+    if protocol:
+        lines.append(f"Sec-WebSocket-Protocol: {protocol}")
+    s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        head += chunk
+    return s, head.decode(errors="replace")
+
+
+def frame(text, opcode=1):
+    data = text.encode()
+    mask = os.urandom(4)
+    n = len(data)
+    head = bytes([0x80 | opcode])
+    head += bytes([0x80 | n]) if n < 126 else bytes([0x80 | 126]) + n.to_bytes(2, "big") if n < 65536 else bytes([0x80 | 127]) + n.to_bytes(8, "big")
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def read_message(s):
+    """One server frame's text (servers do not mask)."""
+    def exact(n):
+        buf = b""
+        while len(buf) < n:
+            chunk = s.recv(n - len(buf))
+            if not chunk:
+                raise ConnectionError("closed")
+            buf += chunk
+        return buf
+    b0, b1 = exact(2)
+    n = b1 & 0x7F
+    if n == 126:
+        n = int.from_bytes(exact(2), "big")
+    elif n == 127:
+        n = int.from_bytes(exact(8), "big")
+    return b0 & 0x0F, exact(n).decode()
+
+
+def test_the_handshake_refuses_what_is_not_an_xmpp_websocket(martlet_server):
+    server = ws_server(martlet_server)
+    for path, protocol, status in (("/other", "xmpp", "404"), ("/xmpp-websocket", None, "400"), ("/xmpp-websocket", "chat", "400")):
+        s, head = handshake(server.http_port, path, protocol)
+        assert head.startswith(f"HTTP/1.1 {status}"), (path, protocol, head)
+        s.close()
+    s, head = handshake(server.http_port)
+    assert head.startswith("HTTP/1.1 101") and "Sec-WebSocket-Protocol: xmpp" in head, head
+    s.close()
+
+
+def test_framing_open_features_and_an_oversized_message(martlet_server):
+    # <open/> answers <open/> then stream:features declaring its prefix, one element per
+    # message; a message larger than the stanza limit ends the connection.
+    server = ws_server(martlet_server, limits={"stanza_bytes_max": 4096})
+    s, head = handshake(server.http_port)
+    assert head.startswith("HTTP/1.1 101"), head
+    s.sendall(frame("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"))
+    op, opened = read_message(s)
+    assert op == 1 and opened.startswith("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing'") and "from='localhost'" in opened, opened
+    op, features = read_message(s)
+    assert features.startswith("<stream:features xmlns:stream='http://etherx.jabber.org/streams'"), features
+    assert "starttls" not in features, "no STARTTLS over WebSocket (RFC 7395 §3.1)"
+    assert "PLAIN" in features or "SCRAM" in features
+    s.sendall(frame("<message xmlns='jabber:client'><body>" + "x" * 10000 + "</body></message>"))
+    s.settimeout(5)
+    closed = False
+    try:
+        while s.recv(65536):
+            pass
+        closed = True
+    except ConnectionError:
+        closed = True
+    except socket.timeout:
+        pass
+    assert closed, "the connection stays open after a message past stanza_bytes_max"
+    s.close()
+
+
+def test_host_meta_names_the_websocket_endpoint(martlet_server):
+    # XEP-0156: how Converse.js and other web clients find the endpoint from the domain.
+    import json
+    import urllib.request
+    server = ws_server(martlet_server)
+    base = f"http://127.0.0.1:{server.http_port}/.well-known/host-meta"
+    xrd = urllib.request.urlopen(base, timeout=5).read().decode()
+    assert f"href='wss://127.0.0.1:{server.http_port}/xmpp-websocket'" in xrd and "urn:xmpp:alt-connections:websocket" in xrd, xrd
+    jrd = json.loads(urllib.request.urlopen(base + ".json", timeout=5).read())
+    assert jrd["links"] == [{"rel": "urn:xmpp:alt-connections:websocket", "href": f"wss://127.0.0.1:{server.http_port}/xmpp-websocket"}]
