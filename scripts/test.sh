@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh Debian machine: installs what the integration tests
-# need (go-sendxmpp from Debian, slixmpp + pytest in .venv, @xmpp/client from npm, a scratch
-# PostgreSQL server from Debian's postgresql on 127.0.0.1:25432), builds
+# need (go-sendxmpp and chromium from Debian, slixmpp + pytest in .venv, @xmpp/client,
+# Converse.js and puppeteer-core from npm, a scratch PostgreSQL server from Debian's
+# postgresql on 127.0.0.1:25432), builds
 # the workspace in release mode, runs the Rust tests, then the integration suite that
 # drives the real binary with those independent clients.
 set -euo pipefail
@@ -15,6 +16,7 @@ command -v go-sendxmpp >/dev/null || missing+=(go-sendxmpp)
 command -v npm >/dev/null || missing+=(nodejs npm)
 command -v mcabber >/dev/null || missing+=(mcabber)   # loudmouth: the strictest reader of <stream:features>
 command -v tmux >/dev/null || missing+=(tmux)         # drives mcabber's terminal UI
+command -v chromium >/dev/null || missing+=(chromium) # Converse.js, headless, over the WebSocket endpoint
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} (Debian)"
@@ -28,7 +30,7 @@ if [ ! -x .venv/bin/pytest ] || ! .venv/bin/python -c 'import slixmpp' 2>/dev/nu
   .venv/bin/pip install -q --disable-pip-version-check slixmpp==1.17.0 pytest==8.3.5 pytest-timeout==2.3.1
 fi
 
-log "npm packages for @xmpp/client"
+log "npm packages: @xmpp/client, Converse.js and puppeteer-core (which drives the system chromium, downloads none)"
 (cd tests/integration/js && npm ci --silent --no-audit --no-fund)
 
 log "PostgreSQL for the postgres storage backend's tests (scripts/postgres-scratch.sh)"

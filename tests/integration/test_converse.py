@@ -1,0 +1,88 @@
+"""Converse.js, a web client nobody here wrote, in Debian's Chromium (headless, driven by
+puppeteer-core) over martlet's RFC 7395 WebSocket endpoint: it logs in, sees a contact's
+presence, exchanges messages with a slixmpp user, and logs in again after a page reload.
+A screenshot is kept (and its path printed) when a step fails."""
+import asyncio
+import functools
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import threading
+
+import pytest
+
+from clients import close, login
+from conftest import PASSWORD
+from test_other_clients import JS_DIR
+from test_websocket import ws_server
+
+CHROMIUM = shutil.which("chromium")
+
+
+def serve_page(directory, websocket_url, jid):
+    """The test page and Converse's files over HTTP on 127.0.0.1, as a site would serve them."""
+    page = (JS_DIR / "converse.html").read_text()
+    page = page.replace("WEBSOCKET_URL", websocket_url).replace("JID", jid).replace("PASSWORD", PASSWORD)
+    (directory / "index.html").write_text(page)
+    (directory / "dist").symlink_to(JS_DIR / "node_modules" / "converse.js" / "dist")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a: None
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}/index.html"
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="scripts/test.sh installs Debian's chromium")
+def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_server, tmp_path):
+    server = ws_server(martlet_server)
+    site = tmp_path / "site"
+    site.mkdir()
+    httpd, url = serve_page(site, f"ws://127.0.0.1:{server.http_port}/xmpp-websocket", "alice@localhost")
+    shot = tmp_path / "converse-failure.png"
+
+    async def run():
+        # alice and bob are mutual contacts first (as alice's other client made them).
+        alice = await login(server, "alice", resource="setup")
+        bob = await login(server, "bob")
+        alice.send_presence(pto="bob@localhost", ptype="subscribe")
+        await bob.next_presence(lambda p: p["type"] == "subscribe")
+        bob.send_presence(pto="alice@localhost", ptype="subscribed")
+        bob.send_presence(pto="alice@localhost", ptype="subscribe")
+        await alice.next_presence(lambda p: p["type"] == "subscribe")
+        alice.send_presence(pto="bob@localhost", ptype="subscribed")
+        await asyncio.sleep(0.3)
+        await close(alice)
+        bob.send_presence()
+
+        proc = await asyncio.create_subprocess_exec(
+            "node", str(JS_DIR / "converse.mjs"), url, str(shot), cwd=JS_DIR,
+            env=dict(os.environ, CHROMIUM=CHROMIUM), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+        async def step(name, timeout=60):
+            while True:
+                line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+                if not line:
+                    err = (await proc.stderr.read()).decode()[-3000:]
+                    raise AssertionError(f"Converse stopped before '{name}' (screenshot: {shot})\n{err}")
+                if json.loads(line)["event"] == name:
+                    return
+
+        await step("connected")
+        await step("bob-online")
+        await step("sent")
+        msg = await bob.next_message(timeout=20)
+        assert msg["body"] == "hello from converse" and str(msg["from"]).startswith("alice@localhost/")
+        bob.send_message(mto="alice@localhost", mbody="hello back", mtype="chat")
+        await step("received")
+        await step("reconnected")
+        bob.send_message(mto="alice@localhost", mbody="after reload", mtype="chat")
+        await step("received-after-reload")
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+        await close(bob)
+
+    try:
+        asyncio.run(run())
+    finally:
+        httpd.shutdown()
