@@ -86,6 +86,15 @@ members_max = 256             # nodes this node keeps track of; a new one past i
 listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket; one "IP:port" or a list; [] disables
 behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
 
+[upload]
+enabled = true                # XEP-0363 HTTP File Upload, served on [http] listen (so only when it is set)
+domain = ""                   # its domain; "" -> upload.<domain>
+public_url = ""               # how clients reach [http] listen, e.g. "https://chat.example.org"; "" -> http(s)://<first http.listen address>
+path = ""                     # where files are kept; "" -> <storage path>/uploads
+file_bytes_max = 104857600    # one file (100 MiB); a larger slot request -> <not-acceptable/> with <file-too-large/>
+quota_bytes_per_user = 1073741824  # bytes one account keeps at once (1 GiB); past it -> <resource-constraint/>
+expiry_secs = 2592000         # files are deleted this long after upload (30 days), checked hourly
+
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
 
@@ -149,6 +158,7 @@ pub struct Config {
     pub stream_management: StreamManagement,
     pub fast: Fast,
     pub http: Http,
+    pub upload: Upload,
     pub metrics: Metrics,
     pub log: Log,
     pub cluster: Cluster,
@@ -307,6 +317,63 @@ impl Default for Fast {
     }
 }
 
+/// XEP-0363 (`modules::upload`).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Upload {
+    pub enabled: bool,
+    /// Normalised by `Config::load`: "" becomes `upload.<domain>`.
+    pub domain: String,
+    pub public_url: String,
+    pub path: PathBuf,
+    pub file_bytes_max: u64,
+    pub quota_bytes_per_user: u64,
+    pub expiry_secs: u64,
+}
+
+impl Default for Upload {
+    fn default() -> Self {
+        Upload {
+            enabled: true,
+            domain: String::new(),
+            public_url: String::new(),
+            path: PathBuf::new(),
+            file_bytes_max: 104_857_600,
+            quota_bytes_per_user: 1_073_741_824,
+            expiry_secs: 2_592_000,
+        }
+    }
+}
+
+impl Config {
+    /// The XEP-0363 service's domain, when it is served (on and an HTTP listener set).
+    pub fn upload_domain(&self) -> Option<&str> {
+        (self.upload.enabled && !self.http.listen.addrs().is_empty()).then_some(self.upload.domain.as_str())
+    }
+
+    /// Where uploaded files are kept.
+    pub fn upload_dir(&self) -> PathBuf {
+        if self.upload.path.as_os_str().is_empty() {
+            self.storage.path.join("uploads")
+        } else {
+            self.upload.path.clone()
+        }
+    }
+
+    /// The URL prefix clients reach the HTTP listener by.
+    pub fn upload_base_url(&self) -> String {
+        if !self.upload.public_url.is_empty() {
+            return self.upload.public_url.trim_end_matches('/').to_owned();
+        }
+        let scheme = if self.http.behind_tls_proxy { "https" } else { "http" };
+        match self.http.listen.addrs().first() {
+            Some(a) if a.ip().is_unspecified() => format!("{scheme}://{}:{}", self.domain, a.port()),
+            Some(a) => format!("{scheme}://{a}"),
+            None => format!("{scheme}://{}", self.domain),
+        }
+    }
+}
+
 /// The HTTP listener for web clients (`c2s::websocket`).
 #[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -420,6 +487,7 @@ impl Default for Config {
             stream_management: StreamManagement::default(),
             fast: Fast::default(),
             http: Http::default(),
+            upload: Upload { domain: "upload.localhost".into(), ..Upload::default() },
             metrics: Metrics::default(),
             log: Log::default(),
             cluster: Cluster::default(),
@@ -622,6 +690,17 @@ impl Config {
         }
         self.validate_cluster()?;
         self.validate_muc()?;
+        if self.upload.domain.is_empty() {
+            self.upload.domain = format!("upload.{}", self.domain);
+        }
+        self.upload.domain = jid::DomainPart::new(&self.upload.domain)
+            .map_err(|e| key_error("upload.domain", format!("{:?} is not a valid XMPP domain: {e}", self.upload.domain)))?
+            .to_string();
+        for (key, value) in [("upload.file_bytes_max", self.upload.file_bytes_max), ("upload.expiry_secs", self.upload.expiry_secs)] {
+            if value == 0 {
+                return Err(key_error(key, POSITIVE));
+            }
+        }
         if self.c2s.require_tls && self.c2s.plain_without_tls {
             return Err(key_error(
                 "c2s.plain_without_tls",

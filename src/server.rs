@@ -133,6 +133,9 @@ async fn core_main(
             Kind::Metrics => {}
         }
     }
+    if id == 0 && cfg.upload_domain().is_some() {
+        glommio::spawn_local(crate::modules::upload::purge_forever(state.clone())).detach();
+    }
     if id == 0 {
         match crate::admin::bind(&cfg) {
             Ok(l) => {

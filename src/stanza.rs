@@ -203,6 +203,8 @@ pub enum StanzaError {
     Conflict,
     /// XEP-0045 §7.2.6: a members-only room, and the joiner is no member.
     RegistrationRequired,
+    /// XEP-0363 §4.1: `<not-acceptable/>` with `<file-too-large/>` naming the largest size.
+    FileTooLarge(u64),
     /// XEP-0191 §3.6: `<not-acceptable/>` with `<blocked/>`: the user blocked the recipient.
     Blocked,
     /// XEP-0060 §7.1.3.4: `<not-acceptable/>` with `<payload-too-big/>`.
@@ -240,7 +242,7 @@ impl StanzaError {
             StanzaError::Forbidden => "forbidden",
             StanzaError::ItemNotFound => "item-not-found",
             StanzaError::JidMalformed => "jid-malformed",
-            StanzaError::NotAcceptable | StanzaError::Blocked | StanzaError::PayloadTooBig => "not-acceptable",
+            StanzaError::NotAcceptable | StanzaError::Blocked | StanzaError::PayloadTooBig | StanzaError::FileTooLarge(_) => "not-acceptable",
             StanzaError::NotAllowed | StanzaError::ClosedNode => "not-allowed",
             StanzaError::NotAuthorized | StanzaError::PresenceSubscriptionRequired => "not-authorized",
             StanzaError::RemoteServerNotFound | StanzaError::RemotePushService => "remote-server-not-found",
@@ -262,6 +264,7 @@ impl StanzaError {
             | StanzaError::NodeIdRequired
             | StanzaError::PayloadTooBig
             | StanzaError::JidMalformed
+            | StanzaError::FileTooLarge(_)
             | StanzaError::NotAcceptable => "modify",
             StanzaError::Conflict
             | StanzaError::FeatureNotImplemented
@@ -312,6 +315,12 @@ impl StanzaError {
             StanzaError::ClosedNode => pubsub("closed-node"),
             StanzaError::PreconditionNotMet => pubsub("precondition-not-met"),
             StanzaError::Unsupported(feature) => Some(build("unsupported", ns::PUBSUB_ERRORS, &[("feature", feature)], vec![])),
+            StanzaError::FileTooLarge(max) => Some(build(
+                "file-too-large",
+                crate::modules::upload::NS,
+                &[],
+                vec![text_el("max-file-size", crate::modules::upload::NS, &max.to_string())],
+            )),
             StanzaError::RemotePushService => Some(text_el(
                 "text",
                 ns::STANZA_ERRORS,

@@ -694,8 +694,9 @@ impl BoundSession {
         if self.core.is_room(to) {
             return Ok(());
         }
-        if self.core.cfg.muc_domain() == Some(to.domain().as_str()) {
-            return Err(StanzaError::ServiceUnavailable); // the service itself takes IQs only
+        let domain = Some(to.domain().as_str());
+        if self.core.cfg.muc_domain() == domain || self.core.cfg.upload_domain() == domain {
+            return Err(StanzaError::ServiceUnavailable); // the services themselves take IQs only
         }
         if to.domain().as_str() != self.core.cfg.domain {
             return Err(StanzaError::RemoteServerNotFound);
@@ -778,9 +779,16 @@ impl BoundSession {
         };
         if !for_server {
             let to = to.expect("checked above");
-            if to.node().is_none() && self.core.cfg.muc_domain() == Some(to.domain().as_str()) {
+            let service = Some(to.domain().as_str()).filter(|_| to.node().is_none());
+            let muc = service.is_some() && self.core.cfg.muc_domain() == service;
+            let upload = service.is_some() && self.core.cfg.upload_domain() == service;
+            if muc || upload {
                 let payload = el.children().next().filter(|_| request);
-                let answer = payload.map(|p| crate::muc::service::answer_iq(&self.core.muc_directory, p, type_));
+                let answer = match payload {
+                    None => None,
+                    Some(p) if muc => Some(crate::muc::service::answer_iq(&self.core.muc_directory, p, type_)),
+                    Some(p) => Some(modules::upload::answer_iq(&self.core, &self.jid, p, type_).await),
+                };
                 return match answer {
                     None => Ok(()),
                     Some(Ok(payload)) => {

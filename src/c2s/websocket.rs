@@ -2,7 +2,8 @@
 //! request, tungstenite for the accept key and frame headers), then a transport whose bytes
 //! are those of an ordinary XMPP stream ([`super::ws_framing`] translates), so negotiation
 //! and the session run unchanged on it. The same listener answers XEP-0156 discovery
-//! (`/.well-known/host-meta` and `host-meta.json`), naming this endpoint.
+//! (`/.well-known/host-meta` and `host-meta.json`), naming this endpoint, and XEP-0363
+//! uploads and downloads under `/upload/` (`crate::modules::upload`).
 //!
 //! Bounds: the request head (`REQUEST_HEAD_BYTES_MAX`) and its time (the handshake
 //! deadline), one message (`stanza_bytes_max` and some room for framing), frames queued
@@ -32,7 +33,8 @@ const MESSAGE_SLACK_BYTES: usize = 1024;
 
 /// Reads the client's upgrade request and answers it: `Ok` with the stream once the
 /// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
-pub async fn upgrade(mut tcp: TcpStream, message_bytes_max: usize, secure: bool) -> io::Result<WsStream> {
+pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreState>) -> io::Result<WsStream> {
+    let (message_bytes_max, secure) = (core.cfg.limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy);
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let key = loop {
@@ -45,6 +47,19 @@ pub async fn upgrade(mut tcp: TcpStream, message_bytes_max: usize, secure: bool)
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&head) {
             Ok(httparse::Status::Complete(len)) => {
+                let path = req.path.unwrap_or("");
+                if core.cfg.upload_domain().is_some() && crate::modules::upload::handles(path) {
+                    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok());
+                    let upload = crate::modules::upload::Request {
+                        method: req.method.unwrap_or(""),
+                        path,
+                        content_type: header("content-type"),
+                        content_length: header("content-length").and_then(|v| v.trim().parse().ok()),
+                    };
+                    let body_start = head[len..].to_vec();
+                    crate::modules::upload::serve(core, &mut tcp, upload, body_start).await;
+                    return Err(io::Error::new(io::ErrorKind::Other, "XEP-0363 request answered"));
+                }
                 if len != head.len() {
                     // A client sends nothing before our 101.
                     return refuse(&mut tcp, "400 Bad Request", "data after the upgrade request").await;

@@ -43,12 +43,16 @@ pub fn info(req: IqRequest<'_>) -> IqFuture<'_> {
     })
 }
 
-/// No components or rooms yet: an empty list (XEP-0030 §4.2).
+/// The server's services (XEP-0030 §4.2): the XEP-0045 chat service and the XEP-0363
+/// upload service, where they are served; clients find them here.
 pub fn items(req: IqRequest<'_>) -> IqFuture<'_> {
     Box::pin(async move {
         if req.payload.attr("node").is_some() {
             return IqAnswer::Error(StanzaError::ItemNotFound);
         }
-        IqAnswer::Result(Some(build("query", ns::DISCO_ITEMS, &[], vec![])))
+        let cfg = &req.core.cfg;
+        let services = [cfg.muc_domain(), cfg.upload_domain()].into_iter().flatten();
+        let items = services.map(|jid| build("item", ns::DISCO_ITEMS, &[("jid", jid)], vec![])).collect();
+        IqAnswer::Result(Some(build("query", ns::DISCO_ITEMS, &[], items)))
     })
 }

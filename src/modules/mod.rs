@@ -38,6 +38,7 @@ pub mod roster;
 pub mod session_iq;
 pub mod stream_mgmt;
 pub mod subscription;
+pub mod upload;
 pub mod vcard;
 pub mod version;
 

@@ -1,0 +1,83 @@
+"""XEP-0363 HTTP File Upload (issue 12): a slixmpp client finds the service through the
+server's disco#items, asks for a slot (slixmpp's own xep_0363 needs aiohttp, so the
+request is built here); the file goes up with an HTTP PUT to the [http] listener and
+comes back with a GET, byte for byte; the limits answer as the XEP says."""
+import asyncio
+import os
+import xml.etree.ElementTree as ET
+import urllib.error
+import urllib.request
+
+import pytest
+from slixmpp.exceptions import IqError
+
+from clients import close, login
+from conftest import free_port
+
+PLUGINS = ("xep_0004",)
+NS = "urn:xmpp:http:upload:0"
+
+
+async def request_slot(client, filename, size, content_type):
+    iq = client.make_iq_get(ito="upload.localhost")
+    ET.SubElement(iq.xml, f"{{{NS}}}request", {"filename": filename, "size": str(size), "content-type": content_type})
+    result = await iq.send(timeout=10)
+    slot = result.xml.find(f"{{{NS}}}slot")
+    return slot.find(f"{{{NS}}}put").get("url"), slot.find(f"{{{NS}}}get").get("url")
+
+
+def http(method, url, data=None, headers=None):
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def test_a_file_goes_up_and_comes_back_byte_for_byte(martlet_server):
+    # Plain HTTP straight to the listener, so the public URL is said explicitly (as behind a
+    # proxy it would be the proxy's https:// address).
+    port = free_port()
+    server = martlet_server(
+        http={"listen": f"127.0.0.1:{port}", "behind_tls_proxy": True},
+        upload={"file_bytes_max": 1_000_000, "quota_bytes_per_user": 1_000_000, "public_url": f"http://127.0.0.1:{port}"},
+    )
+    server.http_port = port
+    content = os.urandom(300_000)  # several chunks each way
+
+    async def run():
+        alice = await login(server, "alice", plugins=PLUGINS)
+        items = await alice.plugin["xep_0030"].get_items(jid="localhost")
+        assert "upload.localhost" in [str(i[0]) for i in items["disco_items"]["items"]]
+        info = await alice.plugin["xep_0030"].get_info(jid="upload.localhost")
+        assert ("store", "file", None, "HTTP File Upload") in info["disco_info"]["identities"]
+        assert NS in info["disco_info"]["features"]
+        fields = info.xml.findall(".//{jabber:x:data}field")
+        assert {f.get("var"): f.findtext("{jabber:x:data}value") for f in fields}["max-file-size"] == "1000000"
+        put, get = await request_slot(alice, "holiday photo.jpg", len(content), "image/jpeg")
+        assert get.endswith("/holiday_photo.jpg") and get.startswith(f"http://127.0.0.1:{server.http_port}/upload/")
+
+        # A PUT that does not match the slot is refused: another type, another size.
+        assert http("PUT", put, content, {"Content-Type": "text/html"})[0] == 403
+        assert http("PUT", put, content[:10], {"Content-Type": "image/jpeg"})[0] == 413
+        status, _, _ = await asyncio.to_thread(http, "PUT", put, content, {"Content-Type": "image/jpeg"})
+        assert status == 201
+        assert http("PUT", put, content, {"Content-Type": "image/jpeg"})[0] == 409, "a slot is used once"
+
+        status, headers, body = await asyncio.to_thread(http, "GET", get)
+        assert status == 200 and body == content
+        assert headers["Content-Type"] == "image/jpeg" and headers["X-Content-Type-Options"] == "nosniff"
+        assert http("GET", get.replace("holiday_photo", "other"))[0] == 404
+        assert http("GET", get.rsplit("/", 2)[0] + "/../../etc/passwd")[0] == 404
+
+        # Too large for one file; then past the account's quota.
+        with pytest.raises(IqError) as e:
+            await request_slot(alice, "big.bin", 2_000_000, "application/octet-stream")
+        assert e.value.condition == "not-acceptable" and "file-too-large" in str(e.value.iq)
+        with pytest.raises(IqError) as e:
+            await request_slot(alice, "more.bin", 900_000, "application/octet-stream")
+        assert e.value.condition == "resource-constraint"
+        await close(alice)
+
+    asyncio.run(run())
