@@ -95,6 +95,15 @@ file_bytes_max = 104857600    # one file (100 MiB); a larger slot request -> <no
 quota_bytes_per_user = 1073741824  # bytes one account keeps at once (1 GiB); past it -> <resource-constraint/>
 expiry_secs = 2592000         # files are deleted this long after upload (30 days), checked hourly
 
+# XEP-0215: STUN/TURN servers for calls, one [[external_services]] table each (none by default), e.g.
+# [[external_services]]
+# type = "turn"               # "stun" or "turn"
+# host = "turn.example.org"
+# port = 3478
+# transport = "udp"
+# secret = "..."              # coturn's static-auth-secret: clients get credentials valid credentials_ttl_secs (86400); "" = none
+external_services = []
+
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
 
@@ -159,6 +168,7 @@ pub struct Config {
     pub fast: Fast,
     pub http: Http,
     pub upload: Upload,
+    pub external_services: Vec<ExternalService>,
     pub metrics: Metrics,
     pub log: Log,
     pub cluster: Cluster,
@@ -315,6 +325,30 @@ impl Default for Fast {
     fn default() -> Self {
         Fast { token_lifetime_secs: 14 * 24 * 3600 }
     }
+}
+
+/// XEP-0215 (`modules::external_services`): one STUN or TURN server.
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalService {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub host: String,
+    pub port: u16,
+    #[serde(default = "udp")]
+    pub transport: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default = "a_day")]
+    pub credentials_ttl_secs: u64,
+}
+
+fn udp() -> String {
+    "udp".into()
+}
+
+fn a_day() -> u64 {
+    86_400
 }
 
 /// XEP-0363 (`modules::upload`).
@@ -488,6 +522,7 @@ impl Default for Config {
             fast: Fast::default(),
             http: Http::default(),
             upload: Upload { domain: "upload.localhost".into(), ..Upload::default() },
+            external_services: Vec::new(),
             metrics: Metrics::default(),
             log: Log::default(),
             cluster: Cluster::default(),
@@ -696,6 +731,14 @@ impl Config {
         self.upload.domain = jid::DomainPart::new(&self.upload.domain)
             .map_err(|e| key_error("upload.domain", format!("{:?} is not a valid XMPP domain: {e}", self.upload.domain)))?
             .to_string();
+        for s in &self.external_services {
+            if !matches!(s.type_.as_str(), "stun" | "turn" | "stuns" | "turns") || !matches!(s.transport.as_str(), "udp" | "tcp") {
+                return Err(key_error("external_services", "type is stun, turn, stuns or turns; transport udp or tcp"));
+            }
+            if s.host.is_empty() || s.credentials_ttl_secs == 0 {
+                return Err(key_error("external_services", "needs a host, and credentials_ttl_secs above 0"));
+            }
+        }
         for (key, value) in [("upload.file_bytes_max", self.upload.file_bytes_max), ("upload.expiry_secs", self.upload.expiry_secs)] {
             if value == 0 {
                 return Err(key_error(key, POSITIVE));

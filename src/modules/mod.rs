@@ -37,6 +37,7 @@ pub mod register;
 pub mod roster;
 pub mod session_iq;
 pub mod stream_mgmt;
+pub mod external_services;
 pub mod subscription;
 pub mod upload;
 pub mod vcard;
@@ -98,6 +99,14 @@ pub static SERVER_IQS: &[ServerIq] = &[
     },
     ServerIq { spec: "XEP-0049", namespace: ns::PRIVATE, features: &[ns::PRIVATE], account_features: &[], enabled: always, handle: private_xml::handle },
     ServerIq { spec: "XEP-0054", namespace: ns::VCARD, features: &[ns::VCARD], account_features: &[], enabled: always, handle: vcard::handle },
+    ServerIq {
+        spec: "XEP-0215",
+        namespace: external_services::NS,
+        features: &[external_services::NS],
+        account_features: &[],
+        enabled: |cfg| !cfg.external_services.is_empty(),
+        handle: external_services::handle,
+    },
     ServerIq { spec: "XEP-0280", namespace: ns::CARBONS, features: &[ns::CARBONS], account_features: &[], enabled: always, handle: carbons::handle },
     ServerIq {
         spec: "XEP-0077",

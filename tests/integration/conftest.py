@@ -74,11 +74,15 @@ class Server:
             "limits": {},
         }
         for section, values in sections.items():
-            base.setdefault(section, {}).update(values)
+            if isinstance(values, list):  # an array of tables: [[section]] each
+                base[section] = values
+            else:
+                base.setdefault(section, {}).update(values)
         lines = [f"{k} = {toml_value(v)}" for k, v in base.pop("").items()]
         for section, values in base.items():
-            lines.append(f"\n[{section}]")
-            lines += [f"{k} = {toml_value(v)}" for k, v in values.items()]
+            for table in values if isinstance(values, list) else [values]:
+                lines.append(f"\n[[{section}]]" if isinstance(values, list) else f"\n[{section}]")
+                lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
         self.config = tmp / "martlet.toml"
         self.config.write_text("\n".join(lines) + "\n")
 
