@@ -102,7 +102,6 @@ expiry_secs = 2592000         # files are deleted this long after upload (30 day
 # port = 3478
 # transport = "udp"
 # secret = "..."              # coturn's static-auth-secret: clients get credentials valid credentials_ttl_secs (86400); "" = none
-external_services = []
 
 [metrics]
 listen = ""                   # Prometheus text endpoint (GET /metrics), e.g. "127.0.0.1:9464"; "" disables
