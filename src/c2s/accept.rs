@@ -99,8 +99,7 @@ async fn negotiate(
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
     let transport = if entry == Entry::WebSocket {
-        let upgrade = super::websocket::upgrade(stream, core);
-        match super::conn::until(deadline, async { upgrade.await.map_err(ConnEnd::Io) }).await {
+        match super::websocket::upgrade(stream, core, deadline).await.map_err(ConnEnd::Io) {
             Ok(ws) => Transport::WebSocket(Box::new(ws)),
             Err(e) => {
                 log::debug!("{peer}: WebSocket upgrade failed: {}", describe_end(&e));

@@ -661,10 +661,10 @@ impl BoundSession {
         if let Some(state) = &mut self.sm {
             state.on_handled();
         }
-        let to = match el.attr("to").map(Jid::new) {
+        let to = match el.attr("to").map(crate::stanza::stable_jid) {
             None => None,
-            Some(Ok(j)) => Some(j),
-            Some(Err(_)) => return self.reply_error(&el, StanzaError::JidMalformed).await,
+            Some(Some(j)) => Some(j),
+            Some(None) => return self.reply_error(&el, StanzaError::JidMalformed).await,
         };
         // XEP-0191 §3.6: nothing goes to a JID the user blocked (the server and the user's
         // own account stay reachable).

@@ -33,12 +33,17 @@ const MESSAGE_SLACK_BYTES: usize = 1024;
 
 /// Reads the client's upgrade request and answers it: `Ok` with the stream once the
 /// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
-pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreState>) -> io::Result<WsStream> {
+/// The request head must arrive by `deadline` (the handshake's); an upload's body then has
+/// its own bound (`crate::modules::upload`), a large file on a slow link taking longer.
+pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreState>, deadline: std::time::Instant) -> io::Result<WsStream> {
     let (message_bytes_max, secure) = (core.cfg.limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy);
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
     let key = loop {
-        let n = tcp.read(&mut chunk).await?;
+        let n = match super::conn::until(deadline, async { tcp.read(&mut chunk).await.map_err(super::conn::ConnEnd::Io) }).await {
+            Ok(n) => n,
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        };
         if n == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }

@@ -85,7 +85,7 @@ pub fn parse_change(payload: &Element) -> Result<Change, StanzaError> {
     let jids = payload
         .children()
         .filter(|c| c.is("item", ns::BLOCKING))
-        .map(|c| c.attr("jid").and_then(|j| Jid::new(j).ok()).map(|j| j.to_string()).ok_or(StanzaError::JidMalformed))
+        .map(|c| c.attr("jid").and_then(crate::stanza::stable_jid).map(|j| j.to_string()).ok_or(StanzaError::JidMalformed))
         .collect::<Result<Vec<_>, _>>()?;
     match payload.name() {
         "block" if jids.is_empty() => Err(StanzaError::BadRequest),

@@ -64,7 +64,7 @@ pub fn parse_set(query: &Element, group_chars_max: usize) -> Result<SetItem, Sta
         return Err(StanzaError::BadRequest);
     }
     let jid = item.attr("jid").ok_or(StanzaError::BadRequest)?;
-    let jid = jid::BareJid::new(jid).map_err(|_| StanzaError::JidMalformed)?.to_string();
+    let jid = crate::stanza::stable_jid(jid).filter(|j| j.resource().is_none()).ok_or(StanzaError::JidMalformed)?.to_string();
     let mut groups: Vec<String> = Vec::new();
     for g in item.children().filter(|c| c.is("group", ns::ROSTER)) {
         let name = g.text();

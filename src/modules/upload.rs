@@ -8,7 +8,9 @@
 //! of the JID, so paths reveal no JIDs), streamed to disk in chunks on glommio's blocking
 //! pool, never whole in memory, next to a `.meta` with the content type and time. GET URLs
 //! are the path alone (the id is 128 random bits). Files older than `expiry_secs` are
-//! purged hourly. In a cluster, every node must see the same upload dir (a shared mount):
+//! purged hourly. An upload has no total time limit (a large file on a slow link is slow),
+//! but each read of its body and each write of a download must make progress within
+//! `send_stall_secs`, as any client write does. In a cluster, every node must see the same upload dir (a shared mount):
 //! the file is wherever the PUT landed otherwise.
 
 use std::io::{Read, Write};
@@ -236,13 +238,18 @@ async fn put(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>, mut b
             break;
         }
         let want = CHUNK_BYTES.min((size - written) as usize);
-        match tcp.read(&mut chunk[..want]).await {
-            Ok(0) | Err(_) => {
+        let stall = Duration::from_secs(core.cfg.limits.send_stall_secs);
+        let read = futures_lite::future::or(async { Some(tcp.read(&mut chunk[..want]).await) }, async {
+            glommio::timer::sleep(stall).await;
+            None
+        });
+        match read.await {
+            None | Some(Ok(0)) | Some(Err(_)) => {
                 let path = dir.clone();
                 glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await.ok();
                 return Err(("400 Bad Request", "the body ended early"));
             }
-            Ok(n) => pending.extend_from_slice(&chunk[..n]),
+            Some(Ok(n)) => pending.extend_from_slice(&chunk[..n]),
         }
     }
     let meta_json = serde_json::json!({ "content_type": content_type, "created": now_secs() }).to_string();
@@ -292,7 +299,12 @@ async fn get(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>) {
         match chunk {
             Ok(bytes) if !bytes.is_empty() => {
                 offset += bytes.len() as u64;
-                if tcp.write_all(&bytes).await.is_err() {
+                let stall = Duration::from_secs(core.cfg.limits.send_stall_secs);
+                let wrote = futures_lite::future::or(async { tcp.write_all(&bytes).await.is_ok() }, async {
+                    glommio::timer::sleep(stall).await;
+                    false
+                });
+                if !wrote.await {
                     return;
                 }
             }
