@@ -29,7 +29,7 @@ pub fn inbound(message: &str) -> Result<String, &'static str> {
         let mut header = String::from("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
         for name in ["to", "from", "version", "id"] {
             if let Some(value) = el.attr(name) {
-                header.push_str(&format!(" {name}='{}'", super::stream_error::escape(value)));
+                header.push_str(&format!(" {name}='{}'", crate::xml::write::escape_attr(value)));
             }
         }
         header.push('>');

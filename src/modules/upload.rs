@@ -80,7 +80,8 @@ async fn slot(core: &Rc<CoreState>, user: &jid::FullJid, request: &Element) -> R
     let id: String = (0..16).map(|_| format!("{:02x}", rand::random::<u8>())).collect();
     let expires = now_secs() + SLOT_SECS;
     let token = token(core, &account, &id, &name, size, &content_type, expires);
-    let path = format!("{}/upload/{account}/{id}/{}", core.cfg.upload_base_url(), url_escape(&name));
+    // Sanitised names hold only URL-safe characters.
+    let path = format!("{}/upload/{account}/{id}/{name}", core.cfg.upload_base_url());
     let put_url = format!("{path}?size={size}&expires={expires}&token={token}");
     let put = build("put", NS, &[("url", &put_url)], vec![]);
     let get = build("get", NS, &[("url", &path)], vec![]);
@@ -126,11 +127,6 @@ fn sanitise_type(t: &str) -> String {
     } else {
         "application/octet-stream".into()
     }
-}
-
-fn url_escape(name: &str) -> String {
-    // Sanitised names hold only URL-safe characters already.
-    name.to_owned()
 }
 
 fn bytes_under(dir: &Path) -> u64 {
@@ -227,9 +223,9 @@ async fn put(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>, mut b
     let mut pending = body_start;
     loop {
         if !pending.is_empty() {
-            let (path, data, offset) = (part.clone(), std::mem::take(&mut pending), written);
+            let (path, data) = (part.clone(), std::mem::take(&mut pending));
             written += data.len() as u64;
-            let ok = glommio::executor().spawn_blocking(move || append(&path, &data, offset)).await;
+            let ok = glommio::executor().spawn_blocking(move || append(&path, &data)).await;
             if ok.is_err() {
                 return Err(("500 Internal Server Error", "the file could not be written"));
             }
@@ -259,9 +255,8 @@ async fn put(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>, mut b
     done.map_err(|_| ("500 Internal Server Error", "the file could not be stored"))
 }
 
-fn append(path: &Path, data: &[u8], offset: u64) -> std::io::Result<()> {
+fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    debug_assert_eq!(f.metadata()?.len(), offset);
     f.write_all(data)
 }
 

@@ -23,7 +23,7 @@ use super::room_config::RoomConfig;
 use super::service::Listing;
 use crate::modules::{mam, IqAnswer};
 use crate::router::{CoreMsg, CoreState, RoomMsg, UserMsg};
-use crate::stanza::{as_full, build, may_answer_with_error, text_el, to_xml, Kind, Stanza, StanzaError};
+use crate::stanza::{as_full, build, may_answer_with_error, text_el, Kind, Stanza, StanzaError};
 use crate::storage::ArchiveRow;
 use crate::xml::ns;
 
@@ -90,7 +90,10 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
         let stanza = match msg {
             RoomMsg::Stanza(stanza) => stanza,
             RoomMsg::Rejoin(stanza) => {
-                room.rejoin(stanza).await;
+                if shards::contain::contained(room.rejoin(stanza)).await.is_err() {
+                    core.counters.actor_panics.inc();
+                    log::error!("room {key}: a rejoin panicked; that occupant is not back");
+                }
                 continue;
             }
             RoomMsg::Disown => {
@@ -946,22 +949,13 @@ pub fn addressed_to(template: &Stanza, to: &FullJid) -> Stanza {
     let spliced = xml[..head_end].find(" to='").and_then(|at| {
         let value_start = at + 5;
         let value_end = value_start + xml[value_start..head_end].find('\'')?;
-        let mut escaped = String::new();
-        escape_attr(&to_text, &mut escaped);
+        let escaped = crate::xml::write::escape_attr(&to_text);
         Some(format!("{}{}{}", &xml[..value_start], escaped, &xml[value_end..]))
     });
     match spliced {
         Some(xml) => Stanza { to: Jid::from(to.clone()), xml: xml.into(), ..template.clone() },
         None => template.readdressed(Jid::from(to.clone())),
     }
-}
-
-fn escape_attr(text: &str, out: &mut String) {
-    let el = build("a", ns::CLIENT, &[("v", text)], vec![]);
-    let written = to_xml(&el);
-    let start = written.find("v='").map_or(0, |i| i + 3);
-    let end = written[start..].find('\'').map_or(written.len(), |i| start + i);
-    out.push_str(&written[start..end]);
 }
 
 #[cfg(test)]

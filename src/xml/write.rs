@@ -94,6 +94,13 @@ fn write_attrs(out: &mut String, el: &Element) {
     }
 }
 
+/// `text` as an attribute value in single quotes, escaped as [`to_xml`] writes it.
+pub fn escape_attr(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    escape_into(&mut out, text, true);
+    out
+}
+
 /// Escapes markup, and line ends and tabs in attribute values (XML 1.0 §3.3.3 would
 /// normalise them to spaces). Characters XML 1.0 §2.2 does not allow (control characters,
 /// U+FFFE, U+FFFF), which only strings the server made can hold, become U+FFFD.

@@ -16,6 +16,7 @@ import pytest
 from clients import close, login
 from conftest import PASSWORD
 from test_other_clients import JS_DIR
+from test_presence import subscribe_both_ways
 from test_websocket import ws_server
 
 CHROMIUM = shutil.which("chromium")
@@ -46,13 +47,7 @@ def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_
         # alice and bob are mutual contacts first (as alice's other client made them).
         alice = await login(server, "alice", resource="setup")
         bob = await login(server, "bob")
-        alice.send_presence(pto="bob@localhost", ptype="subscribe")
-        await bob.next_presence(lambda p: p["type"] == "subscribe")
-        bob.send_presence(pto="alice@localhost", ptype="subscribed")
-        bob.send_presence(pto="alice@localhost", ptype="subscribe")
-        await alice.next_presence(lambda p: p["type"] == "subscribe")
-        alice.send_presence(pto="bob@localhost", ptype="subscribed")
-        await asyncio.sleep(0.3)
+        await subscribe_both_ways(alice, bob)
         await close(alice)
         bob.send_presence()
 
