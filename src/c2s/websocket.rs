@@ -63,7 +63,7 @@ pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreS
                     };
                     let body_start = head[len..].to_vec();
                     crate::modules::upload::serve(core, &mut tcp, upload, body_start).await;
-                    return Err(io::Error::new(io::ErrorKind::Other, "XEP-0363 request answered"));
+                    return Err(io::Error::other("XEP-0363 request answered"));
                 }
                 if len != head.len() {
                     // A client sends nothing before our 101.
@@ -71,7 +71,7 @@ pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreS
                 }
                 if let Some(answer) = host_meta(&req, secure) {
                     let _ = tcp.write_all(answer.as_bytes()).await;
-                    return Err(io::Error::new(io::ErrorKind::Other, "XEP-0156 discovery answered"));
+                    return Err(io::Error::other("XEP-0156 discovery answered"));
                 }
                 match check(&req) {
                     Ok(key) => break key,
