@@ -41,7 +41,7 @@ def wait_members(node, expected, secs=CONVERGE_SECS + 10):
 def cluster(martlet_server, postgres_storage):
     """`cluster(n)`: n nodes, node0 provisioning the accounts, each seeded with the others;
     returns once every node sees every other up."""
-    def make(n=3, users=("alice", "bob", "carol"), secret=SECRET, wait=True):
+    def make(n=3, users=("alice", "bob", "carol"), secret=SECRET, wait=True, suspicion_ms=SUSPICION_MS, limits=None):
         mesh_ports = [free_port() for _ in range(n)]
         nodes = []
         for i in range(n):
@@ -53,8 +53,9 @@ def cluster(martlet_server, postgres_storage):
                     "node_name": f"node{i}",
                     "seeds": [f"127.0.0.1:{p}" for j, p in enumerate(mesh_ports) if j != i],
                     "secret": secret,
-                    "suspicion_timeout_ms": SUSPICION_MS,
+                    "suspicion_timeout_ms": suspicion_ms,
                 },
+                limits=limits or {},
             )
             node.name = f"node{i}"
             node.mesh_port = mesh_ports[i]
@@ -238,6 +239,43 @@ def test_messages_for_sessions_on_a_dead_node_go_offline(cluster):
 
     after = asyncio.run(run())
     assert after > 100, "the test sent too little after the kill to mean anything"
+
+
+def test_messages_deferred_while_the_ring_settles_are_bounded(cluster):
+    """While the ring settles after a join, a message for an offline user waits in the
+    user's actor for a session that may be about to register on its new owner; at most
+    `user_mailbox_messages_max` do, the rest are stored offline at once. When the ring has
+    settled the waiting ones are stored too, and the user gets all of them at login."""
+    settle_secs, bound, sent = 20, 3, 10
+    nodes = cluster(n=2, suspicion_ms=settle_secs * 1000, limits={"user_mailbox_messages_max": bound})
+    joined = time.time()
+
+    def stored():
+        return sum(n.metric_sum("martlet_offline_stored_total") for n in nodes)
+
+    async def run():
+        alice = await login(nodes[0], "alice")
+        for i in range(sent):
+            alice.send_message(mto="bob@localhost", mbody=f"m{i}", mtype="chat")
+            await asyncio.sleep(0.05)
+        deadline = time.time() + 5
+        while stored() < sent - bound and time.time() < deadline:
+            await asyncio.sleep(0.1)
+        await asyncio.sleep(0.5)
+        assert time.time() - joined < settle_secs, "too slow to test inside the settling window"
+        assert stored() == sent - bound, "the deferred queue is not bounded"
+        deadline = joined + settle_secs + 10
+        while stored() < sent and time.time() < deadline:
+            await asyncio.sleep(0.2)
+        assert stored() == sent
+        bob = await login(nodes[1], "bob")
+        got = set()
+        while len(got) < sent:
+            got.add((await bob.next_message())["body"])
+        assert got == {f"m{i}" for i in range(sent)}
+        await close(alice, bob)
+
+    asyncio.run(run())
 
 
 def outsider(martlet_server, postgres_storage, seed, name, **cluster):
