@@ -76,10 +76,11 @@ pub async fn serve_core(state: Rc<CoreState>, inbox: flume::Receiver<Inbound>, c
                 Ok(msg) => state.dispatch(msg),
                 Err(e) => log::error!("core {}: unreadable frame from the mesh dropped: {e}", state.id),
             },
-            Inbound::Members { ring: members, down } => {
+            Inbound::Members { ring: members, down, up } => {
                 let ring = ring(&state.cfg, &members, state.local_node(), cores);
                 let down: Vec<u32> = down.iter().map(|m| m.node_id).collect();
-                state.ring_changed(ring, &down);
+                let up: Vec<u32> = up.iter().map(|m| m.node_id).collect();
+                state.ring_changed(ring, &down, &up);
             }
         }
     }

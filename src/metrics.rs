@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use shards::cluster::pending::HandshakeCounters;
+use shards::cluster::MeshCounters;
 
 #[derive(Default, Debug)]
 pub struct Counter(AtomicU64);
@@ -59,6 +59,13 @@ pub struct CoreCounters {
     /// Messages for an offline user not stored, as XEP-0334 hints or XEP-0085 §5.5 ask
     /// (a chat state, a bodiless message, one hinted `<no-store/>`): dropped by design.
     pub offline_not_kept: Counter,
+    /// Messages taken from offline storage for a user already online: stored by the side
+    /// of a partition that could not reach the session (or while an owner changed), and
+    /// handed to it once a path existed again, not at the next login.
+    pub offline_to_online: Counter,
+    /// Sessions that registered again with an owner node that had their node down and was
+    /// back (`CoreMsg::Reregister`): a partition healed, or this node had frozen.
+    pub sessions_reregistered: Counter,
     pub auth_failures: Counter,
     /// Password checks and registrations refused because the PBKDF2 pool was saturated.
     pub password_hash_busy: Counter,
@@ -139,6 +146,8 @@ impl CoreCounters {
             ("cross_node_drops", self.cross_node_drops.get()),
             ("offline_stored", self.offline_stored.get()),
             ("offline_not_kept", self.offline_not_kept.get()),
+            ("offline_to_online", self.offline_to_online.get()),
+            ("sessions_reregistered", self.sessions_reregistered.get()),
             ("auth_failures", self.auth_failures.get()),
             ("password_hash_busy", self.password_hash_busy.get()),
             ("registrations_refused", self.registrations_refused.get()),
@@ -171,7 +180,7 @@ impl CoreCounters {
 
 /// Prometheus text exposition of every core's counters, and of the cluster mesh's
 /// listener (its threads belong to no core: reported on core 0's row).
-pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&HandshakeCounters>) -> String {
+pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&MeshCounters>) -> String {
     let mut out = String::new();
     let names_g: Vec<_> = cores[0].gauges().into_iter().map(|(n, _)| n).collect();
     for (i, name) in names_g.iter().enumerate() {
@@ -188,7 +197,15 @@ pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&HandshakeCounters>) -> 
         }
     }
     if let Some(m) = mesh {
-        for (name, n) in [("mesh_handshakes_refused", &m.refused), ("mesh_handshakes_timed_out", &m.timed_out)] {
+        let counted = [
+            ("mesh_handshakes_refused", &m.refused),
+            ("mesh_handshakes_timed_out", &m.timed_out),
+            ("mesh_members_down", &m.members_down),
+            ("mesh_members_up", &m.members_up),
+            ("mesh_silent_connections_closed", &m.silent_closed),
+            ("mesh_connections_fenced", &m.connections_fenced),
+        ];
+        for (name, n) in counted {
             let _ = writeln!(out, "# TYPE martlet_{name}_total counter");
             let _ = writeln!(out, "martlet_{name}_total{{core=\"0\"}} {}", n.load(Ordering::Relaxed));
         }
@@ -200,7 +217,7 @@ pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&HandshakeCounters>) -> 
 const REQUEST_HEAD_BYTES_MAX: usize = 4096;
 
 /// Serves `GET /metrics` over plain HTTP/1.0 (bind it to loopback or a management network).
-pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreCounters>>>, mesh: Option<Arc<HandshakeCounters>>) {
+pub async fn serve(listener: glommio::net::TcpListener, cores: Arc<Vec<Arc<CoreCounters>>>, mesh: Option<Arc<MeshCounters>>) {
     loop {
         let Ok(mut stream) = listener.accept().await else { continue };
         let (cores, mesh) = (cores.clone(), mesh.clone());

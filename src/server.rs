@@ -118,7 +118,7 @@ async fn core_main(
         })
         .detach();
     }
-    let mesh_handshakes = cluster.as_ref().map(Cluster::handshake_counters);
+    let mesh_counters = cluster.as_ref().map(Cluster::counters);
     for &(addr, kind) in listeners {
         match kind {
             Kind::Starttls => listen(&state, addr, Entry::Starttls),
@@ -126,7 +126,7 @@ async fn core_main(
             Kind::WebSocket => listen(&state, addr, Entry::WebSocket),
             Kind::Metrics if id == 0 => match bind_reuseport(addr, METRICS_BACKLOG) {
                 Ok(l) => {
-                    glommio::spawn_local(metrics::serve(l, counters.clone(), mesh_handshakes.clone())).detach();
+                    glommio::spawn_local(metrics::serve(l, counters.clone(), mesh_counters.clone())).detach();
                 }
                 Err(e) => fatal(&format!("metrics listener on {addr}: {e}")),
             },

@@ -254,16 +254,22 @@ impl CoreState {
     /// here until that node's core confirms, unless another core already holds it.
     pub async fn deliver_message(self: &Rc<Self>, to: SessionAddr, stanza: &Stanza) -> bool {
         let xml = stanza.xml.clone();
-        let receipt = match stanza.receipt {
-            Some(r) => r,
-            None if to.node == self.local_node() => {
-                self.send_to_session(to, SessionMsg::Deliver(xml)).await;
-                return false;
-            }
-            None => self.hold(to.node, Held::Session(to, xml.clone())).await,
-        };
-        self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
+        match stanza.receipt {
+            Some(receipt) => self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await,
+            None => self.deliver_held(to, xml).await,
+        }
         stanza.receipt.is_some()
+    }
+
+    /// A message that is this core's to keep until `to` has it: delivered at once on this
+    /// node, else held here (`custody`) until the session's core confirms, and given back
+    /// to its user (other resources, offline storage) if that node goes down first.
+    pub async fn deliver_held(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>) {
+        if to.node == self.local_node() {
+            return self.send_to_session(to, SessionMsg::Deliver(xml)).await;
+        }
+        let receipt = self.hold(to.node, Held::Session(to, xml.clone())).await;
+        self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
     }
 
     /// The hop toward core `core` of `node`: handled here when it is this core, else across
@@ -308,7 +314,11 @@ impl CoreState {
         // A user's or a room's owner may change while this waits: the ring is read again.
         let owned_by = match &msg {
             CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => Some(key.clone()),
-            CoreMsg::ToSession { .. } | CoreMsg::HeldDelivery { .. } | CoreMsg::Confirm { .. } | CoreMsg::Batch(_) => None,
+            CoreMsg::ToSession { .. }
+            | CoreMsg::HeldDelivery { .. }
+            | CoreMsg::Confirm { .. }
+            | CoreMsg::Batch(_)
+            | CoreMsg::Reregister { .. } => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -393,7 +403,7 @@ impl CoreState {
                 (owner.node, owner.core)
             }
             CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
-            CoreMsg::Confirm { core, .. } => (self.local_node(), *core as usize),
+            CoreMsg::Confirm { core, .. } | CoreMsg::Reregister { core, .. } => (self.local_node(), *core as usize),
             CoreMsg::Batch(_) => (self.local_node(), self.id),
         }
     }
@@ -432,6 +442,29 @@ impl CoreState {
                 self.counters.custody_held.add(-(released as i64));
             }
             CoreMsg::Batch(msgs) => self.dispatch(CoreMsg::Batch(msgs)),
+            CoreMsg::Reregister { owner, .. } => self.reregister_local(owner),
+        }
+    }
+
+    /// `CoreMsg::Reregister`: the sessions here whose users `owner` holds register with it
+    /// again, as after a ring change that took `owner` down (`SessionMsg::RingChanged`).
+    fn reregister_local(self: &Rc<Self>, owner: u32) {
+        if self.id == 0 {
+            for core in 1..self.mesh.cores() {
+                self.dispatch(CoreMsg::Reregister { owner, core: core as u16 });
+            }
+        }
+        let forgotten: Arc<[u32]> = Arc::from([owner]);
+        let mut count = 0;
+        for (_, slot) in self.sessions.borrow().iter() {
+            if self.owner_of(&slot.user).node == owner {
+                slot.mailbox.force_send(SessionMsg::RingChanged(forgotten.clone()));
+                count += 1;
+            }
+        }
+        if count > 0 {
+            self.counters.sessions_reregistered.add(count);
+            log::info!("core {}: {count} sessions register again with node {owner}, which had this node down", self.id);
         }
     }
 
@@ -690,7 +723,13 @@ impl CoreState {
     /// The cluster's membership changed: adopt the new ring, let UserChannels this core no
     /// longer owns go (they pass on what they hold), tell every session so those whose user
     /// moved register with the new owner, and tell every UserChannel which nodes are gone.
-    pub fn ring_changed(self: &Rc<Self>, ring: TwoLevelRing, nodes_down: &[u32]) {
+    /// `nodes_up`: nodes that joined or came back, as when a partition heals. What either
+    /// side stored offline meanwhile for users who stayed online is handed to their
+    /// sessions, and each such node hears (from core 0, once) that this node may have
+    /// dropped its sessions: they register again (`CoreMsg::Reregister`). That node may
+    /// never have seen this one down (it froze, or its side of the cut saw less), so it
+    /// would not know to on its own.
+    pub fn ring_changed(self: &Rc<Self>, ring: TwoLevelRing, nodes_down: &[u32], nodes_up: &[u32]) {
         *self.ring.borrow_mut() = ring;
         self.ring_changed_at.set(Some(Instant::now()));
         for (user, tx) in self.users.borrow().iter() {
@@ -701,12 +740,22 @@ impl CoreState {
                 for &node in nodes_down {
                     tx.force_send(UserMsg::NodeDown(node));
                 }
+                if !nodes_up.is_empty() {
+                    tx.force_send(UserMsg::NodesUp);
+                }
             }
         }
         for (room, tx) in self.rooms.borrow().iter() {
             let owner = self.owner_of(room);
             if owner.node != self.local_node() || owner.core != self.id {
                 tx.force_send(RoomMsg::Disown);
+            }
+        }
+        if self.id == 0 {
+            for &node in nodes_up {
+                let this = self.clone();
+                let msg = CoreMsg::Reregister { owner: self.local_node(), core: 0 };
+                glommio::spawn_local(async move { this.send_to_core(node, 0, msg).await }).detach();
             }
         }
         let nodes_down: Arc<[u32]> = nodes_down.into();

@@ -40,6 +40,10 @@ pub enum CoreMsg {
     /// Messages for one core, or for one node, travelling as one hop (a room's fan-out):
     /// split where they arrive, each going on to its owner.
     Batch(Vec<CoreMsg>),
+    /// Node `owner` had this node down (a partition, or this node froze) and dropped the
+    /// sessions it held for it; it is back up now. On `core`, every session whose user
+    /// `owner` holds registers again; core 0 passes it on to this node's other cores.
+    Reregister { owner: u32, core: u16 },
 }
 
 /// What a UserChannel handles.
@@ -112,6 +116,9 @@ pub enum UserMsg {
     Disown,
     /// A node is down: its sessions are gone (their contacts learn it).
     NodeDown(u32),
+    /// A node came (back) up: a partition may have healed, and the other side may have
+    /// stored offline what was meant for this user's online sessions.
+    NodesUp,
     /// The ring has settled since a message found no session here: deliver or store it.
     RingSettled,
     /// The account was deleted or its password changed: every session of the user ends,

@@ -77,6 +77,8 @@ struct UserChannel {
     /// they come, the rest stored offline once the ring settled. At most
     /// `user_mailbox_messages_max`: past it a message is stored offline at once.
     deferred: Vec<Stanza>,
+    /// A `RingSettled` is on its way (`check_when_settled`).
+    settle_check_pending: bool,
     /// XEP-0163: the user's PEP nodes.
     pep: crate::modules::pep::Service,
     /// XEP-0357: the user's push registrations, read when first needed.
@@ -205,6 +207,7 @@ impl UserChannel {
             resources: Vec::new(),
             receipt_passed: Cell::new(false),
             deferred: Vec::new(),
+            settle_check_pending: false,
             fanouts: Default::default(),
             pep: Default::default(),
             push: None,
@@ -249,6 +252,9 @@ impl UserChannel {
                 r.invisible = invisible;
                 self.tell_carbon_peers().await;
                 self.deliver_deferred(false).await;
+                // While its owner was unreachable, the node that stood in for it may have
+                // stored offline what was meant for this session.
+                self.offline_to_online().await;
             }
             UserMsg::PepInterest { resource, nodes } => self.pep_interest(&resource, nodes).await,
             UserMsg::PepEvent { node, stanza } => self.pep_event(&node, &stanza).await,
@@ -278,7 +284,12 @@ impl UserChannel {
             UserMsg::Resume { resume_id, session, h } => self.resume(&resume_id, session, h).await,
             UserMsg::Undelivered(stanza) => self.undelivered(stanza).await,
             UserMsg::NodeDown(node) => self.node_down(node).await,
-            UserMsg::RingSettled => self.deliver_deferred(true).await,
+            UserMsg::NodesUp => self.offline_to_online().await,
+            UserMsg::RingSettled => {
+                self.settle_check_pending = false;
+                self.deliver_deferred(true).await;
+                self.offline_to_online().await;
+            }
             UserMsg::EndSessions(why) => self.end_sessions(why).await,
             UserMsg::Disown => unreachable!("handled by run"),
             UserMsg::Request { .. } => unreachable!("unwrapped by run"),
@@ -611,18 +622,47 @@ impl UserChannel {
         self.pep_request_last(idx, pep_interest).await;
     }
 
-    async fn flush_offline(&self, idx: usize) {
+    /// Hands what is stored offline to the resource at `idx`; how many messages that was.
+    async fn flush_offline(&self, idx: usize) -> usize {
         match self.core.storage.offline_take(self.jid.to_string()).await {
-            Ok(stored) if stored.is_empty() => {}
+            Ok(stored) if stored.is_empty() => 0,
             Ok(stored) => {
-                let backlog = stored.into_iter().map(Arc::from).collect();
-                self.core.send_to_session(self.resources[idx].session, SessionMsg::DeliverBacklog(backlog)).await;
+                let count = stored.len();
+                let session = self.resources[idx].session;
+                if session.node == self.core.local_node() {
+                    let backlog = stored.into_iter().map(Arc::from).collect();
+                    self.core.send_to_session(session, SessionMsg::DeliverBacklog(backlog)).await;
+                } else {
+                    // Out of storage already: held until the session's node has each one,
+                    // and stored again if that node fails first.
+                    for xml in stored {
+                        self.core.deliver_held(session, Arc::from(xml)).await;
+                    }
+                }
+                count
             }
             // They stay stored: the next available resource of the user gets them.
             Err(e) => {
                 self.core.counters.storage_errors.inc();
                 log::error!("{}: offline messages not read: {e}", self.jid);
+                0
             }
+        }
+    }
+
+    /// Messages stored offline for a user who has a session that sees them: possible only
+    /// when the side of a partition that could not reach the session stood in as the
+    /// user's owner (or an owner changed while the session was registering). They go to
+    /// the resource a bare-JID message would reach now, not at the next login; and again
+    /// once the ring has settled, for what the other side stored before it saw the change.
+    async fn offline_to_online(&mut self) {
+        self.check_when_settled();
+        let Route::Resources(targets) = delivery::message(&self.views(), None, "chat") else { return };
+        let Some(&idx) = targets.first() else { return };
+        let count = self.flush_offline(idx).await;
+        if count > 0 {
+            self.core.counters.offline_to_online.add(count as u64);
+            log::info!("{}: {count} messages stored offline while the user was online handed to {}", self.jid, self.resources[idx].name);
         }
     }
 
@@ -968,7 +1008,7 @@ impl UserChannel {
                 }
             }
             Route::Offline => match self.core.ring_settling_until() {
-                Some(until) if self.deferred.len() < self.core.cfg.limits.user_mailbox_messages_max => self.defer(stanza, until),
+                Some(_) if self.deferred.len() < self.core.cfg.limits.user_mailbox_messages_max => self.defer(stanza),
                 _ => self.store_offline_and_push(&stanza).await,
             },
             Route::Bounce => bounce(&self.core, &stanza, StanzaError::ServiceUnavailable).await,
@@ -978,17 +1018,24 @@ impl UserChannel {
 
     /// Keeps a message for a session that may be about to register (see `deferred`); it
     /// keeps its receipt, and is confirmed when it is finally delivered or stored.
-    fn defer(&mut self, stanza: Stanza, until: std::time::Instant) {
+    fn defer(&mut self, stanza: Stanza) {
         self.receipt_passed.set(true);
         self.deferred.push(stanza);
-        if self.deferred.len() == 1 {
-            let (core, jid) = (self.core.clone(), self.jid.clone());
-            glommio::spawn_local(async move {
-                glommio::timer::sleep(until.saturating_duration_since(std::time::Instant::now())).await;
-                core.send_to_user(jid, UserMsg::RingSettled).await;
-            })
-            .detach();
+        self.check_when_settled();
+    }
+
+    /// Sends this actor a `RingSettled` when the ring has settled, unless one is on its way.
+    fn check_when_settled(&mut self) {
+        let Some(until) = self.core.ring_settling_until() else { return };
+        if std::mem::replace(&mut self.settle_check_pending, true) {
+            return;
         }
+        let (core, jid) = (self.core.clone(), self.jid.clone());
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(until.saturating_duration_since(std::time::Instant::now())).await;
+            core.send_to_user(jid, UserMsg::RingSettled).await;
+        })
+        .detach();
     }
 
     /// Routes the deferred messages again, now that a session registered (or, `settled`,

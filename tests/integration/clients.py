@@ -76,7 +76,7 @@ async def login(server, user, resource="test", mech=None, direct_tls=False, pass
                 plugins=()):
     client = Client(f"{user}@{DOMAIN}/{resource}", password, server.ca, mech, direct_tls, plugins)
     client.initial_presence = presence
-    client.connect("127.0.0.1", server.tls_port if direct_tls else server.port)
+    client.connect(server.host, server.tls_port if direct_tls else server.port)
     ready = asyncio.ensure_future(client.ready.wait())
     failed = asyncio.ensure_future(client.failed.wait())
     done, pending = await asyncio.wait({ready, failed}, timeout=WAIT_SECS, return_when=asyncio.FIRST_COMPLETED)

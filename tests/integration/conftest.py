@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-BINARY = ROOT / "target" / "release" / "martlet"
+# $MARTLET_BINARY: another build to run the same tests against (scripts/bench-partition.sh).
+BINARY = Path(os.environ.get("MARTLET_BINARY", ROOT / "target" / "release" / "martlet"))
 # The same server built with `--features test-hooks` (deliberate panics; scripts/test.sh).
 TEST_HOOKS_BINARY = ROOT / "target" / "release" / "martlet-test-hooks"
 DOMAIN = "localhost"
@@ -54,11 +55,13 @@ def toml_value(v):
 
 
 class Server:
-    """One martlet process and its storage directory (kept across restarts)."""
+    """One martlet process and its storage directory (kept across restarts). `host` is the
+    address it listens on; `netns`, a network namespace to run it in (test_partition.py)."""
 
-    def __init__(self, tmp: Path, sections: dict, binary: Path = BINARY):
+    def __init__(self, tmp: Path, sections: dict, binary: Path = BINARY, host="127.0.0.1", netns=None):
         self.binary = binary
         self.dir = tmp
+        self.host, self.netns = host, netns
         self.port = free_port()
         self.tls_port = free_port()
         self.metrics_port = free_port()
@@ -67,10 +70,10 @@ class Server:
         self.proc = None
         base = {
             "": {"domain": DOMAIN, "cores": 2},
-            "c2s": {"listen": f"127.0.0.1:{self.port}"},
-            "c2s_direct_tls": {"listen": f"127.0.0.1:{self.tls_port}"},
+            "c2s": {"listen": f"{host}:{self.port}"},
+            "c2s_direct_tls": {"listen": f"{host}:{self.tls_port}"},
             "storage": {"path": str(self.data), "scram_iterations": 4096},
-            "metrics": {"listen": f"127.0.0.1:{self.metrics_port}"},
+            "metrics": {"listen": f"{host}:{self.metrics_port}"},
             "limits": {},
         }
         for section, values in sections.items():
@@ -102,7 +105,8 @@ class Server:
 
     def start(self):
         log = open(self.log_path, "a")
-        self.proc = subprocess.Popen([str(self.binary), "serve", "--config", str(self.config)],
+        netns = ["ip", "netns", "exec", self.netns] if self.netns else []
+        self.proc = subprocess.Popen([*netns, str(self.binary), "serve", "--config", str(self.config)],
                                      stdout=log, stderr=subprocess.STDOUT)
         deadline, waiting_for = time.time() + 20, None
         while time.time() < deadline:
@@ -111,7 +115,7 @@ class Server:
             try:
                 for waiting_for in (f"c2s port {self.port}", f"direct TLS port {self.tls_port}"):
                     port = self.port if waiting_for.startswith("c2s") else self.tls_port
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    socket.create_connection((self.host, port), timeout=0.2).close()
                 waiting_for = f"metrics on {self.metrics_port}"
                 self.metrics()
             except OSError as e:
@@ -142,7 +146,7 @@ class Server:
 
     def metrics(self):
         """{(name, core): value} from the Prometheus endpoint."""
-        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).read().decode()
+        text = urllib.request.urlopen(f"http://{self.host}:{self.metrics_port}/metrics", timeout=5).read().decode()
         out = {}
         for line in text.splitlines():
             if line.startswith("#") or not line.strip():
@@ -161,11 +165,11 @@ class Server:
 def martlet_server(tmp_path, request):
     servers = []
 
-    def make(users=("alice", "bob"), binary=BINARY, **sections):
+    def make(users=("alice", "bob"), binary=BINARY, host="127.0.0.1", netns=None, **sections):
         assert binary.exists(), f"build first ({binary.name}): scripts/test.sh builds it"
         d = tmp_path / f"server{len(servers)}"
         d.mkdir()
-        server = Server(d, sections, binary)
+        server = Server(d, sections, binary, host, netns)
         for u in users:
             server.add_user(u)
         servers.append(server)

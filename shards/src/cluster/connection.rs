@@ -4,6 +4,7 @@
 
 use std::io::BufReader;
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
 
@@ -27,6 +28,9 @@ pub struct Conn {
     /// pair, both ends keep the one dialled by the smaller name, so they agree.
     pub initiator: String,
     pub tx: Sender<Vec<u8>>,
+    /// Set when this node stopped running for long enough that the peer gave it up
+    /// (`Inner::fenced`): what the connection brings from then on is not read.
+    pub fence: Arc<AtomicBool>,
     stream: TcpStream,
 }
 
@@ -44,8 +48,10 @@ pub fn start(inner: &Arc<Inner>, id: u64, link: Link, peer: Identity, initiator:
     let name = peer.name.clone();
     thread::Builder::new().name(format!("mesh-w-{name}")).spawn(move || write_loop(writer, rx))?;
     let (inner2, peer2) = (inner.clone(), peer.clone());
-    thread::Builder::new().name(format!("mesh-r-{name}")).spawn(move || read_loop(&inner2, id, reader, &peer2))?;
-    Ok(Conn { id, peer, initiator, tx, stream })
+    let fence = Arc::new(AtomicBool::new(false));
+    let fence2 = fence.clone();
+    thread::Builder::new().name(format!("mesh-r-{name}")).spawn(move || read_loop(&inner2, id, reader, &peer2, &fence2))?;
+    Ok(Conn { id, peer, initiator, tx, fence, stream })
 }
 
 fn write_loop(mut stream: WriteHalf, rx: Receiver<Vec<u8>>) {
@@ -67,13 +73,23 @@ fn write_loop(mut stream: WriteHalf, rx: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity) {
+fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fence: &AtomicBool) {
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
     let end = loop {
         let f = match frame::read(&mut r, inner.cfg.frame_bytes_max) {
             Ok(f) => f,
+            // The read timeout (`bound_silence`): no frame, not even a heartbeat, for a
+            // whole suspicion timeout.
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                inner.counters.silent_closed.fetch_add(1, Ordering::Relaxed);
+                break std::io::Error::new(e.kind(), "silent for the suspicion timeout");
+            }
             Err(e) => break e,
         };
+        if inner.fenced(fence) {
+            inner.counters.connections_fenced.fetch_add(1, Ordering::Relaxed);
+            break std::io::Error::other("fenced: it brought frames from before this node stopped running");
+        }
         inner.heard(peer);
         match f.kind {
             Kind::Data => inner.deliver(peer, f.core, f.payload),

@@ -32,7 +32,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ use rand::Rng;
 use connection::Conn;
 use handshake::{HandshakeError, Identity};
 use membership::{Change, Member, MemberStatus, Membership};
-use pending::{HandshakeCounters, Handshakes};
+use pending::Handshakes;
 use transport::{Link, MeshTls};
 
 /// Everything the mesh needs; the server fills it from its `[cluster]` section.
@@ -71,17 +71,20 @@ pub struct ClusterConfig {
     pub tls: Option<MeshTls>,
 }
 
-/// Pause before the first redial of an address, doubled up to [`RECONNECT_MAX`].
+/// Pause before the first redial of an address, doubled up to [`RECONNECT_MAX`]: short,
+/// because after a partition heals the two sides agree again only once one of them has
+/// dialled (a failed dial to a node that is gone costs one refused connect).
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
-const RECONNECT_MAX: Duration = Duration::from_secs(2);
+const RECONNECT_MAX: Duration = Duration::from_millis(500);
 
 /// What a core receives from the mesh.
 #[derive(Debug)]
 pub enum Inbound {
     /// A payload another node sent to this core (or to be forwarded from it).
     Frame(Vec<u8>),
-    /// Membership changed: the members now holding the ring, and those just gone down.
-    Members { ring: Vec<Member>, down: Vec<Member> },
+    /// Membership changed: the members now holding the ring, those just gone down, and
+    /// those just come (back) up.
+    Members { ring: Vec<Member>, down: Vec<Member>, up: Vec<Member> },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -90,6 +93,24 @@ pub enum SendError {
     Unreachable,
     /// Its queue is full.
     Full,
+}
+
+/// What the mesh's threads count, for the server's metrics.
+#[derive(Default, Debug)]
+pub struct MeshCounters {
+    /// Connections closed at accept because `pending_handshakes_max` were under way.
+    pub refused: AtomicU64,
+    /// Handshakes cut off at `handshake_timeout`.
+    pub timed_out: AtomicU64,
+    /// Members this node declared down, and saw come (back) up: each cut of a partition,
+    /// each failure and return, as this node saw it.
+    pub members_down: AtomicU64,
+    pub members_up: AtomicU64,
+    /// Connections closed after a suspicion timeout without a frame (`bound_silence`).
+    pub silent_closed: AtomicU64,
+    /// Connections dropped, with the frames they had brought, because those came in while
+    /// this node was not running (`Inner::fenced`).
+    pub connections_fenced: AtomicU64,
 }
 
 /// The handle cores and the admin interface use; cheap to clone.
@@ -116,6 +137,9 @@ pub struct Inner {
     next_conn_id: AtomicU64,
     /// The listener's handshakes under way.
     handshakes: Handshakes,
+    counters: Arc<MeshCounters>,
+    /// When the ticker last ran, in ms since `started` (see [`Inner::fenced`]).
+    last_tick_ms: AtomicU64,
 }
 
 impl Cluster {
@@ -125,6 +149,7 @@ impl Cluster {
         let listener = TcpListener::bind(cfg.listen)?;
         let me = Identity { name: cfg.node_name.clone(), addr: cfg.listen, incarnation: rand::rngs::OsRng.gen() };
         let (txs, rxs): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::bounded(cfg.inbound_messages_max)).unzip();
+        let counters = Arc::new(MeshCounters::default());
         let inner = Arc::new(Inner {
             node_id: membership::node_id(&me.name),
             membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout, cfg.members_max)),
@@ -135,7 +160,9 @@ impl Cluster {
             dialing: Mutex::new(HashSet::new()),
             cores: txs,
             next_conn_id: AtomicU64::new(1),
-            handshakes: Handshakes::new(cfg.handshake_timeout, cfg.pending_handshakes_max)?,
+            handshakes: Handshakes::new(cfg.handshake_timeout, cfg.pending_handshakes_max, counters.clone())?,
+            counters,
+            last_tick_ms: AtomicU64::new(0),
             me,
             cfg,
         });
@@ -170,9 +197,9 @@ impl Cluster {
         self.sender().send(node_id, core, payload)
     }
 
-    /// Handshakes the listener refused or cut off.
-    pub fn handshake_counters(&self) -> Arc<HandshakeCounters> {
-        self.inner.handshakes.counters.clone()
+    /// What the mesh counted: handshakes refused or cut off, silent connections, fenced frames.
+    pub fn counters(&self) -> Arc<MeshCounters> {
+        self.inner.counters.clone()
     }
 
     /// Every member this node knows, itself included, with its state.
@@ -221,6 +248,24 @@ impl Inner {
         self.started.elapsed()
     }
 
+    /// Silence after which every peer has declared this node down: suspected after one
+    /// suspicion timeout, down after another, and a tick of theirs to notice.
+    fn down_after(&self) -> Duration {
+        self.cfg.suspicion_timeout * 2 + self.cfg.suspicion_timeout / 4
+    }
+
+    /// Is a frame read on a connection with `fence` set from before a stop of this node?
+    /// A node that did not run for `down_after` (SIGSTOP, a VM paused, a swap storm) was
+    /// declared down by every peer, and they sent what they held for it elsewhere; but
+    /// its kernel kept taking their frames meanwhile, and reading those now would deliver
+    /// each a second time. So such frames are dropped, with their connections: the ticker
+    /// sets `fence` on every connection when it finds it ran that late, before it records
+    /// that it ran; a reader that wakes before the ticker finds the record stale.
+    fn fenced(&self, fence: &AtomicBool) -> bool {
+        let last_tick = Duration::from_millis(self.last_tick_ms.load(Ordering::SeqCst));
+        fence.load(Ordering::SeqCst) || self.now().saturating_sub(last_tick) > self.down_after()
+    }
+
     fn heard(&self, peer: &Identity) {
         let changes = self.membership.lock().expect("membership").heard(peer, self.now());
         self.publish(changes);
@@ -233,15 +278,26 @@ impl Inner {
         }
         for c in &changes {
             match c {
-                Change::Up(m) => log::info!("mesh: {} ({}) is up", m.name, m.addr),
-                Change::Down(m) => log::warn!("mesh: {} ({}) is down", m.name, m.addr),
+                Change::Up(m) => {
+                    self.counters.members_up.fetch_add(1, Ordering::Relaxed);
+                    log::info!("mesh: {} ({}) is up", m.name, m.addr);
+                }
+                Change::Down(m) => {
+                    self.counters.members_down.fetch_add(1, Ordering::Relaxed);
+                    log::warn!("mesh: {} ({}) is down: its arcs pass to the members this node still hears", m.name, m.addr);
+                }
             }
         }
         let ring = self.membership.lock().expect("membership").ring_members();
-        let down: Vec<Member> =
-            changes.into_iter().filter_map(|c| if let Change::Down(m) = c { Some(m) } else { None }).collect();
+        let (mut down, mut up) = (Vec::new(), Vec::new());
+        for c in changes {
+            match c {
+                Change::Down(m) => down.push(m),
+                Change::Up(m) => up.push(m),
+            }
+        }
         for core in &self.cores {
-            let _ = core.send(Inbound::Members { ring: ring.clone(), down: down.clone() });
+            let _ = core.send(Inbound::Members { ring: ring.clone(), down: down.clone(), up: up.clone() });
         }
     }
 
@@ -274,8 +330,10 @@ impl Inner {
     /// Adds an authenticated connection, unless one to that node is already preferred.
     fn register(self: &Arc<Self>, stream: Link, peer: Identity, initiator: String) {
         let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
-        let _ = stream.socket().set_read_timeout(None);
         let _ = stream.socket().set_nodelay(true);
+        if let Err(e) = bound_silence(stream.socket(), self.cfg.suspicion_timeout) {
+            log::warn!("mesh: cannot bound the silence of the connection to {}: {e}", peer.name);
+        }
         let node = membership::node_id(&peer.name);
         if !self.membership.lock().expect("membership").admits(&peer.name) {
             log::warn!("mesh: {} ({}) refused: {} members already (cluster.members_max)", peer.name, peer.addr, self.cfg.members_max);
@@ -307,7 +365,10 @@ impl Inner {
         let node = membership::node_id(&peer.name);
         let mut peers = self.peers.lock().expect("peer table");
         if peers.get(&node).is_some_and(|c| c.id == id) {
-            peers.remove(&node);
+            // Closed both ways: a writer blocked on a broken path gives up now.
+            if let Some(conn) = peers.remove(&node) {
+                conn.close();
+            }
             self.publish_queues(&peers);
         }
     }
@@ -396,8 +457,24 @@ fn dial_loop(inner: &Arc<Inner>, addr: SocketAddr) {
     }
 }
 
+/// A live connection hears a heartbeat every quarter of the suspicion timeout, so a whole
+/// timeout without a byte means the path is broken (a partition, a frozen peer), though
+/// TCP may keep the connection ESTABLISHED for minutes of retransmission backoff. A read
+/// that waits that long fails, the connection is closed both ways (which frees a writer
+/// blocked on it), and the dialer tries again at once instead of waiting for the kernel:
+/// a healed partition is noticed in about one redial. `TCP_USER_TIMEOUT` gives the kernel
+/// the same bound for data it sent and never saw acknowledged. Writes get no timeout of
+/// their own: a peer that is alive but slow to read (its cores are full) still
+/// acknowledges the window probes, and must slow this node down, not be cut off.
+fn bound_silence(socket: &TcpStream, silence: Duration) -> io::Result<()> {
+    socket.set_read_timeout(Some(silence))?;
+    socket2::SockRef::from(socket).set_tcp_user_timeout(Some(silence))
+}
+
 fn connect(inner: &Inner, addr: SocketAddr) -> Result<(Link, Identity), HandshakeError> {
-    let stream = TcpStream::connect_timeout(&addr, inner.cfg.handshake_timeout)?;
+    // A SYN into a partition is never answered; waiting longer than the suspicion timeout
+    // for it would only delay the redial that finds the path healed.
+    let stream = TcpStream::connect_timeout(&addr, inner.cfg.handshake_timeout.min(inner.cfg.suspicion_timeout))?;
     stream.set_read_timeout(Some(inner.cfg.handshake_timeout))?;
     let mut link = Link::dial(stream, inner.cfg.tls.as_ref()).map_err(tls_refused)?;
     let binding = link.binding()?;
@@ -428,6 +505,15 @@ fn tick_loop(inner: &Arc<Inner>) {
     let every = inner.cfg.suspicion_timeout / 4;
     loop {
         thread::sleep(every);
+        let now = inner.now();
+        let stopped = now.saturating_sub(Duration::from_millis(inner.last_tick_ms.load(Ordering::SeqCst)));
+        if stopped > inner.down_after() {
+            log::warn!("mesh: this node did not run for {} ms: every peer has declared it down, so what they sent meanwhile is dropped", stopped.as_millis());
+            for conn in inner.peers.lock().expect("peer table").values() {
+                conn.fence.store(true, Ordering::SeqCst);
+            }
+        }
+        inner.last_tick_ms.store(now.as_millis() as u64, Ordering::SeqCst);
         let beat = connection::heartbeat(&inner.membership.lock().expect("membership").known_addrs());
         for conn in inner.peers.lock().expect("peer table").values() {
             let _ = conn.tx.try_send(beat.clone()); // a full queue carries traffic anyway

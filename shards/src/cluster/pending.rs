@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -18,14 +18,7 @@ const PENDING: u8 = 0;
 const DONE: u8 = 1;
 const EXPIRED: u8 = 2;
 
-/// How many handshakes were turned away, and how many ran out of time.
-#[derive(Default, Debug)]
-pub struct HandshakeCounters {
-    /// Connections closed at accept because `pending_handshakes_max` were under way.
-    pub refused: AtomicU64,
-    /// Handshakes cut off at `handshake_timeout`.
-    pub timed_out: AtomicU64,
-}
+use super::MeshCounters;
 
 /// The admission and the deadlines of the listener's handshakes.
 pub struct Handshakes {
@@ -33,7 +26,7 @@ pub struct Handshakes {
     pending_max: usize,
     timeout: Duration,
     deadlines: Sender<(Instant, Arc<Watch>)>,
-    pub counters: Arc<HandshakeCounters>,
+    pub counters: Arc<MeshCounters>,
     /// When a refusal was last logged: a flood is logged once per [`LOG_EVERY`].
     last_logged: Mutex<Option<Instant>>,
 }
@@ -70,9 +63,8 @@ impl Drop for Ticket {
 }
 
 impl Handshakes {
-    pub fn new(timeout: Duration, pending_max: usize) -> std::io::Result<Handshakes> {
+    pub fn new(timeout: Duration, pending_max: usize, counters: Arc<MeshCounters>) -> std::io::Result<Handshakes> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let counters = Arc::new(HandshakeCounters::default());
         let c = counters.clone();
         thread::Builder::new().name("mesh-deadlines".into()).spawn(move || reap(&rx, &c))?;
         Ok(Handshakes {
@@ -119,7 +111,7 @@ impl Handshakes {
 
 /// Shuts down each socket whose handshake is still pending at its deadline. Holds an
 /// entry (no socket, once its handshake ended) per handshake admitted within the timeout.
-fn reap(rx: &Receiver<(Instant, Arc<Watch>)>, counters: &HandshakeCounters) {
+fn reap(rx: &Receiver<(Instant, Arc<Watch>)>, counters: &MeshCounters) {
     let mut queue: VecDeque<(Instant, Arc<Watch>)> = VecDeque::new();
     loop {
         let next = match queue.front() {
@@ -159,7 +151,7 @@ mod tests {
 
     #[test]
     fn places_are_limited_and_given_back() {
-        let h = Handshakes::new(Duration::from_secs(60), 2).unwrap();
+        let h = Handshakes::new(Duration::from_secs(60), 2, Default::default()).unwrap();
         let (a, _ca) = pair();
         let (b, _cb) = pair();
         let (c, _cc) = pair();
@@ -175,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_pending_handshake_is_cut_off_at_its_deadline_and_a_completed_one_is_not() {
-        let h = Handshakes::new(Duration::from_millis(200), 4).unwrap();
+        let h = Handshakes::new(Duration::from_millis(200), 4, Default::default()).unwrap();
         let (mut slow, _peer) = pair();
         let (done, _peer2) = pair();
         let started = Instant::now();
