@@ -203,6 +203,8 @@ pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&MeshCounters>) -> Strin
             ("mesh_members_down", &m.members_down),
             ("mesh_members_up", &m.members_up),
             ("mesh_silent_connections_closed", &m.silent_closed),
+            ("mesh_frames_relayed", &m.frames_relayed),
+            ("mesh_relay_frames_dropped", &m.relay_frames_dropped),
             ("mesh_connections_fenced", &m.connections_fenced),
         ];
         for (name, n) in counted {

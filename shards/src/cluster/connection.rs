@@ -93,7 +93,8 @@ fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fen
         inner.heard(peer);
         match f.kind {
             Kind::Data => inner.deliver(peer, f.core, f.payload),
-            Kind::Heartbeat => inner.gossip(&f.payload),
+            Kind::Heartbeat => inner.gossip(peer, &f.payload),
+            Kind::Relay => inner.relay(f.core, &f.payload),
             Kind::Hello => break std::io::Error::new(std::io::ErrorKind::InvalidData, "hello after the handshake"),
         }
     };
@@ -101,13 +102,30 @@ fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fen
     inner.connection_ended(id, peer);
 }
 
-/// Heartbeat payload: the mesh addresses this node knows, one per line, so a node that
-/// joined through one seed finds every other member.
-pub fn heartbeat(addrs: &[std::net::SocketAddr]) -> Vec<u8> {
-    let text: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    frame::encode(Kind::Heartbeat, 0, text.join("\n").as_bytes())
+/// Heartbeat payload, a line each: the mesh addresses this node knows, so a node that
+/// joined through one seed finds every other member; then `hears INCARNATION NAME` for
+/// each member it heard itself of late, so a member that cannot hear that one knows it is
+/// alive (`membership`).
+pub fn heartbeat(addrs: &[std::net::SocketAddr], hears: &[(String, u64)]) -> Vec<u8> {
+    let mut lines: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+    lines.extend(hears.iter().map(|(name, incarnation)| format!("hears {incarnation} {name}")));
+    frame::encode(Kind::Heartbeat, 0, lines.join("\n").as_bytes())
 }
 
-pub fn parse_heartbeat(payload: &[u8]) -> Vec<std::net::SocketAddr> {
-    std::str::from_utf8(payload).unwrap_or("").lines().filter_map(|l| l.parse().ok()).collect()
+/// What a heartbeat says: the addresses, and whom its sender hears. Lines it cannot read
+/// are skipped.
+pub fn parse_heartbeat(payload: &[u8]) -> (Vec<std::net::SocketAddr>, Vec<(String, u64)>) {
+    let (mut addrs, mut hears) = (Vec::new(), Vec::new());
+    for line in std::str::from_utf8(payload).unwrap_or("").lines() {
+        if let Some(rest) = line.strip_prefix("hears ") {
+            if let Some((incarnation, name)) = rest.split_once(' ') {
+                if let Ok(incarnation) = incarnation.parse() {
+                    hears.push((name.to_string(), incarnation));
+                }
+            }
+        } else if let Ok(addr) = line.parse() {
+            addrs.push(addr);
+        }
+    }
+    (addrs, hears)
 }

@@ -12,7 +12,9 @@ use std::io::{self, Read};
 /// Bumped whenever a frame's payload changes shape, the application's included: nodes of
 /// builds that would misread each other are refused rather than left to garble messages.
 /// 2: a session re-registering after a ring change carries its XEP-0186 invisibility.
-pub const PROTOCOL_VERSION: u8 = 2;
+/// 3: heartbeats vouch for the members their sender hears; relayed frames; and the
+///    application's `CoreMsg::Reregister`.
+pub const PROTOCOL_VERSION: u8 = 3;
 pub const HEADER_BYTES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,8 +23,11 @@ pub enum Kind {
     Hello = 0,
     /// Application payload for core `core`.
     Data = 1,
-    /// Liveness and gossip: who the sender knows (see `membership`).
+    /// Liveness and gossip: who the sender knows, and whom it hears (see `membership`).
     Heartbeat = 2,
+    /// A `Data` frame for another node, which this one is to pass on: the payload starts
+    /// with that node's id (u32 BE). For a node the sender cannot reach itself.
+    Relay = 3,
 }
 
 impl Kind {
@@ -31,6 +36,7 @@ impl Kind {
             0 => Some(Kind::Hello),
             1 => Some(Kind::Data),
             2 => Some(Kind::Heartbeat),
+            3 => Some(Kind::Relay),
             _ => None,
         }
     }

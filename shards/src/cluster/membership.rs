@@ -7,6 +7,12 @@
 //! is not evicted by one missed beat: senders retry meanwhile), down members lose them.
 //! A member heard again after being down is up again; one heard with a new incarnation
 //! restarted, so its former self is reported down first (its sessions died with it).
+//!
+//! **Heard through another member.** Each heartbeat lists the members its sender heard
+//! directly of late; a member this node cannot hear, but that one it hears vouches for,
+//! is alive (the SWIM idea of an indirect probe, carried by the heartbeats): one broken
+//! link does not take a reachable node off the ring, and the mesh relays through the
+//! voucher instead ([`Membership::relays`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,7 +66,35 @@ struct Entry {
     member: Member,
     incarnation: u64,
     state: State,
+    /// Last frame from the member itself.
     last_heard: Duration,
+    /// Last heartbeat of another member that said it hears this one, and whose it was.
+    last_vouched: Duration,
+    via: Option<String>,
+}
+
+impl Entry {
+    fn new(member: Member, incarnation: u64, now: Duration) -> Entry {
+        Entry { member, incarnation, state: State::Up, last_heard: now, last_vouched: Duration::ZERO, via: None }
+    }
+
+    /// Silent: neither heard nor vouched for.
+    fn silent(&self, now: Duration) -> Duration {
+        now.saturating_sub(self.last_heard.max(self.last_vouched))
+    }
+
+    /// A restart (a new incarnation) is its former self down; then it is up.
+    fn alive(&mut self, incarnation: u64, changes: &mut Vec<Change>) {
+        if self.incarnation != incarnation && self.state != State::Down {
+            changes.push(Change::Down(self.member.clone()));
+            self.state = State::Down;
+        }
+        if self.state == State::Down {
+            changes.push(Change::Up(self.member.clone()));
+        }
+        self.incarnation = incarnation;
+        self.state = State::Up;
+    }
 }
 
 pub fn node_id(name: &str) -> u32 {
@@ -108,27 +142,63 @@ impl Membership {
                 let name = longest_down.map(|(name, _)| name.clone()).expect("admits: one is down");
                 self.others.remove(&name);
             }
-            let entry = Entry { member: member.clone(), incarnation: who.incarnation, state: State::Up, last_heard: now };
-            self.others.insert(who.name.clone(), entry);
+            self.others.insert(who.name.clone(), Entry::new(member.clone(), who.incarnation, now));
             return vec![Change::Up(member)];
         };
         let mut changes = Vec::new();
-        if e.incarnation != who.incarnation && e.state != State::Down {
-            changes.push(Change::Down(e.member.clone()));
-            e.state = State::Down;
-        }
-        if e.state == State::Down {
-            changes.push(Change::Up(member.clone()));
-        }
-        *e = Entry { member, incarnation: who.incarnation, state: State::Up, last_heard: now };
+        e.alive(who.incarnation, &mut changes);
+        e.member = member;
+        e.last_heard = now;
         changes
+    }
+
+    /// `by`, heard directly just now, says it hears each of `hears` (name, incarnation)
+    /// directly. Members not known here yet are left to the gossip of addresses (they are
+    /// dialled, and counted once they answer).
+    pub fn vouched(&mut self, by: &str, hears: &[(String, u64)], now: Duration) -> Vec<Change> {
+        let mut changes = Vec::new();
+        if self.others.get(by).is_none_or(|e| e.state == State::Down) {
+            return changes;
+        }
+        for (name, incarnation) in hears {
+            if name == &self.me.name || name == by {
+                continue;
+            }
+            let Some(e) = self.others.get_mut(name) else { continue };
+            e.alive(*incarnation, &mut changes);
+            e.last_vouched = now;
+            e.via = Some(by.to_string());
+        }
+        changes
+    }
+
+    /// What this node's heartbeats vouch for: the members it heard itself within half a
+    /// suspicion timeout, so a voucher's word is never much older than its own silence.
+    pub fn heard_directly(&self, now: Duration) -> Vec<(String, u64)> {
+        let recent = self.suspicion_timeout / 2;
+        self.others
+            .iter()
+            .filter(|(_, e)| e.state != State::Down && now.saturating_sub(e.last_heard) < recent)
+            .map(|(name, e)| (name.clone(), e.incarnation))
+            .collect()
+    }
+
+    /// Members on the ring this node has not heard itself for a suspicion timeout, each
+    /// with the member that vouched for it since (by node id): the way to reach them.
+    pub fn relays(&self, now: Duration) -> Vec<(u32, u32)> {
+        self.others
+            .values()
+            .filter(|e| e.state != State::Down && now.saturating_sub(e.last_heard) >= self.suspicion_timeout)
+            .filter(|e| now.saturating_sub(e.last_vouched) < self.suspicion_timeout)
+            .filter_map(|e| Some((e.member.node_id, node_id(e.via.as_ref()?))))
+            .collect()
     }
 
     /// Time passed: members silent too long become suspect, then down.
     pub fn tick(&mut self, now: Duration) -> Vec<Change> {
         let mut changes = Vec::new();
         for e in self.others.values_mut() {
-            let silent = now.saturating_sub(e.last_heard);
+            let silent = e.silent(now);
             match e.state {
                 State::Up if silent >= self.suspicion_timeout => e.state = State::Suspect,
                 State::Suspect if silent >= 2 * self.suspicion_timeout => {
@@ -155,7 +225,7 @@ impl Membership {
         rows.extend(self.others.values().map(|e| MemberStatus {
             member: e.member.clone(),
             state: e.state,
-            silent_for: now.saturating_sub(e.last_heard),
+            silent_for: e.silent(now),
         }));
         rows.sort_by(|a, b| a.member.name.cmp(&b.member.name));
         rows
@@ -222,6 +292,34 @@ mod tests {
         assert!(m.admits("ddd"));
         assert_eq!(names(&m.heard(&id("ddd", 1), ms(2100))), ["up ddd"]);
         assert_eq!(m.status(ms(2100)).len(), 3, "b gave up its place");
+    }
+
+    #[test]
+    fn a_member_only_another_hears_stays_up_and_is_relayed_through_it() {
+        let ms = |n| Duration::from_millis(n);
+        let mut m = Membership::new(&id("a", 1), SUSPICION, 64);
+        m.heard(&id("b", 1), ms(0));
+        m.heard(&id("cc", 1), ms(0));
+        // The a-b link breaks at 0; cc keeps hearing b, and says so in every heartbeat.
+        for t in (250..=5000).step_by(250) {
+            m.heard(&id("cc", 1), ms(t));
+            assert!(m.vouched("cc", &[("b".into(), 1), ("a".into(), 1)], ms(t)).is_empty());
+            assert!(m.tick(ms(t)).is_empty(), "b was taken off the ring at {t} ms");
+        }
+        assert_eq!(m.relays(ms(5000)), [(node_id("b"), node_id("cc"))]);
+        assert_eq!(m.heard_directly(ms(5000)), [("cc".to_string(), 1)]);
+        // A voucher's word on a restart counts as the member's own.
+        assert_eq!(names(&m.vouched("cc", &[("b".into(), 2)], ms(5000))), ["down b", "up b"]);
+        // cc stops hearing b: b goes down as if silent since then.
+        m.heard(&id("cc", 1), ms(6000));
+        assert!(m.tick(ms(6000)).is_empty());
+        m.heard(&id("cc", 1), ms(7000));
+        assert_eq!(names(&m.tick(ms(7000))), ["down b"]);
+        assert!(m.relays(ms(7000)).is_empty());
+        // A member that is down vouches for no one.
+        m.tick(ms(8500));
+        assert_eq!(names(&m.tick(ms(9000))), ["down cc"]);
+        assert!(m.vouched("cc", &[("b".into(), 2)], ms(9000)).is_empty());
     }
 
     /// Five nodes exchange heartbeats over a simulated network that a seeded RNG makes lossy,

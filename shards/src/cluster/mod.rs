@@ -77,6 +77,16 @@ pub struct ClusterConfig {
 const RECONNECT_MIN: Duration = Duration::from_millis(100);
 const RECONNECT_MAX: Duration = Duration::from_millis(500);
 
+/// How a node is reached: its own connection's queue, or another member's that passes the
+/// frames on (`Kind::Relay`: a node this one cannot hear, but that member can).
+#[derive(Clone)]
+enum Route {
+    Direct(crossbeam_channel::Sender<Vec<u8>>),
+    Relay(crossbeam_channel::Sender<Vec<u8>>),
+}
+
+type Routes = HashMap<u32, Route>;
+
 /// What a core receives from the mesh.
 #[derive(Debug)]
 pub enum Inbound {
@@ -106,6 +116,10 @@ pub struct MeshCounters {
     /// each failure and return, as this node saw it.
     pub members_down: AtomicU64,
     pub members_up: AtomicU64,
+    /// Frames this node passed on for a member that cannot reach their destination itself
+    /// (`Kind::Relay`), and those it could not pass on.
+    pub frames_relayed: AtomicU64,
+    pub relay_frames_dropped: AtomicU64,
     /// Connections closed after a suspicion timeout without a frame (`bound_silence`).
     pub silent_closed: AtomicU64,
     /// Connections dropped, with the frames they had brought, because those came in while
@@ -126,10 +140,12 @@ pub struct Inner {
     started: Instant,
     /// The live connection per node id; changed by the mesh threads, never by a send.
     peers: Mutex<HashMap<u32, Conn>>,
-    /// Each connection's queue by node id, as published for the senders after every change
-    /// of `peers`, and a count of those changes (see [`MeshSender`]).
-    queues: Mutex<Arc<HashMap<u32, crossbeam_channel::Sender<Vec<u8>>>>>,
-    queues_version: AtomicU64,
+    /// How to reach each node, as published for the senders after every change of `peers`
+    /// or of the relays, and a count of those changes (see [`MeshSender`]).
+    routes: Mutex<Arc<Routes>>,
+    routes_version: AtomicU64,
+    /// The relays in `routes`: node id -> the node id whose connection carries its frames.
+    relays: Mutex<HashMap<u32, u32>>,
     membership: Mutex<Membership>,
     /// Addresses that have a dialer thread.
     dialing: Mutex<HashSet<SocketAddr>>,
@@ -155,8 +171,9 @@ impl Cluster {
             membership: Mutex::new(Membership::new(&me, cfg.suspicion_timeout, cfg.members_max)),
             started: Instant::now(),
             peers: Mutex::new(HashMap::new()),
-            queues: Mutex::new(Arc::new(HashMap::new())),
-            queues_version: AtomicU64::new(0),
+            routes: Mutex::new(Arc::new(HashMap::new())),
+            routes_version: AtomicU64::new(0),
+            relays: Mutex::new(HashMap::new()),
             dialing: Mutex::new(HashSet::new()),
             cores: txs,
             next_conn_id: AtomicU64::new(1),
@@ -188,7 +205,7 @@ impl Cluster {
 
     /// A sending handle for one thread (a core): see [`MeshSender`].
     pub fn sender(&self) -> MeshSender {
-        MeshSender { inner: self.inner.clone(), queues: RefCell::new((u64::MAX, Arc::new(HashMap::new()))) }
+        MeshSender { inner: self.inner.clone(), routes: RefCell::new((u64::MAX, Arc::new(HashMap::new()))) }
     }
 
     /// Queues `payload` for core `core` of node `node_id`; never blocks. For occasional
@@ -208,27 +225,35 @@ impl Cluster {
     }
 }
 
-/// One core's way onto the mesh. It holds its own copy of the peer queue table and checks
-/// one atomic counter per send to see whether the table changed; only then does it lock,
+/// One core's way onto the mesh. It holds its own copy of the route table and checks one
+/// atomic counter per send to see whether the table changed; only then does it lock,
 /// once, to take the new copy. Sends themselves are crossbeam's lock-free `try_send`.
 /// A connection's writer ends when the last copy naming it goes, so a core that sends
 /// nothing more keeps a closed connection's writer thread until its next send.
 pub struct MeshSender {
     inner: Arc<Inner>,
-    queues: RefCell<(u64, Arc<HashMap<u32, crossbeam_channel::Sender<Vec<u8>>>>)>,
+    routes: RefCell<(u64, Arc<Routes>)>,
 }
 
 impl MeshSender {
     /// Queues `payload` for core `core` of node `node_id`; never blocks.
     pub fn send(&self, node_id: u32, core: u16, payload: &[u8]) -> Result<(), SendError> {
-        let version = self.inner.queues_version.load(Ordering::Acquire);
-        if self.queues.borrow().0 != version {
-            let table = self.inner.queues.lock().expect("queue table").clone();
-            *self.queues.borrow_mut() = (version, table);
+        let version = self.inner.routes_version.load(Ordering::Acquire);
+        if self.routes.borrow().0 != version {
+            let table = self.inner.routes.lock().expect("route table").clone();
+            *self.routes.borrow_mut() = (version, table);
         }
-        let queues = self.queues.borrow();
-        let tx = queues.1.get(&node_id).ok_or(SendError::Unreachable)?;
-        tx.try_send(frame::encode(frame::Kind::Data, core, payload)).map_err(|e| match e {
+        let routes = self.routes.borrow();
+        let (tx, frame) = match routes.1.get(&node_id).ok_or(SendError::Unreachable)? {
+            Route::Direct(tx) => (tx, frame::encode(frame::Kind::Data, core, payload)),
+            Route::Relay(tx) => {
+                let mut relayed = Vec::with_capacity(4 + payload.len());
+                relayed.extend_from_slice(&node_id.to_be_bytes());
+                relayed.extend_from_slice(payload);
+                (tx, frame::encode(frame::Kind::Relay, core, &relayed))
+            }
+        };
+        tx.try_send(frame).map_err(|e| match e {
             crossbeam_channel::TrySendError::Full(_) => SendError::Full,
             crossbeam_channel::TrySendError::Disconnected(_) => SendError::Unreachable,
         })
@@ -236,12 +261,49 @@ impl MeshSender {
 }
 
 impl Inner {
-    /// Publishes the queues of `peers` for the senders; called with `peers` locked, after
-    /// each change, so the published table never runs behind it for long.
-    fn publish_queues(&self, peers: &HashMap<u32, Conn>) {
-        let table: HashMap<u32, _> = peers.iter().map(|(&node, c)| (node, c.tx.clone())).collect();
-        *self.queues.lock().expect("queue table") = Arc::new(table);
-        self.queues_version.fetch_add(1, Ordering::Release);
+    /// Publishes the routes for the senders: the queue of each connection in `peers`, and
+    /// for a member on the ring without one, the queue of the member that vouched for it
+    /// (`Membership::relays`). Called with `peers` locked after each change of it, and by
+    /// the ticker and the gossip when the relays changed.
+    fn publish_routes(&self, peers: &HashMap<u32, Conn>) {
+        let relays: HashMap<u32, u32> = self.membership.lock().expect("membership").relays(self.now()).into_iter().collect();
+        let mut table: Routes = peers.iter().map(|(&node, c)| (node, Route::Direct(c.tx.clone()))).collect();
+        for (&node, via) in &relays {
+            if let (false, Some(conn)) = (table.contains_key(&node), peers.get(via)) {
+                table.insert(node, Route::Relay(conn.tx.clone()));
+            }
+        }
+        let mut published = self.relays.lock().expect("relays");
+        for (node, via) in &relays {
+            if published.get(node) != Some(via) && !peers.contains_key(node) {
+                log::info!("mesh: node {node} is reached through node {via}, which hears it");
+            }
+        }
+        *published = relays;
+        *self.routes.lock().expect("route table") = Arc::new(table);
+        self.routes_version.fetch_add(1, Ordering::Release);
+    }
+
+    /// Publishes the routes again if the relays moved (a voucher came or went).
+    fn refresh_relays(&self) {
+        let relays: HashMap<u32, u32> = self.membership.lock().expect("membership").relays(self.now()).into_iter().collect();
+        if *self.relays.lock().expect("relays") != relays {
+            let peers = self.peers.lock().expect("peer table");
+            self.publish_routes(&peers);
+        }
+    }
+
+    /// A `Kind::Relay` frame: passed on to the node it names, over this node's own
+    /// connection, waiting a little while that queue is full (the reader's backpressure);
+    /// dropped when this node cannot reach that node either (the sender's custody sends a
+    /// message again, anything else was best effort).
+    fn relay(&self, core: u16, payload: &[u8]) {
+        let Some((to, data)) = payload.split_first_chunk::<4>() else { return };
+        let to = u32::from_be_bytes(*to);
+        let tx = self.peers.lock().expect("peer table").get(&to).map(|c| c.tx.clone());
+        let sent = tx.is_some_and(|tx| tx.send_timeout(frame::encode(frame::Kind::Data, core, data), self.cfg.suspicion_timeout / 4).is_ok());
+        let counter = if sent { &self.counters.frames_relayed } else { &self.counters.relay_frames_dropped };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     fn now(&self) -> Duration {
@@ -321,10 +383,19 @@ impl Inner {
         }
     }
 
-    fn gossip(self: &Arc<Self>, payload: &[u8]) {
-        for addr in connection::parse_heartbeat(payload) {
+    fn gossip(self: &Arc<Self>, peer: &Identity, payload: &[u8]) {
+        let (addrs, hears) = connection::parse_heartbeat(payload);
+        for addr in addrs {
             self.dial(addr);
         }
+        let changes = self.membership.lock().expect("membership").vouched(&peer.name, &hears, self.now());
+        self.publish(changes);
+        self.refresh_relays();
+    }
+
+    fn heartbeat(&self) -> Vec<u8> {
+        let membership = self.membership.lock().expect("membership");
+        connection::heartbeat(&membership.known_addrs(), &membership.heard_directly(self.now()))
     }
 
     /// Adds an authenticated connection, unless one to that node is already preferred.
@@ -351,9 +422,9 @@ impl Inner {
         }
         match connection::start(self, id, stream, peer.clone(), initiator) {
             Ok(conn) => {
-                let _ = conn.tx.try_send(connection::heartbeat(&self.membership.lock().expect("membership").known_addrs()));
+                let _ = conn.tx.try_send(self.heartbeat());
                 peers.insert(node, conn);
-                self.publish_queues(&peers);
+                self.publish_routes(&peers);
             }
             Err(e) => log::error!("mesh: cannot start threads for {}: {e}", peer.name),
         }
@@ -369,7 +440,7 @@ impl Inner {
             if let Some(conn) = peers.remove(&node) {
                 conn.close();
             }
-            self.publish_queues(&peers);
+            self.publish_routes(&peers);
         }
     }
 
@@ -514,12 +585,13 @@ fn tick_loop(inner: &Arc<Inner>) {
             }
         }
         inner.last_tick_ms.store(now.as_millis() as u64, Ordering::SeqCst);
-        let beat = connection::heartbeat(&inner.membership.lock().expect("membership").known_addrs());
+        let beat = inner.heartbeat();
         for conn in inner.peers.lock().expect("peer table").values() {
             let _ = conn.tx.try_send(beat.clone()); // a full queue carries traffic anyway
         }
         let changes = inner.membership.lock().expect("membership").tick(inner.now());
         inner.publish(changes);
+        inner.refresh_relays();
     }
 }
 
