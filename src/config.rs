@@ -85,6 +85,7 @@ members_max = 256             # nodes this node keeps track of; a new one past i
 [http]
 listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket; one "IP:port" or a list; [] disables
 behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
+trusted_proxies = []          # addresses of reverse proxies whose X-Forwarded-For names the client, for its per-IP limits and the logs; from anyone else the header is ignored
 
 [upload]
 enabled = true                # XEP-0363 HTTP File Upload, served on [http] listen (so only when it is set)
@@ -413,11 +414,12 @@ impl Config {
 pub struct Http {
     pub listen: Listen,
     pub behind_tls_proxy: bool,
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { listen: Listen::Many(Vec::new()), behind_tls_proxy: false }
+        Http { listen: Listen::Many(Vec::new()), behind_tls_proxy: false, trusted_proxies: Vec::new() }
     }
 }
 

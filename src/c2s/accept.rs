@@ -59,12 +59,20 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, entry: Entr
 }
 
 async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, entry: Entry) {
-    let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
-        core.counters.connections_refused.inc();
-        if entry == Entry::Starttls {
-            Box::pin(refuse(&core, stream, peer)).await;
-        }
-        return;
+    // Through a trusted reverse proxy, the client's address is known only from the
+    // request's X-Forwarded-For: its slot is taken after the upgrade.
+    let proxied = entry == Entry::WebSocket && core.cfg.http.trusted_proxies.contains(&peer.ip());
+    let slot = if proxied {
+        None
+    } else {
+        let Some(slot) = ConnectionSlot::open(&core, peer.ip()) else {
+            core.counters.connections_refused.inc();
+            if entry == Entry::Starttls {
+                Box::pin(refuse(&core, Transport::Plain(stream), peer)).await;
+            }
+            return;
+        };
+        Some(slot)
     };
     if let Some(session) = Box::pin(negotiate(&core, stream, peer, entry, slot)).await {
         // The session's long life gets a task of its own, sized for it alone; this one,
@@ -74,8 +82,8 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, en
     }
 }
 
-async fn refuse(core: &CoreState, stream: TcpStream, peer: SocketAddr) {
-    let mut conn = Conn::new(Transport::Plain(stream), peer, &core.cfg.limits, core.stopping.clone());
+async fn refuse(core: &CoreState, transport: Transport, peer: SocketAddr) {
+    let mut conn = Conn::new(transport, peer, &core.cfg.limits, core.stopping.clone());
     conn.fail(&core.cfg.domain, StreamError::PolicyViolation, "too many connections from this address").await;
 }
 
@@ -94,13 +102,26 @@ async fn negotiate(
     stream: TcpStream,
     peer: SocketAddr,
     entry: Entry,
-    slot: ConnectionSlot,
+    mut slot: Option<ConnectionSlot>,
 ) -> Option<impl Future<Output = ()>> {
     let limits = &core.cfg.limits;
     let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let mut peer = peer;
     let transport = if entry == Entry::WebSocket {
-        match super::websocket::upgrade(stream, core, deadline).await.map_err(ConnEnd::Io) {
-            Ok(ws) => Transport::WebSocket(Box::new(ws)),
+        match super::websocket::upgrade(stream, core, deadline, peer.ip()).await.map_err(ConnEnd::Io) {
+            Ok((ws, client)) => {
+                let transport = Transport::WebSocket(Box::new(ws));
+                peer = SocketAddr::new(client, peer.port());
+                if slot.is_none() {
+                    slot = ConnectionSlot::open(core, client);
+                    if slot.is_none() {
+                        core.counters.connections_refused.inc();
+                        Box::pin(refuse(core, transport, peer)).await;
+                        return None;
+                    }
+                }
+                transport
+            }
             Err(e) => {
                 log::debug!("{peer}: WebSocket upgrade failed: {}", describe_end(&e));
                 return None;
@@ -121,7 +142,7 @@ async fn negotiate(
         Transport::Plain(stream)
     };
     let mut conn = Conn::new(transport, peer, limits, core.stopping.clone());
-    conn.hold(slot);
+    conn.hold(slot?);
     conn.deadline = Some(deadline);
     let phases = async {
         match Unauthenticated::new(core.clone(), conn).authenticate().await? {

@@ -10,6 +10,7 @@
 //! for a client that does not read (`OUTBOUND_BYTES_MAX`: the writer then waits, as on TCP).
 
 use std::io::{self, Cursor};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -35,11 +36,19 @@ const MESSAGE_SLACK_BYTES: usize = 1024;
 /// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
 /// The request head must arrive by `deadline` (the handshake's); an upload's body then has
 /// its own bound (`crate::modules::upload`), a large file on a slow link taking longer.
-pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreState>, deadline: std::time::Instant) -> io::Result<WsStream> {
+/// Also returns the client's address: `peer`'s, or for a peer in `[http] trusted_proxies`,
+/// the one its `X-Forwarded-For` names ([`forwarded_client`]).
+pub async fn upgrade(
+    mut tcp: TcpStream,
+    core: &std::rc::Rc<crate::router::CoreState>,
+    deadline: std::time::Instant,
+    peer: IpAddr,
+) -> io::Result<(WsStream, IpAddr)> {
     let (message_bytes_max, secure) = (core.cfg.limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy);
+    let trusted = &core.cfg.http.trusted_proxies;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
-    let key = loop {
+    let (key, client) = loop {
         let n = match super::conn::until(deadline, async { tcp.read(&mut chunk).await.map_err(super::conn::ConnEnd::Io) }).await {
             Ok(n) => n,
             Err(_) => return Err(io::ErrorKind::TimedOut.into()),
@@ -74,7 +83,11 @@ pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreS
                     return Err(io::Error::other("XEP-0156 discovery answered"));
                 }
                 match check(&req) {
-                    Ok(key) => break key,
+                    Ok(key) => {
+                        let forwarded = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
+                        let forwarded = forwarded.and_then(|h| std::str::from_utf8(h.value).ok());
+                        break (key, forwarded_client(peer, forwarded, trusted));
+                    }
                     Err((status, why)) => return refuse(&mut tcp, status, why).await,
                 }
             }
@@ -88,7 +101,7 @@ pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreS
         tungstenite::handshake::derive_accept_key(key.as_bytes())
     );
     tcp.write_all(answer.as_bytes()).await?;
-    Ok(WsStream {
+    let ws = WsStream {
         tcp,
         secure,
         message_bytes_max: message_bytes_max + MESSAGE_SLACK_BYTES,
@@ -98,7 +111,27 @@ pub async fn upgrade(mut tcp: TcpStream, core: &std::rc::Rc<crate::router::CoreS
         outbound: Outbound::default(),
         frames: Vec::new(),
         closed: false,
-    })
+    };
+    Ok((ws, client))
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the last
+/// address in its `X-Forwarded-For` that is not a trusted proxy too (each proxy appends
+/// the address it was reached from, so addresses left of the first untrusted one are the
+/// client's to invent). A header that cannot be read leaves `peer`.
+pub fn forwarded_client(peer: IpAddr, forwarded_for: Option<&str>, trusted: &[IpAddr]) -> IpAddr {
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let mut client = peer;
+    for hop in forwarded_for.unwrap_or("").rsplit(',') {
+        match hop.trim().parse::<IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => client = ip,
+            Ok(ip) => return ip,
+            Err(_) => return client,
+        }
+    }
+    client
 }
 
 /// XEP-0156: where web clients connect, for a GET of `/.well-known/host-meta` (XRD) or
@@ -148,7 +181,7 @@ fn check(req: &httparse::Request) -> Result<String, (&'static str, &'static str)
     header("sec-websocket-key").map(str::to_owned).ok_or(("400 Bad Request", "no Sec-WebSocket-Key"))
 }
 
-async fn refuse(tcp: &mut TcpStream, status: &str, why: &str) -> io::Result<WsStream> {
+async fn refuse(tcp: &mut TcpStream, status: &str, why: &str) -> io::Result<(WsStream, IpAddr)> {
     let body = format!("{why}\n");
     let answer = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
     let _ = tcp.write_all(answer.as_bytes()).await;
@@ -302,5 +335,27 @@ impl AsyncWrite for WsStream {
             Poll::Ready(Ok(())) => Pin::new(&mut this.tcp).poll_close(cx),
             other => other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::forwarded_client;
+
+    #[test]
+    fn x_forwarded_for_is_believed_from_trusted_proxies_only() {
+        let ip = |s: &str| s.parse().unwrap();
+        let trusted = [ip("127.0.0.1"), ip("10.0.0.2")];
+        // Not a proxy: its header is the client's to invent.
+        assert_eq!(forwarded_client(ip("192.0.2.7"), Some("203.0.113.9"), &trusted), ip("192.0.2.7"));
+        // One proxy: the address it appended.
+        assert_eq!(forwarded_client(ip("127.0.0.1"), Some("203.0.113.9"), &trusted), ip("203.0.113.9"));
+        // Two proxies; what the client put left of them is not believed.
+        assert_eq!(forwarded_client(ip("127.0.0.1"), Some("1.1.1.1, 203.0.113.9, 10.0.0.2"), &trusted), ip("203.0.113.9"));
+        assert_eq!(forwarded_client(ip("127.0.0.1"), Some("2001:db8::1"), &trusted), ip("2001:db8::1"));
+        // No header, or garbage: the proxy itself.
+        assert_eq!(forwarded_client(ip("127.0.0.1"), None, &trusted), ip("127.0.0.1"));
+        assert_eq!(forwarded_client(ip("127.0.0.1"), Some("unknown"), &trusted), ip("127.0.0.1"));
+        assert_eq!(forwarded_client(ip("127.0.0.1"), Some("nonsense, 10.0.0.2"), &trusted), ip("10.0.0.2"));
     }
 }

@@ -12,9 +12,9 @@ from conftest import PASSWORD, free_port
 from test_other_clients import JS_DIR
 
 
-def ws_server(martlet_server, **kw):
+def ws_server(martlet_server, http=None, **kw):
     port = free_port()
-    server = martlet_server(http={"listen": f"127.0.0.1:{port}", "behind_tls_proxy": True}, **kw)
+    server = martlet_server(http={"listen": f"127.0.0.1:{port}", "behind_tls_proxy": True, **(http or {})}, **kw)
     server.http_port = port
     return server
 
@@ -39,11 +39,11 @@ def test_xmpp_client_over_websocket_chats_with_a_tcp_client(martlet_server):
     asyncio.run(run())
 
 
-def handshake(port, path="/xmpp-websocket", protocol="xmpp"):
+def handshake(port, path="/xmpp-websocket", protocol="xmpp", headers=()):
     s = socket.create_connection(("127.0.0.1", port), timeout=5)
     key = base64.b64encode(os.urandom(16)).decode()
     lines = [f"GET {path} HTTP/1.1", "Host: localhost", "Upgrade: websocket", "Connection: Upgrade",
-             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13"]
+             f"Sec-WebSocket-Key: {key}", "Sec-WebSocket-Version: 13", *headers]
     if protocol:
         lines.append(f"Sec-WebSocket-Protocol: {protocol}")
     s.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
@@ -133,3 +133,47 @@ def test_host_meta_names_the_websocket_endpoint(martlet_server):
     assert f"href='wss://127.0.0.1:{server.http_port}/xmpp-websocket'" in xrd and "urn:xmpp:alt-connections:websocket" in xrd, xrd
     jrd = json.loads(urllib.request.urlopen(base + ".json", timeout=5).read())
     assert jrd["links"] == [{"rel": "urn:xmpp:alt-connections:websocket", "href": f"wss://127.0.0.1:{server.http_port}/xmpp-websocket"}]
+
+
+def opens(port, forwarded_for):
+    """A WebSocket stream through a proxy that says the client is `forwarded_for`: the
+    socket if the server served it (stream features), None if it refused it."""
+    try:
+        s, head = handshake(port, headers=[f"X-Forwarded-For: {forwarded_for}"])
+    except ConnectionError:  # refused at accept, before any HTTP
+        return None
+    if not head.startswith("HTTP/1.1 101"):
+        s.close()
+        return None
+    s.sendall(frame("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>"))
+    said = ""
+    try:
+        while "stream:features" not in said and "stream:error" not in said:
+            said += read_message(s)[1]
+    except (ConnectionError, socket.timeout):
+        pass
+    if "stream:features" in said:
+        return s
+    assert "policy-violation" in said or not said, said
+    s.close()
+    return None
+
+
+def test_per_ip_limits_count_the_client_a_trusted_proxy_names(martlet_server):
+    # Behind a reverse proxy every connection comes from the proxy's address: with it in
+    # trusted_proxies, connections_per_ip_max counts the X-Forwarded-For client instead.
+    server = ws_server(martlet_server, http={"trusted_proxies": ["127.0.0.1"]}, limits={"connections_per_ip_max": 2})
+    held = [opens(server.http_port, f"203.0.113.{i}") for i in (1, 2, 3)]
+    assert all(held), "three clients behind one proxy were refused as one address"
+    same = [opens(server.http_port, "198.51.100.7, 203.0.113.9") for _ in range(3)]
+    assert same[0] and same[1] and same[2] is None, "the third connection of one client was not refused"
+    for s in held + same[:2]:
+        s.close()
+
+
+def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(martlet_server):
+    server = ws_server(martlet_server, limits={"connections_per_ip_max": 2})
+    held = [opens(server.http_port, f"203.0.113.{i}") for i in (1, 2, 3)]
+    assert held[0] and held[1] and held[2] is None, "a client escaped its per-IP limit by naming others"
+    for s in held[:2]:
+        s.close()
