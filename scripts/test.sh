@@ -17,6 +17,7 @@ command -v npm >/dev/null || missing+=(nodejs npm)
 command -v mcabber >/dev/null || missing+=(mcabber)   # loudmouth: the strictest reader of <stream:features>
 command -v tmux >/dev/null || missing+=(tmux)         # drives mcabber's terminal UI
 command -v chromium >/dev/null || missing+=(chromium) # Converse.js, headless, over the WebSocket endpoint
+command -v ip >/dev/null || missing+=(iproute2)      # network namespaces for test_partition.py
 python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]} (Debian)"

@@ -32,14 +32,23 @@ PASSWORD = "secret-pw"
 SERVER_PORTS = range(20000, 32000)
 
 
+# Ports handed out already: a server binds its ports with SO_REUSEPORT, and only once it
+# starts, so a free port drawn twice (a server's Direct TLS and metrics ports were, once)
+# would be bound twice without complaint and share its connections.
+HANDED_OUT = set()
+
+
 def free_port():
     for _ in range(200):
         port = random.choice(SERVER_PORTS)
+        if port in HANDED_OUT:
+            continue
         with socket.socket() as s:
             try:
                 s.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port below the ephemeral range")
 
