@@ -82,6 +82,7 @@ pub async fn serve_core(state: Rc<CoreState>, inbox: flume::Receiver<Inbound>, c
                 let up: Vec<u32> = up.iter().map(|m| m.node_id).collect();
                 state.ring_changed(ring, &down, &up);
             }
+            Inbound::Resumed => state.reregister_everywhere(),
         }
     }
 }

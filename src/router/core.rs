@@ -446,6 +446,32 @@ impl CoreState {
         }
     }
 
+    /// Asks `node`, back up, to register its sessions here again; and once more a suspicion
+    /// timeout later, while it is still on the ring. The first request may be lost: the
+    /// connection it went on can lose the race with the one the other side dialled, or be
+    /// fenced by a node that is just waking from a stop (`shards::cluster`). Registering
+    /// twice is harmless: a UserChannel replaces a session's entry with itself.
+    async fn ask_to_reregister(self: Rc<Self>, node: u32) {
+        let msg = || CoreMsg::Reregister { owner: self.local_node(), core: 0 };
+        self.send_to_core(node, 0, msg()).await;
+        glommio::timer::sleep(Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms)).await;
+        if self.ring.borrow().node_shares().contains_key(&node) {
+            self.send_to_core(node, 0, msg()).await;
+        }
+    }
+
+    /// This node was stopped long enough for every peer to declare it down: each session
+    /// here whose user another node holds registers with that owner again. The owners
+    /// ask for it too (`ask_to_reregister`), but their request may be among the frames a
+    /// waking node fences; this needs no frame.
+    pub fn reregister_everywhere(self: &Rc<Self>) {
+        let owners: std::collections::HashSet<u32> =
+            self.sessions.borrow().iter().map(|(_, slot)| self.owner_of(&slot.user).node).collect();
+        for owner in owners.into_iter().filter(|&node| node != self.local_node()) {
+            self.reregister_sessions(owner);
+        }
+    }
+
     /// `CoreMsg::Reregister`: the sessions here whose users `owner` holds register with it
     /// again, as after a ring change that took `owner` down (`SessionMsg::RingChanged`).
     fn reregister_local(self: &Rc<Self>, owner: u32) {
@@ -454,6 +480,12 @@ impl CoreState {
                 self.dispatch(CoreMsg::Reregister { owner, core: core as u16 });
             }
         }
+        self.reregister_sessions(owner);
+    }
+
+    /// Each session on this core whose user `owner` holds registers with it again, as
+    /// after a ring change that took `owner` down (`SessionMsg::RingChanged`).
+    fn reregister_sessions(&self, owner: u32) {
         let forgotten: Arc<[u32]> = Arc::from([owner]);
         let mut count = 0;
         for (_, slot) in self.sessions.borrow().iter() {
@@ -757,8 +789,7 @@ impl CoreState {
         if self.id == 0 {
             for &node in nodes_up {
                 let this = self.clone();
-                let msg = CoreMsg::Reregister { owner: self.local_node(), core: 0 };
-                glommio::spawn_local(async move { this.send_to_core(node, 0, msg).await }).detach();
+                glommio::spawn_local(async move { this.ask_to_reregister(node).await }).detach();
             }
         }
         let nodes_down: Arc<[u32]> = nodes_down.into();

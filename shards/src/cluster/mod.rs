@@ -95,6 +95,11 @@ pub enum Inbound {
     /// Membership changed: the members now holding the ring, those just gone down, and
     /// those just come (back) up.
     Members { ring: Vec<Member>, down: Vec<Member>, up: Vec<Member> },
+    /// This node did not run for longer than its peers take to declare it down (SIGSTOP,
+    /// a paused VM): they have, and dropped what they held for its sessions, though its
+    /// own view of the ring never changed. Its sessions must register with their owners
+    /// again.
+    Resumed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -582,6 +587,9 @@ fn tick_loop(inner: &Arc<Inner>) {
             log::warn!("mesh: this node did not run for {} ms: every peer has declared it down, so what they sent meanwhile is dropped", stopped.as_millis());
             for conn in inner.peers.lock().expect("peer table").values() {
                 conn.fence.store(true, Ordering::SeqCst);
+            }
+            for core in &inner.cores {
+                let _ = core.send(Inbound::Resumed);
             }
         }
         inner.last_tick_ms.store(now.as_millis() as u64, Ordering::SeqCst);

@@ -41,7 +41,7 @@ fn next_ring(rx: &flume::Receiver<Inbound>) -> Vec<String> {
     loop {
         match rx.recv_deadline(deadline).expect("a membership update in time") {
             Inbound::Members { ring, .. } => return ring.into_iter().map(|m| m.name).collect(),
-            Inbound::Frame(_) => {}
+            Inbound::Frame(_) | Inbound::Resumed => {}
         }
     }
 }
