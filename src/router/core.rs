@@ -465,11 +465,8 @@ impl CoreState {
     /// ask for it too (`ask_to_reregister`), but their request may be among the frames a
     /// waking node fences; this needs no frame.
     pub fn reregister_everywhere(self: &Rc<Self>) {
-        let owners: std::collections::HashSet<u32> =
-            self.sessions.borrow().iter().map(|(_, slot)| self.owner_of(&slot.user).node).collect();
-        for owner in owners.into_iter().filter(|&node| node != self.local_node()) {
-            self.reregister_sessions(owner);
-        }
+        let local = self.local_node();
+        self.reregister_sessions(|owner| owner != local);
     }
 
     /// `CoreMsg::Reregister`: the sessions here whose users `owner` holds register with it
@@ -480,23 +477,23 @@ impl CoreState {
                 self.dispatch(CoreMsg::Reregister { owner, core: core as u16 });
             }
         }
-        self.reregister_sessions(owner);
+        self.reregister_sessions(|node| node == owner);
     }
 
-    /// Each session on this core whose user `owner` holds registers with it again, as
-    /// after a ring change that took `owner` down (`SessionMsg::RingChanged`).
-    fn reregister_sessions(&self, owner: u32) {
-        let forgotten: Arc<[u32]> = Arc::from([owner]);
+    /// Each session on this core whose user's owner node `forgot` it registers with that
+    /// owner again, as after a ring change that took the owner down (`SessionMsg::RingChanged`).
+    fn reregister_sessions(&self, forgot: impl Fn(u32) -> bool) {
         let mut count = 0;
         for (_, slot) in self.sessions.borrow().iter() {
-            if self.owner_of(&slot.user).node == owner {
-                slot.mailbox.force_send(SessionMsg::RingChanged(forgotten.clone()));
+            let owner = self.owner_of(&slot.user).node;
+            if forgot(owner) {
+                slot.mailbox.force_send(SessionMsg::RingChanged(Arc::from([owner])));
                 count += 1;
             }
         }
         if count > 0 {
             self.counters.sessions_reregistered.add(count);
-            log::info!("core {}: {count} sessions register again with node {owner}, which had this node down", self.id);
+            log::info!("core {}: {count} sessions register again with owners that had this node down", self.id);
         }
     }
 

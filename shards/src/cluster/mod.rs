@@ -271,7 +271,15 @@ impl Inner {
     /// (`Membership::relays`). Called with `peers` locked after each change of it, and by
     /// the ticker and the gossip when the relays changed.
     fn publish_routes(&self, peers: &HashMap<u32, Conn>) {
-        let relays: HashMap<u32, u32> = self.membership.lock().expect("membership").relays(self.now()).into_iter().collect();
+        self.publish_routes_with(peers, self.current_relays());
+    }
+
+    /// The relays membership names now: node id -> the voucher's node id.
+    fn current_relays(&self) -> HashMap<u32, u32> {
+        self.membership.lock().expect("membership").relays(self.now()).into_iter().collect()
+    }
+
+    fn publish_routes_with(&self, peers: &HashMap<u32, Conn>, relays: HashMap<u32, u32>) {
         let mut table: Routes = peers.iter().map(|(&node, c)| (node, Route::Direct(c.tx.clone()))).collect();
         for (&node, via) in &relays {
             if let (false, Some(conn)) = (table.contains_key(&node), peers.get(via)) {
@@ -291,10 +299,10 @@ impl Inner {
 
     /// Publishes the routes again if the relays moved (a voucher came or went).
     fn refresh_relays(&self) {
-        let relays: HashMap<u32, u32> = self.membership.lock().expect("membership").relays(self.now()).into_iter().collect();
+        let relays = self.current_relays();
         if *self.relays.lock().expect("relays") != relays {
             let peers = self.peers.lock().expect("peer table");
-            self.publish_routes(&peers);
+            self.publish_routes_with(&peers, relays);
         }
     }
 
@@ -343,26 +351,22 @@ impl Inner {
         if changes.is_empty() {
             return;
         }
-        for c in &changes {
+        let (mut down, mut up) = (Vec::new(), Vec::new());
+        for c in changes {
             match c {
                 Change::Up(m) => {
                     self.counters.members_up.fetch_add(1, Ordering::Relaxed);
                     log::info!("mesh: {} ({}) is up", m.name, m.addr);
+                    up.push(m);
                 }
                 Change::Down(m) => {
                     self.counters.members_down.fetch_add(1, Ordering::Relaxed);
                     log::warn!("mesh: {} ({}) is down: its arcs pass to the members this node still hears", m.name, m.addr);
+                    down.push(m);
                 }
             }
         }
         let ring = self.membership.lock().expect("membership").ring_members();
-        let (mut down, mut up) = (Vec::new(), Vec::new());
-        for c in changes {
-            match c {
-                Change::Down(m) => down.push(m),
-                Change::Up(m) => up.push(m),
-            }
-        }
         for core in &self.cores {
             let _ = core.send(Inbound::Members { ring: ring.clone(), down: down.clone(), up: up.clone() });
         }
