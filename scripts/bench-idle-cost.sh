@@ -25,10 +25,7 @@ for idle in "${counts[@]}"; do
     taskset -c 1 target/release/loadgen --server "127.0.0.1:$port" --first 1001 --users "$idle" --login-concurrency 500 \
       --procs 2 connections --hold-secs 100000 >"$work/idle.log" 2>&1 &
     holder=$!
-    for _ in $(seq 240); do   # at most 8 minutes to log them in
-      [ "$(ls /proc/$server/fd | wc -l)" -ge "$idle" ] && break
-      sleep 2
-    done
+    wait_for_sessions "$idle"
     sleep 3
   fi
   cpu_before=$(awk '{print $14 + $15}' /proc/$server/stat)

@@ -7,7 +7,9 @@ use clap::{Parser, Subcommand};
 use martlet::config::Config;
 
 // mimalloc: per-thread heaps suit thread-per-core (no allocator lock shared by cores) and
-// keep fragmentation low with millions of small per-session allocations.
+// keep fragmentation low with millions of small per-session allocations. The
+// `system-allocator` feature leaves it out, for heap profilers that hook malloc (heaptrack).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -8,7 +8,8 @@
 # temporary directory) and $server_pid.
 # MARTLET_BIN: a prebuilt martlet to run instead (then nothing is built, and lg needs a
 # loadgen built before). BENCH_CORES: `cores` for the node (default: one per CPU);
-# BENCH_PIN: a CPU list the server is pinned to (`taskset -c`).
+# BENCH_PIN: a CPU list the server is pinned to (`taskset -c`). BENCH_METRICS_PORT: serve
+# the Prometheus metrics on 127.0.0.1 at that port.
 martlet_bin=${MARTLET_BIN:-target/release/martlet}
 
 start_bench_node() {
@@ -27,6 +28,8 @@ plain_without_tls = true
 listen = "${direct_tls:+127.0.0.1:$direct_tls}"
 [storage]
 path = "$work/data"
+${BENCH_METRICS_PORT:+[metrics]
+listen = \"127.0.0.1:$BENCH_METRICS_PORT\"}
 [limits]
 connections_per_ip_max = 1000000
 auth_failures_per_ip_per_minute = 1000000
@@ -39,6 +42,14 @@ TOML
     cat "$work/server.log" >&2
     exit 1
   fi
+}
+
+# Waits (at most 8 minutes) until the server holds N open files: N sessions logged in.
+wait_for_sessions() {
+  for _ in $(seq 240); do
+    [ "$(ls /proc/$server_pid/fd | wc -l)" -ge "$1" ] && return
+    sleep 2
+  done
 }
 
 lg() { target/release/loadgen --server "127.0.0.1:$port" "$@"; }

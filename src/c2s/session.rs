@@ -56,7 +56,7 @@ pub struct BoundSession {
     /// Buffers were given back since the last read.
     released: bool,
     /// XEP-0198, once the client enabled it.
-    sm: Option<SmState>,
+    sm: Option<Box<SmState>>,
     /// XEP-0280: this session enabled carbons (carried to a new owner or a resumed stream).
     carbons: bool,
     /// XEP-0186: the client went invisible (carried to a new owner).
@@ -70,11 +70,11 @@ pub struct BoundSession {
     held: Held,
     /// A resumed session's first writes: `<resumed/>` (or SASL2's `<success/>`), then what
     /// the old session had not seen acknowledged, then what arrived for it meanwhile.
-    replay: Option<Replay>,
+    replay: Option<Box<Replay>>,
     /// XEP-0163: the PEP nodes the client wants events from, by its XEP-0115 caps, and the
     /// caps query it has yet to answer.
     pep_interest: Interests,
-    caps_query: Option<Pending>,
+    caps_query: Option<Box<Pending>>,
     /// This session's alarm on the core's wheel, for [`Self::on_timer`].
     alarm: shards::wheel::Alarm,
     /// Its requests in flight to its UserChannel; out of credit, it reads no more.
@@ -115,6 +115,9 @@ pub struct Inline {
     pub inactive: bool,
 }
 
+/// One step of a session's loop, boxed (`BoundSession::serve`).
+type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), ConnEnd>> + 'a>>;
+
 enum Wake {
     Read(Result<(), ConnEnd>),
     Mail(Option<SessionMsg>),
@@ -130,6 +133,7 @@ impl BoundSession {
     /// A session at an address already registered on this core.
     fn at(core: Rc<CoreState>, mut conn: Conn, jid: FullJid, (addr, rx): (SessionAddr, mailbox::Receiver<SessionMsg>)) -> Self {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
+        conn.release_idle_memory();
         let bare: Arc<str> = jid.to_bare().to_string().into();
         BoundSession {
             alarm: core.wheel.alarm(),
@@ -146,7 +150,7 @@ impl BoundSession {
             roster_interested: false,
             directed: HashSet::new(),
             ping_sent: false,
-            released: false,
+            released: true,
             sm: None,
             carbons: false,
             carbon_peers: false,
@@ -164,7 +168,7 @@ impl BoundSession {
 
     /// Turns on what a Bind 2 request asked for; its UserChannel hears of it in `run`.
     pub fn with_inline(mut self, inline: Inline) -> Self {
-        self.sm = inline.sm;
+        self.sm = inline.sm.map(Box::new);
         self.carbons = inline.carbons;
         self.inactive = inline.inactive;
         self
@@ -184,10 +188,10 @@ impl BoundSession {
         session.directed = handover.directed.iter().filter_map(|j| Jid::new(j).ok()).collect();
         let greeting = greeting.unwrap_or_else(|| to_xml(&sm::resumed(&resume_id, handover.handled)));
         let sm_cfg = &session.core.cfg.stream_management;
-        session.sm = Some(SmState::resumed(resume_id, handover.handled, h_client, sm_cfg));
+        session.sm = Some(Box::new(SmState::resumed(resume_id, handover.handled, h_client, sm_cfg)));
         let mut stanzas = handover.unacked;
         stanzas.extend(meanwhile);
-        session.replay = Some(Replay { greeting, stanzas });
+        session.replay = Some(Box::new(Replay { greeting, stanzas }));
         session
     }
 
@@ -202,7 +206,7 @@ impl BoundSession {
         async move {
             let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
             let mut end = match self.replay.take() {
-                Some(replay) => Box::pin(self.send_replay(replay)).await.err(),
+                Some(replay) => Box::pin(self.send_replay(*replay)).await.err(),
                 None => {
                     Box::pin(self.announce()).await;
                     None
@@ -455,7 +459,7 @@ impl BoundSession {
         match el {
             ClientSm::Enable { resume } if self.sm.is_none() => {
                 let (state, reply) = sm::enable(&self.core.cfg.stream_management, resume);
-                self.sm = Some(state);
+                self.sm = Some(Box::new(state));
                 self.tell_resumable().await;
                 self.conn.send_el(&reply).await?;
             }
@@ -487,18 +491,17 @@ impl BoundSession {
             // Out of credit, neither what is parsed already nor the socket is read: the
             // mailbox brings the credit back (`router::credit`).
             while !self.credit.exhausted(credit_max) {
-                let Some(ev) = self.conn.pending_event() else { break };
-                match ev {
-                    StreamEvent::Element(el) => {
-                        // Boxed: the routing path's futures are large, and an idle session
-                        // should not carry their space while it waits for the next read.
-                        let step = contained(Box::pin(self.on_element(el))).await;
-                        if let Err(e) = step.unwrap_or_else(|p| Err(self.panicked(p))) {
-                            return e;
-                        }
-                    }
-                    StreamEvent::End => return ConnEnd::StreamClosed,
-                    StreamEvent::Header(_) => return ConnEnd::Error(StreamError::BadFormat, "unexpected stream header".into()),
+                // Boxed: the routing path's futures are large, and an idle session should not
+                // carry their space while it waits for the next read. The event is matched
+                // as a temporary, so no binding of it outlives the step in this future.
+                let step = match self.conn.pending_event() {
+                    None => break,
+                    Some(StreamEvent::Element(el)) => Box::pin(self.on_element(el)),
+                    Some(StreamEvent::End) => return ConnEnd::StreamClosed,
+                    Some(StreamEvent::Header(_)) => return ConnEnd::Error(StreamError::BadFormat, "unexpected stream header".into()),
+                };
+                if let Err(e) = contained(step).await.unwrap_or_else(|p| Err(self.panicked(p))) {
+                    return e;
                 }
             }
             // Re-arming is a no-op unless the check moved earlier (`shards::wheel`).
@@ -521,18 +524,20 @@ impl BoundSession {
                     alarm.fired().await;
                     Wake::Timer
                 },
-            )
-            .await;
-            let step = match wake {
-                Wake::Read(r) => {
+            );
+            // As above: what woke the session is matched as a temporary, and its handling
+            // is a boxed step.
+            let step: Step<'_> = match wake.await {
+                Wake::Read(Ok(())) => {
                     self.released = false;
-                    r
+                    continue;
                 }
-                Wake::Mail(Some(msg)) => contained(Box::pin(self.on_mail(msg, rx))).await.unwrap_or_else(|p| Err(self.panicked(p))),
-                Wake::Mail(None) => Err(ConnEnd::Error(StreamError::ResourceConstraint, "the client does not read fast enough".into())),
-                Wake::Timer => contained(Box::pin(self.on_timer())).await.unwrap_or_else(|p| Err(self.panicked(p))),
+                Wake::Read(Err(e)) => return e,
+                Wake::Mail(Some(msg)) => Box::pin(self.on_mail(msg, rx)),
+                Wake::Mail(None) => return ConnEnd::Error(StreamError::ResourceConstraint, "the client does not read fast enough".into()),
+                Wake::Timer => Box::pin(self.on_timer()),
             };
-            if let Err(e) = step {
+            if let Err(e) = contained(step).await.unwrap_or_else(|p| Err(self.panicked(p))) {
                 return e;
             }
         }
@@ -557,7 +562,7 @@ impl BoundSession {
             due = due.min(IDLE_RELEASE_AFTER);
         }
         let mut wait = due.saturating_sub(since);
-        if let Some(ack_due) = self.sm.as_ref().and_then(SmState::ack_request_due) {
+        if let Some(ack_due) = self.sm.as_deref().and_then(SmState::ack_request_due) {
             wait = wait.min(ack_due.saturating_duration_since(Instant::now()));
         }
         wait.max(Duration::from_millis(10))
@@ -867,7 +872,7 @@ impl BoundSession {
                 Ok(())
             }
             Some(Lookup::Ask(pending, query)) => {
-                self.caps_query = Some(pending);
+                self.caps_query = Some(Box::new(pending));
                 self.send_stanza(&query).await
             }
         }

@@ -88,39 +88,35 @@ struct UserChannel {
 }
 
 /// The actor's life: load, handle messages in order, retire when no session is left.
+///
+/// This future is most of an online user's memory, so nothing message-sized lives in it
+/// across an await: each message is taken in a block of its own (a binding's space lasts
+/// to the end of its scope, moved out or not) and handled in a boxed step.
 pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserMsg>) {
     let mut uc = Box::pin(load_when_readable(&core, &jid)).await;
-    while let Some(msg) = rx.recv().await {
-        // Read in place: a second binding of the message would be kept in this future, the
-        // memory of every online user's actor.
-        let credit_to = if let UserMsg::Request { from, .. } = &msg { Some(*from) } else { None };
-        if let UserMsg::Disown = msg {
-            // Out of the core's table first, so nothing new arrives here; then what came
-            // before goes on to the new owner, in order. The sessions register there
-            // themselves (SessionMsg::RingChanged), so nothing is broadcast.
-            core.retire_user_channel(&jid);
-            // Boxed, like each step below: the hand-off's futures would otherwise be space
-            // in every online user's actor, used once.
-            Box::pin(hand_off(&core, &jid, std::mem::take(&mut uc.deferred), &rx)).await;
-            return;
-        }
-        // Boxed: handling awaits storage and the mesh, whose futures are large; an online
-        // user's idle actor should hold only its state, not that space.
-        let step = async {
-            let msg = match msg {
-                UserMsg::Request { msg, .. } => *msg,
-                msg => msg,
-            };
-            #[cfg(feature = "test-hooks")]
-            if let UserMsg::Inbound(stanza) = &msg {
-                crate::test_hooks::panic_if_asked(&stanza.xml, "user");
+    loop {
+        let (credit_to, disowned, step) = {
+            let Some(msg) = rx.recv().await else { break };
+            let credit_to = if let UserMsg::Request { from, .. } = &msg { Some(*from) } else { None };
+            match msg {
+                // Nothing to handle; the step is empty (no allocation: it has no size).
+                UserMsg::Disown => (credit_to, true, Box::pin(std::future::ready(())) as Step<'_>),
+                msg => (credit_to, false, step(&mut uc, msg)),
             }
-            uc.handle(msg).await
         };
         // A panic drops the one message that caused it; the user's sessions stay bound.
-        if let Err(p) = contained(Box::pin(step)).await {
+        if let Err(p) = contained(step).await {
             core.counters.actor_panics.inc();
             log::error!("{jid}: a message made the user's actor panic; dropped, contained: {}", p.0);
+        }
+        if disowned {
+            // Out of the core's table first, so nothing new arrives here; then what came
+            // before goes on to the new owner, in order. The sessions register there
+            // themselves (SessionMsg::RingChanged), so nothing is broadcast. Boxed: the
+            // hand-off's futures would otherwise be space in every actor, used once.
+            core.retire_user_channel(&jid);
+            Box::pin(hand_off(&core, &jid, std::mem::take(&mut uc.deferred), &rx)).await;
+            return;
         }
         // Handled (or dropped by a panic): the asking session may send another.
         if let Some(session) = credit_to {
@@ -131,6 +127,25 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
         }
     }
     core.retire_user_channel(&jid);
+}
+
+/// Handling one message, boxed: it awaits storage and the mesh, whose futures are large,
+/// and an idle actor should hold only its state, not that space.
+type Step<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + 'a>>;
+
+/// The step that handles `msg` (a session's request is handled as what it asks).
+fn step(uc: &mut UserChannel, msg: UserMsg) -> Step<'_> {
+    Box::pin(async move {
+        let msg = match msg {
+            UserMsg::Request { msg, .. } => *msg,
+            msg => msg,
+        };
+        #[cfg(feature = "test-hooks")]
+        if let UserMsg::Inbound(stanza) = &msg {
+            crate::test_hooks::panic_if_asked(&stanza.xml, "user");
+        }
+        uc.handle(msg).await
+    })
 }
 
 /// What came before a `Disown` goes on to the new owner, in order.

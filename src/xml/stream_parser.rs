@@ -54,14 +54,16 @@ pub struct StreamParser {
     /// Open elements: 0 before the stream header, 1 inside the stream, 2+ inside a stanza.
     depth: usize,
     /// The stream header being read (its name and attributes arrive as separate events).
-    header: Option<HeaderInProgress>,
+    /// Boxed, like `stanza`: the parser lives inline in every idle session's future, and
+    /// neither is there between stanzas.
+    header: Option<Box<HeaderInProgress>>,
     /// The stream's default namespace (normally jabber:client), declared on the header and
     /// inherited by every stanza.
     content_ns: String,
     /// Builds the stanza being read; `None` between stanzas. A fresh builder per stanza keeps
     /// an idle stream's parser free of the stream element and its attribute maps (about
     /// 2 KiB per connection when kept).
-    stanza: Option<TreeBuilder>,
+    stanza: Option<Box<TreeBuilder>>,
     /// Bytes of the top-level element being read, counted from its first byte.
     element_bytes: usize,
     limits: ParserLimits,
@@ -138,7 +140,7 @@ impl StreamParser {
                 }
                 RawEvent::ElementHeadOpen(..) => {
                     let inherited = vec![self.content_ns.clone().into()];
-                    self.stanza = Some(TreeBuilder::new().with_prefixes_stack(inherited));
+                    self.stanza = Some(Box::new(TreeBuilder::new().with_prefixes_stack(inherited)));
                     self.element_bytes = 0;
                 }
                 _ => {}
@@ -178,11 +180,11 @@ impl StreamParser {
         match ev {
             RawEvent::XmlDeclaration(..) => {}
             RawEvent::ElementHeadOpen(_, (prefix, name)) => {
-                self.header = Some(HeaderInProgress {
+                self.header = Some(Box::new(HeaderInProgress {
                     prefix: prefix.map(|p| p.to_string()),
                     name: name.to_string(),
                     ..Default::default()
-                });
+                }));
             }
             RawEvent::Attribute(_, (prefix, name), value) => {
                 let h = self.header.as_mut().expect("attributes follow a start tag");
