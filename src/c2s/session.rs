@@ -126,15 +126,22 @@ enum Wake {
 
 impl BoundSession {
     pub fn new(core: Rc<CoreState>, conn: Conn, jid: FullJid) -> Self {
-        let registered = core.register_session(jid.to_bare().to_string().into());
-        Self::at(core, conn, jid, registered)
+        // One bare JID for the session and its table entry: an allocation less per session.
+        let bare: Arc<str> = jid.to_bare().to_string().into();
+        let registered = core.register_session(bare.clone());
+        Self::at(core, conn, jid, bare, registered)
     }
 
     /// A session at an address already registered on this core.
-    fn at(core: Rc<CoreState>, mut conn: Conn, jid: FullJid, (addr, rx): (SessionAddr, mailbox::Receiver<SessionMsg>)) -> Self {
+    fn at(
+        core: Rc<CoreState>,
+        mut conn: Conn,
+        jid: FullJid,
+        bare: Arc<str>,
+        (addr, rx): (SessionAddr, mailbox::Receiver<SessionMsg>),
+    ) -> Self {
         conn.deadline = None; // the handshake is over; idle and ping timers take over
         conn.release_idle_memory();
-        let bare: Arc<str> = jid.to_bare().to_string().into();
         BoundSession {
             alarm: core.wheel.alarm(),
             credit: Credit::new(addr),
@@ -179,7 +186,8 @@ impl BoundSession {
     /// replaces the `<resumed/>` when the resumption answered a SASL2 `<authenticate/>`.
     pub fn resumed(core: Rc<CoreState>, conn: Conn, jid: FullJid, r: Resumption, greeting: Option<String>) -> Self {
         let Resumption { registered, resume_id, h_client, handover, meanwhile, updates } = r;
-        let mut session = Self::at(core, conn, jid, registered);
+        let bare = jid.to_bare().to_string().into();
+        let mut session = Self::at(core, conn, jid, bare, registered);
         session.presence = handover.presence.map(Box::new);
         session.roster_interested = handover.roster_interested;
         session.carbons = handover.carbons;
