@@ -99,7 +99,7 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
             let Some(msg) = rx.recv().await else { break };
             let credit_to = if let UserMsg::Request { from, .. } = &msg { Some(*from) } else { None };
             match msg {
-                // Nothing to handle; the step is empty (no allocation: it has no size).
+                // Nothing to handle: an empty step (a one-byte allocation, once per hand-off).
                 UserMsg::Disown => (credit_to, true, Box::pin(std::future::ready(())) as Step<'_>),
                 msg => (credit_to, false, step(&mut uc, msg)),
             }
