@@ -484,10 +484,13 @@ impl CoreState {
     /// owner again, as after a ring change that took the owner down (`SessionMsg::RingChanged`).
     fn reregister_sessions(&self, forgot: impl Fn(u32) -> bool) {
         let mut count = 0;
+        // One list per owner, shared by its sessions, not one allocated per session.
+        let mut forgotten: HashMap<u32, Arc<[u32]>> = HashMap::new();
         for (_, slot) in self.sessions.borrow().iter() {
             let owner = self.owner_of(&slot.user).node;
             if forgot(owner) {
-                slot.mailbox.force_send(SessionMsg::RingChanged(Arc::from([owner])));
+                let nodes = forgotten.entry(owner).or_insert_with(|| Arc::from([owner])).clone();
+                slot.mailbox.force_send(SessionMsg::RingChanged(nodes));
                 count += 1;
             }
         }
