@@ -11,7 +11,8 @@
 #
 # BIN: a directory with prebuilt release `martlet` and `loadgen` (then nothing is built);
 # BIN_COMMIT: the commit they were built from, for the results file. Without BIN both are
-# built here and the commit is this checkout's HEAD.
+# built here and the commit is this checkout's HEAD. RESULTS_NAME: the results file's name
+# after its date (default cluster-scale; scripts/bench-million.sh says million).
 #
 # One process may hold 20,000 open files here (`ulimit -n`, hard), and one source address
 # has 28,232 ephemeral ports (32768-60999) per destination: so no node may hold more than
@@ -47,9 +48,11 @@ bench_scram_iterations=64
 # loadgen's idle clients neither send nor answer a ping: with the defaults (ping after 120 s,
 # closed after 600 s of silence) the server would close the first of them mid-run.
 session_silence_max_secs=3600
-# Logins in flight per load process (one per node). At 200 (2,400 across 12 processes) on
-# these 2 cores a few dozen logins of 204,000 failed; fewer in flight keeps each login short.
-login_concurrency=50
+# Logins in flight over every load process (one per node). At 2,400 (200 in each of 12
+# processes) on these 2 cores a few dozen logins of 204,000 failed; fewer in flight keeps
+# each login short. Each process takes its share, at most 50.
+logins_in_flight_max=600
+login_concurrency_per_process_max=50
 # Open files a node needs besides its sessions (mesh peers, PostgreSQL pool, listeners,
 # io_uring, logs); measured on the started nodes below, this is the bound checked first.
 node_fds_besides_sessions_max=200
@@ -57,7 +60,13 @@ node_fds_besides_sessions_max=200
 # the longest the session count may stand still (loadgen does not retry a failed login).
 login_rate_min_per_sec=100
 login_stall_secs_max=60
+# Every node must see every other up within this, plus a second per node (53 nodes on 2
+# cores take a while to start).
 membership_wait_secs=60
+# The fill stops (the run fails, saying how far it got) when the host's MemAvailable falls
+# below this: a million sessions need most of this box's memory, and the OOM killer would
+# pick a node or PostgreSQL rather than stop the run.
+host_memory_available_min_mib=1536
 # Length of the CPU samples taken with no traffic, with and without the idle sessions.
 quiet_sample_secs=10
 # Beyond its messages, what a paper run may take: logins, the start barrier, the drain.
@@ -82,6 +91,10 @@ ulimit -n "$(ulimit -Hn)"
 fds_max=$(ulimit -n)
 ephemeral_ports=$(awk '{print $2 - $1 + 1}' /proc/sys/net/ipv4/ip_local_port_range)
 per_node_sessions=$(( (idle + nodes - 1) / nodes + (active + nodes - 1) / nodes ))
+login_concurrency=$(( logins_in_flight_max / nodes ))
+[ "$login_concurrency" -le "$login_concurrency_per_process_max" ] || login_concurrency=$login_concurrency_per_process_max
+[ "$login_concurrency" -ge 1 ] || login_concurrency=1
+results_name=${RESULTS_NAME:-cluster-scale}
 if [ $((per_node_sessions + node_fds_besides_sessions_max)) -gt "$fds_max" ]; then
   fail "$per_node_sessions sessions per node + $node_fds_besides_sessions_max other files exceed the $fds_max open files a process may hold: use more nodes"
 fi
@@ -171,6 +184,18 @@ metrics() { for i in $(seq 0 $((nodes - 1))); do curl -sf "127.0.0.1:$(metrics_p
 metric_sum() { metrics | awk -v m="$1" '$1 ~ "^"m"[{]" {s += $2} END {printf "%d\n", s}'; }
 node_sessions() { curl -sf "127.0.0.1:$(metrics_port "$1")/metrics" | awk '$1 ~ /^martlet_sessions[{]/ {s += $2} END {printf "%d\n", s}'; }
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
+mem_available_mib() { awk '/^MemAvailable:/ {print int($2 / 1024)}' /proc/meminfo; }
+# memory NAME: the host's /proc/meminfo, and the RSS of every process of the idle loadgen
+# (its group: the parent and one child per node) in kB, one line.
+memory() {
+  cp /proc/meminfo "$work/$1.meminfo"
+  cat /proc/slabinfo >"$work/$1.slabinfo" 2>/dev/null || : >"$work/$1.slabinfo" # root only
+  if [ -n "$load_pid" ]; then
+    ps -o rss= -g "$load_pid" | awk '{s += $1} END {print s + 0}'
+  else
+    echo 0
+  fi >"$work/$1.loadgen-rss"
+}
 fds() { ls "/proc/$1/fd" | wc -l; }
 servers=$(for i in $(seq 0 $((nodes - 1))); do printf '127.0.0.1:%s,' "$(c2s_port "$i")"; done)
 servers=${servers%,}
@@ -222,10 +247,10 @@ for i in $(seq 0 $((nodes - 1))); do
   node_pids+=($!)
 done
 for i in $(seq 0 $((nodes - 1))); do wait_port "$(c2s_port "$i")"; wait_port "$(metrics_port "$i")"; done
-deadline=$((SECONDS + membership_wait_secs))
+deadline=$((SECONDS + membership_wait_secs + nodes))
 for i in $(seq 0 $((nodes - 1))); do
   until [ "$("$bin/martlet" --config "$work/n$i/martlet.toml" cluster status 2>/dev/null | awk '$3 == "up"' | wc -l)" = "$nodes" ]; do
-    [ "$SECONDS" -lt "$deadline" ] || fail "n$i does not see all $nodes nodes up after ${membership_wait_secs}s: $("$bin/martlet" --config "$work/n$i/martlet.toml" cluster status 2>&1)"
+    [ "$SECONDS" -lt "$deadline" ] || fail "n$i does not see all $nodes nodes up after $((membership_wait_secs + nodes))s: $("$bin/martlet" --config "$work/n$i/martlet.toml" cluster status 2>&1)"
     sleep 0.5
   done
 done
@@ -242,6 +267,7 @@ mark paper-empty-start
 paper empty
 mark paper-empty-end
 snapshot before
+memory before
 
 log "logging in $idle idle sessions"
 login_started=$SECONDS
@@ -249,21 +275,34 @@ setsid "$bin/loadgen" "${load[@]}" --prefix idle --users "$idle" connections --h
 load_pid=$!
 login_wait_secs=$((idle / login_rate_min_per_sec + 60))
 deadline=$((SECONDS + login_wait_secs))
-held=0 last_change=$SECONDS
+held=0 last_change=$SECONDS last_log=$SECONDS
+# Each poll reads every node's metrics: with many nodes, poll less often.
+poll_secs=$((1 + nodes / 20))
 until [ "$held" = "$idle" ]; do
   kill -0 "$load_pid" 2>/dev/null || fail "the idle loadgen ended early: $(tail -5 "$work/idle.log")"
   nodes_alive
   [ "$SECONDS" -lt "$deadline" ] || fail "$held of $idle sessions after ${login_wait_secs}s: $(tail -5 "$work/idle.log")"
+  available=$(mem_available_mib)
+  [ "$available" -ge "$host_memory_available_min_mib" ] ||
+    fail "stopped at $held of $idle sessions: MemAvailable $available MiB, below $host_memory_available_min_mib; $(grep -E '^(Slab|SUnreclaim)' /proc/meminfo | tr -s ' ' | tr '\n' ' ')"
   [ $((SECONDS - last_change)) -lt "$login_stall_secs_max" ] ||
     fail "$held of $idle sessions, none more for ${login_stall_secs_max}s; per node: $(for i in $(seq 0 $((nodes - 1))); do printf '%s ' "$(node_sessions "$i")"; done); loadgen: $(sort "$work/idle.log" | uniq -c | tr '\n' ';')"
-  sleep 1
+  sleep "$poll_secs"
   now=$(metric_sum martlet_sessions)
   [ "$now" = "$held" ] || last_change=$SECONDS
   held=$now
+  echo "$((SECONDS - login_started)) $held $available" >>"$work/fill.txt"
+  if [ $((SECONDS - last_log)) -ge 60 ]; then
+    log "$held of $idle sessions after $((SECONDS - login_started))s, MemAvailable $available MiB"
+    last_log=$SECONDS
+  fi
 done
 login_secs=$((SECONDS - login_started))
 log "$idle sessions held after ${login_secs}s"
 free -m >"$work/free-held.txt"
+# Memory first: snapshot lists every node's /proc/PID/fd, and the kernel caches an inode
+# and a dentry for each file listed (1.3 kB per session, reclaimable, but counted).
+memory held
 snapshot held
 quiet held
 
@@ -274,7 +313,7 @@ mark paper-held-end
 snapshot after
 [ "$(metric_sum martlet_sessions)" = "$idle" ] || log "warning: $(metric_sum martlet_sessions) sessions after the paper run, $idle expected"
 
-out=tuning/results/$(date -u +%Y-%m-%d)-cluster-scale.md
+out=tuning/results/$(date -u +%Y-%m-%d)-$results_name.md
 command="${BIN:+BIN=$BIN }${BIN_COMMIT:+BIN_COMMIT=$BIN_COMMIT }scripts/bench-cluster-scale.sh $nodes $idle $active $messages"
 python3 - "$work" "$commit" "$command" "$nodes" "$idle" "$active" "$messages" "$login_secs" "$provision_secs" \
   "$login_concurrency" "$bench_scram_iterations" "$session_silence_max_secs" "$(( $(date +%s) - started_at ))" \
@@ -326,6 +365,58 @@ total_rss = sum(h["rss_kb"] for h in held)
 total_delta = total_rss - sum(e["rss_kb"] for e in before)
 print(f"| all | {total_s} | {sum(e['rss_kb'] for e in before) / 1024:.1f} | {total_rss / 1024:.1f} | {total_delta / max(total_s, 1):.2f} | |")
 print(f"\nSessions after the second paper run: {sum(a['sessions'] for a in after)} (every node: {', '.join(str(a['sessions']) for a in after)}).\n")
+
+def meminfo(name):
+    return {l.split(":")[0]: int(l.split()[1]) for l in open(f"{work}/{name}.meminfo")}
+def loadgen_rss_kb(name):
+    return int(open(f"{work}/{name}.loadgen-rss").read())
+m0, m1 = meminfo("before"), meminfo("held")
+per = lambda kb: f"{kb * 1024 / max(total_s, 1):,.0f}"
+host_kb = m0["MemAvailable"] - m1["MemAvailable"]
+slab_kb = m1["Slab"] - m0["Slab"]
+print(f"Memory, from before the idle logins to every session held ({total_s} sessions; the kernel's "
+      "share counts both ends of each connection, as both are on this host):\n")
+print("| what | grew by MiB | bytes per session |")
+print("|---|---|---|")
+for label, kb in [("host (`MemAvailable` fell by)", host_kb),
+                  ("martlet nodes' RSS", total_delta),
+                  ("the idle load generator's RSS", loadgen_rss_kb("held") - loadgen_rss_kb("before")),
+                  ("kernel slab (`Slab`)", slab_kb),
+                  ("of it unreclaimable (`SUnreclaim`)", m1["SUnreclaim"] - m0["SUnreclaim"]),
+                  ("kernel page tables (`PageTables`)", m1["PageTables"] - m0["PageTables"])]:
+    print(f"| {label} | {kb / 1024:,.0f} | {per(kb)} |")
+def slabs(name):  # cache -> bytes (active objects x object size)
+    out = {}
+    for l in open(f"{work}/{name}.slabinfo"):
+        f = l.split()
+        if len(f) > 3 and not l.startswith(("slabinfo", "#")):
+            out[f[0]] = int(f[1]) * int(f[3])
+    return out
+s0, s1 = slabs("before"), slabs("held")
+grown = sorted(((s1[k] - s0.get(k, 0), k) for k in s1), reverse=True)[:8]
+if grown and grown[0][0] > 0:
+    print("\nThe slab caches that grew most (`/proc/slabinfo`, active objects x object size):\n")
+    print("| cache | grew by MiB | bytes per session |")
+    print("|---|---|---|")
+    for b, k in grown:
+        print(f"| `{k}` | {b / 2**20:,.0f} | {b / max(total_s, 1):,.0f} |")
+print(f"\nHost memory with every session held: {(m1['MemTotal'] - m1['MemAvailable']) / 1024:,.0f} MiB in use "
+      f"of {m1['MemTotal'] / 1024:,.0f} MiB; {len(held)} nodes' RSS before the idle logins "
+      f"{sum(e['rss_kb'] for e in before) / 1024:,.0f} MiB.\n")
+
+fill = [tuple(map(int, l.split())) for l in open(f"{work}/fill.txt")]
+step = max(idle // 10, 1)
+print("Fill, from the start of the idle load (`martlet_sessions` summed over the nodes, polled):\n")
+print("| sessions held | at s | logins/s since the row before | host MemAvailable MiB |")
+print("|---|---|---|---|")
+prev_t, prev_n, target = 0, 0, step
+for t, n, avail in fill:
+    if n >= target or n == idle:
+        print(f"| {n} | {t} | {(n - prev_n) / max(t - prev_t, 1):,.0f} | {avail:,} |")
+        prev_t, prev_n = t, n
+        while target <= n:
+            target += step
+print()
 
 print("| paper run | delivered/sent | login errors | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | stored offline | cross-node frames | custody resends | custody given up | cross-node drops |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
