@@ -79,6 +79,11 @@ pub struct Common {
     pub login_concurrency: usize,
     #[arg(long, default_value_t = 30, global = true)]
     pub connect_timeout_secs: u64,
+    /// Try a failed login this many more times, a second apart, before counting it an
+    /// error: for filling a cluster with idle sessions, where one lost login stops the fill.
+    /// Measurements of login errors leave it at 0.
+    #[arg(long, default_value_t = 0, global = true)]
+    pub login_retries: u32,
     /// XMPP, or the line protocol of benches/relay (no login: `HELLO <user>@<domain>`).
     #[arg(long, value_enum, default_value = "xmpp", global = true)]
     pub protocol: client::Protocol,

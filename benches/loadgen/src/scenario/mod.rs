@@ -29,6 +29,9 @@ pub struct LoggedIn {
 }
 
 /// Logs in every user of the range, `login_concurrency` at a time.
+/// Pause before a failed login is tried again (`--login-retries`).
+const LOGIN_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
 pub async fn login_all(common: &Common) -> LoggedIn {
     let started = Instant::now();
     let gate = Rc::new(Semaphore::new(common.login_concurrency));
@@ -41,7 +44,18 @@ pub async fn login_all(common: &Common) -> LoggedIn {
             let user = format!("{}{}", common.prefix, common.first + i);
             let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into(), sasl: common.sasl, tls: crate::tls::get(), sm: common.sm, protocol: common.protocol };
             let began = Instant::now();
-            login(&acct, timeout).await.map(|s| (s, began.elapsed()))
+            let mut retries_left = common.login_retries;
+            loop {
+                match login(&acct, timeout).await {
+                    Ok(s) => break Ok((s, began.elapsed())),
+                    Err(e) if retries_left > 0 => {
+                        eprintln!("login failed, retrying: {e}");
+                        retries_left -= 1;
+                        tokio::time::sleep(LOGIN_RETRY_PAUSE).await;
+                    }
+                    Err(e) => break Err(e),
+                }
+            }
         }));
     }
     let mut sessions = Vec::with_capacity(tasks.len());
