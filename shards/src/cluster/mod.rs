@@ -5,9 +5,9 @@
 //! The mesh runs on its own threads, never on a core's executor: one listener, a dialer per
 //! known address, a ticker (heartbeats, failure detection), and per connection a reader and
 //! a writer. A core hands a payload to its [`MeshSender`], which puts it on the peer's
-//! bounded crossbeam queue without blocking (full: [`SendError::Full`], the core waits and
-//! retries: backpressure) and without a lock: each core keeps its own copy of the table of
-//! peer queues, and takes a fresh one only when a connection came or went. Readers hand data frames to the destination core through that
+//! bounded flume queue without blocking (full: [`SendError::Full`], the core waits and
+//! retries: backpressure) and without the table's lock: each core keeps its own copy of the
+//! table of peer queues, and takes a fresh one only when a connection came or went. Readers hand data frames to the destination core through that
 //! core's bounded flume channel ([`Inbound`]), which the core awaits with `recv_async`; when
 //! it is full the reader blocks, and TCP flow control pushes back on the sending node.
 //! Membership changes reach every core through the same channel, so a core sees them in
@@ -81,8 +81,8 @@ const RECONNECT_MAX: Duration = Duration::from_millis(500);
 /// frames on (`Kind::Relay`: a node this one cannot hear, but that member can).
 #[derive(Clone)]
 enum Route {
-    Direct(crossbeam_channel::Sender<Vec<u8>>),
-    Relay(crossbeam_channel::Sender<Vec<u8>>),
+    Direct(flume::Sender<Vec<u8>>),
+    Relay(flume::Sender<Vec<u8>>),
 }
 
 type Routes = HashMap<u32, Route>;
@@ -232,7 +232,8 @@ impl Cluster {
 
 /// One core's way onto the mesh. It holds its own copy of the route table and checks one
 /// atomic counter per send to see whether the table changed; only then does it lock,
-/// once, to take the new copy. Sends themselves are crossbeam's lock-free `try_send`.
+/// once, to take the new copy. Sends themselves are flume's `try_send`, which never waits
+/// (a queue that allocates only what it holds: `connection::start` says why not crossbeam's).
 /// A connection's writer ends when the last copy naming it goes, so a core that sends
 /// nothing more keeps a closed connection's writer thread until its next send.
 pub struct MeshSender {
@@ -259,8 +260,8 @@ impl MeshSender {
             }
         };
         tx.try_send(frame).map_err(|e| match e {
-            crossbeam_channel::TrySendError::Full(_) => SendError::Full,
-            crossbeam_channel::TrySendError::Disconnected(_) => SendError::Unreachable,
+            flume::TrySendError::Full(_) => SendError::Full,
+            flume::TrySendError::Disconnected(_) => SendError::Unreachable,
         })
     }
 }
