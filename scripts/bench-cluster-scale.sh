@@ -75,7 +75,9 @@ host_memory_available_min_mib=1536
 quiet_sample_secs=10
 # Beyond its messages, what a paper run may take: logins, the start barrier, the drain.
 paper_overhead_secs_max=300
-port_wait_secs=30
+# Each port may take this long to listen once its node started: 53 nodes starting at once
+# on two cores take a while.
+port_wait_secs=$((30 + nodes))
 group_exit_wait_secs=30
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
