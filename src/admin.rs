@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_lite::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use serde::{Deserialize, Serialize};
@@ -15,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use jid::BareJid;
 
 use crate::config::Config;
-use crate::router::{CoreState, Revocation, UserMsg};
+use crate::router::{CoreState, Revocation, RoomAdminOp, UserMsg};
 use crate::storage::{Storage, WhenBusy};
 
 /// Longest request line read, in bytes: a bulk request of ~100k accounts fits.
@@ -32,7 +33,19 @@ pub enum Request {
     ClusterStatus,
     /// The member owning a bare JID on the ring as this node sees it.
     ClusterOwner { jid: String },
+    /// XEP-0045 rooms: the persistent ones (from storage, the whole cluster's) and the live
+    /// ones this node knows; `room` below is `name` or `name@<muc domain>`.
+    RoomList,
+    /// A room's configuration, occupants and affiliations, from its actor.
+    RoomInfo { room: String },
+    /// A persistent room, open at once, owned by `owner`.
+    RoomCreate { room: String, owner: String, name: String, public: bool },
+    /// Destroys a room; its occupants are told, with `reason`.
+    RoomDestroy { room: String, reason: Option<String> },
 }
+
+/// Rooms `martlet room list` prints at most.
+const LISTED_ROOMS_MAX: usize = 100_000;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Reply {
@@ -82,7 +95,12 @@ pub async fn execute(storage: &Storage, request: Request) -> Reply {
         }),
         Request::List => storage.list_users().await.map(|users| reply(true, users.join("\n"))),
         Request::BulkAdd { jids, password } => bulk_add(storage, &jids, &password).await,
-        Request::ClusterStatus | Request::ClusterOwner { .. } => Ok(reply(false, "the server is not running")),
+        Request::ClusterStatus
+        | Request::ClusterOwner { .. }
+        | Request::RoomList
+        | Request::RoomInfo { .. }
+        | Request::RoomCreate { .. }
+        | Request::RoomDestroy { .. } => Ok(reply(false, "the server is not running")),
     };
     result.unwrap_or_else(|e| reply(false, e.to_string()))
 }
@@ -118,6 +136,60 @@ async fn join_all<F: std::future::Future + Unpin>(mut futures: Vec<F>) -> Vec<F:
     })
     .await;
     out.into_iter().map(|v| v.expect("every future finished")).collect()
+}
+
+/// `martlet room ...`, on core 0 of a running server.
+async fn rooms(core: &Rc<CoreState>, request: Request) -> Reply {
+    let Some(service) = core.cfg.muc_domain() else { return reply(false, "group chat is off: [muc] enabled = false") };
+    let room_key = |room: &str| -> Result<Arc<str>, String> {
+        let full = if room.contains('@') { room.to_owned() } else { format!("{room}@{service}") };
+        let jid = BareJid::new(&full).map_err(|e| format!("{full}: {e}"))?;
+        if jid.domain().as_str() != service || jid.node().is_none() {
+            return Err(format!("{full} is not a room of {service}"));
+        }
+        Ok(jid.to_string().into())
+    };
+    let (room, op) = match request {
+        Request::RoomList => return room_list(core, service).await,
+        Request::RoomInfo { room } => (room, RoomAdminOp::Info),
+        Request::RoomDestroy { room, reason } => (room, RoomAdminOp::Destroy { reason }),
+        Request::RoomCreate { room, owner, name, public } => match BareJid::new(&owner) {
+            Ok(owner) => (room, RoomAdminOp::Create { owner: owner.to_string(), name, public }),
+            Err(e) => return reply(false, format!("owner {owner}: {e}")),
+        },
+        _ => return reply(false, "not a room request"),
+    };
+    match room_key(&room) {
+        Ok(key) => {
+            let answer = core.ask_room(key, op).await;
+            reply(answer.ok, answer.text)
+        }
+        Err(e) => reply(false, e),
+    }
+}
+
+/// One line per room: JID, persistent or live, public or hidden, name. Persistent rooms
+/// come from storage (every node's); a temporary room is listed by the node that owns it.
+async fn room_list(core: &Rc<CoreState>, service: &str) -> Reply {
+    let stored = match core.storage.docs_under(service.to_owned(), crate::muc::service::INDEX_PREFIX.into(), LISTED_ROOMS_MAX).await {
+        Ok(stored) => stored,
+        Err(e) => return reply(false, format!("reading the room index: {e}")),
+    };
+    let mut rooms: std::collections::BTreeMap<String, (bool, crate::muc::service::Listing)> = Default::default();
+    for (jid, listing) in core.muc_directory.rooms(LISTED_ROOMS_MAX) {
+        rooms.insert(jid, (false, listing));
+    }
+    for (key, json) in stored {
+        let (Some(jid), Ok(listing)) = (key.strip_prefix(crate::muc::service::INDEX_PREFIX), serde_json::from_str(&json)) else { continue };
+        rooms.insert(jid.to_owned(), (true, listing));
+    }
+    let mut text = String::new();
+    for (jid, (persistent, l)) in &rooms {
+        let kind = if *persistent { "persistent" } else { "temporary" };
+        text.push_str(&format!("{jid}\t{kind}\t{}\t{}\n", if l.public { "public" } else { "hidden" }, l.name));
+    }
+    text.push_str(&format!("{} rooms\n", rooms.len()));
+    reply(true, text)
 }
 
 /// Sends `request` to a running server; `None` when no server listens on the socket.
@@ -166,6 +238,9 @@ pub async fn serve(listener: glommio::net::UnixListener, core: Rc<CoreState>, cl
                     },
                     _ => reply(false, "this server runs alone: [cluster] listen is not set"),
                 },
+                Ok(request @ (Request::RoomList | Request::RoomInfo { .. } | Request::RoomCreate { .. } | Request::RoomDestroy { .. })) => {
+                    rooms(&core, request).await
+                }
                 Ok(request) => {
                     let revokes = request.revokes().and_then(|(jid, why)| Some((BareJid::new(jid).ok()?.to_string(), why)));
                     let answer = execute(&core.storage, request).await;

@@ -1,4 +1,5 @@
-//! The `martlet` command: `serve`, `user add|del|passwd|list`, `cluster status|owner`, `check-config`.
+//! The `martlet` command: `serve`, `user add|del|passwd|list`, `cluster status|owner`,
+//! `room list|info|create|destroy`, `check-config`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +36,34 @@ enum Command {
     /// Cluster membership, from the running server.
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// XEP-0045 rooms, through the running server (any node of a cluster).
+    #[command(subcommand)]
+    Room(RoomCmd),
+}
+
+#[derive(Subcommand)]
+enum RoomCmd {
+    /// Every persistent room, and the temporary rooms this node owns: JID, kind, visibility, name.
+    List,
+    /// A room's configuration, occupants and affiliations. ROOM: `name` or `name@<muc domain>`.
+    Info { room: String },
+    /// A persistent room, open at once, with OWNER (a bare JID) as its owner.
+    Create {
+        room: String,
+        #[arg(long)]
+        owner: String,
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Left out of the public room list (disco#items).
+        #[arg(long)]
+        hidden: bool,
+    },
+    /// Destroy a room: its occupants leave, told the reason.
+    Destroy {
+        room: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -58,8 +87,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve => martlet::server::serve(cfg),
         Command::User(cmd) => martlet::cli_user::run(&cfg, cmd),
-        Command::Cluster(ClusterCmd::Status) => cluster_request(&cfg, martlet::admin::Request::ClusterStatus),
-        Command::Cluster(ClusterCmd::Owner { jid }) => cluster_request(&cfg, martlet::admin::Request::ClusterOwner { jid }),
+        Command::Cluster(ClusterCmd::Status) => running_server_request(&cfg, martlet::admin::Request::ClusterStatus),
+        Command::Cluster(ClusterCmd::Owner { jid }) => running_server_request(&cfg, martlet::admin::Request::ClusterOwner { jid }),
+        Command::Room(cmd) => running_server_request(&cfg, room_request(cmd)),
         Command::CheckConfig => {
             println!("configuration ok: serving {} on {}", cfg.domain, cfg.c2s.listen);
             Ok(())
@@ -74,7 +104,18 @@ fn main() -> ExitCode {
     }
 }
 
-fn cluster_request(cfg: &Config, request: martlet::admin::Request) -> Result<(), String> {
+fn room_request(cmd: RoomCmd) -> martlet::admin::Request {
+    use martlet::admin::Request;
+    match cmd {
+        RoomCmd::List => Request::RoomList,
+        RoomCmd::Info { room } => Request::RoomInfo { room },
+        RoomCmd::Create { room, owner, name, hidden } => Request::RoomCreate { room, owner, name, public: !hidden },
+        RoomCmd::Destroy { room, reason } => Request::RoomDestroy { room, reason },
+    }
+}
+
+/// A request only a running server answers, over its admin socket.
+fn running_server_request(cfg: &Config, request: martlet::admin::Request) -> Result<(), String> {
     let path = martlet::admin::socket_path(cfg);
     match martlet::admin::call(cfg, &request) {
         None => Err(format!("no server answers on {}: is it running?", path.display())),

@@ -48,6 +48,11 @@ impl Request {
 }
 
 impl History {
+    /// Messages kept.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// Keeps `entry`, the oldest going past `length` entries or `bytes_max` bytes.
     pub fn push(&mut self, entry: Entry, length: usize, bytes_max: usize) {
         self.bytes += entry.xml.len();

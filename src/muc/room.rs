@@ -21,8 +21,10 @@ use super::history::{self, History};
 use super::occupants::{Affiliation, Occupant, Occupants, Presented, Role};
 use super::room_config::RoomConfig;
 use super::service::Listing;
+
+mod admin;
 use crate::modules::{mam, IqAnswer};
-use crate::router::{CoreMsg, CoreState, RoomMsg, UserMsg};
+use crate::router::{AdminAnswer, CoreMsg, CoreState, RoomMsg, UserMsg};
 use crate::stanza::{as_full, build, may_answer_with_error, text_el, Kind, Stanza, StanzaError};
 use crate::storage::ArchiveRow;
 use crate::xml::ns;
@@ -79,8 +81,10 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
             log::error!("room {key}: not loaded: {e}");
             core.retire_room(&key);
             while let Some(msg) = rx.try_recv() {
-                if let RoomMsg::Stanza(stanza) = msg {
-                    refuse(&core, &stanza, StanzaError::ServiceUnavailable).await;
+                match msg {
+                    RoomMsg::Stanza(stanza) => refuse(&core, &stanza, StanzaError::ServiceUnavailable).await,
+                    RoomMsg::Admin { ticket, .. } => core.answer_admin(ticket, AdminAnswer { ok: false, text: format!("room {key} not loaded: {e}") }).await,
+                    RoomMsg::Rejoin(_) | RoomMsg::Disown => {}
                 }
             }
             return;
@@ -96,6 +100,20 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
                 }
                 continue;
             }
+            RoomMsg::Admin { op, ticket } => {
+                let answer = match shards::contain::contained(room.admin(op)).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        core.counters.actor_panics.inc();
+                        AdminAnswer { ok: false, text: format!("room {key}: the request panicked; see the server's log") }
+                    }
+                };
+                core.answer_admin(ticket, answer).await;
+                if room.retire_if_idle(&rx).await {
+                    return;
+                }
+                continue;
+            }
             RoomMsg::Disown => {
                 room.hand_over().await;
                 core.retire_room(&key);
@@ -104,6 +122,7 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
                     match msg {
                         RoomMsg::Stanza(s) => core.route(s).await,
                         RoomMsg::Rejoin(s) => core.send_to_room(key.clone(), RoomMsg::Rejoin(s)).await,
+                        admin @ RoomMsg::Admin { .. } => core.send_to_room(key.clone(), admin).await,
                         RoomMsg::Disown => {}
                     }
                 }
@@ -115,16 +134,7 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
             core.counters.actor_panics.inc();
             log::error!("room {key}: a step panicked; that stanza is dropped");
         }
-        if room.occupants.is_empty() && rx.is_empty() {
-            core.retire_room(&key);
-            if room.exists && !room.config.persistent {
-                // A temporary room ends here; one handed over from another owner leaves
-                // its state behind in storage, gone with it.
-                core.muc_directory.remove(&key);
-                if room.handed_over {
-                    room.store(None, None).await;
-                }
-            }
+        if room.retire_if_idle(&rx).await {
             return;
         }
     }
@@ -170,6 +180,24 @@ impl Room {
             }
         }
         Ok(room)
+    }
+
+    /// With no occupants and nothing queued the actor ends (true), synchronously with that
+    /// check: a persistent room is read again when next addressed, a temporary one is gone.
+    async fn retire_if_idle(&self, rx: &mailbox::Receiver<RoomMsg>) -> bool {
+        if !(self.occupants.is_empty() && rx.is_empty()) {
+            return false;
+        }
+        self.core.retire_room(&self.key);
+        if self.exists && !self.config.persistent {
+            // A temporary room ends here; one handed over from another owner leaves its
+            // state behind in storage, gone with it.
+            self.core.muc_directory.remove(&self.key);
+            if self.handed_over {
+                self.store(None, None).await;
+            }
+        }
+        true
     }
 
     fn listing(&self) -> Listing {

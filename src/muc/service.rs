@@ -98,6 +98,23 @@ impl Directory {
         Ok(())
     }
 
+    /// The operator creates `room` (`martlet room create`): counted against `rooms_max`
+    /// only, as no account's hourly allowance is spent.
+    pub fn create_by_operator(&self, room: &str) -> Result<(), StanzaError> {
+        let mut inner = self.inner();
+        if inner.rooms.len() >= self.rooms_max {
+            return Err(StanzaError::ResourceConstraint);
+        }
+        inner.rooms.insert(room.to_owned(), Listing::default());
+        Ok(())
+    }
+
+    /// Every room this node knows, by JID, at most `max`: the persistent rooms read at
+    /// start and the live rooms its cores own.
+    pub fn rooms(&self, max: usize) -> Vec<(String, Listing)> {
+        self.inner().rooms.iter().take(max).map(|(jid, l)| (jid.clone(), l.clone())).collect()
+    }
+
     /// A room that exists (loaded from storage, or created) shows as `listing`.
     pub fn update(&self, room: &str, listing: Listing) {
         self.inner().rooms.insert(room.to_owned(), listing);

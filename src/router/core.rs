@@ -15,7 +15,8 @@ use shards::ring::TwoLevelRing;
 use slab::Slab;
 
 use super::custody::{Custody, Held, Receipt, Retry};
-use super::envelope::{CoreMsg, RoomMsg, SessionAddr, SessionMsg, UserMsg};
+use super::admin_query::{AdminAnswer, AdminQueries, AdminTicket, ADMIN_ANSWER_WAIT};
+use super::envelope::{CoreMsg, RoomAdminOp, RoomMsg, SessionAddr, SessionMsg, UserMsg};
 use super::node_link::{self, LinkError, NodeLink};
 use super::user_channel;
 use crate::c2s::limits::PeerLimits;
@@ -72,6 +73,8 @@ pub struct CoreState {
     rooms: RefCell<HashMap<Arc<str>, mailbox::Sender<RoomMsg>>>,
     /// XEP-0045: the node's rooms, shared by its cores (listing, counts, creation rates).
     pub muc_directory: Arc<crate::muc::Directory>,
+    /// The admin socket's questions to actors, waiting for their answers (core 0).
+    admin_queries: AdminQueries,
     /// The messages this core sent to other nodes and still answers for.
     custody: Custody,
     /// When the ring last changed (see [`Self::ring_settling_until`]).
@@ -134,6 +137,7 @@ impl CoreState {
             users: RefCell::new(HashMap::new()),
             rooms: RefCell::new(HashMap::new()),
             muc_directory,
+            admin_queries: AdminQueries::default(),
         })
     }
 
@@ -207,6 +211,28 @@ impl CoreState {
     pub async fn send_to_room(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
         let key = room.clone();
         self.send_to_owner(&key, CoreMsg::ToRoom { room, msg }).await;
+    }
+
+    /// Asks room `room`'s actor, wherever it lives, and waits for its answer, at most
+    /// [`ADMIN_ANSWER_WAIT`]. The admin socket asks from core 0, where answers arrive.
+    pub async fn ask_room(self: &Rc<Self>, room: Arc<str>, op: RoomAdminOp) -> AdminAnswer {
+        let (ticket, rx) = self.admin_queries.open(self.local_node());
+        self.send_to_room(room, RoomMsg::Admin { op, ticket }).await;
+        let answer = futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
+            glommio::timer::sleep(ADMIN_ANSWER_WAIT).await;
+            None
+        })
+        .await;
+        self.admin_queries.close(ticket.id);
+        answer.unwrap_or_else(|| AdminAnswer {
+            ok: false,
+            text: format!("no answer from the room's owner within {} s: is its node up?", ADMIN_ANSWER_WAIT.as_secs()),
+        })
+    }
+
+    /// An actor's answer to the admin socket that asked (`ticket`), on whatever node.
+    pub async fn answer_admin(self: &Rc<Self>, ticket: AdminTicket, answer: AdminAnswer) {
+        self.send_to_core(ticket.node, 0, CoreMsg::AdminAnswer { ticket, answer }).await;
     }
 
     fn room_local(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
@@ -318,6 +344,7 @@ impl CoreState {
             | CoreMsg::HeldDelivery { .. }
             | CoreMsg::Confirm { .. }
             | CoreMsg::Batch(_)
+            | CoreMsg::AdminAnswer { .. }
             | CoreMsg::Reregister { .. } => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
@@ -405,6 +432,7 @@ impl CoreState {
             CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
             CoreMsg::Confirm { core, .. } | CoreMsg::Reregister { core, .. } => (self.local_node(), *core as usize),
             CoreMsg::Batch(_) => (self.local_node(), self.id),
+            CoreMsg::AdminAnswer { ticket, .. } => (ticket.node, 0),
         }
     }
 
@@ -443,6 +471,7 @@ impl CoreState {
             }
             CoreMsg::Batch(msgs) => self.dispatch(CoreMsg::Batch(msgs)),
             CoreMsg::Reregister { owner, .. } => self.reregister_local(owner),
+            CoreMsg::AdminAnswer { ticket, answer } => self.admin_queries.answer(ticket.id, answer),
         }
     }
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::admin_query::{AdminAnswer, AdminTicket};
 use super::custody::Receipt;
 use crate::modules::blocking::BlockList;
 use crate::modules::entity_caps::Interests;
@@ -40,6 +41,9 @@ pub enum CoreMsg {
     /// Messages for one core, or for one node, travelling as one hop (a room's fan-out):
     /// split where they arrive, each going on to its owner.
     Batch(Vec<CoreMsg>),
+    /// The answer to an admin socket's question (`super::admin_query`), for core 0 of the
+    /// node that asked.
+    AdminAnswer { ticket: AdminTicket, answer: AdminAnswer },
     /// Node `owner` had this node down (a partition, or this node froze) and dropped the
     /// sessions it held for it; it is back up now. On `core`, every session whose user
     /// `owner` holds registers again; core 0 passes it on to this node's other cores.
@@ -158,6 +162,20 @@ pub enum RoomMsg {
     /// The ring moved this room to another owner: hand its state over, pass on what is
     /// queued, stop.
     Disown,
+    /// `martlet room info|create|destroy`, from the admin socket of `ticket.node`, which
+    /// waits for the answer ([`CoreMsg::AdminAnswer`]).
+    Admin { op: RoomAdminOp, ticket: AdminTicket },
+}
+
+/// What the operator asks of a room (`martlet room ...`).
+#[derive(Debug, Serialize, Deserialize)]
+pub enum RoomAdminOp {
+    /// Its configuration, occupants and affiliations, as text.
+    Info,
+    /// Create it, persistent and unlocked, with `owner` (a bare JID) as its owner.
+    Create { owner: String, name: String, public: bool },
+    /// Destroy it (XEP-0045 §10.9): its occupants are told, with `reason`.
+    Destroy { reason: Option<String> },
 }
 
 /// What a session handles.

@@ -15,6 +15,7 @@
 //! Each hop checks the rule on arrival (the sender picked the owner; the owner verifies).
 //! What a session asks of its own user's actor is paced by [`credit`].
 
+pub mod admin_query;
 pub mod core;
 pub mod credit;
 pub mod custody;
@@ -23,4 +24,5 @@ pub mod node_link;
 pub mod user_channel;
 
 pub use self::core::CoreState;
-pub use envelope::{CoreMsg, Handover, Revocation, RoomMsg, SessionAddr, SessionMsg, UserMsg};
+pub use admin_query::{AdminAnswer, AdminTicket};
+pub use envelope::{CoreMsg, Handover, Revocation, RoomAdminOp, RoomMsg, SessionAddr, SessionMsg, UserMsg};

@@ -457,3 +457,21 @@ def test_rooms_of_a_killed_node_come_back_with_their_occupants(cluster):
     asyncio.run(run())
     rejoined = sum(n.metric_sum("martlet_muc_rejoins_total") for n in nodes[:2])
     assert rejoined > 0, "no room was owned by the killed node: the test proved nothing"
+
+
+def test_room_commands_reach_a_room_owned_by_another_node(cluster):
+    # Issue 11, operations: `martlet room` on one node is answered by the room's actor on
+    # its owner node, across the mesh (CoreMsg::AdminAnswer back to the asking node).
+    nodes = cluster(n=2)
+    room = next(f"r{i}" for i in range(100) if owner_of_room(nodes[0], f"r{i}") == "node1")
+    created = nodes[0].cli("room", "create", room, "--owner", "alice@localhost", "--name", "Far")
+    assert f"created {room}@conference.localhost" in created.stdout
+    info = nodes[0].cli("room", "info", room).stdout
+    assert "name: Far" in info and "owners: alice@localhost" in info, info
+    assert f"{room}@conference.localhost\tpersistent" in nodes[1].cli("room", "list").stdout
+    nodes[0].cli("room", "destroy", room)
+    assert nodes[1].cli("room", "info", room, check=False).returncode != 0
+
+
+def owner_of_room(node, room):
+    return node.cli("cluster", "owner", f"{room}@conference.localhost").stdout.split()[0]
