@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - [`room`]: the actor: joining, leaving, messages, subject, private messages, invitations,
-//!   roles and affiliations, configuration, destruction, its archive (XEP-0313).
+//!   roles and affiliations, configuration, destruction, its archive (XEP-0313); in
+//!   `room/`: `voice` (§7.13 voice requests), `register` (§7.10 registration, reserved
+//!   nicks) and `admin` (what `martlet room` asks of a room).
 //! - [`occupants`]: roles, affiliations, occupants and the presence each recipient sees.
 //! - [`room_config`]: the XEP-0004 `muc#roomconfig` form and what it sets.
 //! - [`history`]: the discussion history sent to joiners (§7.2.13-14).

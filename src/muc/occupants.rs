@@ -93,6 +93,8 @@ pub struct Occupant {
     pub presence: Vec<Element>,
     /// XEP-0421: the same for this account in this room, whatever its nick.
     pub occupant_id: String,
+    /// §7.13: when this occupant last asked for voice (`room::voice` paces them).
+    pub voice_requested_at: Option<std::time::Instant>,
 }
 
 /// A room's occupants by nick; an account holds at most one nick (a second resource
@@ -191,6 +193,7 @@ mod tests {
             affiliation: Affiliation::None,
             presence: vec![],
             occupant_id: "x".into(),
+            voice_requested_at: None,
         }
     }
 

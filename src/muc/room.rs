@@ -21,13 +21,15 @@ use super::history::{self, History};
 use super::occupants::{Affiliation, Occupant, Occupants, Presented, Role};
 use super::room_config::RoomConfig;
 use super::service::Listing;
-
-mod admin;
 use crate::modules::{mam, IqAnswer};
 use crate::router::{AdminAnswer, CoreMsg, CoreState, RoomMsg, UserMsg};
 use crate::stanza::{as_full, build, may_answer_with_error, text_el, Kind, Stanza, StanzaError};
 use crate::storage::ArchiveRow;
 use crate::xml::ns;
+
+mod admin;
+mod register;
+mod voice;
 
 /// The storage document of a persistent room (owner: the room's bare JID).
 const ROOM_DOC: &str = "muc-room";
@@ -41,6 +43,10 @@ struct Persisted {
     config: RoomConfig,
     affiliations: BTreeMap<String, Affiliation>,
     subject: Option<Subject>,
+    /// §7.10: nick -> the account (bare JID) that reserved it. Absent in rooms stored
+    /// before registration existed.
+    #[serde(default)]
+    reserved_nicks: BTreeMap<String, String>,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -63,6 +69,8 @@ struct Room {
     config: RoomConfig,
     /// By bare JID; `None` is not stored.
     affiliations: BTreeMap<String, Affiliation>,
+    /// §7.10 (`register`): nick -> the account that reserved it.
+    reserved_nicks: BTreeMap<String, String>,
     subject: Option<Subject>,
     occupants: Occupants,
     history: History,
@@ -162,6 +170,7 @@ impl Room {
             locked: false,
             handed_over: false,
             affiliations: BTreeMap::new(),
+            reserved_nicks: BTreeMap::new(),
             subject: None,
             occupants: Occupants::default(),
             history: History::default(),
@@ -172,6 +181,7 @@ impl Room {
                     room.handed_over = !p.config.persistent;
                     room.config = p.config;
                     room.affiliations = p.affiliations;
+                    room.reserved_nicks = p.reserved_nicks;
                     room.subject = p.subject;
                     room.exists = true;
                     core.muc_directory.update(&key, room.listing());
@@ -200,6 +210,17 @@ impl Room {
         true
     }
 
+    /// The lasting state as stored.
+    fn persisted(&self) -> String {
+        let p = Persisted {
+            config: self.config.clone(),
+            affiliations: self.affiliations.clone(),
+            subject: self.subject.clone(),
+            reserved_nicks: self.reserved_nicks.clone(),
+        };
+        serde_json::to_string(&p).expect("room state serialises")
+    }
+
     fn listing(&self) -> Listing {
         Listing { name: self.config.name.clone(), public: self.config.public }
     }
@@ -207,10 +228,7 @@ impl Room {
     /// Writes the room's lasting state and its entry in the service's index, when it is
     /// persistent; forgets both when not.
     async fn save(&self) {
-        let persisted = self.config.persistent.then(|| {
-            let p = Persisted { config: self.config.clone(), affiliations: self.affiliations.clone(), subject: self.subject.clone() };
-            serde_json::to_string(&p).expect("room state serialises")
-        });
+        let persisted = self.config.persistent.then(|| self.persisted());
         let listing = self.config.persistent.then(|| serde_json::to_string(&self.listing()).expect("a listing serialises"));
         self.store(persisted, listing).await;
         self.core.muc_directory.update(&self.key, self.listing());
@@ -223,9 +241,8 @@ impl Room {
         if !self.exists {
             return;
         }
-        let p = Persisted { config: self.config.clone(), affiliations: self.affiliations.clone(), subject: self.subject.clone() };
         let listing = self.config.persistent.then(|| serde_json::to_string(&self.listing()).expect("a listing serialises"));
-        self.store(Some(serde_json::to_string(&p).expect("room state serialises")), listing).await;
+        self.store(Some(self.persisted()), listing).await;
         self.core.counters.muc_occupants.add(-(self.occupants.len() as i64));
     }
 
@@ -247,6 +264,7 @@ impl Room {
                 affiliation: Affiliation::None,
                 presence: vec![],
                 occupant_id: String::new(),
+                voice_requested_at: None,
             };
             let p = keep_muc_children(build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]), &gone, true, &[110, 332], None);
             self.send(p, self.occupant_jid(&nick), &from).await;
@@ -351,7 +369,7 @@ impl Room {
         if affiliation == Affiliation::Outcast {
             return Err(StanzaError::Forbidden); // §7.2.7
         }
-        if self.occupants.get(&nick).is_some_and(|o| o.jid.to_bare().as_str() != bare) {
+        if self.occupants.get(&nick).is_some_and(|o| o.jid.to_bare().as_str() != bare) || self.nick_reserved_by_other(&nick, &bare) {
             return Err(StanzaError::Conflict); // §7.2.9
         }
         if self.config.members_only && affiliation < Affiliation::Member {
@@ -382,6 +400,7 @@ impl Room {
             affiliation,
             presence: presence_payload(el),
             occupant_id: self.core.storage.keyed_id(&["occupant-id", &self.key, &bare]),
+            voice_requested_at: None,
         };
         if silent {
             self.occupants.insert(occupant);
@@ -520,10 +539,15 @@ impl Room {
                 let Some(sender) = sender else { return Err(StanzaError::NotAcceptable) };
                 self.private_message(&sender, &to_nick, el).await
             }
-            (_, None) => match el.get_child("x", ns::MUC_USER) {
-                Some(x) => self.invitation(&from, sender, x).await,
-                None => Err(StanzaError::NotAcceptable),
-            },
+            (_, None) => {
+                if let Some(form) = voice::request_form(&el) {
+                    return self.voice_form(sender, form).await;
+                }
+                match el.get_child("x", ns::MUC_USER) {
+                    Some(x) => self.invitation(&from, sender, x).await,
+                    None => Err(StanzaError::NotAcceptable),
+                }
+            }
         }
     }
 
@@ -707,6 +731,7 @@ impl Room {
             ("get", ns::DISCO_INFO, "query") => IqAnswer::Result(Some(self.disco_info())),
             ("get", ns::DISCO_ITEMS, "query") => IqAnswer::Result(Some(build("query", ns::DISCO_ITEMS, &[], vec![]))),
             ("get", ns::PING, "ping") => IqAnswer::Result(None),
+            (_, ns::REGISTER, "query") => self.register_iq(&bare, type_, payload).await,
             (_, ns::MUC_OWNER, "query") if affiliation != Affiliation::Owner => IqAnswer::Error(StanzaError::Forbidden),
             ("get", ns::MUC_OWNER, "query") => {
                 IqAnswer::Result(Some(build("query", ns::MUC_OWNER, &[], vec![self.config.form(self.core.cfg.muc.occupants_max)])))
@@ -808,6 +833,7 @@ impl Room {
         self.exists = false;
         self.locked = false;
         self.affiliations.clear();
+        self.reserved_nicks.clear();
         self.subject = None;
         self.history = History::default();
         let m = &self.core.cfg.muc;
@@ -905,21 +931,7 @@ impl Room {
                 }
                 Change::Affiliation { jid, affiliation, reason } => {
                     affiliations_changed = true;
-                    match affiliation {
-                        Affiliation::None => self.affiliations.remove(&jid),
-                        a => self.affiliations.insert(jid.clone(), a),
-                    };
-                    for nick in self.occupants.nicks_of_account(&jid) {
-                        if affiliation == Affiliation::Outcast {
-                            self.remove_occupant(&nick, &[301], reason.clone()).await;
-                        } else if self.config.members_only && affiliation < Affiliation::Member {
-                            self.remove_occupant(&nick, &[321], reason.clone()).await;
-                        } else if let Some(o) = self.occupants.get_mut(&nick) {
-                            o.affiliation = affiliation;
-                            o.role = affiliation.default_role(self.config.moderated);
-                            self.broadcast_presence(&nick, &[], None).await;
-                        }
-                    }
+                    self.set_affiliation(&jid, affiliation, reason).await;
                 }
             }
         }
@@ -927,6 +939,32 @@ impl Room {
             self.save().await;
         }
         IqAnswer::Result(None)
+    }
+}
+
+impl Room {
+    /// `jid` (an account) gets `affiliation`: its occupants leave when it may no longer
+    /// be here (301 banned, 321 not a member of a members-only room), or take their new
+    /// role; below member it keeps no reserved nick. The caller saves.
+    async fn set_affiliation(&mut self, jid: &str, affiliation: Affiliation, reason: Option<String>) {
+        match affiliation {
+            Affiliation::None => self.affiliations.remove(jid),
+            a => self.affiliations.insert(jid.to_owned(), a),
+        };
+        if affiliation < Affiliation::Member {
+            self.release_nick_of(jid);
+        }
+        for nick in self.occupants.nicks_of_account(jid) {
+            if affiliation == Affiliation::Outcast {
+                self.remove_occupant(&nick, &[301], reason.clone()).await;
+            } else if self.config.members_only && affiliation < Affiliation::Member {
+                self.remove_occupant(&nick, &[321], reason.clone()).await;
+            } else if let Some(o) = self.occupants.get_mut(&nick) {
+                o.affiliation = affiliation;
+                o.role = affiliation.default_role(self.config.moderated);
+                self.broadcast_presence(&nick, &[], None).await;
+            }
+        }
     }
 }
 

@@ -200,6 +200,8 @@ impl RoomConfig {
             pick(self.whois_anyone, "muc_nonanonymous", "muc_semianonymous"),
             ns::OCCUPANT_ID,
             ns::PING,
+            ns::MUC_REQUEST,
+            ns::REGISTER,
         ];
         if archiving {
             f.push(ns::MAM);
@@ -224,11 +226,11 @@ impl RoomConfig {
     }
 }
 
-fn hidden(var: &str, value: &str) -> Element {
+pub(super) fn hidden(var: &str, value: &str) -> Element {
     build("field", ns::DATA_FORMS, &[("var", var), ("type", "hidden")], vec![text_el("value", ns::DATA_FORMS, value)])
 }
 
-fn field(var: &str, type_: &str, label: &str, values: &[&str]) -> Element {
+pub(super) fn field(var: &str, type_: &str, label: &str, values: &[&str]) -> Element {
     let values = values.iter().map(|v| text_el("value", ns::DATA_FORMS, v)).collect();
     build("field", ns::DATA_FORMS, &[("var", var), ("type", type_), ("label", label)], values)
 }

@@ -91,6 +91,8 @@ pub const MUC_ADMIN: &str = "http://jabber.org/protocol/muc#admin";
 pub const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 pub const MUC_ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const MUC_ROOMINFO: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0045 §7.13 voice requests (a data form's FORM_TYPE, and a room feature).
+pub const MUC_REQUEST: &str = "http://jabber.org/protocol/muc#request";
 /// XEP-0249 direct invitations.
 pub const CONFERENCE: &str = "jabber:x:conference";
 /// XEP-0421 anonymous unique occupant identifiers.
