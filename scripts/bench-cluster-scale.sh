@@ -14,10 +14,11 @@
 # built here and the commit is this checkout's HEAD. RESULTS_NAME: the results file's name
 # after its date (default cluster-scale; scripts/bench-million.sh says million).
 #
-# One process may hold 20,000 open files here (`ulimit -n`, hard), and one source address
-# has 28,232 ephemeral ports (32768-60999) per destination: so no node may hold more than
-# about 19,000 sessions, and NODES must be at least about IDLE / 19,000 (12 for 204,000).
-# Each loadgen process holds one node's share, so the same bound holds for them.
+# One process may hold 20,000 open files here (`ulimit -n`, hard): so no node may hold more
+# than about 19,000 sessions, and NODES must be at least about IDLE / 19,000 (12 for
+# 204,000). Each loadgen process holds one node's share, so the same bound holds for them.
+# The load connects from 256 loopback addresses (`source_addresses` below), so the 28,232
+# ephemeral ports (32768-60999) of one address are never the bound.
 #
 # Bench-only settings, not for production (said so in the results file too): with them,
 # provisioning 206,000 accounts takes under a minute here; without, each account is a
@@ -75,6 +76,12 @@ host_memory_available_min_mib=1536
 quiet_sample_secs=10
 # Beyond its messages, what a paper run may take: logins, the start barrier, the drain.
 paper_overhead_secs_max=300
+# Loopback addresses the load connects from (127.1.0.0 onwards). From 127.0.0.1 alone, one
+# node port can be reached from at most the 28,232 ephemeral ports, and past ~14,100 of them
+# (the even half, which connect() tries first) every connect() scanned the rest: the first
+# million-session run slowed from ~340 to ~55 logins/s at 750,000 sessions, 51 % of the box
+# in __inet_check_established (tuning/results/2026-12-05-million.md).
+source_addresses=256
 # Each port may take this long to listen once its node started: 53 nodes starting at once
 # on two cores take a while.
 port_wait_secs=$((30 + nodes))
@@ -205,7 +212,7 @@ memory() {
 fds() { ls "/proc/$1/fd" | wc -l; }
 servers=$(for i in $(seq 0 $((nodes - 1))); do printf '127.0.0.1:%s,' "$(c2s_port "$i")"; done)
 servers=${servers%,}
-load=(--procs "$nodes" --servers "$servers" --login-concurrency "$login_concurrency")
+load=(--procs "$nodes" --servers "$servers" --login-concurrency "$login_concurrency" --source-addresses "$source_addresses")
 # paper NAME: the paper scenario across every node, bounded (timeout ends its whole group);
 # its CPU time is taken by time(1), as its processes are gone by the next mark.
 paper() {

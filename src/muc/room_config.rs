@@ -226,6 +226,12 @@ impl RoomConfig {
     }
 }
 
+/// The first value of field `var` of a submitted data form.
+pub(super) fn form_value(form: &Element, var: &str) -> Option<String> {
+    let f = form.children().find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?;
+    f.get_child("value", ns::DATA_FORMS).map(|v| v.text())
+}
+
 pub(super) fn hidden(var: &str, value: &str) -> Element {
     build("field", ns::DATA_FORMS, &[("var", var), ("type", "hidden")], vec![text_el("value", ns::DATA_FORMS, value)])
 }

@@ -5,11 +5,11 @@
 //! a plain line protocol to benches/relay instead (client/raw.rs).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::client::TlsStream;
 
 use crate::sasl::{self, Mechanism};
@@ -46,6 +46,8 @@ pub struct Account<'a> {
     /// Enable XEP-0198 stream management (with resumption) once bound.
     pub sm: bool,
     pub protocol: Protocol,
+    /// The local address to connect from (`--source-addresses`); `None`: the kernel's choice.
+    pub source: Option<IpAddr>,
 }
 
 pub struct Session {
@@ -59,6 +61,15 @@ pub async fn login(acct: &Account<'_>, timeout: Duration) -> io::Result<Session>
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "login timed out"))?
 }
 
+/// A connection to the server, from `acct.source` when set (bound with port 0: the kernel
+/// picks a port free for that address).
+pub async fn connect(acct: &Account<'_>) -> io::Result<TcpStream> {
+    let Some(ip) = acct.source else { return TcpStream::connect(acct.server).await };
+    let socket = if ip.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    socket.bind(SocketAddr::new(ip, 0))?;
+    socket.connect(acct.server).await
+}
+
 fn header(domain: &str) -> String {
     format!(
         "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{domain}' version='1.0'>"
@@ -69,7 +80,7 @@ async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
     if acct.protocol == Protocol::Raw {
         return raw::hello(acct).await;
     }
-    let tcp = TcpStream::connect(acct.server).await?;
+    let tcp = connect(acct).await?;
     tcp.set_nodelay(true)?;
     let (reader, writer) = match acct.tls.mode {
         TlsMode::None => stream::split_tcp(tcp),

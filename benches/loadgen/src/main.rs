@@ -79,6 +79,12 @@ pub struct Common {
     pub login_concurrency: usize,
     #[arg(long, default_value_t = 30, global = true)]
     pub connect_timeout_secs: u64,
+    /// Connect from this many loopback addresses (127.1.0.0 onwards, user i from the
+    /// (i mod N)-th) instead of from 127.0.0.1 alone: one source address reaches one server
+    /// port from at most the ephemeral range's ports (28,232 here), and past about half of
+    /// them every connect() scans the rest. 0: the kernel picks the address.
+    #[arg(long, default_value_t = 0, global = true)]
+    pub source_addresses: u32,
     /// Try a failed login this many more times, a second apart, before counting it an
     /// error: for filling a cluster with idle sessions, where one lost login stops the fill.
     /// Measurements of login errors leave it at 0.
@@ -103,6 +109,17 @@ pub struct Common {
     pub peers_first: u32,
     #[arg(skip)]
     pub peers_count: u32,
+}
+
+impl Common {
+    /// The address user number `i` of this process connects from (`--source-addresses`).
+    pub fn source_for(&self, i: u32) -> Option<std::net::IpAddr> {
+        if self.source_addresses == 0 {
+            return None;
+        }
+        let k = (self.first.wrapping_add(i)) % self.source_addresses;
+        Some(std::net::Ipv4Addr::new(127, 1 + (k >> 16) as u8, (k >> 8) as u8, k as u8).into())
+    }
 }
 
 #[derive(Subcommand)]

@@ -9,7 +9,7 @@ use minidom::Element;
 use super::{Room, NICK_BYTES_MAX};
 use crate::modules::IqAnswer;
 use crate::muc::occupants::Affiliation;
-use crate::muc::room_config::{field, hidden};
+use crate::muc::room_config::{field, form_value as value, hidden};
 use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::ns;
 
@@ -17,11 +17,6 @@ use crate::xml::ns;
 const MUC_REGISTER: &str = "http://jabber.org/protocol/muc#register";
 /// Nicks one room reserves at most: past it, a new registration gets `<resource-constraint/>`.
 const RESERVED_NICKS_MAX: usize = 10_000;
-
-fn value(form: &Element, var: &str) -> Option<String> {
-    let f = form.children().find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?;
-    f.get_child("value", ns::DATA_FORMS).map(|v| v.text())
-}
 
 impl Room {
     /// The nick `bare` (an account) reserved here, if any.

@@ -12,7 +12,7 @@ use minidom::Element;
 
 use super::Room;
 use crate::muc::occupants::Role;
-use crate::muc::room_config::{field, hidden};
+use crate::muc::room_config::{field, form_value as value, hidden};
 use crate::stanza::{build, text_el, Kind, Stanza, StanzaError};
 use crate::xml::ns;
 
@@ -27,11 +27,6 @@ pub fn request_form(message: &Element) -> Option<&Element> {
         .children()
         .filter(|c| c.is("x", ns::DATA_FORMS))
         .find(|x| value(x, "FORM_TYPE").as_deref() == Some(ns::MUC_REQUEST))
-}
-
-fn value(form: &Element, var: &str) -> Option<String> {
-    let f = form.children().find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?;
-    f.get_child("value", ns::DATA_FORMS).map(|v| v.text())
 }
 
 impl Room {

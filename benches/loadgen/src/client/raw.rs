@@ -6,12 +6,11 @@
 use std::io;
 
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::{stream, Account, Session};
 
 pub async fn hello(acct: &Account<'_>) -> io::Result<Session> {
-    let tcp = TcpStream::connect(acct.server).await?;
+    let tcp = super::connect(acct).await?;
     tcp.set_nodelay(true)?;
     let (reader, mut writer) = stream::split_tcp(tcp);
     writer.write_all(format!("HELLO {}@{}\n", acct.user, acct.domain).as_bytes()).await?;

@@ -143,6 +143,7 @@ pub async fn run(common: &Common, plan: Plan, server_pids: &[u32]) -> Report {
                 tls: crate::tls::get(),
                 sm: common.sm,
                 protocol: common.protocol,
+                source: common.source_for(i),
             };
             match login(&acct, timeout).await {
                 Ok(mut s) => {
