@@ -79,6 +79,9 @@ pub struct CoreState {
     custody: Custody,
     /// When the ring last changed (see [`Self::ring_settling_until`]).
     ring_changed_at: Cell<Option<Instant>>,
+    /// When this core's users last looked, asked by a peer, for what a stand-in stored
+    /// offline for them (`sweep_stand_in_offline`).
+    stand_in_swept_at: Cell<Option<Instant>>,
     /// Set when the server stops: writes to clients that do not read give up at once
     /// (`c2s::conn`), and sessions store what their clients never saw offline.
     pub stopping: Rc<Cell<bool>>,
@@ -116,6 +119,7 @@ impl CoreState {
             id: mesh.core_id(),
             custody,
             ring_changed_at: Cell::new(None),
+            stand_in_swept_at: Cell::new(None),
             stopping: Rc::default(),
             wheel: shards::wheel::Wheel::new(WHEEL_TICK),
             peers,
@@ -496,6 +500,7 @@ impl CoreState {
     pub fn reregister_everywhere(self: &Rc<Self>) {
         let local = self.local_node();
         self.reregister_sessions(|owner| owner != local);
+        self.sweep_stand_in_offline(false);
     }
 
     /// `CoreMsg::Reregister`: the sessions here whose users `owner` holds register with it
@@ -507,6 +512,27 @@ impl CoreState {
             }
         }
         self.reregister_sessions(|node| node == owner);
+        self.sweep_stand_in_offline(true);
+    }
+
+    /// While every peer had this node down, they stood in for its users and stored offline
+    /// what came for them; this node, frozen, saw no ring change, so its UserChannels would
+    /// not look (`UserMsg::NodesUp`) on their own. They look when it resumes, and again when
+    /// a peer that saw it come back asks its sessions to register again
+    /// (`CoreMsg::Reregister`), by which time that peer has stopped standing in: `asked`.
+    /// Asked sweeps come at most once per half suspicion timeout, since the asks of every
+    /// such peer arrive together and each sweep reads storage for every user online here.
+    fn sweep_stand_in_offline(&self, asked: bool) {
+        if asked {
+            let min_gap = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms / 2);
+            if self.stand_in_swept_at.get().is_some_and(|at| at.elapsed() < min_gap) {
+                return;
+            }
+            self.stand_in_swept_at.set(Some(Instant::now()));
+        }
+        for (_, tx) in self.users.borrow().iter() {
+            tx.force_send(UserMsg::NodesUp);
+        }
     }
 
     /// Each session on this core whose user's owner node `forgot` it registers with that

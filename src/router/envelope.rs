@@ -120,8 +120,9 @@ pub enum UserMsg {
     Disown,
     /// A node is down: its sessions are gone (their contacts learn it).
     NodeDown(u32),
-    /// A node came (back) up: a partition may have healed, and the other side may have
-    /// stored offline what was meant for this user's online sessions.
+    /// Offline storage may hold what was meant for this user's online sessions: a node
+    /// came (back) up and a partition may have healed, this node resumed from a stop its
+    /// peers saw as down, or an actor that stood in for this one handed the user back.
     NodesUp,
     /// The ring has settled since a message found no session here: deliver or store it.
     RingSettled,

@@ -79,6 +79,11 @@ struct UserChannel {
     deferred: Vec<Stanza>,
     /// A `RingSettled` is on its way (`check_when_settled`).
     settle_check_pending: bool,
+    /// This actor stored a message offline. If the ring then moves the user away, the new
+    /// owner is told to look (`hand_off`): this actor may have stood in for it during a
+    /// partition, storing what a session there should have had, and its stores (slow ones
+    /// included) are done only now.
+    stored_offline: Cell<bool>,
     /// XEP-0163: the user's PEP nodes.
     pep: crate::modules::pep::Service,
     /// XEP-0357: the user's push registrations, read when first needed.
@@ -115,7 +120,7 @@ pub async fn run(core: Rc<CoreState>, jid: Arc<str>, rx: mailbox::Receiver<UserM
             // themselves (SessionMsg::RingChanged), so nothing is broadcast. Boxed: the
             // hand-off's futures would otherwise be space in every actor, used once.
             core.retire_user_channel(&jid);
-            Box::pin(hand_off(&core, &jid, std::mem::take(&mut uc.deferred), &rx)).await;
+            Box::pin(hand_off(&core, &jid, std::mem::take(&mut uc.deferred), uc.stored_offline.get(), &rx)).await;
             return;
         }
         // Handled (or dropped by a panic): the asking session may send another.
@@ -148,8 +153,9 @@ fn step(uc: &mut UserChannel, msg: UserMsg) -> Step<'_> {
     })
 }
 
-/// What came before a `Disown` goes on to the new owner, in order.
-async fn hand_off(core: &Rc<CoreState>, jid: &Arc<str>, deferred: Vec<Stanza>, rx: &mailbox::Receiver<UserMsg>) {
+/// What came before a `Disown` goes on to the new owner, in order; then, if this actor
+/// stored anything offline, the new owner hands it to a session it has (`NodesUp`).
+async fn hand_off(core: &Rc<CoreState>, jid: &Arc<str>, deferred: Vec<Stanza>, stored_offline: bool, rx: &mailbox::Receiver<UserMsg>) {
     for stanza in deferred {
         core.send_to_user(jid.clone(), UserMsg::Inbound(stanza)).await;
     }
@@ -157,6 +163,9 @@ async fn hand_off(core: &Rc<CoreState>, jid: &Arc<str>, deferred: Vec<Stanza>, r
         if !matches!(msg, UserMsg::Disown | UserMsg::NodeDown(_) | UserMsg::RingSettled) {
             core.send_to_user(jid.clone(), msg).await;
         }
+    }
+    if stored_offline {
+        core.send_to_user(jid.clone(), UserMsg::NodesUp).await;
     }
 }
 
@@ -223,6 +232,7 @@ impl UserChannel {
             receipt_passed: Cell::new(false),
             deferred: Vec::new(),
             settle_check_pending: false,
+            stored_offline: Cell::new(false),
             fanouts: Default::default(),
             pep: Default::default(),
             push: None,
@@ -1115,6 +1125,7 @@ impl UserChannel {
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
             Ok(true) => {
                 self.core.counters.offline_stored.inc();
+                self.stored_offline.set(true);
                 return true;
             }
             Ok(false) => bounce(&self.core, stanza, StanzaError::ResourceConstraint).await,

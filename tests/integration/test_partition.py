@@ -274,6 +274,9 @@ def survive(nodes, secs, events):
                            "mesh_silent_connections_closed", "mesh_members_down", "mesh_frames_relayed")}
     summary = {k: v for k, v in counts.items() if not k.endswith("_bodies")}
     print(f"{summary}; heal to agreement {heal_secs:.2f} s; {metric}")
+    for name in ("offline_only_bodies", "lost_bodies"):
+        if counts.get(name):
+            print(f"{name}: {' '.join(counts[name])}")
     assert counts["lost"] == 0 and counts["misrouted"] == 0, counts
     assert counts["offline_only"] == 0, counts
     assert counts["duplicated"] == 0, counts
