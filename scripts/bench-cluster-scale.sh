@@ -80,7 +80,7 @@ paper_overhead_secs_max=300
 # node port can be reached from at most the 28,232 ephemeral ports, and past ~14,100 of them
 # (the even half, which connect() tries first) every connect() scanned the rest: the first
 # million-session run slowed from ~340 to ~55 logins/s at 750,000 sessions, 51 % of the box
-# in __inet_check_established (tuning/results/2026-12-05-million.md).
+# in __inet_check_established (tuning/results/2026-12-05-million-first-attempt.md).
 source_addresses=256
 # Each port may take this long to listen once its node started: 53 nodes starting at once
 # on two cores take a while.
