@@ -214,7 +214,11 @@ impl BoundSession {
         async move {
             let (addr, rx) = (self.addr, self.mailbox.take().expect("run once"));
             let mut end = match self.replay.take() {
-                Some(replay) => Box::pin(self.send_replay(*replay)).await.err(),
+                Some(replay) => {
+                    // XEP-0045: its rooms send to the old session's address until told.
+                    Box::pin(self.rejoin_rooms()).await;
+                    Box::pin(self.send_replay(*replay)).await.err()
+                }
                 None => {
                     Box::pin(self.announce()).await;
                     None
@@ -303,6 +307,12 @@ impl BoundSession {
             };
             match mail {
                 Some(SessionMsg::Deliver(xml)) => {
+                    if self.track_sent(xml).is_err() {
+                        return too_many_unacked();
+                    }
+                }
+                Some(SessionMsg::FromRoom(xml)) => {
+                    let Some(xml) = self.admit_room_copy(xml).await else { continue };
                     if self.track_sent(xml).is_err() {
                         return too_many_unacked();
                     }
@@ -612,6 +622,11 @@ impl BoundSession {
         while let Some(msg) = next {
             match msg {
                 SessionMsg::Deliver(xml) => outcome = self.queue_out(&mut batch, xml),
+                SessionMsg::FromRoom(xml) => {
+                    if let Some(xml) = self.admit_room_copy(xml).await {
+                        outcome = self.queue_out(&mut batch, xml);
+                    }
+                }
                 SessionMsg::DeliverBacklog(backlog) => {
                     for xml in backlog {
                         let queued = self.queue_out(&mut batch, xml);
@@ -772,7 +787,13 @@ impl BoundSession {
             _ => {}
         }
         let stanza = Stanza::seal(Kind::Presence, el, self.from(), to);
-        self.core.route(stanza).await;
+        if self.core.is_room(&stanza.to) {
+            // XEP-0045: the room learns where this occupant's copies go.
+            let room = stanza.to.to_bare().to_string().into();
+            self.core.send_to_room(room, RoomMsg::Stanza(stanza, Some(self.addr))).await;
+        } else {
+            self.core.route(stanza).await;
+        }
         Ok(())
     }
 
@@ -939,8 +960,28 @@ impl BoundSession {
             let children = self.presence.as_ref().map(|p| p.element().children().cloned().collect()).unwrap_or_default();
             let el = build("presence", ns::CLIENT, &[], children);
             let stanza = Stanza::seal(Kind::Presence, el, self.from(), occupant);
-            self.core.send_to_room(stanza.to_bare().to_string().into(), RoomMsg::Rejoin(stanza)).await;
+            self.core.send_to_room(stanza.to_bare().to_string().into(), RoomMsg::Rejoin(stanza, self.addr)).await;
         }
+    }
+
+    /// XEP-0045: a room's copy, sent here without passing the UserChannel, which would
+    /// have checked it against the blocklist (XEP-0191 §3.5: the user may have blocked the
+    /// room since joining) and, with this client dormant, sent a push (XEP-0357): both done
+    /// here. `None`: not for the client.
+    async fn admit_room_copy(&mut self, xml: Arc<str>) -> Option<Arc<str>> {
+        let dormant = self.inactive || self.hibernating;
+        if self.blocked.is_empty() && !dormant {
+            return Some(xml);
+        }
+        let Some(stanza) = Stanza::from_sealed(xml.clone()) else { return Some(xml) };
+        if self.blocked.blocks(&stanza.from) {
+            return None;
+        }
+        if dormant && stanza.kind == Kind::Message {
+            // Boxed: rare, and its future would otherwise be space in every session's.
+            Box::pin(self.core.send_to_user(self.bare.clone(), UserMsg::RoomNotice(stanza))).await;
+        }
+        Some(xml)
     }
 
     /// XEP-0357: tells the UserChannel whether this client sees messages now, so it knows
@@ -978,7 +1019,7 @@ impl BoundSession {
         let now = SystemTime::now();
         while let Some(mail) = rx.try_recv() {
             match mail {
-                SessionMsg::Deliver(xml) => left.push(Unacked { xml, sent_at: now }),
+                SessionMsg::Deliver(xml) | SessionMsg::FromRoom(xml) => left.push(Unacked { xml, sent_at: now }),
                 SessionMsg::DeliverBacklog(backlog) => left.extend(backlog.into_iter().map(|xml| Unacked { xml, sent_at: now })),
                 _ => {}
             }

@@ -8,6 +8,7 @@ use jid::FullJid;
 use minidom::Element;
 use serde::{Deserialize, Serialize};
 
+use crate::router::SessionAddr;
 use crate::stanza::build;
 use crate::xml::ns;
 
@@ -95,6 +96,10 @@ pub struct Occupant {
     pub occupant_id: String,
     /// §7.13: when this occupant last asked for voice (`room::voice` paces them).
     pub voice_requested_at: Option<std::time::Instant>,
+    /// The session its presence came from: the room sends it copies there directly
+    /// (`SessionMsg::FromRoom`). `None` when the presence came another way; copies then go
+    /// through the user's UserChannel.
+    pub session: Option<SessionAddr>,
 }
 
 /// A room's occupants by nick; an account holds at most one nick (a second resource
@@ -194,6 +199,7 @@ mod tests {
             presence: vec![],
             occupant_id: "x".into(),
             voice_requested_at: None,
+            session: None,
         }
     }
 

@@ -22,7 +22,7 @@ use super::occupants::{Affiliation, Occupant, Occupants, Presented, Role};
 use super::room_config::RoomConfig;
 use super::service::Listing;
 use crate::modules::{mam, IqAnswer};
-use crate::router::{AdminAnswer, CoreMsg, CoreState, RoomMsg, UserMsg};
+use crate::router::{AdminAnswer, CoreMsg, CoreState, RoomMsg, SessionAddr, SessionMsg, UserMsg};
 use crate::stanza::{as_full, build, may_answer_with_error, text_el, Kind, Stanza, StanzaError};
 use crate::storage::ArchiveRow;
 use crate::xml::ns;
@@ -74,6 +74,9 @@ struct Room {
     subject: Option<Subject>,
     occupants: Occupants,
     history: History,
+    /// The ring change this room last checked its occupants' sessions against
+    /// (`prune_departed`).
+    ring_seen: Option<std::time::Instant>,
 }
 
 /// The actor's life: load, handle stanzas in order, retire with the last occupant.
@@ -90,19 +93,19 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
             core.retire_room(&key);
             while let Some(msg) = rx.try_recv() {
                 match msg {
-                    RoomMsg::Stanza(stanza) => refuse(&core, &stanza, StanzaError::ServiceUnavailable).await,
+                    RoomMsg::Stanza(stanza, _) => refuse(&core, &stanza, StanzaError::ServiceUnavailable).await,
                     RoomMsg::Admin { ticket, .. } => core.answer_admin(ticket, AdminAnswer { ok: false, text: format!("room {key} not loaded: {e}") }).await,
-                    RoomMsg::Rejoin(_) | RoomMsg::Disown => {}
+                    RoomMsg::Rejoin(..) | RoomMsg::Disown => {}
                 }
             }
             return;
         }
     };
     while let Some(msg) = rx.recv().await {
-        let stanza = match msg {
-            RoomMsg::Stanza(stanza) => stanza,
-            RoomMsg::Rejoin(stanza) => {
-                if shards::contain::contained(room.rejoin(stanza)).await.is_err() {
+        let (stanza, session) = match msg {
+            RoomMsg::Stanza(stanza, session) => (stanza, session),
+            RoomMsg::Rejoin(stanza, session) => {
+                if shards::contain::contained(room.rejoin(stanza, session)).await.is_err() {
                     core.counters.actor_panics.inc();
                     log::error!("room {key}: a rejoin panicked; that occupant is not back");
                 }
@@ -127,17 +130,14 @@ pub async fn run(core: Rc<CoreState>, key: Arc<str>, rx: mailbox::Receiver<RoomM
                 core.retire_room(&key);
                 // What came meanwhile goes to the new owner.
                 while let Some(msg) = rx.try_recv() {
-                    match msg {
-                        RoomMsg::Stanza(s) => core.route(s).await,
-                        RoomMsg::Rejoin(s) => core.send_to_room(key.clone(), RoomMsg::Rejoin(s)).await,
-                        admin @ RoomMsg::Admin { .. } => core.send_to_room(key.clone(), admin).await,
-                        RoomMsg::Disown => {}
+                    if !matches!(msg, RoomMsg::Disown) {
+                        core.send_to_room(key.clone(), msg).await;
                     }
                 }
                 return;
             }
         };
-        let step = shards::contain::contained(room.handle(stanza)).await;
+        let step = shards::contain::contained(room.handle(stanza, session)).await;
         if step.is_err() {
             core.counters.actor_panics.inc();
             log::error!("room {key}: a step panicked; that stanza is dropped");
@@ -174,6 +174,7 @@ impl Room {
             subject: None,
             occupants: Occupants::default(),
             history: History::default(),
+            ring_seen: core.ring_changed_at(),
         };
         if let Some(doc) = core.storage.doc_get(key.to_string(), ROOM_DOC.into()).await? {
             match serde_json::from_str::<Persisted>(&doc) {
@@ -250,13 +251,15 @@ impl Room {
     /// checks of a join (a ban, or a password it cannot repeat, keeps it out), with nothing
     /// sent to anyone: its client and the others believe it never left. A room that is gone
     /// (a temporary room whose node failed) tells it so: unavailable, 332.
-    async fn rejoin(&mut self, stanza: Stanza) {
+    async fn rejoin(&mut self, stanza: Stanza, session: SessionAddr) {
+        self.prune_departed().await;
         let (Some(from), Some(nick)) = (as_full(&stanza.from), stanza.to.resource().map(|r| r.as_str().to_owned())) else { return };
-        if self.occupants.nick_of(&from).as_deref() == Some(nick.as_str()) {
+        if let Some(occupant) = self.occupants.get_mut(&nick).filter(|o| o.jid == from) {
+            occupant.session = Some(session); // resumed (XEP-0198) at a new address, or no change
             return;
         }
         let el = stanza.element();
-        if !self.exists || self.join(from.clone(), nick.clone(), &el, true).await.is_err() {
+        if !self.exists || self.join(from.clone(), nick.clone(), &el, Some(session), true).await.is_err() {
             let gone = Occupant {
                 nick: nick.clone(),
                 jid: from.clone(),
@@ -265,6 +268,7 @@ impl Room {
                 presence: vec![],
                 occupant_id: String::new(),
                 voice_requested_at: None,
+                session: None,
             };
             let p = keep_muc_children(build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]), &gone, true, &[110, 332], None);
             self.send(p, self.occupant_jid(&nick), &from).await;
@@ -292,9 +296,11 @@ impl Room {
         Jid::from(self.jid.with_resource_str(nick).expect("nicks are checked resourceparts"))
     }
 
-    async fn handle(&mut self, stanza: Stanza) {
+    /// `session`: the sender's, when it is a local client's presence (see `Occupant::session`).
+    async fn handle(&mut self, stanza: Stanza, session: Option<SessionAddr>) {
         #[cfg(feature = "test-hooks")]
         crate::test_hooks::panic_if_asked(&stanza.xml, "room");
+        self.prune_departed().await;
         let Some(from) = as_full(&stanza.from) else { return };
         let nick = stanza.to.resource().map(|r| r.as_str().to_owned());
         if &*stanza.type_ == "error" {
@@ -308,12 +314,35 @@ impl Room {
             return;
         }
         let result = match stanza.kind {
-            Kind::Presence => self.on_presence(&stanza, from, nick).await,
+            Kind::Presence => self.on_presence(&stanza, from, nick, session).await,
             Kind::Message => self.on_message(&stanza, from, nick).await,
             Kind::Iq => self.on_iq(&stanza, from, nick).await,
         };
         if let Err(e) = result {
             refuse(&self.core, &stanza, e).await;
+        }
+    }
+
+    /// Occupants whose session was on a node that has left the ring went with it, as the
+    /// UserChannel forgets such sessions: they are taken out (333), not sent copies that
+    /// custody would hold for a node that is not there. Looked at once per ring change.
+    /// A session that was only cut off comes back silently when it registers again
+    /// (`RoomMsg::Rejoin`).
+    async fn prune_departed(&mut self) {
+        let changed = self.core.ring_changed_at();
+        if changed == self.ring_seen {
+            return;
+        }
+        self.ring_seen = changed;
+        let on_ring = self.core.ring_nodes();
+        let departed: Vec<String> = self
+            .occupants
+            .iter()
+            .filter(|o| o.session.is_some_and(|s| !on_ring.contains(&s.node)))
+            .map(|o| o.nick.clone())
+            .collect();
+        for nick in departed {
+            self.remove_occupant(&nick, &[333], None).await;
         }
     }
 
@@ -324,7 +353,7 @@ impl Room {
 
     // ------------------------------------------------------------------ presence
 
-    async fn on_presence(&mut self, stanza: &Stanza, from: FullJid, nick: Option<String>) -> Result<(), StanzaError> {
+    async fn on_presence(&mut self, stanza: &Stanza, from: FullJid, nick: Option<String>, session: Option<SessionAddr>) -> Result<(), StanzaError> {
         let Some(nick) = nick else { return Err(StanzaError::JidMalformed) }; // §7.2.1
         let el = stanza.element();
         let current = self.occupants.nick_of(&from);
@@ -335,18 +364,20 @@ impl Room {
                 Ok(())
             }
             ("", Some(current)) if current == nick => {
-                self.occupants.get_mut(&nick).expect("present").presence = presence_payload(&el);
+                let occupant = self.occupants.get_mut(&nick).expect("present");
+                occupant.presence = presence_payload(&el);
+                occupant.session = session.or(occupant.session);
                 self.broadcast_presence(&nick, &[], None).await;
                 Ok(())
             }
             ("", Some(current)) => self.change_nick(&current, nick, &el).await,
-            ("", None) => self.join(from, nick, &el, false).await,
+            ("", None) => self.join(from, nick, &el, session, false).await,
             _ => Ok(()),
         }
     }
 
     /// §7.2; `silent` for a session registering again after a ring change (no one is told).
-    async fn join(&mut self, from: FullJid, nick: String, el: &Element, silent: bool) -> Result<(), StanzaError> {
+    async fn join(&mut self, from: FullJid, nick: String, el: &Element, session: Option<SessionAddr>, silent: bool) -> Result<(), StanzaError> {
         if nick.is_empty() || nick.len() > NICK_BYTES_MAX {
             return Err(StanzaError::JidMalformed);
         }
@@ -401,6 +432,7 @@ impl Room {
             presence: presence_payload(el),
             occupant_id: self.core.storage.keyed_id(&["occupant-id", &self.key, &bare]),
             voice_requested_at: None,
+            session,
         };
         if silent {
             self.occupants.insert(occupant);
@@ -409,11 +441,12 @@ impl Room {
             return Ok(());
         }
         // §7.2.3: the others' presence first, then the joiner's own (110 last to it).
+        // Everything to the joiner takes one path, its session's when known, so it arrives
+        // in this order.
         let shows_jid = self.config.whois_anyone || occupant.role == Role::Moderator;
-        for other in self.occupants.iter().filter(|o| self.config.broadcasts(o.role)) {
-            let p = self.presence_of(other, shows_jid, &[], vec![], None);
-            self.send(p, self.occupant_jid(&other.nick), &from).await;
-        }
+        let others = self.occupants.iter().filter(|o| self.config.broadcasts(o.role));
+        let presences = others.map(|other| OccupantCopy::sealed(Kind::Presence, self.presence_of(other, shows_jid, &[], vec![], None), self.occupant_jid(&other.nick), &occupant)).collect();
+        self.fan_out(presences).await;
         self.occupants.insert(occupant);
         self.core.counters.muc_occupants.add(1);
         if self.config.whois_anyone {
@@ -424,9 +457,9 @@ impl Room {
         }
         self.broadcast_presence(&nick, &codes, None).await;
         if !self.locked {
-            self.send_history(&from, &history::Request::of(muc)).await;
+            self.send_history(&from, session, &history::Request::of(muc)).await;
         }
-        self.send_subject(&from).await;
+        self.send_subject(&from, session).await;
         Ok(())
     }
 
@@ -438,13 +471,19 @@ impl Room {
         build("presence", ns::CLIENT, &[], children)
     }
 
-    /// Stanzas to occupants (users of this server), one hop per core and per node
-    /// ([`CoreState::send_batched`]), not one per occupant.
-    async fn fan_out(&self, stanzas: Vec<Stanza>) {
-        let msgs = stanzas
-            .into_iter()
-            .map(|s| CoreMsg::ToUser { user: s.to.to_bare().to_string().into(), msg: UserMsg::Inbound(s) })
-            .collect();
+    /// Copies to occupants, one hop per core and per node ([`CoreState::send_batched`]),
+    /// not one per occupant: straight to each occupant's session where the room knows it
+    /// (its presence came from that session), else through the user's UserChannel. A
+    /// message for another node is held (custody) until that node has it.
+    async fn fan_out(&self, copies: Vec<OccupantCopy>) {
+        let mut msgs = Vec::with_capacity(copies.len());
+        for OccupantCopy { stanza, session } in copies {
+            msgs.push(match session {
+                Some(to) if stanza.kind == Kind::Message => self.core.held_copy(to, stanza.xml, true).await,
+                Some(to) => CoreMsg::ToSession { to, msg: SessionMsg::FromRoom(stanza.xml) },
+                None => CoreMsg::ToUser { user: stanza.to.to_bare().to_string().into(), msg: UserMsg::Inbound(stanza) },
+            });
+        }
         self.core.send_batched(msgs).await;
     }
 
@@ -462,7 +501,7 @@ impl Room {
             }
             let show_jid = self.config.whois_anyone || to.role == Role::Moderator || own;
             let p = self.presence_of(occupant, show_jid, if own { &own_codes } else { &others_codes }, vec![], new_nick);
-            copies.push(Stanza::seal(Kind::Presence, p, from.clone(), Jid::from(to.jid.clone())));
+            copies.push(OccupantCopy::sealed(Kind::Presence, p, from.clone(), to));
         }
         self.fan_out(copies).await;
     }
@@ -484,12 +523,13 @@ impl Room {
         let unavailable = || build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]);
         let own_codes: Vec<u16> = codes.iter().copied().chain([110]).collect();
         let to_self = keep_muc_children(unavailable(), &gone, true, &own_codes, status_el.clone());
-        self.send(to_self, from.clone(), &gone.jid).await;
+        let mut copies = vec![OccupantCopy::sealed(Kind::Presence, to_self, from.clone(), &gone)];
         for to in self.occupants.iter().filter(|_| announced) {
             let show_jid = self.config.whois_anyone || to.role == Role::Moderator;
             let p = keep_muc_children(unavailable(), &gone, show_jid, codes, status_el.clone());
-            self.send(p, from.clone(), &to.jid).await;
+            copies.push(OccupantCopy::sealed(Kind::Presence, p, from.clone(), to));
         }
+        self.fan_out(copies).await;
         if self.locked && self.occupants.is_empty() {
             // The owner left before configuring: the room never opened (§10.1.3).
             self.forget().await;
@@ -506,14 +546,15 @@ impl Room {
         }
         let Some(mut occupant) = self.occupants.remove(current) else { return Ok(()) };
         let from_old = self.occupant_jid(current);
+        let mut copies = Vec::with_capacity(self.occupants.len() + 1);
         for to in self.occupants.iter().chain(std::iter::once(&occupant)) {
             let own = to.jid == occupant.jid;
             let codes: &[u16] = if own { &[303, 110] } else { &[303] };
             let show_jid = self.config.whois_anyone || to.role == Role::Moderator || own;
             let p = keep_muc_children(build("presence", ns::CLIENT, &[("type", "unavailable")], vec![]), &occupant, show_jid, codes, None);
-            let p = with_new_nick(p, &nick);
-            self.send(p, from_old.clone(), &to.jid).await;
+            copies.push(OccupantCopy::sealed(Kind::Presence, with_new_nick(p, &nick), from_old.clone(), to));
         }
+        self.fan_out(copies).await;
         occupant.nick = nick.clone();
         occupant.presence = presence_payload(el);
         self.occupants.insert(occupant);
@@ -589,7 +630,7 @@ impl Room {
             self.history.push(entry, self.config.history_length, self.core.cfg.muc.history_bytes_max);
         }
         self.core.counters.muc_messages.inc();
-        let copies = self.occupants.iter().map(|to| addressed_to(&template, &to.jid)).collect();
+        let copies = self.occupants.iter().map(|to| OccupantCopy { stanza: addressed_to(&template, &to.jid), session: to.session }).collect();
         self.fan_out(copies).await;
         if has_body && self.config.members_only {
             self.notify_absent_members(&template).await;
@@ -665,24 +706,27 @@ impl Room {
         Err(StanzaError::BadRequest)
     }
 
-    async fn send_history(&self, to: &FullJid, req: &history::Request) {
+    async fn send_history(&self, to: &FullJid, session: Option<SessionAddr>, req: &history::Request) {
+        let mut copies = Vec::new();
         for entry in self.history.select(req, SystemTime::now()) {
             let Ok(el) = entry.xml.parse::<Element>() else { continue };
             let el = crate::modules::delay::stamp_once(el, &self.jid.to_string(), entry.at);
             let from = el.attr("from").and_then(|f| Jid::new(f).ok()).unwrap_or_else(|| Jid::from(self.jid.clone()));
-            self.core.route(Stanza::seal(Kind::Message, el, from, Jid::from(to.clone()))).await;
+            copies.push(OccupantCopy { stanza: Stanza::seal(Kind::Message, el, from, Jid::from(to.clone())), session });
         }
+        self.fan_out(copies).await;
     }
 
     /// §7.2.15: the subject goes to every joiner, empty when none is set.
-    async fn send_subject(&self, to: &FullJid) {
+    async fn send_subject(&self, to: &FullJid, session: Option<SessionAddr>) {
         let (from, text) = match &self.subject {
             Some(s) if self.occupants.get(&s.nick).is_some() => (self.occupant_jid(&s.nick), s.text.as_str()),
             Some(s) => (Jid::from(self.jid.clone()), s.text.as_str()),
             None => (Jid::from(self.jid.clone()), ""),
         };
         let msg = build("message", ns::CLIENT, &[("type", "groupchat")], vec![text_el("subject", ns::CLIENT, text)]);
-        self.core.route(Stanza::seal(Kind::Message, msg, from, Jid::from(to.clone()))).await;
+        let stanza = Stanza::seal(Kind::Message, msg, from, Jid::from(to.clone()));
+        self.fan_out(vec![OccupantCopy { stanza, session }]).await;
     }
 
     // ------------------------------------------------------------------ IQs
@@ -812,6 +856,7 @@ impl Room {
             attrs.push(("jid", v.as_str()));
         }
         let destroy_el = build("destroy", ns::MUC_USER, &attrs, children);
+        let mut copies = Vec::with_capacity(self.occupants.len());
         for nick in self.occupants.nicks() {
             let Some(mut gone) = self.occupants.remove(&nick) else { continue };
             self.core.counters.muc_occupants.add(-1);
@@ -819,8 +864,9 @@ impl Room {
             gone.affiliation = Affiliation::None;
             let x = Presented { occupant: &gone, show_jid: false, codes: &[], item_children: vec![], x_children: vec![destroy_el.clone()], new_nick: None }.muc_user();
             let p = build("presence", ns::CLIENT, &[("type", "unavailable")], vec![x]);
-            self.send(p, self.occupant_jid(&nick), &gone.jid).await;
+            copies.push(OccupantCopy::sealed(Kind::Presence, p, self.occupant_jid(&nick), &gone));
         }
+        self.fan_out(copies).await;
         self.forget().await;
     }
 
@@ -1003,6 +1049,19 @@ fn with_new_nick(mut p: Element, nick: &str) -> Element {
 fn invite_el(name: &str, attr: &str, who: &str, original: &Element) -> Element {
     let reason = original.get_child("reason", ns::MUC_USER).map(|r| text_el("reason", ns::MUC_USER, &r.text()));
     build(name, ns::MUC_USER, &[(attr, who)], reason.into_iter().collect())
+}
+
+/// One stanza from the room to one occupant, with the occupant's session if the room
+/// knows it (`Room::fan_out`).
+struct OccupantCopy {
+    stanza: Stanza,
+    session: Option<SessionAddr>,
+}
+
+impl OccupantCopy {
+    fn sealed(kind: Kind, el: Element, from: Jid, to: &Occupant) -> OccupantCopy {
+        OccupantCopy { stanza: Stanza::seal(kind, el, from, Jid::from(to.jid.clone())), session: to.session }
+    }
 }
 
 /// `template` (sealed by the room, to the room) addressed to one occupant: the sealed text's

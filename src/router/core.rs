@@ -153,6 +153,17 @@ impl CoreState {
         (Instant::now() < settled).then_some(settled)
     }
 
+    /// When the ring last changed; `None` if never since this core started.
+    pub fn ring_changed_at(&self) -> Option<Instant> {
+        self.ring_changed_at.get()
+    }
+
+    /// The nodes that hold arcs of the ring now, this one included.
+    pub fn ring_nodes(&self) -> std::collections::HashSet<u32> {
+        let ring = self.ring.borrow();
+        ring.node_shares().into_keys().chain([ring.local_node()]).collect()
+    }
+
     pub fn local_node(&self) -> u32 {
         self.ring.borrow().local_node()
     }
@@ -189,7 +200,7 @@ impl CoreState {
     pub async fn route(self: &Rc<Self>, stanza: Stanza) {
         let bare: Arc<str> = stanza.to.to_bare().to_string().into();
         if self.is_room(&stanza.to) {
-            self.send_to_room(bare, RoomMsg::Stanza(stanza)).await;
+            self.send_to_room(bare, RoomMsg::Stanza(stanza, None)).await;
         } else {
             self.send_to_user(bare, UserMsg::Inbound(stanza)).await;
         }
@@ -199,7 +210,7 @@ impl CoreState {
     pub async fn route_error(self: &Rc<Self>, reply: Stanza) {
         let bare: Arc<str> = reply.to.to_bare().to_string().into();
         if self.is_room(&reply.to) {
-            self.send_to_room(bare, RoomMsg::Stanza(reply)).await;
+            self.send_to_room(bare, RoomMsg::Stanza(reply, None)).await;
         } else {
             self.send_to_user(bare, UserMsg::ErrorReply(reply)).await;
         }
@@ -242,16 +253,16 @@ impl CoreState {
     fn room_local(self: &Rc<Self>, room: Arc<str>, msg: RoomMsg) {
         let tx = self.room(&room);
         // Lifecycle, one per session and ring change: never refused.
-        let stanza = match msg {
-            RoomMsg::Stanza(stanza) => stanza,
+        let (stanza, session) = match msg {
+            RoomMsg::Stanza(stanza, session) => (stanza, session),
             other => return tx.force_send(other),
         };
         // Errors that answer the room's own stanzas are never refused (one per stanza it
         // sent); anything else past the bound is answered `<resource-constraint/>`.
         if stanza.type_.as_ref() == "error" {
-            return tx.force_send(RoomMsg::Stanza(stanza));
+            return tx.force_send(RoomMsg::Stanza(stanza, session));
         }
-        if let Err(SendError::Full(RoomMsg::Stanza(stanza)) | SendError::Closed(RoomMsg::Stanza(stanza))) = tx.try_send(RoomMsg::Stanza(stanza)) {
+        if let Err(SendError::Full(RoomMsg::Stanza(stanza, _)) | SendError::Closed(RoomMsg::Stanza(stanza, _))) = tx.try_send(RoomMsg::Stanza(stanza, session)) {
             self.counters.room_mailbox_full_drops.inc();
             let this = self.clone();
             glommio::spawn_local(async move { crate::muc::room::refuse(&this, &stanza, crate::stanza::StanzaError::ResourceConstraint).await }).detach();
@@ -285,21 +296,31 @@ impl CoreState {
     pub async fn deliver_message(self: &Rc<Self>, to: SessionAddr, stanza: &Stanza) -> bool {
         let xml = stanza.xml.clone();
         match stanza.receipt {
-            Some(receipt) => self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await,
+            Some(receipt) => {
+                let msg = CoreMsg::HeldDelivery { to, xml, receipt, from_room: false };
+                self.send_to_core(to.node, to.core as usize, msg).await;
+            }
             None => self.deliver_held(to, xml).await,
         }
         stanza.receipt.is_some()
     }
 
-    /// A message that is this core's to keep until `to` has it: delivered at once on this
-    /// node, else held here (`custody`) until the session's core confirms, and given back
-    /// to its user (other resources, offline storage) if that node goes down first.
+    /// A message that is this core's to keep until `to` has it (see [`Self::held_copy`]).
     pub async fn deliver_held(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>) {
+        let msg = self.held_copy(to, xml, false).await;
+        self.send_to_core(to.node, to.core as usize, msg).await;
+    }
+
+    /// The hop that takes a message to session `to`: straight to it on this node; to
+    /// another node, held here (`custody`) until that node's core confirms, and given back
+    /// to its user (other resources, offline storage) if the node goes down first.
+    /// `from_room`: a room's copy ([`SessionMsg::FromRoom`]).
+    pub async fn held_copy(&self, to: SessionAddr, xml: Arc<str>, from_room: bool) -> CoreMsg {
         if to.node == self.local_node() {
-            return self.send_to_session(to, SessionMsg::Deliver(xml)).await;
+            return CoreMsg::ToSession { to, msg: SessionMsg::copy(xml, from_room) };
         }
-        let receipt = self.hold(to.node, Held::Session(to, xml.clone())).await;
-        self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
+        let receipt = self.hold(to.node, Held::Session { to, xml: xml.clone(), from_room }).await;
+        CoreMsg::HeldDelivery { to, xml, receipt, from_room }
     }
 
     /// The hop toward core `core` of `node`: handled here when it is this core, else across
@@ -326,21 +347,14 @@ impl CoreState {
             log::error!("core {}: message for node {node} on a single node dropped", self.id);
             return;
         };
-        let msg = match msg {
-            CoreMsg::ToUser { user, msg: UserMsg::Inbound(mut stanza) } if stanza.kind == Kind::Message && stanza.receipt.is_none() => {
-                stanza.receipt = Some(self.hold(node, Held::User(user.clone(), stanza.clone())).await);
-                CoreMsg::ToUser { user, msg: UserMsg::Inbound(stanza) }
-            }
-            other => other,
-        };
-        let receipt = match &msg {
-            CoreMsg::ToUser { msg: UserMsg::Inbound(s), .. } => s.receipt,
-            CoreMsg::HeldDelivery { receipt, .. } => Some(*receipt),
-            _ => None,
-        };
+        let msg = self.in_custody(node, msg).await;
+        let receipt = receipt_of(&msg);
         // Held here: while it waits, custody may take it back to send again (its node went
         // down) or see it confirmed (a copy got through); then this attempt stops.
-        let mine = receipt.filter(|r| r.node == self.local_node() && r.core as usize == self.id).map(|r| r.id);
+        let mine = receipt.filter(|r| self.holds(r)).map(|r| r.id);
+        // A batch (a room's fan-out) whose every message is held here is let go the same
+        // way: custody sends each again, so the room does not wait on an unreachable node.
+        let held_batch = matches!(&msg, CoreMsg::Batch(msgs) if msgs.iter().all(|m| receipt_of(m).is_some_and(|r| self.holds(&r))));
         // A user's or a room's owner may change while this waits: the ring is read again.
         let owned_by = match &msg {
             CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => Some(key.clone()),
@@ -365,11 +379,11 @@ impl CoreState {
                     // Held and the node unreachable: custody sends it again when the node is
                     // down, or at the confirmation timeout, and the caller (a UserChannel,
                     // with more to route) does not wait for either.
-                    if why == LinkError::Unreachable && mine.is_some() {
+                    if why == LinkError::Unreachable && (mine.is_some() || held_batch) {
                         return;
                     }
                     if Instant::now() >= deadline {
-                        if receipt.is_none() {
+                        if receipt.is_none() && !held_batch {
                             self.counters.cross_node_drops.inc();
                             log::warn!("core {}: node {node} {why:?} for {timeout:?}; message dropped", self.id);
                         }
@@ -462,13 +476,37 @@ impl CoreState {
         }
     }
 
+    /// A message stanza for a UserChannel on another node, held here (`custody`) until the
+    /// end of its path confirms it; each one of a batch for that node the same way.
+    async fn in_custody(&self, node: u32, msg: CoreMsg) -> CoreMsg {
+        match msg {
+            CoreMsg::ToUser { user, msg: UserMsg::Inbound(mut stanza) } if stanza.kind == Kind::Message && stanza.receipt.is_none() => {
+                stanza.receipt = Some(self.hold(node, Held::User(user.clone(), stanza.clone())).await);
+                CoreMsg::ToUser { user, msg: UserMsg::Inbound(stanza) }
+            }
+            CoreMsg::Batch(msgs) => {
+                let mut held = Vec::with_capacity(msgs.len());
+                for msg in msgs {
+                    held.push(Box::pin(self.in_custody(node, msg)).await);
+                }
+                CoreMsg::Batch(held)
+            }
+            other => other,
+        }
+    }
+
+    /// Whether this core holds the message `receipt` names.
+    fn holds(&self, receipt: &Receipt) -> bool {
+        receipt.node == self.local_node() && receipt.core as usize == self.id
+    }
+
     /// A message for this core itself.
     fn handle_here(self: &Rc<Self>, msg: CoreMsg) {
         match msg {
             CoreMsg::ToUser { user, msg } => self.user_local(user, msg),
             CoreMsg::ToRoom { room, msg } => self.room_local(room, msg),
             CoreMsg::ToSession { to, msg } => self.session_local(to, msg),
-            CoreMsg::HeldDelivery { to, xml, receipt } => self.held_delivery_local(to, xml, receipt),
+            CoreMsg::HeldDelivery { to, xml, receipt, from_room } => self.held_delivery_local(to, xml, receipt, from_room),
             CoreMsg::Confirm { ids, .. } => {
                 let released = self.custody.release(&ids);
                 self.counters.custody_held.add(-(released as i64));
@@ -618,7 +656,7 @@ impl CoreState {
             drop(sessions);
             return self.give_back(None, msg);
         };
-        if let SessionMsg::Deliver(_) = msg {
+        if let SessionMsg::Deliver(_) | SessionMsg::FromRoom(_) = msg {
             self.counters.routed_stanzas.inc();
         }
         match slot.mailbox.try_send(msg) {
@@ -652,7 +690,7 @@ impl CoreState {
     /// accepted is dropped. The rest (presence, state updates) has no one to answer.
     fn give_back(self: &Rc<Self>, unbind: Option<(Arc<str>, SessionAddr)>, msg: SessionMsg) {
         let stanzas = match msg {
-            SessionMsg::Deliver(xml) => vec![xml],
+            SessionMsg::Deliver(xml) | SessionMsg::FromRoom(xml) => vec![xml],
             SessionMsg::DeliverBacklog(backlog) => backlog,
             SessionMsg::Resumed(handover) => handover.unacked,
             _ => Vec::new(),
@@ -664,7 +702,7 @@ impl CoreState {
     /// when this session had it already (a copy sent again after a failure). When the
     /// session is gone or not reading, it goes back to its user as undelivered, receipt
     /// and all, and the owner's handling confirms it.
-    fn held_delivery_local(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, receipt: Receipt) {
+    fn held_delivery_local(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool) {
         let sessions = self.sessions.borrow();
         let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
             drop(sessions);
@@ -678,7 +716,7 @@ impl CoreState {
             return self.confirm(receipt);
         }
         self.counters.routed_stanzas.inc();
-        match slot.mailbox.try_send(SessionMsg::Deliver(xml.clone())) {
+        match slot.mailbox.try_send(SessionMsg::copy(xml.clone(), from_room)) {
             Ok(()) => {
                 self.custody.remember_delivered(receipt, to);
                 self.confirm(receipt);
@@ -748,16 +786,16 @@ impl CoreState {
                 self.custody.hold_again(retry, self.owner_of(&user).node, Instant::now());
                 self.send_to_user(user, UserMsg::Inbound(stanza)).await;
             }
-            Held::Session(to, xml) if nodes_down.contains(&to.node) => {
+            Held::Session { to, xml, .. } if nodes_down.contains(&to.node) => {
                 self.counters.custody_held.add(-1);
                 if let Some(stanza) = Stanza::reroutable(xml) {
                     self.send_to_user(stanza.to.to_bare().to_string().into(), UserMsg::Undelivered(stanza)).await;
                 }
             }
-            Held::Session(to, xml) => {
+            Held::Session { to, xml, from_room } => {
                 let receipt = retry.receipt;
                 self.custody.hold_again(retry, to.node, Instant::now());
-                self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt }).await;
+                self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt, from_room }).await;
             }
         }
     }
@@ -884,5 +922,14 @@ impl CoreState {
             sessions.remove(addr.slot as usize);
             self.counters.sessions.add(-1);
         }
+    }
+}
+
+/// The receipt a held message carries (`custody`), if it is one.
+fn receipt_of(msg: &CoreMsg) -> Option<Receipt> {
+    match msg {
+        CoreMsg::ToUser { msg: UserMsg::Inbound(s), .. } => s.receipt,
+        CoreMsg::HeldDelivery { receipt, .. } => Some(*receipt),
+        _ => None,
     }
 }

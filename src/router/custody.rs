@@ -54,8 +54,9 @@ pub const SEND_ATTEMPTS_MAX: u32 = 3;
 pub enum Held {
     /// For `user`'s UserChannel on another node.
     User(Arc<str>, Stanza),
-    /// For a session on another node, from this core's UserChannel.
-    Session(SessionAddr, Arc<str>),
+    /// For a session on another node, from this core's UserChannel, or (`from_room`) a
+    /// room's copy from this core's room actor.
+    Session { to: SessionAddr, xml: Arc<str>, from_room: bool },
 }
 
 struct Entry {

@@ -33,9 +33,9 @@ pub enum CoreMsg {
     /// For the XEP-0045 room `room` (a bare JID at the MUC service) on its owner core.
     ToRoom { room: Arc<str>, msg: RoomMsg },
     /// A message for one session, held by the core `receipt` names (`super::custody`):
-    /// the session's core confirms it, and queues it as `SessionMsg::Deliver` unless it
-    /// had it already.
-    HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt },
+    /// the session's core confirms it, and queues it as `SessionMsg::Deliver` (or, a
+    /// room's copy, `SessionMsg::FromRoom`) unless it had it already.
+    HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool },
     /// For core `core`, which held these messages (`super::custody`): their path's end has them.
     Confirm { core: u16, ids: Vec<u64> },
     /// Messages for one core, or for one node, travelling as one hop (a room's fan-out):
@@ -155,11 +155,14 @@ impl UserMsg {
 /// What a room actor (`crate::muc::room`) handles.
 #[derive(Debug, Serialize, Deserialize)]
 pub enum RoomMsg {
-    /// A stanza for the room, or for one of its occupants (`room@service/nick`).
-    Stanza(Stanza),
+    /// A stanza for the room, or for one of its occupants (`room@service/nick`); with the
+    /// address of the session that sent it, for a presence from a local client: the room
+    /// sends that occupant's copies straight to it (`SessionMsg::FromRoom`).
+    Stanza(Stanza, Option<SessionAddr>),
     /// A session that was in the room (its presence to `room/nick`) registers again after
-    /// the ring changed: it joins without a word to anyone, as its client never left.
-    Rejoin(Stanza),
+    /// the ring changed, or from its new address after an XEP-0198 resumption: it joins
+    /// without a word to anyone, as its client never left.
+    Rejoin(Stanza, SessionAddr),
     /// The ring moved this room to another owner: hand its state over, pass on what is
     /// queued, stop.
     Disown,
@@ -184,6 +187,11 @@ pub enum RoomAdminOp {
 pub enum SessionMsg {
     /// Write this stanza to the client.
     Deliver(Arc<str>),
+    /// XEP-0045: a room's copy of a groupchat message or an occupant's presence, sent to
+    /// this session directly, not through its UserChannel. Written as `Deliver` is, unless
+    /// the user blocked the room since joining; while the client is dormant its
+    /// UserChannel hears of a message too, for a push (XEP-0357).
+    FromRoom(Arc<str>),
     /// Write these, in order: a user's offline messages, handed over as one mailbox entry
     /// so a backlog as long as `offline_messages_max` never overflows the session's queue.
     DeliverBacklog(Vec<Arc<str>>),
@@ -216,6 +224,17 @@ pub enum SessionMsg {
     /// Its account bound more than `resources_per_user_max` sessions and this one is the
     /// oldest: end with `<policy-violation/>`.
     TooManyResources,
+}
+
+impl SessionMsg {
+    /// A message for the client: a room's copy (`from_room`), or any other.
+    pub fn copy(xml: Arc<str>, from_room: bool) -> SessionMsg {
+        if from_room {
+            SessionMsg::FromRoom(xml)
+        } else {
+            SessionMsg::Deliver(xml)
+        }
+    }
 }
 
 /// What a resumed session takes from the one it replaces (XEP-0198 §5).

@@ -63,7 +63,7 @@ mod tests {
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::Dormant { session, dormant: true } },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(Stanza { receipt: Some(receipt), ..stanza() }) },
-            CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt },
+            CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt, from_room: false },
             CoreMsg::Confirm { core: 1, ids: vec![5, 6] },
         ];
         for msg in msgs {

@@ -475,3 +475,46 @@ def test_room_commands_reach_a_room_owned_by_another_node(cluster):
 
 def owner_of_room(node, room):
     return node.cli("cluster", "owner", f"{room}@conference.localhost").stdout.split()[0]
+
+
+def test_a_room_reaches_occupants_on_another_node_in_one_frame_per_message(cluster):
+    # Issue 11: a room message for occupants on another node costs one mesh frame (a
+    # batch, sent straight to their sessions, held by custody until that node confirms),
+    # not one per occupant, and not a hop through each user's UserChannel on whatever
+    # node owns it. Eight occupants on node1, the room and its one sender on node0.
+    users = ["alice"] + [f"u{i}" for i in range(8)]
+    nodes = cluster(n=2, users=users)
+    room = next(f"r{i}" for i in range(100) if owner_of_room(nodes[0], f"r{i}") == "node0") + "@conference.localhost"
+    plugins = ("xep_0045", "xep_0004")
+
+    async def run():
+        alice = await login(nodes[0], "alice", plugins=plugins)
+        others = [await login(nodes[1], u, plugins=plugins) for u in users[1:]]
+        await alice.plugin["xep_0045"].join_muc_wait(room, "alice", timeout=10)
+        form = await alice.plugin["xep_0045"].get_room_config(room)
+        await alice.plugin["xep_0045"].set_room_config(room, form)
+        for c, u in zip(others, users[1:]):
+            await c.plugin["xep_0045"].join_muc_wait(room, u, timeout=10)
+        await asyncio.sleep(0.5)
+        sent_before = sum(n.metric_sum("martlet_cross_node_messages_total") for n in nodes)
+        for i in range(5):
+            waits = [next_groupchat(c, f"m{i}") for c in others]
+            alice.send_message(mto=room, mbody=f"m{i}", mtype="groupchat")
+            await asyncio.gather(*waits)
+        await asyncio.sleep(0.3)  # the confirmations
+        frames = sum(n.metric_sum("martlet_cross_node_messages_total") for n in nodes) - sent_before
+        # Per message: the batch, and a confirmation from each of node1's two cores. (Through
+        # the UserChannels it was 21 for the five.)
+        print(f"{frames} mesh messages for 5 room messages to 8 occupants on the other node")
+        assert frames <= 15, f"{frames} mesh messages for 5 room messages to 8 occupants on the other node"
+        assert sum(n.metric_sum("martlet_custody_held") for n in nodes) == 0, "copies still held: not confirmed"
+        await close(alice, *others)
+
+    asyncio.run(run())
+
+
+async def next_groupchat(client, body, timeout=10):
+    while True:
+        msg = await client.next_message(timeout=timeout)
+        if msg["type"] == "groupchat" and msg["body"] == body:
+            return msg

@@ -236,8 +236,10 @@ def test_an_occupant_whose_session_ends_leaves_the_room(martlet_server):
 
 def test_a_message_reaches_many_occupants_in_one_hop_per_core(martlet_server):
     # The room's fan-out goes as one CoreMsg::Batch per other core (and one frame per
-    # other node), not one cross-core message per occupant: 12 occupants, 2 cores, so
-    # each groupchat message costs the room at most one batched hop.
+    # other node), not one cross-core message per occupant, and straight to the occupants'
+    # sessions, not through each user's UserChannel (a second hop per occupant whose
+    # session and UserChannel are on different cores): 12 occupants, 2 cores, so each
+    # groupchat message costs at most the sender's hop to the room and one batched hop.
     users = [f"u{i}" for i in range(12)]
     server = martlet_server(users=users)
 
@@ -247,13 +249,16 @@ def test_a_message_reaches_many_occupants_in_one_hop_per_core(martlet_server):
         for c, u in zip(clients[1:], users[1:]):
             await c.plugin["xep_0045"].join_muc_wait(ROOM, u, timeout=10)
         await asyncio.sleep(0.3)
-        before = server.metric_sum("martlet_batched_hops_total")
+        before = {m: server.metric_sum(f"martlet_{m}_total") for m in ("batched_hops", "cross_core_messages")}
         for i in range(5):
             waits = [wait_for(c, "groupchat_message", lambda m, i=i: m["body"] == f"b{i}") for c in clients]
             clients[0].send_message(mto=ROOM, mbody=f"b{i}", mtype="groupchat")
             await asyncio.gather(*waits)
-        hops = server.metric_sum("martlet_batched_hops_total") - before
+        hops = server.metric_sum("martlet_batched_hops_total") - before["batched_hops"]
         assert 1 <= hops <= 5, f"{hops} batched hops for 5 messages to 12 occupants on 2 cores"
+        cross_core = server.metric_sum("martlet_cross_core_messages_total") - before["cross_core_messages"]
+        print(f"{hops} batched hops, {cross_core} cross-core messages (40 through the UserChannels)")
+        assert cross_core <= 10, f"{cross_core} cross-core messages for 5 messages to 12 occupants on 2 cores"
         assert server.metric_sum("martlet_muc_messages_total") >= 5
         await close(*clients)
 
@@ -454,3 +459,60 @@ def test_room_bounds_creation_rate_and_a_flood_loses_nothing_unanswered(martlet_
     assert echoed + refused == total, (echoed, refused)
     assert echoed > 0
     assert_every_core_serves(server)
+
+
+def test_a_dormant_occupant_gets_a_push_for_a_room_message(martlet_server):
+    # The room sends its copies to the occupants' sessions directly; a session whose client
+    # is dormant (XEP-0352 inactive, or hibernating under XEP-0198) tells its UserChannel,
+    # which pushes (XEP-0357) as it does for a chat that reaches only dormant clients.
+    from test_push import app_server, next_push, no_push, push_iq
+    from test_stream_management import lose_connection
+    server = martlet_server(users=("alice", "bob", "app"), stream_management={"resume_timeout_secs": 30})
+
+    async def run():
+        app = await app_server(server)
+        bob = await muc_client(server, "bob")
+        phone = await login(server, "alice", resource="phone", plugins=("xep_0045", "xep_0004", "xep_0198"))
+        await create_room(bob, nick="bob")
+        await phone.plugin["xep_0045"].join_muc_wait(ROOM, "alice", timeout=10)
+        await push_iq(phone, "enable")
+        phone.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+        await asyncio.sleep(0.2)
+        bob.send_message(mto=ROOM, mbody="one", mtype="groupchat")
+        assert (await next_push(app))[:2] == ("alice@localhost", "alice-phone")
+        phone.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+        await asyncio.sleep(0.2)
+        bob.send_message(mto=ROOM, mbody="two", mtype="groupchat")
+        await no_push(app)
+        await lose_connection(phone, server, server.metric_sum("martlet_connections"))
+        bob.send_message(mto=ROOM, mbody="three", mtype="groupchat")
+        assert (await next_push(app))[:2] == ("alice@localhost", "alice-phone")
+        await close(app, bob)
+
+    asyncio.run(run())
+
+
+def test_a_resumed_occupant_gets_the_rooms_copies_at_its_new_session(martlet_server):
+    # XEP-0198: a resumed stream is a new session at a new address. It tells its rooms
+    # (RoomMsg::Rejoin), so their copies go there at once, not to the old address and
+    # back through the UserChannel (which would count as rerouted).
+    from test_stream_management import lose_connection, resume
+    server = martlet_server(users=("alice", "bob"), stream_management={"resume_timeout_secs": 30})
+
+    async def run():
+        bob = await muc_client(server, "bob")
+        alice = await login(server, "alice", plugins=("xep_0045", "xep_0004", "xep_0198"))
+        await create_room(bob, nick="bob")
+        await alice.plugin["xep_0045"].join_muc_wait(ROOM, "alice", timeout=10)
+        await lose_connection(alice, server, server.metric_sum("martlet_connections"))
+        await resume(alice, server)
+        await asyncio.sleep(0.2)
+        rerouted = server.metric_sum("martlet_undelivered_rerouted_total")
+        for i in range(3):
+            got = wait_for(alice, "groupchat_message", lambda m, i=i: m["body"] == f"after {i}")
+            bob.send_message(mto=ROOM, mbody=f"after {i}", mtype="groupchat")
+            await got
+        assert server.metric_sum("martlet_undelivered_rerouted_total") == rerouted
+        await close(alice, bob)
+
+    asyncio.run(run())
