@@ -212,10 +212,8 @@ impl RoomConfig {
 
     /// `muc#roominfo` (§6.4): the description and occupant count clients show.
     pub fn info_form(&self, occupants: usize, subject: &str) -> Element {
-        build(
-            "x",
-            ns::DATA_FORMS,
-            &[("type", "result")],
+        data_form(
+            "result",
             vec![
                 hidden("FORM_TYPE", ns::MUC_ROOMINFO),
                 field("muc#roominfo_description", "text-single", "Description", &[&self.description]),
@@ -230,6 +228,11 @@ impl RoomConfig {
 pub(super) fn form_value(form: &Element, var: &str) -> Option<String> {
     let f = form.children().find(|f| f.is("field", ns::DATA_FORMS) && f.attr("var") == Some(var))?;
     f.get_child("value", ns::DATA_FORMS).map(|v| v.text())
+}
+
+/// A XEP-0004 data form of `type_` ("form", "result").
+pub(super) fn data_form(type_: &str, children: Vec<Element>) -> Element {
+    build("x", ns::DATA_FORMS, &[("type", type_)], children)
 }
 
 pub(super) fn hidden(var: &str, value: &str) -> Element {

@@ -480,16 +480,22 @@ impl CoreState {
     /// end of its path confirms it; each one of a batch for that node the same way.
     async fn in_custody(&self, node: u32, msg: CoreMsg) -> CoreMsg {
         match msg {
-            CoreMsg::ToUser { user, msg: UserMsg::Inbound(mut stanza) } if stanza.kind == Kind::Message && stanza.receipt.is_none() => {
-                stanza.receipt = Some(self.hold(node, Held::User(user.clone(), stanza.clone())).await);
-                CoreMsg::ToUser { user, msg: UserMsg::Inbound(stanza) }
-            }
             CoreMsg::Batch(msgs) => {
                 let mut held = Vec::with_capacity(msgs.len());
                 for msg in msgs {
-                    held.push(Box::pin(self.in_custody(node, msg)).await);
+                    held.push(self.held_if_message(node, msg).await);
                 }
                 CoreMsg::Batch(held)
+            }
+            other => self.held_if_message(node, other).await,
+        }
+    }
+
+    async fn held_if_message(&self, node: u32, msg: CoreMsg) -> CoreMsg {
+        match msg {
+            CoreMsg::ToUser { user, msg: UserMsg::Inbound(mut stanza) } if stanza.kind == Kind::Message && stanza.receipt.is_none() => {
+                stanza.receipt = Some(self.hold(node, Held::User(user.clone(), stanza.clone())).await);
+                CoreMsg::ToUser { user, msg: UserMsg::Inbound(stanza) }
             }
             other => other,
         }

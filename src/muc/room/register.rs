@@ -9,7 +9,7 @@ use minidom::Element;
 use super::{Room, NICK_BYTES_MAX};
 use crate::modules::IqAnswer;
 use crate::muc::occupants::Affiliation;
-use crate::muc::room_config::{field, form_value as value, hidden};
+use crate::muc::room_config::{data_form, field, form_value as value, hidden};
 use crate::stanza::{build, text_el, StanzaError};
 use crate::xml::ns;
 
@@ -45,10 +45,8 @@ impl Room {
                 Some(nick) => vec![Element::bare("registered", ns::REGISTER), text_el("username", ns::REGISTER, nick)],
                 None if !may_register => return IqAnswer::Error(StanzaError::NotAllowed),
                 None => {
-                    let form = build(
-                        "x",
-                        ns::DATA_FORMS,
-                        &[("type", "form")],
+                    let form = data_form(
+                        "form",
                         vec![
                             text_el("title", ns::DATA_FORMS, "Register with the room"),
                             hidden("FORM_TYPE", MUC_REGISTER),

@@ -12,7 +12,7 @@ use minidom::Element;
 
 use super::Room;
 use crate::muc::occupants::Role;
-use crate::muc::room_config::{field, form_value as value, hidden};
+use crate::muc::room_config::{data_form, field, form_value as value, hidden};
 use crate::stanza::{build, text_el, Kind, Stanza, StanzaError};
 use crate::xml::ns;
 
@@ -60,10 +60,8 @@ impl Room {
         }
         occupant.voice_requested_at = Some(now);
         let real_jid = occupant.jid.to_string();
-        let approval = build(
-            "x",
-            ns::DATA_FORMS,
-            &[("type", "form")],
+        let approval = data_form(
+            "form",
             vec![
                 text_el("title", ns::DATA_FORMS, "Voice request"),
                 text_el("instructions", ns::DATA_FORMS, "To give this occupant voice, check the box and submit the form."),
