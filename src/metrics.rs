@@ -196,6 +196,11 @@ pub fn render(cores: &[Arc<CoreCounters>], mesh: Option<&MeshCounters>) -> Strin
             let _ = writeln!(out, "martlet_{name}_total{{core=\"{core}\"}} {}", c.counters()[i].1);
         }
     }
+    // Process-wide, shown on core 0 as the mesh's are: a core's sleep that ran past its next
+    // timer, the wake-up lost between glommio's rings and recovered by the sleep's own
+    // deadline (shards/vendor/README.md).
+    let _ = writeln!(out, "# TYPE martlet_executor_lost_wakeups_total counter");
+    let _ = writeln!(out, "martlet_executor_lost_wakeups_total{{core=\"0\"}} {}", glommio::lost_wakeups_total());
     if let Some(m) = mesh {
         let counted = [
             ("mesh_handshakes_refused", &m.refused),

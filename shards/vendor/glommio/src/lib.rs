@@ -454,7 +454,7 @@ pub use crate::{
         PoolThreadHandles, ScopedTask, Task, TaskQueueHandle, TaskQueueStats,
     },
     shares::{Shares, SharesManager},
-    sys::hardware_topology::CpuLocation,
+    sys::{hardware_topology::CpuLocation, lost_wakeups_total},
 };
 pub use enclose::enclose;
 pub use scopeguard::defer;

@@ -60,6 +60,27 @@ impl<'ring> CompletionQueue<'ring> {
         self.wait_inner(count).map(|_| ())
     }
 
+    /// martlet: block until at least `count` CQEs are ready or `timeout` has passed, when
+    /// the wait ends with `ETIME`. The timeout travels in the enter call itself
+    /// (IORING_FEAT_EXT_ARG), so it takes no submission entry.
+    pub fn wait_timeout(&mut self, count: u32, timeout: std::time::Duration) -> io::Result<()> {
+        let ts = uring_sys::__kernel_timespec {
+            tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+            tv_nsec: timeout.subsec_nanos().into(),
+        };
+        unsafe {
+            let mut cqe = MaybeUninit::uninit();
+            resultify(uring_sys::io_uring_wait_cqes(
+                self.ring.as_ptr(),
+                cqe.as_mut_ptr(),
+                count as _,
+                &ts,
+                ptr::null(),
+            ))?;
+        }
+        Ok(())
+    }
+
     #[inline(always)]
     fn wait_inner(&mut self, count: u32) -> io::Result<&mut uring_sys::io_uring_cqe> {
         unsafe {
