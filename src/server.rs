@@ -124,7 +124,7 @@ async fn core_main(
         }
         None => (TwoLevelRing::single_node(&cfg.c2s.listen.to_string(), cores), None),
     };
-    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls.into(), counters[id].clone(), peers, registrations, muc_directory);
+    let state = CoreState::new(cfg.clone(), core.mesh, ring, link, storage, tls, counters[id].clone(), peers, registrations, muc_directory);
     glommio::spawn_local(state.wheel.clone().drive()).detach();
     let cluster = node.as_ref().map(|(c, _)| c.clone());
     if let Some((_, inbox)) = node {

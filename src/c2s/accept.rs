@@ -13,6 +13,7 @@ use shards::listener::{tune_stream, StreamOptions};
 use super::conn::{Conn, ConnEnd, ConnectionSlot};
 use super::negotiate::{LoggedIn, Unauthenticated};
 use super::stream_error::StreamError;
+use super::tls_stream::TlsStream;
 use super::transport::Transport;
 use crate::router::CoreState;
 
@@ -128,7 +129,7 @@ async fn negotiate(
             }
         }
     } else if entry == Entry::DirectTls {
-        match super::conn::until(deadline, async { core.tls.accept(stream).await.map_err(ConnEnd::Io) }).await {
+        match super::conn::until(deadline, async { TlsStream::accept(stream, core.tls.clone()).await.map_err(ConnEnd::Io) }).await {
             Ok(tls) => Transport::Tls(Box::new(tls)),
             // A port probe (a health check, a scan) connects and closes: not worth a line.
             Err(ConnEnd::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,

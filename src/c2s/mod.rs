@@ -23,6 +23,7 @@ pub mod scram;
 pub mod sasl2;
 pub mod session;
 pub mod stream_error;
+pub mod tls_stream;
 pub mod transport;
 pub mod websocket;
 pub mod ws_framing;

@@ -15,6 +15,7 @@ use super::sasl::{self, Mechanism, Outcome, Profile};
 use super::sasl2;
 use super::session::{BoundSession, Resumption};
 use super::stream_error::StreamError;
+use super::tls_stream::TlsStream;
 use super::transport::Transport;
 use crate::modules::stream_mgmt::{self as sm, ClientSm};
 use crate::modules::{csi, register, roster, session_iq};
@@ -208,7 +209,7 @@ impl Unauthenticated {
         let Transport::Plain(tcp) = self.conn.take_transport() else {
             return Err(end(StreamError::BadFormat, "TLS is already on"));
         };
-        let accept = async { self.core.tls.accept(tcp).await.map_err(ConnEnd::Io) };
+        let accept = async { TlsStream::accept(tcp, self.core.tls.clone()).await.map_err(ConnEnd::Io) };
         let tls = match self.conn.deadline {
             Some(deadline) => until(deadline, accept).await?,
             None => accept.await?,

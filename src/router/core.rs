@@ -48,7 +48,8 @@ pub struct CoreState {
     ring: RefCell<TwoLevelRing>,
     link: Option<Box<dyn NodeLink>>,
     pub storage: Storage,
-    pub tls: futures_rustls::TlsAcceptor,
+    /// STARTTLS and Direct TLS (`c2s::tls_stream`).
+    pub tls: Arc<rustls::ServerConfig>,
     pub counters: Arc<CoreCounters>,
     /// Node-wide, shared with the other cores (see `c2s::limits`).
     pub peers: Arc<PeerLimits>,
@@ -101,7 +102,7 @@ impl CoreState {
         ring: TwoLevelRing,
         link: Option<Box<dyn NodeLink>>,
         storage: Storage,
-        tls: futures_rustls::TlsAcceptor,
+        tls: Arc<rustls::ServerConfig>,
         counters: Arc<CoreCounters>,
         peers: Arc<PeerLimits>,
         registrations: Arc<RegistrationLimit>,
