@@ -31,6 +31,9 @@ pub struct Conn {
     /// Set when this node stopped running for long enough that the peer gave it up
     /// (`Inner::fenced`): what the connection brings from then on is not read.
     pub fence: Arc<AtomicBool>,
+    /// The last full gossip queued on this connection (`Inner::gossip_frame`): while the
+    /// gossip stays the same, heartbeats carry only `GOSSIP_UNCHANGED`.
+    pub gossip_sent: Option<Arc<Vec<u8>>>,
     stream: TcpStream,
 }
 
@@ -54,7 +57,7 @@ pub fn start(inner: &Arc<Inner>, id: u64, link: Link, peer: Identity, initiator:
     let fence = Arc::new(AtomicBool::new(false));
     let fence2 = fence.clone();
     thread::Builder::new().name(format!("mesh-r-{name}")).spawn(move || read_loop(&inner2, id, reader, &peer2, &fence2))?;
-    Ok(Conn { id, peer, initiator, tx, fence, stream })
+    Ok(Conn { id, peer, initiator, tx, fence, gossip_sent: None, stream })
 }
 
 fn write_loop(mut stream: WriteHalf, rx: Receiver<Vec<u8>>) {
@@ -78,6 +81,8 @@ fn write_loop(mut stream: WriteHalf, rx: Receiver<Vec<u8>>) {
 
 fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fence: &AtomicBool) {
     let mut r = BufReader::with_capacity(READ_BUFFER_BYTES, stream);
+    // Whom the peer's last full heartbeat on this connection said it hears.
+    let mut hears = Vec::new();
     let end = loop {
         let f = match frame::read(&mut r, inner.cfg.frame_bytes_max) {
             Ok(f) => f,
@@ -96,7 +101,13 @@ fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fen
         inner.heard(peer);
         match f.kind {
             Kind::Data => inner.deliver(peer, f.core, f.payload),
-            Kind::Heartbeat => inner.gossip(peer, &f.payload),
+            Kind::Heartbeat if f.payload == GOSSIP_UNCHANGED => inner.vouched(peer, &hears),
+            Kind::Heartbeat => {
+                let addrs;
+                (addrs, hears) = parse_heartbeat(&f.payload);
+                inner.learned(addrs);
+                inner.vouched(peer, &hears);
+            }
             Kind::Relay => inner.relay(f.core, &f.payload),
             Kind::Hello => break std::io::Error::new(std::io::ErrorKind::InvalidData, "hello after the handshake"),
         }
@@ -104,6 +115,13 @@ fn read_loop(inner: &Arc<Inner>, id: u64, stream: ReadHalf, peer: &Identity, fen
     log::info!("mesh: connection to {} ({}) ended: {end}", peer.name, peer.addr);
     inner.connection_ended(id, peer);
 }
+
+/// Heartbeat payload saying that the sender's gossip is what its last full heartbeat on this
+/// connection said. Gossip changes only when a member comes, goes or falls silent; sent in
+/// full four times per suspicion timeout to every peer, it made the idle mesh's cost grow
+/// with the cube of its size (each of N² heartbeats parsed N addresses and N names).
+/// Never a line of a full heartbeat (an address or `hears ...`).
+pub const GOSSIP_UNCHANGED: &[u8] = b"=";
 
 /// Heartbeat payload, a line each: the mesh addresses this node knows, so a node that
 /// joined through one seed finds every other member; then `hears INCARNATION NAME` for

@@ -14,7 +14,9 @@ use std::io::{self, Read};
 /// 2: a session re-registering after a ring change carries its XEP-0186 invisibility.
 /// 3: heartbeats vouch for the members their sender hears; relayed frames; and the
 ///    application's `CoreMsg::Reregister`.
-pub const PROTOCOL_VERSION: u8 = 3;
+/// 4: a heartbeat whose gossip is unchanged since the last on its connection carries only
+///    `connection::GOSSIP_UNCHANGED`.
+pub const PROTOCOL_VERSION: u8 = 4;
 pub const HEADER_BYTES: usize = 8;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -167,6 +167,8 @@ pub struct Inner {
     counters: Arc<MeshCounters>,
     /// When the ticker last ran, in ms since `started` (see [`Inner::fenced`]).
     last_tick_ms: AtomicU64,
+    /// The last gossip built (`Inner::gossip_frame`).
+    last_gossip: Mutex<Arc<Vec<u8>>>,
 }
 
 impl Cluster {
@@ -192,6 +194,7 @@ impl Cluster {
             handshakes: Handshakes::new(cfg.handshake_timeout, cfg.pending_handshakes_max, counters.clone())?,
             counters,
             last_tick_ms: AtomicU64::new(0),
+            last_gossip: Mutex::new(Arc::default()),
             me,
             cfg,
         });
@@ -400,19 +403,43 @@ impl Inner {
         }
     }
 
-    fn gossip(self: &Arc<Self>, peer: &Identity, payload: &[u8]) {
-        let (addrs, hears) = connection::parse_heartbeat(payload);
+    /// Mesh addresses a peer's gossip names: each gets a dialer if it has none.
+    fn learned(self: &Arc<Self>, addrs: Vec<SocketAddr>) {
         for addr in addrs {
             self.dial(addr);
         }
-        let changes = self.membership.lock().expect("membership").vouched(&peer.name, &hears, self.now());
+    }
+
+    /// A peer's heartbeat says it hears `hears` (its last full gossip, or this one).
+    fn vouched(&self, peer: &Identity, hears: &[(String, u64)]) {
+        let changes = self.membership.lock().expect("membership").vouched(&peer.name, hears, self.now());
         self.publish(changes);
         self.refresh_relays();
     }
 
-    fn heartbeat(&self) -> Vec<u8> {
-        let membership = self.membership.lock().expect("membership");
-        connection::heartbeat(&membership.known_addrs(), &membership.heard_directly(self.now()))
+    /// This node's gossip as a heartbeat frame: the same `Arc` for as long as the gossip
+    /// does not change, so a connection that was sent it can be sent `GOSSIP_UNCHANGED`.
+    fn gossip_frame(&self) -> Arc<Vec<u8>> {
+        let fresh = {
+            let membership = self.membership.lock().expect("membership");
+            connection::heartbeat(&membership.known_addrs(), &membership.heard_directly(self.now()))
+        };
+        let mut last = self.last_gossip.lock().expect("last gossip");
+        if **last != fresh {
+            *last = Arc::new(fresh);
+        }
+        last.clone()
+    }
+
+    /// Queues a heartbeat on `conn`: only `GOSSIP_UNCHANGED` if `gossip` is what it was sent
+    /// last. A full queue is not waited for (it carries traffic, which is proof of life); a
+    /// gossip that did not fit counts as not sent, so the next heartbeat carries it in full.
+    fn beat(conn: &mut Conn, gossip: &Arc<Vec<u8>>) {
+        if conn.gossip_sent.as_ref().is_some_and(|sent| Arc::ptr_eq(sent, gossip)) {
+            let _ = conn.tx.try_send(frame::encode(frame::Kind::Heartbeat, 0, connection::GOSSIP_UNCHANGED));
+        } else if conn.tx.try_send(gossip.to_vec()).is_ok() {
+            conn.gossip_sent = Some(gossip.clone());
+        }
     }
 
     /// Adds an authenticated connection, unless one to that node is already preferred.
@@ -438,8 +465,8 @@ impl Inner {
             old.close();
         }
         match connection::start(self, id, stream, peer.clone(), initiator) {
-            Ok(conn) => {
-                let _ = conn.tx.try_send(self.heartbeat());
+            Ok(mut conn) => {
+                Self::beat(&mut conn, &self.gossip_frame());
                 peers.insert(node, conn);
                 self.publish_routes(&peers);
             }
@@ -614,9 +641,9 @@ fn tick_loop(inner: &Arc<Inner>) {
             }
         }
         inner.last_tick_ms.store(now.as_millis() as u64, Ordering::SeqCst);
-        let beat = inner.heartbeat();
-        for conn in inner.peers.lock().expect("peer table").values() {
-            let _ = conn.tx.try_send(beat.clone()); // a full queue carries traffic anyway
+        let gossip = inner.gossip_frame();
+        for conn in inner.peers.lock().expect("peer table").values_mut() {
+            Inner::beat(conn, &gossip);
         }
         let changes = inner.membership.lock().expect("membership").tick(inner.now());
         inner.publish(changes);
