@@ -7,8 +7,9 @@
 #   PERF=1 ...                                        # and a profile of five of the nodes
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/bench-node-config.sh
 nodes=${1:-53} secs=${2:-20}
-c2s_port_base=29000 mesh_port_base=29500 meet_secs=25
+c2s_port_base=29000 mesh_port_base=29500 metrics_port_base=29800 meet_secs=25
 [ -n "${MARTLET_BIN:-}" ] || cargo build --release --quiet -p martlet
 bin=${MARTLET_BIN:-target/release/martlet}
 server_url=$(scripts/postgres-scratch.sh start)
@@ -19,19 +20,9 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; sleep 2; kill -9 "${pids[@]}" 2>/de
 for i in $(seq 0 $((nodes - 1))); do
   seed=0; [ "$i" != 0 ] || seed=1
   mkdir -p "$work/n$i"
-  cat >"$work/n$i/martlet.toml" <<TOML
-domain = "localhost"
-cores = 1
-[c2s]
-listen = "127.0.0.1:$((c2s_port_base + i))"
-require_tls = false
-plain_without_tls = true
-[c2s_direct_tls]
-listen = ""
-[storage]
-backend = "postgres"
-postgres_url = "${server_url%/*}/martlet_bench_mesh_idle"
-path = "$work/n$i/data"
+  bench_node_config "$work/n$i/martlet.toml" 1 "$((c2s_port_base + i))" "$((metrics_port_base + i))" "$work/n$i/data" \
+    "${server_url%/*}/martlet_bench_mesh_idle"
+  cat >>"$work/n$i/martlet.toml" <<TOML
 [archive]
 enabled = false
 [cluster]

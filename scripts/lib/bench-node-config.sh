@@ -1,5 +1,5 @@
-# Sourced by the cluster benchmarks (bench-cluster.sh, bench-cluster-scale.sh): the
-# configuration their martlet nodes share.
+# Sourced by the cluster benchmarks (bench-cluster.sh, bench-cluster-scale.sh,
+# bench-mesh-idle.sh): the configuration their martlet nodes share.
 #
 # bench_node_config FILE CORES C2S_PORT METRICS_PORT DATA_DIR POSTGRES_URL [STORAGE_LINES [LIMITS_LINES]]
 # writes FILE: plain TCP + SASL PLAIN on 127.0.0.1 (as load tools connect to every server
