@@ -202,6 +202,20 @@ def pytest_runtest_makereport(item, call):
 POSTGRES_URL_VAR = "MARTLET_TEST_POSTGRES_URL"
 
 
+# DROP DATABASE ... WITH (FORCE) fails while an autovacuum worker (a superuser's backend,
+# which the test role may not terminate) is in the database; it ends within moments.
+DROP_ATTEMPTS = 10
+DROP_RETRY_SECS = 0.5
+
+
+def drop_database(drop):
+    for _ in range(DROP_ATTEMPTS - 1):
+        if subprocess.run(drop, stderr=subprocess.DEVNULL).returncode == 0:
+            return
+        time.sleep(DROP_RETRY_SECS)
+    subprocess.run(drop, check=True)
+
+
 def fresh_database(request):
     """A database of its own on the PostgreSQL server at $MARTLET_TEST_POSTGRES_URL
     (scripts/test.sh starts one), dropped at teardown; returns its `[storage]` keys."""
@@ -213,7 +227,7 @@ def fresh_database(request):
     drop = psql + [f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"]
     subprocess.run(drop, check=True)
     subprocess.run(psql + [f"CREATE DATABASE {name}"], check=True)
-    request.addfinalizer(lambda: subprocess.run(drop, check=True))
+    request.addfinalizer(lambda: drop_database(drop))
     return {"backend": "postgres", "postgres_url": server_url.rsplit("/", 1)[0] + "/" + name}
 
 
