@@ -31,9 +31,11 @@ const SOCKET_READ_BYTES: usize = 4096;
 /// records up to 64 KiB (rustls's own limit for its buffered connection), plus one record
 /// in flight behind it (16 KiB of payload and 2 KiB of expansion, 5 B of header).
 const INCOMING_BYTES_MAX: usize = 64 * 1024 + 18 * 1024 + 5;
+/// Largest plaintext one TLS record carries (RFC 8446 §5.1).
+const RECORD_PAYLOAD_BYTES_MAX: usize = 16 * 1024;
 /// Plaintext encrypted per write call: one full record, so a long write is cut into
 /// records as it goes rather than encrypted whole into one buffer.
-const WRITE_CHUNK_BYTES: usize = 16 * 1024;
+const WRITE_CHUNK_BYTES: usize = RECORD_PAYLOAD_BYTES_MAX;
 /// Encrypted bytes waiting for the socket past which a write waits for it to drain (the
 /// backpressure a plain TCP write gets from the kernel).
 const OUTGOING_BYTES_HIGH: usize = 64 * 1024;
@@ -93,6 +95,22 @@ fn append(out: &mut Vec<u8>, guess: usize, mut encode: impl FnMut(&mut [u8]) -> 
     }
     out.truncate(start);
     Err(tls_error("rustls could not encode a record"))
+}
+
+/// The room rustls asks for when an encoding did not fit, for `append`.
+fn encode_room(e: EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+/// The room rustls asks for when an encryption did not fit, for `append`.
+fn encrypt_room(e: EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
 }
 
 impl TlsStream {
@@ -182,33 +200,20 @@ impl TlsStream {
                     }
                 }
                 ConnectionState::EncodeTlsData(mut encode) => {
-                    append(&mut self.outgoing, SOCKET_READ_BYTES, |out| {
-                        encode.encode(out).map_err(|e| match e {
-                            EncodeError::InsufficientSize(s) => Some(s.required_size),
-                            _ => None,
-                        })
-                    })?;
+                    append(&mut self.outgoing, SOCKET_READ_BYTES, |out| encode.encode(out).map_err(encode_room))?;
                 }
                 // The records are in `outgoing`, which the callers flush before they wait.
                 ConnectionState::TransmitTlsData(transmit) => transmit.done(),
                 ConnectionState::WriteTraffic(mut traffic) => {
                     if let Some(data) = app.take() {
-                        let records = data.len() / (16 * 1024) + 1;
+                        let records = data.len() / RECORD_PAYLOAD_BYTES_MAX + 1;
                         append(&mut self.outgoing, data.len() + records * RECORD_OVERHEAD_BYTES, |out| {
-                            traffic.encrypt(data, out).map_err(|e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            })
+                            traffic.encrypt(data, out).map_err(encrypt_room)
                         })?;
                         wrote = true;
                     }
                     if close && !self.close_queued {
-                        append(&mut self.outgoing, RECORD_OVERHEAD_BYTES, |out| {
-                            traffic.queue_close_notify(out).map_err(|e| match e {
-                                EncryptError::InsufficientSize(s) => Some(s.required_size),
-                                _ => None,
-                            })
-                        })?;
+                        append(&mut self.outgoing, RECORD_OVERHEAD_BYTES, |out| traffic.queue_close_notify(out).map_err(encrypt_room))?;
                         self.close_queued = true;
                         close = false;
                     }
@@ -239,12 +244,7 @@ impl TlsStream {
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
                 return;
             };
-            let encoded = append(&mut self.outgoing, SOCKET_READ_BYTES, |out| {
-                encode.encode(out).map_err(|e| match e {
-                    EncodeError::InsufficientSize(s) => Some(s.required_size),
-                    _ => None,
-                })
-            });
+            let encoded = append(&mut self.outgoing, SOCKET_READ_BYTES, |out| encode.encode(out).map_err(encode_room));
             if encoded.is_err() {
                 return;
             }
