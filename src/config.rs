@@ -83,9 +83,12 @@ pending_handshakes_max = 64   # connections handshaking at once (a thread each);
 members_max = 256             # nodes this node keeps track of; a new one past it takes the place of one long down, else is refused and logged
 
 [http]
-listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket; one "IP:port" or a list; [] disables
+listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket, XEP-0206 BOSH at /http-bind; one "IP:port" or a list; [] disables
 behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
 trusted_proxies = []          # addresses of reverse proxies whose X-Forwarded-For names the client, for its per-IP limits and the logs; from anyone else the header is ignored
+bosh_wait_secs_max = 60       # XEP-0124: longest a BOSH request is held waiting for stanzas; a client asking more gets this
+bosh_inactivity_secs = 60     # a BOSH session with no request held for this long ends, as if its TCP connection dropped
+bosh_pause_secs_max = 300     # XEP-0124 §10: longest a client may pause its BOSH session (maxpause)
 
 [upload]
 enabled = true                # XEP-0363 HTTP File Upload, served on [http] listen (so only when it is set)
@@ -415,11 +418,23 @@ pub struct Http {
     pub listen: Listen,
     pub behind_tls_proxy: bool,
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// XEP-0206 BOSH (`c2s::bosh`): the longest `wait`, the inactivity timeout and the
+    /// longest pause, in seconds.
+    pub bosh_wait_secs_max: u64,
+    pub bosh_inactivity_secs: u64,
+    pub bosh_pause_secs_max: u64,
 }
 
 impl Default for Http {
     fn default() -> Self {
-        Http { listen: Listen::Many(Vec::new()), behind_tls_proxy: false, trusted_proxies: Vec::new() }
+        Http {
+            listen: Listen::Many(Vec::new()),
+            behind_tls_proxy: false,
+            trusted_proxies: Vec::new(),
+            bosh_wait_secs_max: 60,
+            bosh_inactivity_secs: 60,
+            bosh_pause_secs_max: 300,
+        }
     }
 }
 
@@ -740,7 +755,12 @@ impl Config {
                 return Err(key_error("external_services", "needs a host, and credentials_ttl_secs above 0"));
             }
         }
-        for (key, value) in [("upload.file_bytes_max", self.upload.file_bytes_max), ("upload.expiry_secs", self.upload.expiry_secs)] {
+        for (key, value) in [
+            ("upload.file_bytes_max", self.upload.file_bytes_max),
+            ("upload.expiry_secs", self.upload.expiry_secs),
+            ("http.bosh_wait_secs_max", self.http.bosh_wait_secs_max),
+            ("http.bosh_inactivity_secs", self.http.bosh_inactivity_secs),
+        ] {
             if value == 0 {
                 return Err(key_error(key, POSITIVE));
             }

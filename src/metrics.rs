@@ -117,6 +117,12 @@ pub struct CoreCounters {
     pub muc_rooms_created: Counter,
     pub muc_messages: Counter,
     pub room_mailbox_full_drops: Counter,
+    /// XEP-0206: BOSH sessions living on this core, HTTP requests for them (counted on
+    /// the core the request arrived at), and requests answered with an error (a terminate
+    /// with a condition, or an HTTP error status).
+    pub bosh_sessions: Gauge,
+    pub bosh_requests: Counter,
+    pub bosh_errors: Counter,
     /// Occupants registered again with a room's new owner after a ring change, silently.
     pub muc_rejoins: Counter,
     /// Hops that carried several messages at once (`CoreMsg::Batch`: a room's fan-out,
@@ -134,6 +140,7 @@ impl CoreCounters {
             ("user_task_bytes", self.user_task_bytes.get()),
             ("custody_held", self.custody_held.get()),
             ("muc_occupants", self.muc_occupants.get()),
+            ("bosh_sessions", self.bosh_sessions.get()),
         ]
     }
 
@@ -172,6 +179,8 @@ impl CoreCounters {
             ("muc_rooms_created", self.muc_rooms_created.get()),
             ("muc_messages", self.muc_messages.get()),
             ("room_mailbox_full_drops", self.room_mailbox_full_drops.get()),
+            ("bosh_requests", self.bosh_requests.get()),
+            ("bosh_errors", self.bosh_errors.get()),
             ("muc_rejoins", self.muc_rejoins.get()),
             ("batched_hops", self.batched_hops.get()),
         ]

@@ -76,11 +76,15 @@ async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, en
         Some(slot)
     };
     if let Some(session) = Box::pin(negotiate(&core, stream, peer, entry, slot)).await {
-        // The session's long life gets a task of its own, sized for it alone; this one,
-        // sized for negotiation, ends here. Its steps contain their own panics.
-        core.counters.session_task_bytes.set(std::mem::size_of_val(&session) as i64);
-        glommio::spawn_local(session).detach();
+        start(&core, session);
     }
+}
+
+/// The session's long life gets a task of its own, sized for it alone; the one that
+/// negotiated, sized for negotiation, ends. Its steps contain their own panics.
+fn start(core: &CoreState, session: impl Future<Output = ()> + 'static) {
+    core.counters.session_task_bytes.set(std::mem::size_of_val(&session) as i64);
+    glommio::spawn_local(session).detach();
 }
 
 async fn refuse(core: &CoreState, transport: Transport, peer: SocketAddr) {
@@ -105,8 +109,7 @@ async fn negotiate(
     entry: Entry,
     mut slot: Option<ConnectionSlot>,
 ) -> Option<impl Future<Output = ()>> {
-    let limits = &core.cfg.limits;
-    let deadline = Instant::now() + Duration::from_secs(limits.handshake_timeout_secs);
+    let deadline = Instant::now() + Duration::from_secs(core.cfg.limits.handshake_timeout_secs);
     let mut peer = peer;
     let transport = if entry == Entry::WebSocket {
         match super::websocket::upgrade(stream, core, deadline, peer.ip()).await.map_err(ConnEnd::Io) {
@@ -142,8 +145,36 @@ async fn negotiate(
     } else {
         Transport::Plain(stream)
     };
-    let mut conn = Conn::new(transport, peer, limits, core.stopping.clone());
-    conn.hold(slot?);
+    Box::pin(phases(core, transport, peer, slot?, deadline)).await
+}
+
+/// A stream on a transport made elsewhere (a XEP-0206 BOSH session, `super::bosh`):
+/// negotiated in a task of its own, then run as a session like any other.
+pub fn spawn_stream(core: Rc<CoreState>, transport: Transport, peer: SocketAddr, slot: ConnectionSlot) {
+    glommio::spawn_local(async move {
+        let deadline = Instant::now() + Duration::from_secs(core.cfg.limits.handshake_timeout_secs);
+        match contained(phases(&core, transport, peer, slot, deadline)).await {
+            Ok(Some(session)) => start(&core, session),
+            Ok(None) => {}
+            Err(p) => {
+                core.counters.actor_panics.inc();
+                log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
+            }
+        }
+    })
+    .detach();
+}
+
+/// The phases of [`super::negotiate`] on a connected transport, up to a bound session.
+async fn phases(
+    core: &Rc<CoreState>,
+    transport: Transport,
+    peer: SocketAddr,
+    slot: ConnectionSlot,
+    deadline: Instant,
+) -> Option<impl Future<Output = ()>> {
+    let mut conn = Conn::new(transport, peer, &core.cfg.limits, core.stopping.clone());
+    conn.hold(slot);
     conn.deadline = Some(deadline);
     let phases = async {
         match Unauthenticated::new(core.clone(), conn).authenticate().await? {
@@ -161,5 +192,3 @@ async fn negotiate(
         }
     }
 }
-
-

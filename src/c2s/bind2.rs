@@ -42,8 +42,9 @@ impl Request {
 }
 
 /// `<bind/>` among the SASL2 inline features, listing what may ride along.
-pub fn feature() -> Element {
-    let inline = [ns::SM, ns::CARBONS, ns::CSI].iter().map(|var| build("feature", ns::BIND2, &[("var", var)], vec![])).collect();
+pub fn feature(with_sm: bool) -> Element {
+    let sm = with_sm.then_some(ns::SM);
+    let inline = sm.iter().chain(&[ns::CARBONS, ns::CSI]).map(|var| build("feature", ns::BIND2, &[("var", var)], vec![])).collect();
     build("bind", ns::BIND2, &[], vec![build("inline", ns::BIND2, &[], inline)])
 }
 

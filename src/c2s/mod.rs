@@ -12,6 +12,7 @@
 
 pub mod accept;
 pub mod bind2;
+pub mod bosh;
 pub mod conn;
 pub mod fast;
 pub mod features;

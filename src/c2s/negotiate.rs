@@ -196,7 +196,7 @@ impl Unauthenticated {
         if may_auth {
             let mechs = mechanisms.iter().map(|m| text_el("mechanism", ns::SASL, m.name())).collect();
             children.push(build("mechanisms", ns::SASL, &[], mechs));
-            children.push(sasl2::feature(&self.core, mechanisms));
+            children.push(sasl2::feature(&self.core, mechanisms, self.conn.transport.offers_sm()));
             if self.core.cfg.registration.enabled {
                 children.push(Element::bare("register", ns::REGISTER_FEATURE));
             }
@@ -303,7 +303,7 @@ impl Authenticated {
 
     async fn negotiate_bind(&mut self) -> Result<Bound, ConnEnd> {
         let mut features = vec![Element::bare("bind", ns::BIND), session_iq::stream_feature()];
-        features.extend(session_features(&self.core, true));
+        features.extend(session_features(&self.core, self.conn.transport.offers_sm()));
         if self.restarted {
             open_stream(&self.core, &mut self.conn, &features).await?;
         } else {

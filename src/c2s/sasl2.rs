@@ -23,9 +23,11 @@ use crate::xml::ns;
 const AGENT_ID_BYTES_MAX: usize = 256;
 
 /// `<authentication/>`: the mechanisms and the inline features (XEP-0388 §2.1).
-pub fn feature(core: &CoreState, mechanisms: &[Mechanism]) -> Element {
+/// XEP-0198 rides along only where the transport offers it (`Transport::offers_sm`).
+pub fn feature(core: &CoreState, mechanisms: &[Mechanism], with_sm: bool) -> Element {
     let mut children: Vec<Element> = mechanisms.iter().map(|m| text_el("mechanism", ns::SASL2, m.name())).collect();
-    let mut inline = vec![bind2::feature(), sm::stream_feature()];
+    let mut inline = vec![bind2::feature(with_sm)];
+    inline.extend(with_sm.then(sm::stream_feature));
     if fast_on(core) {
         inline.push(fast::feature());
     }
@@ -100,7 +102,8 @@ pub async fn complete(
             Err(e) => log::error!("{}: no FAST token issued: {e}", auth.user),
         }
     }
-    if let Some((previd, h)) = req.resume {
+    let with_sm = auth.conn.transport.offers_sm();
+    if let Some((previd, h)) = req.resume.filter(|_| with_sm) {
         match auth.resume(previd.into(), h).await {
             Err(e) => return Err((auth.conn, e)),
             Ok(Some(resumed)) => {
@@ -123,11 +126,11 @@ pub async fn complete(
         return Ok(LoggedIn::Unbound(auth)); // its features offer RFC 6120 binding next
     };
     let jid = bind2::resource(&auth.user, bind.tag.as_deref(), req.agent.as_deref());
-    let enabled = bind.sm_enable.map(|resume| sm::enable(&auth.core.cfg.stream_management, resume));
+    let enabled = bind.sm_enable.filter(|_| with_sm).map(|resume| sm::enable(&auth.core.cfg.stream_management, resume));
     let answers = enabled.iter().map(|(_, reply)| reply.clone()).collect();
     extra.push(bind2::bound(answers));
     let mut greeting = to_xml(&success(&jid.to_string(), additional.as_deref(), extra));
-    greeting.push_str(&features(&auth.core, enabled.is_none()));
+    greeting.push_str(&features(&auth.core, enabled.is_none() && with_sm));
     if let Err(e) = auth.conn.send(greeting.as_bytes()).await {
         return Err((auth.conn, e.into()));
     }

@@ -475,7 +475,7 @@ impl BoundSession {
     /// XEP-0198 elements from the client.
     async fn on_sm(&mut self, el: ClientSm) -> Result<(), ConnEnd> {
         match el {
-            ClientSm::Enable { resume } if self.sm.is_none() => {
+            ClientSm::Enable { resume } if self.sm.is_none() && self.conn.transport.offers_sm() => {
                 let (state, reply) = sm::enable(&self.core.cfg.stream_management, resume);
                 self.sm = Some(Box::new(state));
                 self.tell_resumable().await;
@@ -496,7 +496,8 @@ impl BoundSession {
                     }
                 }
             }
-            // Enabled twice, or resumption asked on a bound stream (XEP-0198 §5: before binding).
+            // Enabled twice, on a transport without it, or resumption asked on a bound
+            // stream (XEP-0198 §5: before binding).
             ClientSm::Enable { .. } | ClientSm::Resume { .. } => self.conn.send_el(&sm::failed("unexpected-request")).await?,
             ClientSm::Invalid => return Err(ConnEnd::Error(StreamError::BadFormat, "not an XEP-0198 element".into())),
         }

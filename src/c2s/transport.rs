@@ -1,6 +1,7 @@
 //! The byte stream under an XMPP stream: plain TCP, TLS over it after STARTTLS or on the
-//! Direct TLS port (XEP-0368), or RFC 7395 WebSocket framing (translated to the same bytes,
-//! `super::websocket`). One seam, several sides: an enum rather than a boxed trait object,
+//! Direct TLS port (XEP-0368), RFC 7395 WebSocket framing (translated to the same bytes,
+//! `super::websocket`), or XEP-0206 BOSH (the bodies of HTTP requests and responses,
+//! `super::bosh`). One seam, several sides: an enum rather than a boxed trait object,
 //! one branch per I/O call instead of a virtual call and an allocation per connection.
 
 use std::io;
@@ -18,6 +19,8 @@ pub enum Transport {
     /// other sides stay small.
     Tls(Box<TlsStream>),
     WebSocket(Box<super::websocket::WsStream>),
+    /// Not boxed: a handle on the BOSH session's state, which the HTTP requests share.
+    Bosh(super::bosh::BoshStream),
     /// Only while the TCP stream is handed to the TLS handshake.
     Closed,
 }
@@ -28,8 +31,16 @@ impl Transport {
         match self {
             Transport::Tls(_) => true,
             Transport::WebSocket(ws) => ws.secure,
+            Transport::Bosh(b) => b.secure,
             Transport::Plain(_) | Transport::Closed => false,
         }
+    }
+
+    /// XEP-0198 is offered where it works: not over BOSH, whose HTTP requests already
+    /// carry their own acknowledgement (`rid`), and whose session ends with its last
+    /// request rather than with a connection that resumption could replace.
+    pub fn offers_sm(&self) -> bool {
+        !matches!(self, Transport::Bosh(_))
     }
 
     /// STARTTLS exists on a plain TCP stream only (RFC 7395 §3.1: TLS is the WebSocket's).
@@ -44,6 +55,7 @@ impl AsyncRead for Transport {
             Transport::Plain(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Transport::Bosh(s) => Pin::new(s).poll_read(cx, buf),
             Transport::Closed => Poll::Ready(Ok(0)),
         }
     }
@@ -55,6 +67,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Transport::Bosh(s) => Pin::new(s).poll_write(cx, buf),
             Transport::Closed => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -64,6 +77,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_flush(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Transport::Bosh(s) => Pin::new(s).poll_flush(cx),
             Transport::Closed => Poll::Ready(Ok(())),
         }
     }
@@ -73,6 +87,7 @@ impl AsyncWrite for Transport {
             Transport::Plain(s) => Pin::new(s).poll_close(cx),
             Transport::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
             Transport::WebSocket(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Transport::Bosh(s) => Pin::new(s).poll_close(cx),
             Transport::Closed => Poll::Ready(Ok(())),
         }
     }

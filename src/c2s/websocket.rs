@@ -2,15 +2,16 @@
 //! request, tungstenite for the accept key and frame headers), then a transport whose bytes
 //! are those of an ordinary XMPP stream ([`super::ws_framing`] translates), so negotiation
 //! and the session run unchanged on it. The same listener answers XEP-0156 discovery
-//! (`/.well-known/host-meta` and `host-meta.json`), naming this endpoint, and XEP-0363
-//! uploads and downloads under `/upload/` (`crate::modules::upload`).
+//! (`/.well-known/host-meta` and `host-meta.json`), naming this endpoint and BOSH's, XEP-0206
+//! BOSH at `/http-bind` (`super::bosh`), and XEP-0363 uploads and downloads under
+//! `/upload/` (`crate::modules::upload`).
 //!
 //! Bounds: the request head (`REQUEST_HEAD_BYTES_MAX`) and its time (the handshake
 //! deadline), one message (`stanza_bytes_max` and some room for framing), frames queued
 //! for a client that does not read (`OUTBOUND_BYTES_MAX`: the writer then waits, as on TCP).
 
 use std::io::{self, Cursor};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -63,7 +64,7 @@ pub async fn upgrade(
             Ok(httparse::Status::Complete(len)) => {
                 let path = req.path.unwrap_or("");
                 if core.cfg.upload_domain().is_some() && crate::modules::upload::handles(path) {
-                    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok());
+                    let header = |name: &str| header_of(&req, name);
                     let upload = crate::modules::upload::Request {
                         method: req.method.unwrap_or(""),
                         path,
@@ -74,6 +75,11 @@ pub async fn upgrade(
                     crate::modules::upload::serve(core, &mut tcp, upload, body_start).await;
                     return Err(io::Error::other("XEP-0363 request answered"));
                 }
+                if super::bosh::handles(path) {
+                    let client = SocketAddr::new(forwarded_client(peer, header_of(&req, "x-forwarded-for"), trusted), 0);
+                    super::bosh::serve(core, &mut tcp, &req, head[len..].to_vec(), deadline, client).await;
+                    return Err(io::Error::other("XEP-0206 request answered"));
+                }
                 if len != head.len() {
                     // A client sends nothing before our 101.
                     return refuse(&mut tcp, "400 Bad Request", "data after the upgrade request").await;
@@ -83,11 +89,7 @@ pub async fn upgrade(
                     return Err(io::Error::other("XEP-0156 discovery answered"));
                 }
                 match check(&req) {
-                    Ok(key) => {
-                        let forwarded = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"));
-                        let forwarded = forwarded.and_then(|h| std::str::from_utf8(h.value).ok());
-                        break (key, forwarded_client(peer, forwarded, trusted));
-                    }
+                    Ok(key) => break (key, forwarded_client(peer, header_of(&req, "x-forwarded-for"), trusted)),
                     Err((status, why)) => return refuse(&mut tcp, status, why).await,
                 }
             }
@@ -146,25 +148,38 @@ fn host_meta(req: &httparse::Request, secure: bool) -> Option<String> {
     if host.is_empty() || !host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']')) {
         return None;
     }
-    let url = format!("{}://{host}{PATH}", if secure { "wss" } else { "ws" });
+    let ws = format!("{}://{host}{PATH}", if secure { "wss" } else { "ws" });
+    let bosh = format!("{}://{host}{}", if secure { "https" } else { "http" }, super::bosh::PATH);
+    let links = [("urn:xmpp:alt-connections:websocket", ws), ("urn:xmpp:alt-connections:xbosh", bosh)];
     let (content_type, body) = if path.ends_with(".json") {
-        ("application/json", format!("{{\"links\":[{{\"rel\":\"urn:xmpp:alt-connections:websocket\",\"href\":\"{url}\"}}]}}"))
+        let links: Vec<_> = links.iter().map(|(rel, href)| format!("{{\"rel\":\"{rel}\",\"href\":\"{href}\"}}")).collect();
+        ("application/json", format!("{{\"links\":[{}]}}", links.join(",")))
     } else {
-        (
-            "application/xrd+xml",
-            format!("<?xml version='1.0' encoding='utf-8'?><XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'><Link rel='urn:xmpp:alt-connections:websocket' href='{url}'/></XRD>"),
-        )
+        let links: String = links.iter().map(|(rel, href)| format!("<Link rel='{rel}' href='{href}'/>")).collect();
+        ("application/xrd+xml", format!("<?xml version='1.0' encoding='utf-8'?><XRD xmlns='http://docs.oasis-open.org/ns/xri/xrd-1.0'>{links}</XRD>"))
     };
-    Some(format!(
-        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nAccess-Control-Allow-Origin: *\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    Some(http_response("200 OK", content_type, "", &body))
+}
+
+/// An HTTP/1.1 response that closes the connection, readable by pages of any origin (CORS:
+/// web clients are served from elsewhere; nothing here reads cookies). `headers` are
+/// further header lines, each ending in CRLF.
+pub fn http_response(status: &str, content_type: &str, headers: &str, body: &str) -> String {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nAccess-Control-Allow-Origin: *\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
-    ))
+    )
+}
+
+/// A request header's value, if it is text.
+fn header_of<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+    req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
 /// The upgrade request's key, or the status and reason to refuse it with (RFC 6455 §4.2.1,
 /// RFC 7395 §3.2: the `xmpp` subprotocol).
 fn check(req: &httparse::Request) -> Result<String, (&'static str, &'static str)> {
-    let header = |name: &str| req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok());
+    let header = |name: &str| header_of(req, name);
     let has_token = |name: &str, token: &str| header(name).is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)));
     if req.method != Some("GET") {
         return Err(("405 Method Not Allowed", "GET only"));
@@ -182,8 +197,7 @@ fn check(req: &httparse::Request) -> Result<String, (&'static str, &'static str)
 }
 
 async fn refuse(tcp: &mut TcpStream, status: &str, why: &str) -> io::Result<(WsStream, IpAddr)> {
-    let body = format!("{why}\n");
-    let answer = format!("HTTP/1.1 {status}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let answer = http_response(status, "text/plain", "", &format!("{why}\n"));
     let _ = tcp.write_all(answer.as_bytes()).await;
     Err(io::Error::new(io::ErrorKind::InvalidData, why.to_owned()))
 }

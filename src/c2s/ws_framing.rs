@@ -26,41 +26,56 @@ pub fn inbound(message: &str) -> Result<String, &'static str> {
         if el.name() == "close" {
             return Ok("</stream:stream>".into());
         }
-        let mut header = String::from("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
-        for name in ["to", "from", "version", "id"] {
-            if let Some(value) = el.attr(name) {
-                header.push_str(&format!(" {name}='{}'", crate::xml::write::escape_attr(value)));
-            }
-        }
-        header.push('>');
-        return Ok(header);
+        return Ok(stream_header(["to", "from", "version", "id"].into_iter().filter_map(|name| Some((name, el.attr(name)?)))));
     }
     Ok(text.to_owned())
+}
+
+/// The stream header a TCP client would have sent, with these attributes: what a
+/// WebSocket `<open/>` or a XEP-0206 session start or restart stands for.
+pub fn stream_header<'a>(attrs: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut header = String::from("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'");
+    for (name, value) in attrs {
+        header.push_str(&format!(" {name}='{}'", crate::xml::write::escape_attr(value)));
+    }
+    header.push('>');
+    header
 }
 
 /// Cuts the server's outbound bytes into whole elements, translated for WebSocket.
 #[derive(Default)]
 pub struct Outbound {
-    pending: String,
+    units: Units,
 }
 
 impl Outbound {
     /// Takes `bytes` written by the server; returns the messages now complete.
     pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
+        self.units.push(bytes).iter().filter_map(|unit| outbound(unit)).collect()
+    }
+}
+
+/// Cuts the server's outbound bytes into whole units, untranslated: for WebSocket here,
+/// for XEP-0206 BOSH response bodies in `super::bosh`.
+#[derive(Default)]
+pub struct Units {
+    pending: String,
+}
+
+impl Units {
+    /// Takes `bytes` written by the server; returns the units now complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Vec<String> {
         self.pending.push_str(&String::from_utf8_lossy(bytes));
-        let mut messages = Vec::new();
+        let mut units = Vec::new();
         loop {
             let rest = self.pending.trim_start();
             let skipped = self.pending.len() - rest.len();
             let Some(len) = unit_len(rest) else {
                 self.pending.drain(..skipped);
-                return messages;
+                return units;
             };
-            let unit = rest[..len].to_owned();
+            units.push(rest[..len].to_owned());
             self.pending.drain(..skipped + len);
-            if let Some(m) = outbound(&unit) {
-                messages.push(m);
-            }
         }
     }
 }

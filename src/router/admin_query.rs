@@ -32,20 +32,38 @@ pub struct AdminAnswer {
 pub const ADMIN_ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// The questions of this core still waiting for their answers.
-#[derive(Default)]
-pub struct AdminQueries {
+pub type AdminQueries = Tickets<AdminAnswer>;
+
+/// Questions this core sent to an actor elsewhere, each waiting for its answer (a `T`) by
+/// number: the admin socket's, and XEP-0206 requests forwarded to the core that owns their
+/// BOSH session (`crate::c2s::bosh`).
+pub struct Tickets<T> {
     next_id: Cell<u64>,
-    waiting: RefCell<HashMap<u64, flume::Sender<AdminAnswer>>>,
+    waiting: RefCell<HashMap<u64, flume::Sender<T>>>,
+}
+
+impl<T> Default for Tickets<T> {
+    fn default() -> Self {
+        Tickets { next_id: Cell::new(0), waiting: RefCell::default() }
+    }
 }
 
 impl AdminQueries {
     /// A ticket for a new question from `node`, and where its answer will arrive.
-    pub fn open(&self, node: u32) -> (AdminTicket, flume::Receiver<AdminAnswer>) {
+    pub fn open_admin(&self, node: u32) -> (AdminTicket, flume::Receiver<AdminAnswer>) {
+        let (id, rx) = self.open();
+        (AdminTicket { node, id }, rx)
+    }
+}
+
+impl<T> Tickets<T> {
+    /// A number for a new question, and where its answer will arrive.
+    pub fn open(&self) -> (u64, flume::Receiver<T>) {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let (tx, rx) = flume::bounded(1);
         self.waiting.borrow_mut().insert(id, tx);
-        (AdminTicket { node, id }, rx)
+        (id, rx)
     }
 
     /// The question `id` no longer waits (answered, or given up).
@@ -54,7 +72,7 @@ impl AdminQueries {
     }
 
     /// An answer arrived: to its question, if that still waits.
-    pub fn answer(&self, id: u64, answer: AdminAnswer) {
+    pub fn answer(&self, id: u64, answer: T) {
         if let Some(tx) = self.waiting.borrow_mut().remove(&id) {
             let _ = tx.try_send(answer);
         }
@@ -68,8 +86,8 @@ mod tests {
     #[test]
     fn an_answer_reaches_its_question_once_and_a_late_one_is_dropped() {
         let q = AdminQueries::default();
-        let (a, rx_a) = q.open(7);
-        let (b, rx_b) = q.open(7);
+        let (a, rx_a) = q.open_admin(7);
+        let (b, rx_b) = q.open_admin(7);
         assert_ne!(a.id, b.id);
         q.answer(b.id, AdminAnswer { ok: true, text: "b".into() });
         assert_eq!(rx_b.try_recv().map(|x| x.text).ok().as_deref(), Some("b"));

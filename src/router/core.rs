@@ -89,6 +89,8 @@ pub struct CoreState {
     /// Drives every session's pings, idle timeouts, ack requests and buffer release: an
     /// idle session arms no timer of its own (`shards::wheel`).
     pub wheel: shards::wheel::Wheel,
+    /// XEP-0206: the BOSH sessions living on this core (`c2s::bosh`).
+    pub bosh: crate::c2s::bosh::Sessions,
 }
 
 /// The wheel's resolution: coarse, as what it drives is measured in seconds; the XEP-0198
@@ -143,6 +145,7 @@ impl CoreState {
             rooms: RefCell::new(HashMap::new()),
             muc_directory,
             admin_queries: AdminQueries::default(),
+            bosh: Default::default(),
         })
     }
 
@@ -232,7 +235,7 @@ impl CoreState {
     /// Asks room `room`'s actor, wherever it lives, and waits for its answer, at most
     /// [`ADMIN_ANSWER_WAIT`]. The admin socket asks from core 0, where answers arrive.
     pub async fn ask_room(self: &Rc<Self>, room: Arc<str>, op: RoomAdminOp) -> AdminAnswer {
-        let (ticket, rx) = self.admin_queries.open(self.local_node());
+        let (ticket, rx) = self.admin_queries.open_admin(self.local_node());
         self.send_to_room(room, RoomMsg::Admin { op, ticket }).await;
         let answer = futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
             glommio::timer::sleep(ADMIN_ANSWER_WAIT).await;
@@ -364,7 +367,9 @@ impl CoreState {
             | CoreMsg::Confirm { .. }
             | CoreMsg::Batch(_)
             | CoreMsg::AdminAnswer { .. }
-            | CoreMsg::Reregister { .. } => None,
+            | CoreMsg::Reregister { .. }
+            | CoreMsg::BoshRequest { .. }
+            | CoreMsg::BoshAnswer { .. } => None,
         };
         let timeout = Duration::from_millis(self.cfg.cluster.suspicion_timeout_ms * 2) + Duration::from_secs(1);
         let deadline = Instant::now() + timeout;
@@ -449,7 +454,10 @@ impl CoreState {
                 (owner.node, owner.core)
             }
             CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
-            CoreMsg::Confirm { core, .. } | CoreMsg::Reregister { core, .. } => (self.local_node(), *core as usize),
+            CoreMsg::Confirm { core, .. }
+            | CoreMsg::Reregister { core, .. }
+            | CoreMsg::BoshRequest { core, .. }
+            | CoreMsg::BoshAnswer { core, .. } => (self.local_node(), *core as usize),
             CoreMsg::Batch(_) => (self.local_node(), self.id),
             CoreMsg::AdminAnswer { ticket, .. } => (ticket.node, 0),
         }
@@ -521,7 +529,34 @@ impl CoreState {
             CoreMsg::Batch(msgs) => self.dispatch(CoreMsg::Batch(msgs)),
             CoreMsg::Reregister { owner, .. } => self.reregister_local(owner),
             CoreMsg::AdminAnswer { ticket, answer } => self.admin_queries.answer(ticket.id, answer),
+            CoreMsg::BoshRequest { from, ticket, body, .. } => {
+                glommio::spawn_local(crate::c2s::bosh::answer_forwarded(self.clone(), from as usize, ticket, body)).detach();
+            }
+            CoreMsg::BoshAnswer { ticket, xml, .. } => self.bosh.forwarded.answer(ticket, xml),
         }
+    }
+
+    /// XEP-0206: a BOSH request for the session on core `owner` of this node, and its
+    /// answer, waited for at most `wait`; `None` when there is no such core or no answer.
+    pub async fn forward_bosh(self: &Rc<Self>, owner: usize, body: crate::c2s::bosh::Body, wait: Duration) -> Option<String> {
+        if owner >= self.mesh.cores() {
+            return None;
+        }
+        let (ticket, rx) = self.bosh.forwarded.open();
+        let msg = CoreMsg::BoshRequest { core: owner as u16, from: self.id as u16, ticket, body };
+        self.send_to_core(self.local_node(), owner, msg).await;
+        let answer = futures_lite::future::or(async { rx.recv_async().await.ok() }, async {
+            glommio::timer::sleep(wait).await;
+            None
+        })
+        .await;
+        self.bosh.forwarded.close(ticket);
+        answer
+    }
+
+    /// The answer to a BOSH request core `to` forwarded here.
+    pub async fn answer_bosh(self: &Rc<Self>, to: usize, ticket: u64, xml: String) {
+        self.send_to_core(self.local_node(), to, CoreMsg::BoshAnswer { core: to as u16, ticket, xml }).await;
     }
 
     /// Asks `node`, back up, to register its sessions here again; and once more a suspicion

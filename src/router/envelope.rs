@@ -48,6 +48,12 @@ pub enum CoreMsg {
     /// sessions it held for it; it is back up now. On `core`, every session whose user
     /// `owner` holds registers again; core 0 passes it on to this node's other cores.
     Reregister { owner: u32, core: u16 },
+    /// XEP-0206: an HTTP request for the BOSH session on core `core` of this node (its sid
+    /// names the core), which arrived at core `from`; the answer goes back as `BoshAnswer`
+    /// with `ticket`. Never sent to another node (`crate::c2s::bosh`).
+    BoshRequest { core: u16, from: u16, ticket: u64, body: crate::c2s::bosh::Body },
+    /// The response body for a `BoshRequest`, for the core that forwarded it.
+    BoshAnswer { core: u16, ticket: u64, xml: String },
 }
 
 /// What a UserChannel handles.

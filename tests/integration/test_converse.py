@@ -1,5 +1,6 @@
 """Converse.js, a web client nobody here wrote, in Debian's Chromium (headless, driven by
-puppeteer-core) over martlet's RFC 7395 WebSocket endpoint: it logs in, sees a contact's
+puppeteer-core) over martlet's RFC 7395 WebSocket endpoint and over its XEP-0206 BOSH
+endpoint (from a page of another origin, so through CORS): it logs in, sees a contact's
 presence, exchanges messages with a slixmpp user, and logs in again after a page reload.
 A screenshot is kept (and its path printed) when a step fails."""
 import asyncio
@@ -22,10 +23,12 @@ from test_websocket import ws_server
 CHROMIUM = shutil.which("chromium")
 
 
-def serve_page(directory, websocket_url, jid):
-    """The test page and Converse's files over HTTP on 127.0.0.1, as a site would serve them."""
+def serve_page(directory, option, url, jid):
+    """The test page and Converse's files over HTTP on 127.0.0.1, as a site would serve them;
+    Converse connects to `url`, given as its setting `option`."""
     page = (JS_DIR / "converse.html").read_text()
-    page = page.replace("WEBSOCKET_URL", websocket_url).replace("JID", jid).replace("PASSWORD", PASSWORD)
+    page = page.replace("CONNECTION_OPTION", option).replace("CONNECTION_URL", url)
+    page = page.replace("JID", jid).replace("PASSWORD", PASSWORD)
     (directory / "index.html").write_text(page)
     (directory / "dist").symlink_to(JS_DIR / "node_modules" / "converse.js" / "dist")
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
@@ -36,11 +39,16 @@ def serve_page(directory, websocket_url, jid):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="scripts/test.sh installs Debian's chromium")
-def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_server, tmp_path):
+@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_server, tmp_path, transport):
     server = ws_server(martlet_server)
     site = tmp_path / "site"
     site.mkdir()
-    httpd, url = serve_page(site, f"ws://127.0.0.1:{server.http_port}/xmpp-websocket", "alice@localhost")
+    if transport == "websocket":
+        option, endpoint = "websocket_url", f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"
+    else:
+        option, endpoint = "bosh_service_url", f"http://127.0.0.1:{server.http_port}/http-bind"
+    httpd, url = serve_page(site, option, endpoint, "alice@localhost")
     shot = tmp_path / "converse-failure.png"
 
     async def run():
@@ -75,6 +83,8 @@ def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_
         bob.send_message(mto="alice@localhost", mbody="after reload", mtype="chat")
         await step("received-after-reload")
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+        if transport == "bosh":
+            assert server.metric_sum("martlet_bosh_requests_total") > 0, "Converse spoke BOSH"
         await close(bob)
 
     try:

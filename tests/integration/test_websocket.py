@@ -123,16 +123,18 @@ def test_framing_open_features_and_an_oversized_message(martlet_server):
     s.close()
 
 
-def test_host_meta_names_the_websocket_endpoint(martlet_server):
-    # XEP-0156: how Converse.js and other web clients find the endpoint from the domain.
+def test_host_meta_names_the_websocket_and_bosh_endpoints(martlet_server):
+    # XEP-0156: how Converse.js and other web clients find the endpoints from the domain.
     import json
     import urllib.request
     server = ws_server(martlet_server)
     base = f"http://127.0.0.1:{server.http_port}/.well-known/host-meta"
+    ws, bosh = f"wss://127.0.0.1:{server.http_port}/xmpp-websocket", f"https://127.0.0.1:{server.http_port}/http-bind"
     xrd = urllib.request.urlopen(base, timeout=5).read().decode()
-    assert f"href='wss://127.0.0.1:{server.http_port}/xmpp-websocket'" in xrd and "urn:xmpp:alt-connections:websocket" in xrd, xrd
+    assert f"<Link rel='urn:xmpp:alt-connections:websocket' href='{ws}'/>" in xrd, xrd
+    assert f"<Link rel='urn:xmpp:alt-connections:xbosh' href='{bosh}'/>" in xrd, xrd
     jrd = json.loads(urllib.request.urlopen(base + ".json", timeout=5).read())
-    assert jrd["links"] == [{"rel": "urn:xmpp:alt-connections:websocket", "href": f"wss://127.0.0.1:{server.http_port}/xmpp-websocket"}]
+    assert jrd["links"] == [{"rel": "urn:xmpp:alt-connections:websocket", "href": ws}, {"rel": "urn:xmpp:alt-connections:xbosh", "href": bosh}]
 
 
 def opens(port, forwarded_for):

@@ -1,5 +1,5 @@
 // Drives Converse.js in Debian's Chromium, headless (puppeteer-core; no browser download):
-// opens PAGE (which logs alice in over WebSocket), then walks the steps below, printing one
+// opens PAGE (which logs alice in over WebSocket or BOSH), then walks the steps below, printing one
 // JSON line per step reached. On a failure it saves a screenshot to SHOT and exits 1.
 // usage: node converse.mjs PAGE SHOT     (CHROMIUM: the browser binary, /usr/bin/chromium)
 import puppeteer from "puppeteer-core";
