@@ -51,8 +51,7 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, entry: Entr
             // A bound session contains its own panics and ends properly; this catches one
             // before binding (negotiation), where dropping the connection is all there is to do.
             if let Err(p) = contained(connection(core.clone(), stream, peer, entry)).await {
-                core.counters.actor_panics.inc();
-                log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
+                negotiation_panicked(&core, peer, p);
             }
         })
         .detach();
@@ -156,13 +155,15 @@ pub fn spawn_stream(core: Rc<CoreState>, transport: Transport, peer: SocketAddr,
         match contained(phases(&core, transport, peer, slot, deadline)).await {
             Ok(Some(session)) => start(&core, session),
             Ok(None) => {}
-            Err(p) => {
-                core.counters.actor_panics.inc();
-                log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
-            }
+            Err(p) => negotiation_panicked(&core, peer, p),
         }
     })
     .detach();
+}
+
+fn negotiation_panicked(core: &CoreState, peer: SocketAddr, p: shards::contain::Panicked) {
+    core.counters.actor_panics.inc();
+    log::error!("{peer}: stream negotiation ended by a panic, contained: {}", p.0);
 }
 
 /// The phases of [`super::negotiate`] on a connected transport, up to a bound session.

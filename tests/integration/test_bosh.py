@@ -96,8 +96,8 @@ class Bosh:
         return jid.text
 
 
-def bosh_server(martlet_server, **http):
-    return ws_server(martlet_server, http=http)
+def bosh_server(martlet_server, limits=None, **http):
+    return ws_server(martlet_server, http=http, limits=limits or {})
 
 
 def test_session_creation_login_and_chat_with_a_tcp_client(martlet_server):
@@ -149,6 +149,10 @@ def test_bad_rid_unknown_sid_malformed_and_oversized_bodies_are_refused(martlet_
     for sid in ("0.00000000000000000000000000000000", "1.deadbeef", "ff.0", "nonsense"):
         answer = ET.fromstring(post(port, f"<body xmlns='{NS}' rid='5' sid='{sid}'/>")[1])
         assert answer.get("type") == "terminate" and answer.get("condition") == "item-not-found", sid
+    # A session for another domain, or for none.
+    for to, condition in (("example.org", "host-unknown"), ("", "improper-addressing")):
+        answer = ET.fromstring(post(port, f"<body xmlns='{NS}' rid='5' to='{to}' wait='5' hold='1'/>")[1])
+        assert answer.get("type") == "terminate" and answer.get("condition") == condition, to
     # Malformed XML, a wrong wrapper, no rid: bad-request.
     for bad in ("<body xmlns='%s' rid='1'><unclosed></body>" % NS, "<html/>", f"<body xmlns='{NS}'/>", "\x00\x01"):
         answer = ET.fromstring(post(port, bad.encode())[1])
@@ -183,7 +187,7 @@ def test_bad_rid_unknown_sid_malformed_and_oversized_bodies_are_refused(martlet_
     while server.metric_sum("martlet_bosh_sessions") != 0 and time.time() < deadline:
         time.sleep(0.1)
     assert server.metric_sum("martlet_bosh_sessions") == 0
-    assert server.metric_sum("martlet_bosh_errors_total") >= 10
+    assert server.metric_sum("martlet_bosh_errors_total") >= 12
 
 
 def test_terminate_and_inactivity_end_the_session_and_the_contact_sees_it(martlet_server):
@@ -228,6 +232,31 @@ def test_one_sessions_requests_over_both_cores(martlet_server):
         per_core = {core: v for (name, core), v in server.metrics().items() if name == "martlet_bosh_requests_total"}
         assert len(per_core) == 2 and all(v > 0 for v in per_core.values()), per_core
         assert server.metric_sum("martlet_cross_core_messages_total") > 0
+        await close(bob)
+
+    asyncio.run(run())
+
+
+def test_a_client_that_stops_fetching_is_cut_after_send_stall_not_buffered(martlet_server):
+    """What a BOSH client does not fetch waits in its session up to 256 KiB; past that the
+    session's writes wait, as on a TCP connection nobody reads, and `send_stall_secs`
+    later the session ends (long before `bosh_inactivity_secs`)."""
+    server = bosh_server(martlet_server, limits={"send_stall_secs": 2}, bosh_inactivity_secs=120)
+
+    async def run():
+        alice_tcp = await login(server, "alice", resource="setup")
+        bob = await login(server, "bob")
+        await subscribe_both_ways(alice_tcp, bob)
+        await close(alice_tcp)
+        alice = Bosh(server.http_port, wait=1)
+        await asyncio.to_thread(alice.login)
+        await asyncio.to_thread(alice.send, "<presence xmlns='jabber:client'/>")
+        await bob.next_presence(lambda p: p["type"] == "available" and str(p["from"]) == "alice@localhost/bosh", timeout=20)
+        started = time.time()
+        for i in range(60):  # 60 x 10 KB: more than the 256 KiB a session keeps for its client
+            bob.send_message(mto="alice@localhost/bosh", mbody=f"{i} " + "x" * 10_000, mtype="chat")
+        await bob.next_presence(lambda p: p["type"] == "unavailable" and str(p["from"]) == "alice@localhost/bosh", timeout=30)
+        assert time.time() - started < 60, "cut by send_stall_secs, not by bosh_inactivity_secs"
         await close(bob)
 
     asyncio.run(run())
