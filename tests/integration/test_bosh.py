@@ -10,6 +10,7 @@ import base64
 import http.client
 import random
 import socket
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -140,6 +141,15 @@ def test_held_request_is_answered_empty_after_wait_and_a_repeated_rid_gets_the_s
     again = b.raw(b.body(rid=rid - 1))
     assert ET.fromstring(again).attrib == empty.attrib and len(ET.fromstring(again)) == 0
     assert b.raw(b.body(rid=rid - 2)) == b.raw(b.body(rid=rid - 2)), "the creation's answer, twice"
+    # hold = 1: a second request answers the held one at once, and is held in its place.
+    first = {}
+    held = threading.Thread(target=lambda: first.update(answer=b.raw(b.body(rid=rid)), at=time.time()))
+    started = time.time()
+    held.start()
+    time.sleep(0.5)
+    b.raw(b.body(rid=rid + 1))
+    held.join()
+    assert first["at"] - started < 1.5, "freed by the newer request, not by wait (2 s)"
 
 
 def test_bad_rid_unknown_sid_malformed_and_oversized_bodies_are_refused(martlet_server):
@@ -260,3 +270,20 @@ def test_a_client_that_stops_fetching_is_cut_after_send_stall_not_buffered(martl
         await close(bob)
 
     asyncio.run(run())
+
+
+def test_pause_keeps_the_session_past_inactivity_then_it_ends(martlet_server):
+    """XEP-0124 §10: a pause answers at once, and the session outlives bosh_inactivity_secs
+    for the pause asked (at most maxpause); without one it ends after inactivity."""
+    server = bosh_server(martlet_server, bosh_inactivity_secs=1, bosh_pause_secs_max=4)
+    b = Bosh(server.http_port, wait=5)
+    assert b.start().get("maxpause") == "4"
+    started = time.time()
+    answer = b.send(pause="60")  # more than maxpause: held to 4 s
+    assert time.time() - started < 2 and answer.get("type") is None, "a pause is answered at once"
+    time.sleep(2.5)  # past inactivity, within the pause
+    assert b.send().get("type") is None, "paused, not ended"
+    b.send(pause="60")
+    time.sleep(5)  # past maxpause, which the pause asked was cut to
+    answer = b.send()
+    assert answer.get("type") == "terminate" and answer.get("condition") == "item-not-found"
