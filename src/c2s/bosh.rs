@@ -186,8 +186,7 @@ type HttpRefusal = Option<(&'static str, &'static str)>;
 /// Reads the body, then answers it: a new session, or one of this core's sessions, or
 /// one forwarded to the core whose session it is.
 async fn post(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request<'_, '_>, mut bytes: Vec<u8>, deadline: Instant, client: SocketAddr) -> Result<String, HttpRefusal> {
-    let length = req.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length"));
-    let Some(length) = length.and_then(|h| std::str::from_utf8(h.value).ok()).and_then(|v| v.trim().parse::<usize>().ok()) else {
+    let Some(length) = super::websocket::header_of(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) else {
         return Err(Some(("411 Length Required", "a BOSH request states its Content-Length")));
     };
     if length > body_bytes_max(core) {
@@ -202,7 +201,7 @@ async fn post(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request
         }
     }
     bytes.truncate(length);
-    let body = match parse(&bytes, parser_limits(core)) {
+    let body = match parse(&bytes, super::conn::parser_limits(&core.cfg.limits)) {
         Ok(body) => body,
         Err(why) => {
             log::debug!("{client}: BOSH body refused: {why}");
@@ -224,11 +223,6 @@ async fn post(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request
 
 fn body_bytes_max(core: &CoreState) -> usize {
     core.cfg.limits.stanza_bytes_max + BODY_SLACK_BYTES
-}
-
-fn parser_limits(core: &CoreState) -> ParserLimits {
-    let l = &core.cfg.limits;
-    ParserLimits { stream_header_bytes_max: l.stream_header_bytes_max, stanza_bytes_max: l.stanza_bytes_max, stanza_depth_max: l.stanza_depth_max }
 }
 
 /// A request forwarded from core `from` (`CoreMsg::BoshRequest`): answered here, where its

@@ -91,11 +91,7 @@ impl Conn {
         limits: &crate::config::Limits,
         stopping: std::rc::Rc<std::cell::Cell<bool>>,
     ) -> Self {
-        let parser_limits = ParserLimits {
-            stream_header_bytes_max: limits.stream_header_bytes_max,
-            stanza_bytes_max: limits.stanza_bytes_max,
-            stanza_depth_max: limits.stanza_depth_max,
-        };
+        let parser_limits = parser_limits(limits);
         Conn {
             transport,
             parser: StreamParser::new(parser_limits),
@@ -248,6 +244,15 @@ impl Conn {
         self.parser.release_temporaries();
         self.read_buf.truncate(IDLE_READ_BYTES);
         self.read_buf.shrink_to_fit();
+    }
+}
+
+/// What one stream may send, from `[limits]` (also what one BOSH body may hold, `super::bosh`).
+pub fn parser_limits(limits: &crate::config::Limits) -> ParserLimits {
+    ParserLimits {
+        stream_header_bytes_max: limits.stream_header_bytes_max,
+        stanza_bytes_max: limits.stanza_bytes_max,
+        stanza_depth_max: limits.stanza_depth_max,
     }
 }
 

@@ -172,7 +172,7 @@ pub fn http_response(status: &str, content_type: &str, headers: &str, body: &str
 }
 
 /// A request header's value, if it is text.
-fn header_of<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
+pub(super) fn header_of<'a>(req: &httparse::Request<'_, 'a>, name: &str) -> Option<&'a str> {
     req.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).and_then(|h| std::str::from_utf8(h.value).ok())
 }
 
