@@ -4,6 +4,8 @@
 //! are kept with the affiliations, in the room's stored state. `<remove/>` gives the
 //! registration back. In a members-only room only members may register (their nick).
 
+use std::collections::BTreeMap;
+
 use minidom::Element;
 
 use super::{Room, NICK_BYTES_MAX};
@@ -17,6 +19,12 @@ use crate::xml::ns;
 const MUC_REGISTER: &str = "http://jabber.org/protocol/muc#register";
 /// Nicks one room reserves at most: past it, a new registration gets `<resource-constraint/>`.
 const RESERVED_NICKS_MAX: usize = 10_000;
+
+/// Whether a registration by `bare` would take a room with `reserved` (nick -> account)
+/// past RESERVED_NICKS_MAX: one that already holds a nick replaces it and adds none.
+fn over_reserved_nicks_max(reserved: &BTreeMap<String, String>, bare: &str) -> bool {
+    reserved.len() >= RESERVED_NICKS_MAX && !reserved.values().any(|owner| owner == bare)
+}
 
 impl Room {
     /// The nick `bare` (an account) reserved here, if any.
@@ -83,7 +91,7 @@ impl Room {
         if self.nick_reserved_by_other(&nick, bare) {
             return IqAnswer::Error(StanzaError::Conflict);
         }
-        if self.reserved_nicks.len() >= RESERVED_NICKS_MAX && self.reserved_nick_of(bare).is_none() {
+        if over_reserved_nicks_max(&self.reserved_nicks, bare) {
             return IqAnswer::Error(StanzaError::ResourceConstraint);
         }
         self.release_nick_of(bare);
@@ -93,5 +101,20 @@ impl Room {
         }
         self.save().await;
         IqAnswer::Result(None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_refuses_a_new_nick_and_lets_a_holder_register_again() {
+        let mut reserved: BTreeMap<String, String> = (0..RESERVED_NICKS_MAX - 1).map(|i| (format!("n{i}"), format!("u{i}@d"))).collect();
+        assert!(!over_reserved_nicks_max(&reserved, "new@d"), "the 10,000th nick is taken");
+        reserved.insert("last".into(), "last@d".into());
+        assert!(over_reserved_nicks_max(&reserved, "new@d"), "the 10,001st is refused");
+        assert!(!over_reserved_nicks_max(&reserved, "u7@d"), "a holder may change its nick");
+        assert!(!over_reserved_nicks_max(&reserved, "last@d"));
     }
 }
