@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, ROOT, free_port
+from conftest import DOMAIN, PASSWORD, ROOT, free_port
 
 RELAY = Path(os.environ.get("RELAY_BINARY", ROOT / "target" / "release" / "relay"))
 LOADGEN = Path(os.environ.get("LOADGEN_BINARY", ROOT / "target" / "release" / "loadgen"))
@@ -160,3 +160,32 @@ def test_loadgen_presence_reads_the_servers_cpu_every_round(martlet_with_users, 
     assert [x["round"] for x in r["server_cpu_per_round"]] == [0, 1]
     assert all(x["unavailable_delivered"] == 16 for x in r["server_cpu_per_round"])
     assert r["server_cpu_us_per_unavailable_delivered"] >= 0 and r["server_cpu_pct_of_core_rounds"] >= 0
+
+
+def room(server, out, *args):
+    return loadgen(server.port, out, "room", "--server-pid", str(server.proc.pid), "--server-cores", "2",
+                   "--domain", DOMAIN, "--step-secs", "1", "--drain-secs", "5", *args, protocol="xmpp", procs=1)
+
+
+def test_loadgen_room_counts_every_copy_at_every_occupant_over_doubling_steps(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = room(server, tmp_path / "room.json", "--room-config", "muc#roomconfig_presencebroadcast=moderator",
+             "--rate", "20", "--rate-max", "40", "--p99-ms-max", "1000")
+    assert r["room_created"] and r["occupants"] == 40 and r["join_errors"] == 0
+    assert 0 < r["join_p50_ms"] <= r["join_p99_ms"] and r["join_secs"] > 0
+    assert [s["offered_msgs_per_sec"] for s in r["steps"]] == [20, 40]
+    for s in r["steps"]:
+        # One sender, 1 s per step: each message reaches all 40 occupants, its sender too.
+        assert s["sent"] == s["offered_msgs_per_sec"] and s["copies_expected"] == 40 * s["sent"]
+        assert s["copies_delivered"] == s["copies_expected"] and s["messages_incomplete"] == 0 and s["held"]
+        assert 0 < s["fanout_p50_ms"] <= s["fanout_p99_ms"] and s["server_cpu_pct_of_core"] is not None
+    assert r["sustained_msgs_per_sec"] == 40 and r["fanout_p99_ms"] > 0
+
+
+def test_loadgen_room_counts_refused_joins_and_expects_copies_at_occupants_only(martlet_with_users, tmp_path):
+    server = martlet_with_users
+    r = room(server, tmp_path / "room.json", "--room-config", "muc#roomconfig_maxusers=10", "--rate", "5")
+    assert r["occupants"] == 10 and r["join_errors"] == 30
+    assert r["join_error_kinds"] == {"service-unavailable": 30}
+    (s,) = r["steps"]
+    assert s["copies_expected"] == 10 * s["sent"] == s["copies_delivered"]

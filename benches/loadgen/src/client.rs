@@ -159,14 +159,24 @@ pub async fn read_until(stream: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>
     }
 }
 
+/// The body every load message carries: sender, sequence and send time (`scan::fields`).
+fn mark_body(sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
+    format!("<body>lg {sender} {seq} {sent_unix_nanos}</body>")
+}
+
 /// A chat message whose body carries the sender, sequence and send time; with the raw
 /// protocol, framed for the relay.
 pub fn message(protocol: Protocol, to: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
-    let stanza = format!("<message to='{to}' type='chat'><body>lg {sender} {seq} {sent_unix_nanos}</body></message>");
+    let stanza = format!("<message to='{to}' type='chat'>{}</message>", mark_body(sender, seq, sent_unix_nanos));
     match protocol {
         Protocol::Xmpp => stanza,
         Protocol::Raw => raw::frame(to, &stanza),
     }
+}
+
+/// A groupchat message to `room` (XEP-0045 §7.4), marked like a chat message.
+pub fn groupchat(room: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
+    format!("<message to='{room}' type='groupchat'>{}</message>", mark_body(sender, seq, sent_unix_nanos))
 }
 
 /// An available presence whose status carries the sender and send time.

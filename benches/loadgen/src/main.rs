@@ -8,6 +8,9 @@
 //! - `cpu-per-msg`: fixed offered rates; the server's CPU microseconds per routed message.
 //! - `presence`: N users with R mutual contacts each go offline and online in rounds;
 //!   presence broadcasts delivered per second and their latency (the fan-out cost).
+//! - `room`: N users join one XEP-0045 room; some send groupchat messages at a rate, or at
+//!   a doubling rate until the room does not keep up: join time, fan-out latency from send
+//!   to the last occupant, delivery, the server's CPU (scenario/room.rs).
 //! - `connections`: N idle sessions; server RSS per session and login rate; with `--storm`,
 //!   all drop and reconnect at once, and the time until all are back.
 //!
@@ -196,6 +199,44 @@ enum Scenario {
         #[arg(long, default_value_t = 50)]
         batch: u32,
     },
+    /// N users join ROOM (the first creates and configures it); SENDERS of them send
+    /// groupchat messages at RATE msg/s in total, STEP_SECS per step, the rate doubling up to
+    /// RATE_MAX while steps hold: join time, fan-out latency to the last occupant, delivery.
+    Room {
+        #[command(flatten)]
+        server: ServerArgs,
+        /// The room's local part.
+        #[arg(long, default_value = "bench")]
+        room: String,
+        /// The MUC service; "" -> conference.<domain>.
+        #[arg(long, default_value = "")]
+        muc_domain: String,
+        /// A field of the owner's configuration form, VAR=VALUE[,VALUE...], repeatable;
+        /// none: an instant room with the server's defaults.
+        #[arg(long = "room-config")]
+        room_config: Vec<String>,
+        #[arg(long, default_value_t = 100)]
+        join_concurrency: usize,
+        #[arg(long, default_value_t = 1)]
+        senders: u32,
+        /// The first step's total rate, msg/s.
+        #[arg(long, default_value_t = 10)]
+        rate: u32,
+        /// Double the rate while steps hold, up to this; 0: one step at RATE.
+        #[arg(long, default_value_t = 0)]
+        rate_max: u32,
+        #[arg(long, default_value_t = 5)]
+        step_secs: u64,
+        /// Longest wait for a step's last copies (it ends once all are in).
+        #[arg(long, default_value_t = 10)]
+        drain_secs: u64,
+        /// A step holds with send-to-last p99 up to this, ...
+        #[arg(long, default_value_t = 50.0)]
+        p99_ms_max: f64,
+        /// ... delivery (copies / messages × occupants) at least this, and no error.
+        #[arg(long, default_value_t = 0.999)]
+        delivery_min: f64,
+    },
 }
 
 /// The measured server, for the stepped scenarios.
@@ -238,8 +279,12 @@ fn main() {
         eprintln!("loadgen: presence runs in one process (subscriptions need one view)");
         std::process::exit(2);
     }
-    if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. }) {
-        eprintln!("loadgen: the raw protocol has no presence");
+    if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Room { .. }) {
+        eprintln!("loadgen: room runs in one process (a message's last copy is seen in one place)");
+        std::process::exit(2);
+    }
+    if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. } | Scenario::Room { .. }) {
+        eprintln!("loadgen: the raw protocol has no presence or rooms");
         std::process::exit(2);
     }
     if let Scenario::CpuPerMsg { server, .. } = &cli.scenario {
@@ -316,6 +361,24 @@ fn main() {
             Scenario::Presence { server_pids, roster, rounds, batch } => {
                 let plan = scenario::presence::Plan { users: cli.common.users, roster, rounds, batch };
                 scenario::presence::run(&cli.common, plan, &server_pids).await
+            }
+            Scenario::Room { server, room, muc_domain, room_config, join_concurrency, senders, rate, rate_max, step_secs, drain_secs, p99_ms_max, delivery_min } => {
+                let service = if muc_domain.is_empty() { format!("conference.{}", cli.common.domain) } else { muc_domain };
+                let config = room_config
+                    .iter()
+                    .map(|f| {
+                        let (var, values) = f.split_once('=').unwrap_or((f, ""));
+                        (var.to_owned(), values.split(',').filter(|v| !v.is_empty()).map(str::to_owned).collect())
+                    })
+                    .collect();
+                let plan = scenario::room::Plan {
+                    room: format!("{room}@{service}"),
+                    config,
+                    join_concurrency,
+                    senders: senders.max(1),
+                    steps: scenario::knee::Plan { start_rate: rate.max(1), rate_max: rate_max.max(rate), step_secs, drain_secs, p99_ms_max, delivery_min },
+                };
+                scenario::room::run(&cli.common, plan, &server.server()).await
             }
         }
     });

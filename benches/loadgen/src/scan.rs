@@ -4,6 +4,42 @@
 
 /// Longest unfinished tail kept between chunks, in bytes.
 const TAIL_BYTES_MAX: usize = 256;
+/// Longest unfinished tag, or text since the last tag, kept between chunks, in bytes.
+const TAG_BYTES_MAX: usize = 4096;
+
+/// Picks every tag (`<name ...>`, `</name>`, `<name/>`) out of a byte stream arriving in
+/// arbitrary chunks, each with the text just before it, without parsing XML: what a
+/// session answers (client/control.rs) and what a room occupant watches for
+/// (scenario/room.rs) are in tags and short texts alone.
+#[derive(Default)]
+pub struct Tags {
+    /// From the end of the last complete tag.
+    tail: Vec<u8>,
+}
+
+impl Tags {
+    /// Calls `found(tag, name, text_before)` for every complete tag in `chunk`; `name` of
+    /// an end tag starts with '/'.
+    pub fn feed(&mut self, chunk: &[u8], mut found: impl FnMut(&str, &str, &str)) {
+        self.tail.extend_from_slice(chunk);
+        let mut pos = 0;
+        while let Some(lt) = self.tail[pos..].iter().position(|&b| b == b'<') {
+            let from = pos + lt;
+            let Some(len) = self.tail[from..].iter().position(|&b| b == b'>') else { break };
+            let end = from + len + 1;
+            let text = String::from_utf8_lossy(&self.tail[pos..from]);
+            let tag = String::from_utf8_lossy(&self.tail[from..end]);
+            let name = tag[1..].split(|c: char| c.is_ascii_whitespace() || c == '>').next().unwrap_or("");
+            found(&tag, name.strip_suffix('/').unwrap_or(name), &text);
+            pos = end;
+        }
+        self.tail.drain(..pos);
+        // An endless tag or text (not ours to read): dropped rather than kept growing.
+        if self.tail.len() > TAG_BYTES_MAX {
+            self.tail.clear();
+        }
+    }
+}
 
 /// Scans for one kind of mark: `open`, space-separated fields ending in the send time, `close`.
 pub struct MarkScanner {
@@ -59,7 +95,7 @@ pub fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
 }
 
 /// (sender, send time): the first and the last field of a mark.
-fn fields(body: &str) -> Option<(u32, u128)> {
+pub fn fields(body: &str) -> Option<(u32, u128)> {
     Some((body.split(' ').next()?.parse().ok()?, body.rsplit(' ').next()?.parse().ok()?))
 }
 
@@ -80,6 +116,25 @@ mod tests {
             s.feed(&stream[..split], |from, n| got.push((from, n)));
             s.feed(&stream[split..], |from, n| got.push((from, n)));
             assert_eq!(got, vec![(1, 123), (3, 456)], "split at {split}");
+        }
+    }
+
+    #[test]
+    fn tags_and_the_text_before_them_split_anywhere() {
+        let stream = b"<message type='groupchat'><body>lg 1 2 3</body></message><r xmlns='urn:xmpp:sm:3'/>";
+        let want = vec![
+            ("message".to_owned(), String::new()),
+            ("body".into(), String::new()),
+            ("/body".into(), "lg 1 2 3".into()),
+            ("/message".into(), String::new()),
+            ("r".into(), String::new()),
+        ];
+        for split in 0..stream.len() {
+            let mut t = Tags::default();
+            let mut got = Vec::new();
+            t.feed(&stream[..split], |_, name, text| got.push((name.to_owned(), text.to_owned())));
+            t.feed(&stream[split..], |_, name, text| got.push((name.to_owned(), text.to_owned())));
+            assert_eq!(got, want, "split at {split}");
         }
     }
 

@@ -5,16 +5,14 @@
 
 use std::rc::Rc;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::{Reader, Writer};
-use crate::scan::attr;
+use crate::scan::{attr, Tags};
 
 /// Bytes read per call by each session.
 const RECV_READ_BYTES: usize = 4096;
-/// Longest unfinished start tag kept between chunks, in bytes.
-const TAG_BYTES_MAX: usize = 4096;
 
 #[derive(Default)]
 pub struct Control {
@@ -22,62 +20,48 @@ pub struct Control {
     handled: u32,
     /// The id and sender of the last `<iq type='get'>`, until its child shows what it asks.
     iq_get: Option<(String, String)>,
-    tail: Vec<u8>,
+    tags: Tags,
 }
 
 impl Control {
     /// Counts the stanzas in `chunk` and appends to `replies` what the server asked for.
     pub fn feed(&mut self, chunk: &[u8], replies: &mut String) {
-        self.tail.extend_from_slice(chunk);
-        let mut pos = 0;
-        while let Some(lt) = self.tail[pos..].iter().position(|&b| b == b'<') {
-            let from = pos + lt;
-            let Some(len) = self.tail[from..].iter().position(|&b| b == b'>') else {
-                pos = if self.tail.len() - from > TAG_BYTES_MAX { self.tail.len() } else { from };
-                break;
-            };
-            pos = from + len + 1;
-            let tag = String::from_utf8_lossy(&self.tail[from..pos]);
-            let name = tag[1..].split(|c: char| c.is_ascii_whitespace() || c == '/' || c == '>').next().unwrap_or("");
-            match name {
-                "message" | "presence" => self.handled = self.handled.wrapping_add(1),
-                "iq" => {
-                    self.handled = self.handled.wrapping_add(1);
-                    self.iq_get = match (attr(&tag, "type"), attr(&tag, "id")) {
-                        (Some("get"), Some(id)) => Some((id.to_owned(), attr(&tag, "from").unwrap_or("").to_owned())),
-                        _ => None,
-                    };
-                }
-                "ping" if tag.contains("urn:xmpp:ping") => {
-                    if let Some((id, from)) = self.iq_get.take() {
-                        replies.push_str(&format!("<iq type='result' id='{id}' to='{from}'/>"));
-                    }
-                }
-                "r" if tag.contains("urn:xmpp:sm:3") => {
-                    replies.push_str(&format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", self.handled));
-                }
-                _ => {}
+        let (handled, iq_get) = (&mut self.handled, &mut self.iq_get);
+        self.tags.feed(chunk, |tag, name, _| match name {
+            "message" | "presence" => *handled = handled.wrapping_add(1),
+            "iq" => {
+                *handled = handled.wrapping_add(1);
+                *iq_get = match (attr(tag, "type"), attr(tag, "id")) {
+                    (Some("get"), Some(id)) => Some((id.to_owned(), attr(tag, "from").unwrap_or("").to_owned())),
+                    _ => None,
+                };
             }
-        }
-        if self.tail[pos..].iter().all(|&b| b != b'<') {
-            pos = self.tail.len();
-        }
-        self.tail.drain(..pos);
+            "ping" if tag.contains("urn:xmpp:ping") => {
+                if let Some((id, from)) = iq_get.take() {
+                    replies.push_str(&format!("<iq type='result' id='{id}' to='{from}'/>"));
+                }
+            }
+            "r" if tag.contains("urn:xmpp:sm:3") => {
+                replies.push_str(&format!("<a xmlns='urn:xmpp:sm:3' h='{}'/>", handled));
+            }
+            _ => {}
+        });
     }
 }
 
-/// Reads a session until it ends: `on_chunk` sees every chunk and may add replies; the
-/// session's own answers (acks, pongs) go out with them.
-pub fn spawn_receiver(mut reader: Reader, writer: Rc<Mutex<Writer>>, mut on_chunk: impl FnMut(&[u8], &mut String) + 'static) -> tokio::task::JoinHandle<()> {
+/// Reads a session until it ends: `on_chunk` sees every chunk, with when it arrived (Unix
+/// nanoseconds, `Reader::read_stamped`), and may add replies; the session's own answers
+/// (acks, pongs) go out with them.
+pub fn spawn_receiver(mut reader: Reader, writer: Rc<Mutex<Writer>>, mut on_chunk: impl FnMut(&[u8], u128, &mut String) + 'static) -> tokio::task::JoinHandle<()> {
     tokio::task::spawn_local(async move {
         let mut buf = vec![0u8; RECV_READ_BYTES];
         let mut control = Control::default();
         let mut replies = String::new();
-        while let Ok(n) = reader.read(&mut buf).await {
+        while let Ok((n, arrived)) = reader.read_stamped(&mut buf).await {
             if n == 0 {
                 break;
             }
-            on_chunk(&buf[..n], &mut replies);
+            on_chunk(&buf[..n], arrived, &mut replies);
             control.feed(&buf[..n], &mut replies);
             if !replies.is_empty() {
                 let _ = writer.lock().await.write_all(replies.as_bytes()).await;

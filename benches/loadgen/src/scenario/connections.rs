@@ -38,7 +38,7 @@ pub async fn run(common: &Common, hold_secs: u64, server_pid: Option<u32>, storm
         .sessions
         .into_iter()
         .flatten()
-        .map(|s| spawn_receiver(s.reader, Rc::new(Mutex::new(s.writer)), |_, _| {}))
+        .map(|s| spawn_receiver(s.reader, Rc::new(Mutex::new(s.writer)), |_, _, _| {}))
         .collect();
     tokio::time::sleep(SETTLE).await;
     let after = server_pid.and_then(rss_bytes);

@@ -4,6 +4,7 @@ pub mod connections;
 pub mod cpu_per_msg;
 pub mod knee;
 pub mod presence;
+pub mod room;
 pub mod steps;
 pub mod traffic;
 

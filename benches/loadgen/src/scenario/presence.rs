@@ -222,8 +222,7 @@ fn spawn_reader(
     let (counts, histogram) = (counts.clone(), histogram.clone());
     let mut scan = MarkScanner::new(STATUS);
     let mut pending = String::new();
-    client::spawn_receiver(reader, writer.clone(), move |chunk, replies| {
-        let now = unix_nanos();
+    client::spawn_receiver(reader, writer.clone(), move |chunk, now, replies| {
         scan.feed(chunk, |sender, sent| {
             let mut c = counts.borrow_mut();
             if sender != me && sent >= c.round_started_nanos {

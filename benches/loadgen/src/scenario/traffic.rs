@@ -58,8 +58,7 @@ impl Traffic {
             let (h, d) = (histogram.clone(), delivered.clone());
             let writer = Rc::new(Mutex::new(session.writer));
             let mut scan = MarkScanner::new(BODY);
-            spawn_receiver(session.reader, writer.clone(), move |chunk, _| {
-                let now = unix_nanos();
+            spawn_receiver(session.reader, writer.clone(), move |chunk, now, _| {
                 scan.feed(chunk, |_, sent| {
                     let micros = (now.saturating_sub(sent) / 1000).max(1) as u64;
                     let _ = h.borrow_mut().record(micros);
