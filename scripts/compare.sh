@@ -18,6 +18,12 @@
 #       N users with R mutual contacts (default 20); 10 rounds of N/20 going offline and back
 #   scripts/compare.sh [OPTIONS] storm N
 #       N sessions drop at once and reconnect at once: time until all are back
+#   scripts/compare.sh [OPTIONS] room N
+#       N users join one XEP-0045 room (join time, each join's latency); one sender sends
+#       groupchat messages at 10,000/N msg/s (N × that = 10,000 copies/s; fan-out latency from
+#       send to the last occupant, delivery), then at a doubling rate while the room keeps up
+#       (send-to-last p99 <= 50 ms, delivery >= 99.9 %, no error): the sustained room rate.
+#       martlet, ejabberd and Prosody only (the relay has no rooms)
 # OPTIONS:
 #   --servers martlet,ejabberd,prosody,relay   which servers, in this order (default: all
 #       four for paper, knee and cpu; the relay has no logins, presence or TLS, so memory,
@@ -28,6 +34,8 @@
 #   --sasl plain|scram-sha-1|scram-sha-256   every login's mechanism (default plain)
 #   --tls none|starttls|direct           transport (default none); each server gets the same
 #       self-signed certificate for localhost, and loadgen verifies it
+#   --quiet-wait SECS                    longest wait for idle cores before each server's run
+#       (default 300); the load measured then is in the report either way
 #
 # How, as root on Debian bookworm, unattended and safe to re-run:
 #   1. installs Debian's ejabberd (23.01) and prosody (0.12) if missing, and stops and
@@ -63,6 +71,16 @@ cpu_secs=10
 memory_login_concurrency=500  # as bench-single-node.sh; every server sees the same burst
 scram_iterations=4096         # martlet's default; the peers are set to the same (see notes)
 quiet_wait_secs=300 quiet_busy_pct_max=10
+# room: the first step offers room_copies_per_sec / N msg/s (at least 1), from one sender (the
+# room's owner); then doubling steps while the room keeps up, up to room_rate_max; every
+# loadgen run bounded by room_run_secs_max (a server that cannot finish is reported so).
+# Logins in flight stay under martlet's password_hash_queue_jobs_max (64), as for knee.
+room_copies_per_sec=10000 room_senders=1 room_rate_max=4096 room_step_secs=5 room_drain_secs=10
+room_p99_ms_max=50 room_delivery_min=0.999 room_join_concurrency=100 room_login_concurrency=50
+room_run_secs_max=900
+# What the owner submits (§10.1.2) on every server: only the moderator's (the owner's)
+# presence is broadcast, so N joins cost O(N) presences, not N² (each server's own field).
+room_config=muc#roomconfig_presencebroadcast=moderator
 
 log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -85,6 +103,7 @@ parse_args() {
       --peer-passwords) peer_passwords=${2:-}; shift 2 ;;
       --sasl) sasl=${2:-}; shift 2 ;;
       --tls) tls=${2:-}; shift 2 ;;
+      --quiet-wait) quiet_wait_secs=${2:-}; shift 2 ;;
       -*) usage ;;
       *) break ;;
     esac
@@ -92,6 +111,7 @@ parse_args() {
   [[ $peer_passwords =~ ^(scram|plain)$ ]] || usage
   [[ $sasl =~ ^(plain|scram-sha-1|scram-sha-256)$ ]] || usage
   [[ $tls =~ ^(none|starttls|direct)$ ]] || usage
+  [[ $quiet_wait_secs =~ ^[0-9]+$ ]] || usage
   # The peers keep SCRAM-SHA-256 secrets only (the same cost as martlet's PLAIN check).
   if [ "$sasl" = scram-sha-1 ] && [ "$peer_passwords" = scram ] && [ "${servers[*]}" != martlet ]; then
     die "--sasl scram-sha-1 needs --peer-passwords plain: the peers store SCRAM-SHA-256 secrets only"
@@ -99,7 +119,7 @@ parse_args() {
   scenario=${1:-}
   case $scenario in
     paper) users=${2:-}; messages=${3:-10} ;;
-    memory|storm) users=${2:-} ;;
+    memory|storm|room) users=${2:-} ;;
     presence) users=${2:-}; roster=${3:-20} ;;
     knee) users=$knee_users ;;
     cpu) users=$knee_users; cpu_rates=${2:-2000,4000,8000}; [[ $cpu_rates =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || usage ;;
@@ -195,9 +215,16 @@ wait_quiet() {
     [ "$i" -eq 0 ] && log "cores ${busy}% busy before $name's run (other processes); waiting up to ${quiet_wait_secs} s"
   done
   echo "$busy" >"$work/results/$name/cpu_busy_before"
+  cut -d' ' -f1-3 /proc/loadavg >"$work/results/$name/load_before"
   [ "$busy" -le "$quiet_busy_pct_max" ] || log "warning: cores still ${busy}% busy; running $name anyway"
 }
 
+
+# The MUC service is on for the room mode only (the other modes' figures were measured
+# without it): the templates mark its lines, which other modes delete.
+room_only() {
+  if [ "$scenario" = room ]; then cat; else sed '/@ROOM_MODE_BEGIN@/,/@ROOM_MODE_END@/d'; fi
+}
 
 # ---------------------------------------------------------------- martlet
 
@@ -208,7 +235,7 @@ martlet_configure() {
   if [ "$tls" = direct ]; then direct=127.0.0.1:${port[martlet]}; c2s_port=$((port[martlet] + 100)); fi
   sed -e "s|@C2S_PORT@|$c2s_port|" -e "s|@DIR@|$dir|" -e "s|@REQUIRE_TLS@|$require|" \
     -e "s|@PLAIN_WITHOUT_TLS@|$plain|" -e "s|@DIRECT_TLS_LISTEN@|$direct|" -e "s|@CERT@|$cert|" -e "s|@KEY@|$key|" \
-    "$here/martlet.toml" >"$dir/martlet.toml"
+    "$here/martlet.toml" | room_only >"$dir/martlet.toml"
 }
 martlet_launch() {
   local dir=$1
@@ -232,7 +259,7 @@ ejabberd_configure() {
     direct) listen_tls='tls: true'; certfiles="certfiles: [\"$work/tls/both.pem\"]" ;;
   esac
   sed -e "s|@PORT@|${port[ejabberd]}|" -e "s|@FORMAT@|$peer_passwords|" -e "s|@LISTEN_TLS@|$listen_tls|" \
-    -e "s|@CERTFILES@|$certfiles|" "$here/ejabberd.yml" >"$dir/ejabberd.yml"
+    -e "s|@CERTFILES@|$certfiles|" "$here/ejabberd.yml" | room_only >"$dir/ejabberd.yml"
   sed -e "s|@NODE@|$ejabberd_node|" -e "s|@DIST_PORT@|$ejabberd_dist_port|" -e "s|@DIR@|$dir|" \
     "$here/ejabberdctl.cfg" >"$dir/ejabberdctl.cfg"
   chown -R ejabberd: "$dir"
@@ -288,7 +315,7 @@ prosody_configure() {
   if [ "$tls" = direct ]; then direct=$c2s; c2s=''; fi
   sed -e "s|@C2S_PORTS@|$c2s|" -e "s|@DIRECT_TLS_PORTS@|$direct|" -e "s|@SSL@|$ssl|" -e "s|@REQUIRE_TLS@|$require|" \
     -e "s|@DIR@|$dir|" -e "s|@ITER@|$scram_iterations|" -e "s|@AUTH@|$auth|" \
-    "$here/prosody.cfg.lua" >"$dir/prosody.cfg.lua"
+    "$here/prosody.cfg.lua" | room_only >"$dir/prosody.cfg.lua"
   chown -R prosody: "$dir"
 }
 prosody_launch() {
@@ -384,6 +411,20 @@ run_presence() {
     presence --server-pid "$server_pid" --roster "$roster" --rounds 10 --batch $((users / 20)) >/dev/null
 }
 
+run_room() {
+  local rate=$((room_copies_per_sec / users))
+  [ "$rate" -ge 1 ] || rate=1
+  timeout "$room_run_secs_max" target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw \
+    --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} --users "$users" --login-concurrency "$room_login_concurrency" \
+    --connect-timeout-secs 120 --out "$work/results/$1/room.json" \
+    room --server-pid "$server_pid" --server-cores "${server_cores[$1]}" --room-config "$room_config" \
+    --join-concurrency "$room_join_concurrency" --senders "$room_senders" --rate "$rate" --rate-max "$room_rate_max" \
+    --step-secs "$room_step_secs" --drain-secs "$room_drain_secs" --p99-ms-max "$room_p99_ms_max" \
+    --delivery-min "$room_delivery_min" >/dev/null 2>"$work/results/$1/room.log" \
+    || log "$1: loadgen room did not finish (exit $?, bounded at ${room_run_secs_max} s): $(tail -3 "$work/results/$1/room.log")"
+  cat "$work/results/$1/room.log" >&2
+}
+
 run_storm() {
   loadgen "$1" --users "$users" --login-concurrency "$memory_login_concurrency" --out "$work/results/$1/storm.json" \
     connections --hold-secs 1 --storm >/dev/null
@@ -419,6 +460,7 @@ settings() {
     presence) echo "presence: N=$users users online, each with R=$roster mutual contacts (its neighbours on a ring; subscriptions made over XMPP before measuring); 10 rounds in which N/20 users spread over the ring close their streams (contacts get unavailable) and log in again with a timestamped available presence (contacts get it: latency); the server's CPU read at each phase of each round (/proc/PID/stat)" ;;
     storm) echo "storm: N=$users sessions (bind + initial presence, login concurrency $memory_login_concurrency) drop their TCP connections at once and reconnect at once, $memory_login_concurrency logins in flight: the reconnect storm of seeds 003/004" ;;
     knee) echo "knee: $knee_users users logged in once over $load_procs load processes (loadgen knee), offered total rates doubling from $knee_start_rate msg/s, ${knee_secs} s each (3 s drain), until a step has p99 > ${knee_p99_ms_max} ms, delivery < $(python3 -c "print($knee_delivery_min*100)") % or a send error; then one step halfway back. Knee = highest rate that held; the server's own only if its CPU (/proc/PID/stat) reached 90 % of its cores at the knee's step or the failed step above it, else a lower bound" ;;
+    room) echo "room: N=$users users (login concurrency $room_login_concurrency) join bench@conference.localhost under their user names, $room_join_concurrency joins in flight; the first creates it and submits the owner's form ($room_config: an instant room otherwise at the server's defaults). Then $room_senders sender (the owner) offers groupchat messages at $((room_copies_per_sec / users > 0 ? room_copies_per_sec / users : 1)) msg/s for ${room_step_secs} s (the fixed-rate fan-out figures), then doubling rates up to $room_rate_max msg/s while a step holds (send-to-last p99 <= ${room_p99_ms_max} ms, delivery >= $(python3 -c "print($room_delivery_min*100)") % of messages × occupants, no error from the room), one step halfway back: the sustained rate. A step's drain ends when every copy is in, or after ${room_drain_secs} s. Server CPU from /proc/PID/stat over each step's send window; one load process (all occupants), its own CPU per step; each server's run bounded at ${room_run_secs_max} s" ;;
     cpu) echo "cpu: $knee_users users over $load_procs load processes (loadgen cpu-per-msg) offering each of $cpu_rates msg/s for ${cpu_secs} s (3 s drain); server CPU time (/proc/PID/stat utime+stime, send and drain) per delivered message" ;;
   esac
 }
@@ -445,6 +487,10 @@ write_report() {
     echo
     echo "CPU busy (both cores, 3 s sample) just before each server started, from processes outside this run:"
     for s in "${servers[@]}"; do echo -n " $s $(cat "$work/results/$s/cpu_busy_before") %;"; done
+    echo
+    echo
+    echo "Load average (1, 5, 15 min) just before each server started:"
+    for s in "${servers[@]}"; do echo -n " $s $(cat "$work/results/$s/load_before");"; done
     echo
     echo
     echo "- peer passwords: $peer_passwords ($(peer_passwords_note))"
@@ -483,7 +529,7 @@ main() {
   done
   mkdir -p tuning/results
   local out
-  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$peer_passwords" = scram ] || echo "-$peer_passwords")$([ "$tls" = none ] || echo "-$tls")$([ "$sasl" = plain ] || echo "-$sasl").md
+  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$scenario" != room ] || echo "-$users")$([ "$peer_passwords" = scram ] || echo "-$peer_passwords")$([ "$tls" = none ] || echo "-$tls")$([ "$sasl" = plain ] || echo "-$sasl").md
   write_report "$out"
   cat "$out"
   log "written to $out"

@@ -43,3 +43,10 @@ modules_enabled = { "roster"; "saslauth"; "tls"; "disco"; "ping"; "version" }
 modules_disabled = { "s2s"; "s2s_auth_certs" }
 
 VirtualHost "localhost"
+
+-- @ROOM_MODE_BEGIN@ compare.sh room only: XEP-0045 at conference.localhost, at Prosody's
+-- defaults. Prosody 0.12's MUC has no occupant limit to raise, and no rate limit of its own
+-- (mod_muc_limits is a community module, not loaded); rooms are locked until the owner's
+-- form (muc_room_locking), which loadgen submits, with presence broadcast as on the others.
+Component "conference.localhost" "muc"
+-- @ROOM_MODE_END@

@@ -5,7 +5,7 @@ relay's, the box's ceiling).
     report.py SCENARIO RESULTS_DIR SERVER...
 
 RESULTS_DIR/<server>/ holds loadgen's JSON (paper.json, memory.json, storm.json,
-presence.json, knee.json, cpu-per-msg.json).
+presence.json, knee.json, cpu-per-msg.json, room.json).
 """
 import json
 import os
@@ -62,6 +62,30 @@ FIGURES = {
         ("latency_p50_ms", "one reconnect, p50 ms", "lower"),
         ("latency_p99_ms", "one reconnect, p99 ms", "lower"),
         ("latency_max_ms", "one reconnect, max ms", "lower"),
+    ],
+    "room": [
+        ("users_online", "users online", None),
+        ("login_errors", "login errors", None),
+        ("occupants", "occupants joined", None),
+        ("join_errors", "join errors", None),
+        ("join_secs", "join time of all occupants, s", "lower"),
+        ("joins_per_sec", "joins/s", "higher"),
+        ("join_p50_ms", "one join, p50 ms", "lower"),
+        ("join_p99_ms", "one join, p99 ms", "lower"),
+        ("offered_msgs_per_sec", "fixed rate, msg/s", None),
+        ("delivery_ratio", "delivery at the fixed rate (copies / messages × occupants)", "higher"),
+        ("messages_incomplete", "messages some occupant missed", None),
+        ("fanout_p50_ms", "send to last occupant, p50 ms", "lower"),
+        ("fanout_p99_ms", "send to last occupant, p99 ms", "lower"),
+        ("fanout_max_ms", "send to last occupant, max ms", "lower"),
+        ("copy_p50_ms", "send to each copy, p50 ms", "lower"),
+        ("copy_p99_ms", "send to each copy, p99 ms", "lower"),
+        ("server_cpu_pct_of_core", "server CPU at the fixed rate, % of one core", None),
+        ("server_cpu_us_per_copy", "server CPU µs per copy at the fixed rate", "lower"),
+        ("generator_cpu_pct_of_core", "loadgen CPU at the fixed rate, % of one core", None),
+        ("sustained_msgs_per_sec", "sustained room rate, msg/s (highest step that held)", "higher"),
+        ("sustained_verdict", "whose limit (server CPU at that step or the failed one above)", None),
+        ("first_failed_msgs_per_sec", "first rate that did not hold, msg/s", None),
     ],
 }
 MIB_KEYS = {"server_rss_before_bytes", "server_rss_after_bytes"}
@@ -134,6 +158,15 @@ def knee_tables(results, servers):
     table(rows, servers)
     print()
     print("Every step (delivered/sent, p50 / p99 / p99.9 ms, server CPU % of its cores); ✗ = did not hold:")
+
+    def cell(r):
+        return (f"{r['delivered']}/{r['sent']}, {r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} / "
+                f"{r['latency_p999_ms']:g}, {fmt(r.get('server_cpu_pct_of_cores'))} %")
+    steps_table(steps, servers, cell)
+
+
+def steps_table(steps, servers, cell):
+    """One row per offered rate, one cell per server: cell(step), ✗ where it did not hold."""
     print()
     print("| offered msg/s | " + " | ".join(servers) + " |")
     print("|---|" + "---|" * len(servers))
@@ -141,14 +174,23 @@ def knee_tables(results, servers):
         cells = []
         for s in servers:
             r = steps[s].get(rate)
-            if not r:
-                cells.append("")
-                continue
-            mark = "" if r["held"] else " ✗"
-            cpu = r.get("server_cpu_pct_of_cores")
-            cells.append(f"{r['delivered']}/{r['sent']}, {r['latency_p50_ms']:g} / {r['latency_p99_ms']:g} / "
-                         f"{r['latency_p999_ms']:g}, {fmt(cpu)} %{mark}")
+            cells.append("" if not r else cell(r) + ("" if r["held"] else " ✗"))
         print(f"| {rate} | " + " | ".join(cells) + " |")
+
+
+def room_tables(results, servers):
+    scenario_table("room", results, servers)
+    data = {s: load(os.path.join(results, s, "room.json")) or {} for s in servers}
+    steps = steps_of(data, servers)
+    print()
+    print("Every step (delivered/expected copies, send-to-last p50 / p99 ms, server CPU % of its cores,")
+    print("loadgen CPU % of its core, the room's errors); ✗ = did not hold:")
+
+    def cell(r):
+        errors = "".join(f", {k} {v}" for k, v in r["room_errors"].items())
+        return (f"{r['copies_delivered']}/{r['copies_expected']}, {r['fanout_p50_ms']:g} / {r['fanout_p99_ms']:g}, "
+                f"{fmt(r.get('server_cpu_pct_of_cores'))} %, {fmt(r.get('generator_cpu_pct_of_core'))} %{errors}")
+    steps_table(steps, servers, cell)
 
 
 def cpu_tables(results, servers):
@@ -175,6 +217,8 @@ def main():
         knee_tables(results, servers)
     elif scenario == "cpu":
         cpu_tables(results, servers)
+    elif scenario == "room":
+        room_tables(results, servers)
     else:
         scenario_table(scenario, results, servers)
 
