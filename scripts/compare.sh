@@ -22,7 +22,7 @@
 #       N users join one XEP-0045 room (join time, each join's latency); one sender sends
 #       groupchat messages at 10,000/N msg/s (N × that = 10,000 copies/s; fan-out latency from
 #       send to the last occupant, delivery), then at a doubling rate while the room keeps up
-#       (send-to-last p99 <= 50 ms, delivery >= 99.9 %, no error): the sustained room rate.
+#       (send-to-last p99 <= 1 s, delivery >= 99.9 %, no error): the sustained room rate.
 #       martlet, ejabberd and Prosody only (the relay has no rooms)
 # OPTIONS:
 #   --servers martlet,ejabberd,prosody,relay   which servers, in this order (default: all
@@ -75,8 +75,12 @@ quiet_wait_secs=300 quiet_busy_pct_max=10
 # room's owner); then doubling steps while the room keeps up, up to room_rate_max; every
 # loadgen run bounded by room_run_secs_max (a server that cannot finish is reported so).
 # Logins in flight stay under martlet's password_hash_queue_jobs_max (64), as for knee.
-room_copies_per_sec=10000 room_senders=1 room_rate_max=4096 room_step_secs=5 room_drain_secs=10
-room_p99_ms_max=50 room_delivery_min=0.999 room_join_concurrency=100 room_login_concurrency=50
+# A step holds while the room keeps up: every copy delivered, send-to-last p99 within 1 s.
+# Not issue 11's 50 ms latency aim, which is read off the fixed-rate step: with 50 ms here
+# the peers' rooms held no step at all on this shared box, and a "sustained rate" of 0 says
+# nothing about the rate a room carries.
+room_copies_per_sec=10000 room_senders=1 room_rate_max=4096 room_step_secs=10 room_drain_secs=10
+room_p99_ms_max=1000 room_delivery_min=0.999 room_join_concurrency=100 room_login_concurrency=50
 room_run_secs_max=900
 # What the owner submits (§10.1.2) on every server: only the moderator's (the owner's)
 # presence is broadcast, so N joins cost O(N) presences, not N² (each server's own field).

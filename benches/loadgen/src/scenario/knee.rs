@@ -98,7 +98,7 @@ pub fn run(common: &Common, plan: Plan, server: Server) -> Report {
 
 /// Whose knee it is, from whether the server was saturated at the knee's step and at the
 /// first step above it that did not hold (None: not measured, or no such step).
-pub fn verdict(at_knee: Option<bool>, at_failed: Option<bool>, any_failed: bool) -> &'static str {
+fn verdict(at_knee: Option<bool>, at_failed: Option<bool>, any_failed: bool) -> &'static str {
     match (at_knee, at_failed) {
         (Some(true), _) | (_, Some(true)) => "server-saturated",
         (None, None) => "unknown (no --server-pid)",

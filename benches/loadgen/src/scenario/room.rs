@@ -249,6 +249,19 @@ impl Step {
         self.server_cpu_sending.map(|s| 100.0 * s / self.send_window_secs.max(1e-3))
     }
 
+    fn server_saturated(&self, server: &Server) -> Option<bool> {
+        self.server_pct_of_core().map(|p| p / server.cores >= SATURATED_PCT_MIN)
+    }
+
+    /// This process's CPU over the step, in % of its one core.
+    fn generator_pct_of_core(&self) -> Option<f64> {
+        self.generator_cpu_total.map(|s| 100.0 * s / (self.send_window_secs + self.drain_secs).max(1e-3))
+    }
+
+    fn generator_saturated(&self) -> bool {
+        self.generator_pct_of_core().is_some_and(|p| p >= SATURATED_PCT_MIN)
+    }
+
     fn json(&self, server: &Server) -> Value {
         let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
         let round = |x: Option<f64>| x.map(|x| (x * 10.0).round() / 10.0);
@@ -271,8 +284,8 @@ impl Step {
             "server_cpu_pct_of_core": round(self.server_pct_of_core()),
             "server_cpu_pct_of_cores": round(self.server_pct_of_core().map(|p| p / server.cores)),
             "server_cpu_us_per_copy": round(self.server_cpu_total.filter(|_| self.copies > 0).map(|s| s * 1e6 / self.copies as f64)),
-            "server_saturated": self.server_pct_of_core().map(|p| p / server.cores >= SATURATED_PCT_MIN),
-            "generator_cpu_pct_of_core": round(self.generator_cpu_total.map(|s| 100.0 * s / whole.max(1e-3))),
+            "server_saturated": self.server_saturated(server),
+            "generator_cpu_pct_of_core": round(self.generator_pct_of_core()),
         })
     }
 }
@@ -371,6 +384,31 @@ impl Room {
         for w in self.writers.into_iter().flatten() {
             let _ = w.lock().await.write_all(b"</stream:stream>").await;
         }
+    }
+}
+
+/// Whether the server (None: not measured) and this process were saturated in a step.
+struct Busy {
+    server: Option<bool>,
+    generator: bool,
+}
+
+/// Whose limit the sustained rate is, from the step that held last and the first that did
+/// not: knee's reading, except that a step may also fail with nobody saturated (a room's
+/// latency bound, on a box shared with other work), which says so rather than blaming the
+/// load generator.
+fn verdict(held: Option<&Busy>, failed: Option<&Busy>, any_failed: bool) -> &'static str {
+    let server = |b: Option<&Busy>| b.and_then(|b| b.server);
+    if server(held) == Some(true) || server(failed) == Some(true) {
+        "server-saturated"
+    } else if held.is_some_and(|b| b.generator) || failed.is_some_and(|b| b.generator) {
+        "lower bound (generator-limited)"
+    } else if !any_failed {
+        "lower bound (every step held up to --rate-max)"
+    } else if server(failed).is_none() {
+        "unknown (no --server-pid)"
+    } else {
+        "latency or delivery bound, neither the server nor loadgen saturated"
     }
 }
 
@@ -495,7 +533,7 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
 
     let room = Room { name: room, writers, seen, occupants };
     let (mut held, mut failed, mut bisected) = (None::<u32>, None::<u32>, false);
-    let mut steps: Vec<(u32, Option<bool>, Value)> = Vec::new();
+    let mut steps: Vec<(u32, Busy, Value)> = Vec::new();
     let mut rate = plan.steps.start_rate;
     loop {
         let step = room.step(rate, plan.senders, plan.steps.step_secs, plan.steps.drain_secs, server).await;
@@ -516,7 +554,8 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
         } else {
             failed = Some(failed.map_or(rate, |f| f.min(rate)));
         }
-        steps.push((rate, record["server_saturated"].as_bool(), record));
+        let busy = Busy { server: step.server_saturated(server), generator: step.generator_saturated() };
+        steps.push((rate, busy, record));
         match plan.steps.next_rate(rate, ok, held, bisected) {
             Some(next) => {
                 bisected = !ok;
@@ -531,11 +570,12 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
     for key in ["offered_msgs_per_sec", "delivery_ratio", "messages_incomplete", "fanout_p50_ms", "fanout_p99_ms", "fanout_max_ms", "copy_p50_ms", "copy_p99_ms", "server_cpu_pct_of_core", "server_cpu_us_per_copy", "generator_cpu_pct_of_core"] {
         report.add(key, first[key].clone());
     }
-    let saturated = |r: Option<u32>| r.and_then(|r| steps.iter().find(|s| s.0 == r)).and_then(|s| s.1);
+    let step_at = |r: Option<u32>| r.and_then(|r| steps.iter().find(|s| s.0 == r)).map(|s| &s.1);
+    let verdict = verdict(step_at(held), step_at(failed), failed.is_some());
     report
         .add("senders", plan.senders)
         .add("sustained_msgs_per_sec", held.unwrap_or(0))
-        .add("sustained_verdict", knee::verdict(saturated(held), saturated(failed), failed.is_some()))
+        .add("sustained_verdict", verdict)
         .add("first_failed_msgs_per_sec", failed.map_or(json!(null), |f| json!(f)))
         .add("server_cores", server.cores)
         .add("p99_ms_max", plan.steps.p99_ms_max)
@@ -569,6 +609,16 @@ mod tests {
 
     fn occupant() -> Occupant {
         Occupant { me: 0, room: "r@c".into(), current: Current::default(), step: 0, last_seq: HashMap::new() }
+    }
+
+    #[test]
+    fn a_limit_is_the_generators_only_where_it_was_saturated() {
+        let b = |server, generator| Busy { server: Some(server), generator };
+        assert_eq!(verdict(Some(&b(false, false)), Some(&b(true, false)), true), "server-saturated");
+        assert_eq!(verdict(Some(&b(false, false)), Some(&b(false, true)), true), "lower bound (generator-limited)");
+        assert_eq!(verdict(Some(&b(false, false)), Some(&b(false, false)), true), "latency or delivery bound, neither the server nor loadgen saturated");
+        assert_eq!(verdict(Some(&b(false, false)), None, false), "lower bound (every step held up to --rate-max)");
+        assert_eq!(verdict(None, Some(&Busy { server: None, generator: false }), true), "unknown (no --server-pid)");
     }
 
     #[test]
