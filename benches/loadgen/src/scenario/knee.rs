@@ -30,7 +30,7 @@ impl Plan {
     }
 
     /// The rate after `last`: double while steps hold; after the first that does not, one
-    /// step halfway back (rounded to 100), then stop.
+    /// step halfway back (rounded to 100 in a range of 200 or more), then stop.
     pub fn next_rate(&self, last: u32, last_held: bool, held: Option<u32>, bisected: bool) -> Option<u32> {
         if bisected {
             return None;
@@ -39,7 +39,10 @@ impl Plan {
             return (last * 2 <= self.rate_max).then_some(last * 2);
         }
         let h = held?;
-        let mid = (h + last) / 2 / 100 * 100;
+        // Rounded to 100 for knee's thousands; a room's rates are tens, and halfway between
+        // 10 and 20 is 15, not 0.
+        let unit = if last - h >= 200 { 100 } else { 1 };
+        let mid = (h + last) / 2 / unit * unit;
         (mid > h && mid < last).then_some(mid)
     }
 }
@@ -120,6 +123,7 @@ mod tests {
         let p = plan();
         assert_eq!(p.next_rate(2000, true, Some(2000), false), Some(4000));
         assert_eq!(p.next_rate(64000, false, Some(32000), false), Some(48000));
+        assert_eq!(p.next_rate(20, false, Some(10), false), Some(15));
         // The halfway step ends the search, whether it held or not.
         assert_eq!(p.next_rate(48000, true, Some(48000), true), None);
         assert_eq!(p.next_rate(48000, false, Some(32000), true), None);
