@@ -455,6 +455,8 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
             writer
         }));
     }
+    // Progress on stderr: a run cut short by a time bound still tells how far it got.
+    eprintln!("room: {} of {users} logged in in {:.1} s", users - online.errors as usize, online.secs);
     let nick = |i: usize| format!("{}{}", common.prefix, common.first + i as u32);
     let timeout = Duration::from_secs(common.connect_timeout_secs);
     let mut report = Report::new("room");
@@ -520,6 +522,7 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
         }
     }
     let join_secs = joins_started.elapsed().as_secs_f64();
+    eprintln!("room: {occupants} joined in {join_secs:.1} s, {} refused", join_errors.values().sum::<u64>());
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     report
         .add("occupants", occupants)
