@@ -1068,3 +1068,21 @@ fn too_many_unacked() -> ConnEnd {
 fn too_many_resources() -> ConnEnd {
     ConnEnd::Error(StreamError::PolicyViolation, "too many sessions for this account: the oldest gives way".into())
 }
+
+/// An idle session is mostly this state, inline in its task's future (`run`): the sizes
+/// are budgets, checked here as xmpp-rs checks its types', so growth is a decision and not
+/// an accident. The whole future is checked at run time (`martlet_session_task_bytes`,
+/// tests/integration/test_session_engine.py). x86_64 figures.
+#[cfg(all(test, target_pointer_width = "64"))]
+mod sizes {
+    use std::mem::size_of;
+
+    #[test]
+    fn idle_session_state_stays_within_its_budget() {
+        // The stream parser: rxml's lexer and parser state (296 B) and what is kept between stanzas.
+        assert!(size_of::<crate::xml::stream_parser::StreamParser>() <= 408, "{}", size_of::<crate::xml::stream_parser::StreamParser>());
+        // The connection: the parser, the transport (glommio's TcpStream, 120 B), the limits and clocks.
+        assert!(size_of::<super::Conn>() <= 712, "{}", size_of::<super::Conn>());
+        assert!(size_of::<super::BoundSession>() <= 1008, "{}", size_of::<super::BoundSession>());
+    }
+}
