@@ -5,6 +5,7 @@
 //! drive their processes step by step instead (scenario/steps.rs).
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{ChildStdout, Command, Stdio};
 use std::time::Duration;
@@ -78,13 +79,23 @@ impl Children {
         let mut list = Vec::new();
         for i in 0..common.procs {
             let out = dir.join(format!("{i}.json"));
-            let mut process = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .args(&args)
                 .args(["--proc-index", &i.to_string(), "--out", out.to_str().expect("UTF-8 temp path")])
                 .stdout(Stdio::piped())
-                .stdin(Stdio::piped())
-                .spawn()
-                .expect("starting a load process");
+                .stdin(Stdio::piped());
+            // A load process ends with its parent: a bench script that kills the parent (the
+            // holders of idle sessions, `--hold-secs` long) would otherwise leave its
+            // children holding their sessions and ports into the next run.
+            // SAFETY: prctl is async-signal-safe, and the closure touches nothing else.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                    Ok(())
+                });
+            }
+            let mut process = command.spawn().expect("starting a load process");
             let stdout = BufReader::new(process.stdout.take().expect("piped stdout"));
             list.push(Child { process, stdout, out });
         }
