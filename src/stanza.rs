@@ -11,7 +11,6 @@ use jid::{BareJid, FullJid, Jid};
 use minidom::Element;
 use serde::{Deserialize, Serialize};
 
-use crate::router::custody::Receipt;
 use crate::xml::ns;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +51,16 @@ pub struct Stanza {
     /// When the server took it in, for a stanza that is late: one a session ended without
     /// handing over, routed again; it is stamped with this (XEP-0203) where it goes next.
     pub received: Option<SystemTime>,
+}
+
+/// Names one message held in custody (`router::custody`): the core holding it, and its
+/// number there. It travels inside the stanza, so the end of its path can confirm it, and
+/// into offline storage (`modules::offline::row`), so a copy read back is recognised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Receipt {
+    pub node: u32,
+    pub core: u16,
+    pub id: u64,
 }
 
 impl Stanza {

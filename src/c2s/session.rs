@@ -1049,7 +1049,7 @@ impl BoundSession {
     async fn store_offline(&self, messages: Vec<Stanza>) {
         let max = self.core.cfg.limits.offline_messages_max;
         for m in messages.into_iter().filter(|m| delivery::message(&[], None, &m.type_) == Route::Offline) {
-            let stored = offline::stored_form(&m, &self.core.cfg.domain);
+            let stored = offline::row(&m, &self.core.cfg.domain);
             match self.core.storage.offline_push(self.bare.to_string(), stored, max).await {
                 Ok(true) => self.core.counters.offline_stored.inc(),
                 Ok(false) => log::warn!("{}: offline store full at shutdown; an unacknowledged message is lost", self.bare),

@@ -479,7 +479,7 @@ impl Room {
         let mut msgs = Vec::with_capacity(copies.len());
         for OccupantCopy { stanza, session } in copies {
             msgs.push(match session {
-                Some(to) if stanza.kind == Kind::Message => self.core.held_copy(to, stanza.xml, true).await,
+                Some(to) if stanza.kind == Kind::Message => self.core.held_copy(to, stanza.xml, true, None).await,
                 Some(to) => CoreMsg::ToSession { to, msg: SessionMsg::FromRoom(stanza.xml) },
                 None => CoreMsg::ToUser { user: stanza.to.to_bare().to_string().into(), msg: UserMsg::Inbound(stanza) },
             });

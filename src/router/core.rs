@@ -14,7 +14,7 @@ use shards::mesh::Mesh;
 use shards::ring::TwoLevelRing;
 use slab::Slab;
 
-use super::custody::{Custody, Held, Receipt, Retry};
+use super::custody::{Custody, Held, Retry};
 use super::admin_query::{AdminAnswer, AdminQueries, AdminTicket, ADMIN_ANSWER_WAIT};
 use super::envelope::{CoreMsg, RoomAdminOp, RoomMsg, SessionAddr, SessionMsg, UserMsg};
 use super::node_link::{self, LinkError, NodeLink};
@@ -24,7 +24,7 @@ use crate::c2s::registration_limit::RegistrationLimit;
 use crate::config::Config;
 use crate::metrics::CoreCounters;
 use crate::modules::mam::ArchiveIds;
-use crate::stanza::{Kind, Stanza};
+use crate::stanza::{Kind, Receipt, Stanza};
 use crate::storage::Storage;
 
 /// A session as its core's table knows it.
@@ -301,30 +301,38 @@ impl CoreState {
         let xml = stanza.xml.clone();
         match stanza.receipt {
             Some(receipt) => {
-                let msg = CoreMsg::HeldDelivery { to, xml, receipt, from_room: false };
+                let msg = CoreMsg::HeldDelivery { to, xml, receipt, from_room: false, earlier: None };
                 self.send_to_core(to.node, to.core as usize, msg).await;
             }
-            None => self.deliver_held(to, xml).await,
+            None => self.deliver_held(to, xml, None).await,
         }
         stanza.receipt.is_some()
     }
 
-    /// A message that is this core's to keep until `to` has it (see [`Self::held_copy`]).
-    pub async fn deliver_held(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>) {
-        let msg = self.held_copy(to, xml, false).await;
+    /// A message that is this core's to keep until `to` has it (see [`Self::held_copy`]);
+    /// `earlier`, the receipt it was stored offline with, if any.
+    pub async fn deliver_held(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, earlier: Option<Receipt>) {
+        let msg = self.held_copy(to, xml, false, earlier).await;
         self.send_to_core(to.node, to.core as usize, msg).await;
+    }
+
+    /// Messages read back from offline storage for `to`, a session on this node, with the
+    /// receipts they were stored with (see [`CoreMsg::StoredBacklog`]).
+    pub async fn deliver_stored(self: &Rc<Self>, to: SessionAddr, rows: Vec<(Option<Receipt>, Arc<str>)>) {
+        self.send_to_core(to.node, to.core as usize, CoreMsg::StoredBacklog { to, rows }).await;
     }
 
     /// The hop that takes a message to session `to`: straight to it on this node; to
     /// another node, held here (`custody`) until that node's core confirms, and given back
     /// to its user (other resources, offline storage) if the node goes down first.
-    /// `from_room`: a room's copy ([`SessionMsg::FromRoom`]).
-    pub async fn held_copy(&self, to: SessionAddr, xml: Arc<str>, from_room: bool) -> CoreMsg {
+    /// `from_room`: a room's copy ([`SessionMsg::FromRoom`]); `earlier`: see
+    /// [`CoreMsg::HeldDelivery`].
+    pub async fn held_copy(&self, to: SessionAddr, xml: Arc<str>, from_room: bool, earlier: Option<Receipt>) -> CoreMsg {
         if to.node == self.local_node() {
             return CoreMsg::ToSession { to, msg: SessionMsg::copy(xml, from_room) };
         }
-        let receipt = self.hold(to.node, Held::Session { to, xml: xml.clone(), from_room }).await;
-        CoreMsg::HeldDelivery { to, xml, receipt, from_room }
+        let receipt = self.hold(to.node, Held::Session { to, xml: xml.clone(), from_room, earlier }).await;
+        CoreMsg::HeldDelivery { to, xml, receipt, from_room, earlier }
     }
 
     /// The hop toward core `core` of `node`: handled here when it is this core, else across
@@ -364,6 +372,7 @@ impl CoreState {
             CoreMsg::ToUser { user: key, .. } | CoreMsg::ToRoom { room: key, .. } => Some(key.clone()),
             CoreMsg::ToSession { .. }
             | CoreMsg::HeldDelivery { .. }
+            | CoreMsg::StoredBacklog { .. }
             | CoreMsg::Confirm { .. }
             | CoreMsg::Batch(_)
             | CoreMsg::AdminAnswer { .. }
@@ -453,7 +462,9 @@ impl CoreState {
                 let owner = self.owner_of(key);
                 (owner.node, owner.core)
             }
-            CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } => (to.node, to.core as usize),
+            CoreMsg::ToSession { to, .. } | CoreMsg::HeldDelivery { to, .. } | CoreMsg::StoredBacklog { to, .. } => {
+                (to.node, to.core as usize)
+            }
             CoreMsg::Confirm { core, .. }
             | CoreMsg::Reregister { core, .. }
             | CoreMsg::BoshRequest { core, .. }
@@ -521,7 +532,10 @@ impl CoreState {
             CoreMsg::ToUser { user, msg } => self.user_local(user, msg),
             CoreMsg::ToRoom { room, msg } => self.room_local(room, msg),
             CoreMsg::ToSession { to, msg } => self.session_local(to, msg),
-            CoreMsg::HeldDelivery { to, xml, receipt, from_room } => self.held_delivery_local(to, xml, receipt, from_room),
+            CoreMsg::HeldDelivery { to, xml, receipt, from_room, earlier } => {
+                self.held_delivery_local(to, xml, receipt, from_room, earlier)
+            }
+            CoreMsg::StoredBacklog { to, rows } => self.stored_backlog_local(to, rows),
             CoreMsg::Confirm { ids, .. } => {
                 let released = self.custody.release(&ids);
                 self.counters.custody_held.add(-(released as i64));
@@ -744,23 +758,23 @@ impl CoreState {
     /// when this session had it already (a copy sent again after a failure). When the
     /// session is gone or not reading, it goes back to its user as undelivered, receipt
     /// and all, and the owner's handling confirms it.
-    fn held_delivery_local(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool) {
+    fn held_delivery_local(self: &Rc<Self>, to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool, earlier: Option<Receipt>) {
         let sessions = self.sessions.borrow();
         let Some(slot) = sessions.get(to.slot as usize).filter(|s| s.generation == to.generation) else {
             drop(sessions);
             return self.reroute_held(None, xml, receipt);
         };
-        if self.custody.delivered(receipt, to) {
-            // Rare (a node failed or a cut healed while the message was in flight), so
-            // each one is worth a line.
-            self.counters.custody_copies_dropped.inc();
-            log::info!("core {}: a copy of a message session {}/{} already has was dropped (sent again after a ring change)", self.id, to.slot, to.generation);
+        if self.custody.delivered(receipt, to) || earlier.is_some_and(|e| self.custody.delivered(e, to)) {
+            self.copy_dropped(to);
             return self.confirm(receipt);
         }
         self.counters.routed_stanzas.inc();
         match slot.mailbox.try_send(SessionMsg::copy(xml.clone(), from_room)) {
             Ok(()) => {
                 self.custody.remember_delivered(receipt, to);
+                if let Some(e) = earlier {
+                    self.custody.remember_delivered(e, to);
+                }
                 self.confirm(receipt);
             }
             Err(e) => {
@@ -769,6 +783,33 @@ impl CoreState {
                 self.reroute_held(stalled, xml, receipt);
             }
         }
+    }
+
+    /// Messages read back from offline storage for a session here: those it had already
+    /// under the receipt they were stored with are dropped; the rest are remembered under
+    /// it (the first copy may still be on its way) and queued as one backlog.
+    fn stored_backlog_local(self: &Rc<Self>, to: SessionAddr, rows: Vec<(Option<Receipt>, Arc<str>)>) {
+        let mut backlog = Vec::with_capacity(rows.len());
+        for (receipt, xml) in rows {
+            match receipt {
+                Some(r) if self.custody.delivered(r, to) => self.copy_dropped(to),
+                Some(r) => {
+                    self.custody.remember_delivered(r, to);
+                    backlog.push(xml);
+                }
+                None => backlog.push(xml),
+            }
+        }
+        if !backlog.is_empty() {
+            self.session_local(to, SessionMsg::DeliverBacklog(backlog));
+        }
+    }
+
+    /// Rare (a node failed or a cut healed while the message was in flight), so each one
+    /// is worth a line.
+    fn copy_dropped(&self, to: SessionAddr) {
+        self.counters.custody_copies_dropped.inc();
+        log::info!("core {}: a copy of a message session {}/{} already has was dropped (sent again after a ring change)", self.id, to.slot, to.generation);
     }
 
     fn reroute_held(self: &Rc<Self>, unbind: Option<(Arc<str>, SessionAddr)>, xml: Arc<str>, receipt: Receipt) {
@@ -834,10 +875,11 @@ impl CoreState {
                     self.send_to_user(stanza.to.to_bare().to_string().into(), UserMsg::Undelivered(stanza)).await;
                 }
             }
-            Held::Session { to, xml, from_room } => {
+            Held::Session { to, xml, from_room, earlier } => {
                 let receipt = retry.receipt;
                 self.custody.hold_again(retry, to.node, Instant::now());
-                self.send_to_core(to.node, to.core as usize, CoreMsg::HeldDelivery { to, xml, receipt, from_room }).await;
+                let msg = CoreMsg::HeldDelivery { to, xml, receipt, from_room, earlier };
+                self.send_to_core(to.node, to.core as usize, msg).await;
             }
         }
     }

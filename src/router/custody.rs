@@ -33,18 +33,8 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use super::envelope::SessionAddr;
-use crate::stanza::Stanza;
-
-/// Names one held message: the core holding it, and its number there.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Receipt {
-    pub node: u32,
-    pub core: u16,
-    pub id: u64,
-}
+use crate::stanza::{Receipt, Stanza};
 
 /// Sends of one held message, the first included, before it is given up.
 pub const SEND_ATTEMPTS_MAX: u32 = 3;
@@ -55,8 +45,9 @@ pub enum Held {
     /// For `user`'s UserChannel on another node.
     User(Arc<str>, Stanza),
     /// For a session on another node, from this core's UserChannel, or (`from_room`) a
-    /// room's copy from this core's room actor.
-    Session { to: SessionAddr, xml: Arc<str>, from_room: bool },
+    /// room's copy from this core's room actor; `earlier`, the receipt a message read back
+    /// from offline storage was stored with.
+    Session { to: SessionAddr, xml: Arc<str>, from_room: bool, earlier: Option<Receipt> },
 }
 
 struct Entry {

@@ -6,10 +6,9 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::admin_query::{AdminAnswer, AdminTicket};
-use super::custody::Receipt;
 use crate::modules::blocking::BlockList;
 use crate::modules::entity_caps::Interests;
-use crate::stanza::Stanza;
+use crate::stanza::{Receipt, Stanza};
 
 /// A session's address: its node, the core it lives on there and its slot on that core.
 /// `generation` tells a reused slot from the session that held it before, so late messages
@@ -34,8 +33,15 @@ pub enum CoreMsg {
     ToRoom { room: Arc<str>, msg: RoomMsg },
     /// A message for one session, held by the core `receipt` names (`super::custody`):
     /// the session's core confirms it, and queues it as `SessionMsg::Deliver` (or, a
-    /// room's copy, `SessionMsg::FromRoom`) unless it had it already.
-    HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool },
+    /// room's copy, `SessionMsg::FromRoom`) unless it had it already, under `receipt` or
+    /// under `earlier`: the receipt it came with before it was stored offline
+    /// (`crate::modules::offline::row`).
+    HeldDelivery { to: SessionAddr, xml: Arc<str>, receipt: Receipt, from_room: bool, earlier: Option<Receipt> },
+    /// Messages read back from offline storage for a session on this node, with the
+    /// receipts they were stored with: the session's core drops those it had already (a
+    /// copy from the other side of a healed partition) and queues the rest as one
+    /// `SessionMsg::DeliverBacklog`.
+    StoredBacklog { to: SessionAddr, rows: Vec<(Option<Receipt>, Arc<str>)> },
     /// For core `core`, which held these messages (`super::custody`): their path's end has them.
     Confirm { core: u16, ids: Vec<u64> },
     /// Messages for one core, or for one node, travelling as one hop (a room's fan-out):

@@ -37,9 +37,8 @@ mod tests {
     use jid::Jid;
 
     use super::*;
-    use crate::router::custody::Receipt;
     use crate::router::envelope::{SessionAddr, SessionMsg, UserMsg};
-    use crate::stanza::{build, Kind, Stanza};
+    use crate::stanza::{build, Kind, Receipt, Stanza};
     use crate::xml::ns;
 
     fn stanza() -> Stanza {
@@ -63,7 +62,8 @@ mod tests {
             CoreMsg::ToUser { user: "a@localhost".into(), msg: UserMsg::Dormant { session, dormant: true } },
             CoreMsg::ToSession { to: session, msg: SessionMsg::Deliver(Arc::from("<message/>")) },
             CoreMsg::ToUser { user: "b@localhost".into(), msg: UserMsg::Inbound(Stanza { receipt: Some(receipt), ..stanza() }) },
-            CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt, from_room: false },
+            CoreMsg::HeldDelivery { to: session, xml: Arc::from("<message/>"), receipt, from_room: false, earlier: Some(receipt) },
+            CoreMsg::StoredBacklog { to: session, rows: vec![(Some(receipt), Arc::from("<message/>")), (None, Arc::from("<m/>"))] },
             CoreMsg::Confirm { core: 1, ids: vec![5, 6] },
         ];
         for msg in msgs {

@@ -654,14 +654,17 @@ impl UserChannel {
             Ok(stored) => {
                 let count = stored.len();
                 let session = self.resources[idx].session;
+                let rows = stored.into_iter().map(|row| {
+                    let (receipt, xml) = offline::parse_row(row);
+                    (receipt, Arc::from(xml))
+                });
                 if session.node == self.core.local_node() {
-                    let backlog = stored.into_iter().map(Arc::from).collect();
-                    self.core.send_to_session(session, SessionMsg::DeliverBacklog(backlog)).await;
+                    self.core.deliver_stored(session, rows.collect()).await;
                 } else {
                     // Out of storage already: held until the session's node has each one,
                     // and stored again if that node fails first.
-                    for xml in stored {
-                        self.core.deliver_held(session, Arc::from(xml)).await;
+                    for (earlier, xml) in rows {
+                        self.core.deliver_held(session, xml, earlier).await;
                     }
                 }
                 count
@@ -1120,7 +1123,7 @@ impl UserChannel {
             self.core.counters.offline_not_kept.inc();
             return false;
         }
-        let stored = offline::stored_form(stanza, &self.core.cfg.domain);
+        let stored = offline::row(stanza, &self.core.cfg.domain);
         let max = self.core.cfg.limits.offline_messages_max;
         match self.core.storage.offline_push(self.jid.to_string(), stored, max).await {
             Ok(true) => {

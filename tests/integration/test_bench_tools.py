@@ -111,8 +111,11 @@ def loadgen(port, out, *args, protocol="raw", procs=2):
 
 def test_loadgen_knee_over_two_processes_reads_the_servers_cpu_at_every_step(relay, tmp_path):
     port, proc = relay
+    # What is tested is the stepping and the CPU reading, not the relay's latency: a 1 s
+    # step on a busy CI box once had a 15 ms p99, so the latency bar is set out of reach.
     r = loadgen(port, tmp_path / "knee.json", "knee", "--server-pid", str(proc.pid), "--server-cores", "2",
-                "--start-rate", "400", "--rate-max", "800", "--step-secs", "1", "--drain-secs", "1")
+                "--start-rate", "400", "--rate-max", "800", "--step-secs", "1", "--drain-secs", "1",
+                "--p99-ms-max", "500")
     assert r["processes"] == 2 and r["users_online"] == 40
     assert r["knee_msgs_per_sec"] == 800
     # A relay at 800 msg/s is nowhere near saturated: the knee is only a lower bound.

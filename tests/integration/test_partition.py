@@ -253,6 +253,9 @@ async def play(nodes, secs, events):
             if sent.get(body) != u:
                 counts["misrouted"] += 1
         counts["duplicated"] += len(got) - len(set(got))
+        for body in sorted(b for b in set(got) if got.count(b) > 1):
+            where = f"live x{live[u].count(body)}, later x{later[u].count(body)}"
+            counts.setdefault("duplicated_bodies", []).append(f"{body}->{u} ({where})")
     for body, to in sent.items():
         if body in live[to]:
             counts["live_once"] += 1
@@ -271,10 +274,11 @@ def survive(nodes, secs, events):
     counts, heal_secs = asyncio.run(play(nodes, secs, events))
     metric = {name: sum(n.metric_sum(f"martlet_{name}_total") for n in nodes)
               for name in ("offline_to_online", "sessions_reregistered", "mesh_connections_fenced",
-                           "mesh_silent_connections_closed", "mesh_members_down", "mesh_frames_relayed")}
+                           "mesh_silent_connections_closed", "mesh_members_down", "mesh_frames_relayed",
+                           "custody_copies_dropped")}
     summary = {k: v for k, v in counts.items() if not k.endswith("_bodies")}
     print(f"{summary}; heal to agreement {heal_secs:.2f} s; {metric}")
-    for name in ("offline_only_bodies", "lost_bodies"):
+    for name in ("offline_only_bodies", "lost_bodies", "duplicated_bodies"):
         if counts.get(name):
             print(f"{name}: {' '.join(counts[name])}")
     assert counts["lost"] == 0 and counts["misrouted"] == 0, counts
