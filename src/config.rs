@@ -84,6 +84,7 @@ members_max = 256             # nodes this node keeps track of; a new one past i
 
 [http]
 listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket, XEP-0206 BOSH at /http-bind; one "IP:port" or a list; [] disables
+tls_listen = []               # the same over TLS (https://, wss://) with the [tls] certificate; one "IP:port" or a list; [] disables
 behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
 trusted_proxies = []          # addresses of reverse proxies whose X-Forwarded-For names the client, for its per-IP limits and the logs; from anyone else the header is ignored
 bosh_wait_secs_max = 60       # XEP-0124: longest a BOSH request is held waiting for stanzas; a client asking more gets this
@@ -91,9 +92,9 @@ bosh_inactivity_secs = 60     # a BOSH session with no request held for this lon
 bosh_pause_secs_max = 300     # XEP-0124 §10: longest a client may pause its BOSH session (maxpause)
 
 [upload]
-enabled = true                # XEP-0363 HTTP File Upload, served on [http] listen (so only when it is set)
+enabled = true                # XEP-0363 HTTP File Upload, served on [http] listen and tls_listen (so only when one is set)
 domain = ""                   # its domain; "" -> upload.<domain>
-public_url = ""               # how clients reach [http] listen, e.g. "https://chat.example.org"; "" -> http(s)://<first http.listen address>
+public_url = ""               # how clients reach the HTTP listener, e.g. "https://chat.example.org"; "" -> https://<first http.tls_listen address>, else http(s)://<first http.listen address>
 path = ""                     # where files are kept; "" -> <storage path>/uploads
 file_bytes_max = 104857600    # one file (100 MiB); a larger slot request -> <not-acceptable/> with <file-too-large/>
 quota_bytes_per_user = 1073741824  # bytes one account keeps at once (1 GiB); past it -> <resource-constraint/>
@@ -385,7 +386,7 @@ impl Default for Upload {
 impl Config {
     /// The XEP-0363 service's domain, when it is served (on and an HTTP listener set).
     pub fn upload_domain(&self) -> Option<&str> {
-        (self.upload.enabled && !self.http.listen.addrs().is_empty()).then_some(self.upload.domain.as_str())
+        (self.upload.enabled && self.http.serves()).then_some(self.upload.domain.as_str())
     }
 
     /// Where uploaded files are kept.
@@ -402,8 +403,12 @@ impl Config {
         if !self.upload.public_url.is_empty() {
             return self.upload.public_url.trim_end_matches('/').to_owned();
         }
-        let scheme = if self.http.behind_tls_proxy { "https" } else { "http" };
-        match self.http.listen.addrs().first() {
+        let (scheme, addrs) = match self.http.tls_listen.addrs() {
+            tls if !tls.is_empty() => ("https", tls),
+            _ if self.http.behind_tls_proxy => ("https", self.http.listen.addrs()),
+            _ => ("http", self.http.listen.addrs()),
+        };
+        match addrs.first() {
             Some(a) if a.ip().is_unspecified() => format!("{scheme}://{}:{}", self.domain, a.port()),
             Some(a) => format!("{scheme}://{a}"),
             None => format!("{scheme}://{}", self.domain),
@@ -416,6 +421,8 @@ impl Config {
 #[serde(default, deny_unknown_fields)]
 pub struct Http {
     pub listen: Listen,
+    /// HTTPS: the same endpoints, TLS from `[tls]` (`c2s::accept::Entry::Https`).
+    pub tls_listen: Listen,
     pub behind_tls_proxy: bool,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// XEP-0206 BOSH (`c2s::bosh`): the longest `wait`, the inactivity timeout and the
@@ -425,10 +432,18 @@ pub struct Http {
     pub bosh_pause_secs_max: u64,
 }
 
+impl Http {
+    /// Some HTTP listener is set, plain or TLS.
+    pub fn serves(&self) -> bool {
+        !self.listen.addrs().is_empty() || !self.tls_listen.addrs().is_empty()
+    }
+}
+
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: Listen::Many(Vec::new()),
+            tls_listen: Listen::Many(Vec::new()),
             behind_tls_proxy: false,
             trusted_proxies: Vec::new(),
             bosh_wait_secs_max: 60,
@@ -736,6 +751,7 @@ impl Config {
         }
         self.c2s_direct_tls.listen.check("c2s_direct_tls.listen")?;
         self.http.listen.check("http.listen")?;
+        self.http.tls_listen.check("http.tls_listen")?;
         if !self.metrics.listen.is_empty() {
             parse_addr("metrics.listen", &self.metrics.listen)?;
         }
@@ -997,6 +1013,17 @@ mod tests {
     fn readme_shows_the_example_as_is() {
         let readme = include_str!("../README.md");
         assert!(readme.contains(&format!("```toml\n{EXAMPLE}```")), "README's configuration block differs from config::EXAMPLE");
+    }
+
+    #[test]
+    fn upload_urls_name_the_https_listener_when_there_is_one() {
+        let url = |text: &str| Config::parse(text).unwrap().upload_base_url();
+        assert_eq!(url("[http]\nlisten = \"0.0.0.0:5280\""), "http://localhost:5280");
+        assert_eq!(url("[http]\nlisten = \"127.0.0.1:5280\"\nbehind_tls_proxy = true"), "https://127.0.0.1:5280");
+        assert_eq!(url("[http]\nlisten = \"0.0.0.0:5280\"\ntls_listen = \"0.0.0.0:5281\""), "https://localhost:5281");
+        assert_eq!(url("[http]\ntls_listen = \"0.0.0.0:5281\"\n[upload]\npublic_url = \"https://up.example/\""), "https://up.example");
+        assert!(Config::parse("[http]\ntls_listen = \"0.0.0.0:5281\"").unwrap().upload_domain().is_some(), "served on HTTPS alone");
+        assert!(Config::parse("").unwrap().upload_domain().is_none(), "no HTTP listener, no upload service");
     }
 
     #[test]

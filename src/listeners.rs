@@ -16,8 +16,11 @@ pub enum Kind {
     Starttls,
     /// XEP-0368: TLS from the first byte.
     DirectTls,
-    /// RFC 7395 XMPP over WebSocket (HTTP/1.1 upgrade at `/xmpp-websocket`).
+    /// The HTTP listener: RFC 7395 WebSocket (`/xmpp-websocket`), XEP-0206 BOSH, XEP-0156
+    /// discovery, XEP-0363 files.
     WebSocket,
+    /// The same over TLS.
+    Https,
     /// The Prometheus endpoint; served by core 0 alone.
     Metrics,
 }
@@ -27,7 +30,8 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Kind::Starttls => "XMPP clients, STARTTLS",
             Kind::DirectTls => "XMPP clients, Direct TLS",
-            Kind::WebSocket => "XMPP clients, WebSocket (RFC 7395, /xmpp-websocket)",
+            Kind::WebSocket => "XMPP clients, WebSocket (RFC 7395, /xmpp-websocket) and BOSH (XEP-0206, /http-bind)",
+            Kind::Https => "the same over TLS: wss:// and https://",
             Kind::Metrics => "metrics (GET /metrics)",
         })
     }
@@ -48,6 +52,7 @@ pub fn claim(cfg: &Config) -> Result<Claimed, String> {
         ("c2s.listen", Kind::Starttls, cfg.c2s.listen.addrs()),
         ("c2s_direct_tls.listen", Kind::DirectTls, cfg.c2s_direct_tls.listen.addrs()),
         ("http.listen", Kind::WebSocket, cfg.http.listen.addrs()),
+        ("http.tls_listen", Kind::Https, cfg.http.tls_listen.addrs()),
         ("metrics.listen", Kind::Metrics, cfg.metrics_addr().into_iter().collect()),
     ];
     let mut claimed = Claimed { listeners: Vec::new(), _claims: Vec::new() };

@@ -107,7 +107,7 @@ async fn core_main(
     cfg: Arc<Config>,
     listeners: &[(SocketAddr, Kind)],
     storage: Storage,
-    tls: Arc<rustls::ServerConfig>,
+    tls: crate::tls::ServerTls,
     counters: Arc<Vec<Arc<CoreCounters>>>,
     peers: Arc<crate::c2s::limits::PeerLimits>,
     (registrations, muc_directory): (Arc<RegistrationLimit>, Arc<crate::muc::Directory>),
@@ -145,6 +145,7 @@ async fn core_main(
             Kind::Starttls => listen(&state, addr, Entry::Starttls),
             Kind::DirectTls => listen(&state, addr, Entry::DirectTls),
             Kind::WebSocket => listen(&state, addr, Entry::WebSocket),
+            Kind::Https => listen(&state, addr, Entry::Https),
             Kind::Metrics if id == 0 => match bind_reuseport(addr, METRICS_BACKLOG) {
                 Ok(l) => {
                     glommio::spawn_local(metrics::serve(l, counters.clone(), mesh_counters.clone())).detach();

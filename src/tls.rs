@@ -1,5 +1,5 @@
-//! The rustls server configuration shared by the STARTTLS and Direct TLS
-//! listeners. Without a configured certificate the server makes a self-signed
+//! The rustls server configurations: one shared by the STARTTLS and Direct TLS
+//! listeners, one for HTTPS (`[http] tls_listen`), differing only in ALPN. Without a configured certificate the server makes a self-signed
 //! one under `storage.path` on first start and reuses it after, so a fresh
 //! checkout serves TLS with zero setup and test clients can pin that file.
 
@@ -17,6 +17,19 @@ use crate::config::Config;
 
 /// XEP-0368: the ALPN protocol a Direct TLS client offers.
 const ALPN_XMPP_CLIENT: &[u8] = b"xmpp-client";
+/// What a browser offers for a WebSocket or BOSH request (RFC 7301); the HTTP side
+/// speaks HTTP/1.1 only, so "h2" is not taken.
+const ALPN_HTTP_1_1: &[u8] = b"http/1.1";
+
+/// The node's certificate, in one configuration per ALPN: a client offering only
+/// protocols a listener does not speak is refused in the handshake.
+#[derive(Clone, Debug)]
+pub struct ServerTls {
+    /// STARTTLS and Direct TLS: `xmpp-client`.
+    pub xmpp: Arc<ServerConfig>,
+    /// HTTPS: `http/1.1`.
+    pub http: Arc<ServerConfig>,
+}
 
 #[derive(Debug)]
 pub enum TlsError {
@@ -58,19 +71,22 @@ fn node_identity(cfg: &Config) -> Result<(Vec<CertificateDer<'static>>, PrivateK
     Ok((read_certs(&cert_path)?, read_key(&key_path)?))
 }
 
-/// TLS 1.2 and 1.3 with the ring provider, no client certificates, ALPN
-/// `xmpp-client`, with the node's certificate.
-pub fn server_config(cfg: &Config) -> Result<Arc<ServerConfig>, TlsError> {
+/// TLS 1.2 and 1.3 with the ring provider, no client certificates, with the node's
+/// certificate; ALPN `xmpp-client` for XMPP, `http/1.1` for HTTPS.
+pub fn server_config(cfg: &Config) -> Result<ServerTls, TlsError> {
     let (certs, key) = node_identity(cfg)?;
-    let mut config =
-        ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
-            .map_err(TlsError::Rustls)?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(TlsError::Rustls)?;
-    config.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
-    Ok(Arc::new(config))
+    let config = ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(&[&rustls::version::TLS12, &rustls::version::TLS13])
+        .map_err(TlsError::Rustls)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(TlsError::Rustls)?;
+    let with_alpn = |alpn: &[u8]| {
+        let mut c = config.clone();
+        c.alpn_protocols = vec![alpn.to_vec()];
+        Arc::new(c)
+    };
+    Ok(ServerTls { xmpp: with_alpn(ALPN_XMPP_CLIENT), http: with_alpn(ALPN_HTTP_1_1) })
 }
 
 /// Mesh TLS with the node's certificate (`shards::cluster::transport`: the cluster
@@ -245,13 +261,22 @@ mod tests {
         assert!(e.contains("no PEM private key"), "{e}");
     }
 
-    /// A rustls client that trusts only `dev_ca_path` completes a handshake
-    /// for the domain and negotiates `xmpp-client`.
+    /// A rustls client that trusts only `dev_ca_path` completes a handshake for the
+    /// domain and negotiates `xmpp-client` with the XMPP configuration and `http/1.1`
+    /// with the HTTPS one; offering the other's protocol, it is refused.
     #[test]
     fn client_trusting_dev_ca_connects() {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config_in(dir.path(), "localhost");
-        let server_cfg = server_config(&cfg).unwrap();
+        let tls = server_config(&cfg).unwrap();
+        assert_eq!(handshake(&cfg, tls.xmpp.clone(), ALPN_XMPP_CLIENT), Ok(ALPN_XMPP_CLIENT.to_vec()));
+        assert_eq!(handshake(&cfg, tls.http.clone(), ALPN_HTTP_1_1), Ok(ALPN_HTTP_1_1.to_vec()));
+        assert!(handshake(&cfg, tls.http, ALPN_XMPP_CLIENT).is_err());
+        assert!(handshake(&cfg, tls.xmpp, ALPN_HTTP_1_1).is_err());
+    }
+
+    /// The ALPN protocol agreed, or the server's error.
+    fn handshake(cfg: &Config, server_cfg: Arc<ServerConfig>, alpn: &[u8]) -> Result<Vec<u8>, rustls::Error> {
         let mut roots = rustls::RootCertStore::empty();
         for cert in read_certs(&dev_ca_path(&cfg)).unwrap() {
             roots.add(cert).unwrap();
@@ -263,7 +288,7 @@ mod tests {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-        client_cfg.alpn_protocols = vec![ALPN_XMPP_CLIENT.to_vec()];
+        client_cfg.alpn_protocols = vec![alpn.to_vec()];
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = rustls::ClientConnection::new(Arc::new(client_cfg), name).unwrap();
         let mut server = rustls::ServerConnection::new(server_cfg).unwrap();
@@ -271,12 +296,12 @@ mod tests {
             let mut wire = Vec::new();
             client.write_tls(&mut wire).unwrap();
             server.read_tls(&mut wire.as_slice()).unwrap();
-            server.process_new_packets().unwrap();
+            server.process_new_packets()?;
             wire.clear();
             server.write_tls(&mut wire).unwrap();
             client.read_tls(&mut wire.as_slice()).unwrap();
             client.process_new_packets().unwrap();
         }
-        assert_eq!(client.alpn_protocol(), Some(ALPN_XMPP_CLIENT));
+        Ok(client.alpn_protocol().unwrap_or_default().to_vec())
     }
 }

@@ -27,8 +27,17 @@ pub enum Entry {
     Starttls,
     /// XEP-0368: TLS from the first byte.
     DirectTls,
-    /// RFC 7395: an HTTP upgrade to WebSocket.
+    /// The HTTP listener: an upgrade to RFC 7395 WebSocket, or a BOSH, discovery or upload
+    /// request answered on the way ([`super::websocket::upgrade`]).
     WebSocket,
+    /// The same after a TLS handshake (`[http] tls_listen`).
+    Https,
+}
+
+impl Entry {
+    fn is_http(self) -> bool {
+        matches!(self, Entry::WebSocket | Entry::Https)
+    }
 }
 
 pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, entry: Entry) {
@@ -61,7 +70,7 @@ pub async fn accept_loop(core: Rc<CoreState>, listener: TcpListener, entry: Entr
 async fn connection(core: Rc<CoreState>, stream: TcpStream, peer: SocketAddr, entry: Entry) {
     // Through a trusted reverse proxy, the client's address is known only from the
     // request's X-Forwarded-For: its slot is taken after the upgrade.
-    let proxied = entry == Entry::WebSocket && core.cfg.http.trusted_proxies.contains(&peer.ip());
+    let proxied = entry.is_http() && core.cfg.http.trusted_proxies.contains(&peer.ip());
     let slot = if proxied {
         None
     } else {
@@ -110,8 +119,13 @@ async fn negotiate(
 ) -> Option<impl Future<Output = ()>> {
     let deadline = Instant::now() + Duration::from_secs(core.cfg.limits.handshake_timeout_secs);
     let mut peer = peer;
-    let transport = if entry == Entry::WebSocket {
-        match super::websocket::upgrade(stream, core, deadline, peer.ip()).await.map_err(ConnEnd::Io) {
+    let transport = if entry.is_http() {
+        let http = if entry == Entry::Https {
+            Transport::Tls(Box::new(tls_handshake(core, stream, peer, deadline, entry).await?))
+        } else {
+            Transport::Plain(stream)
+        };
+        match super::websocket::upgrade(http, core, deadline, peer.ip()).await.map_err(ConnEnd::Io) {
             Ok((ws, client)) => {
                 let transport = Transport::WebSocket(Box::new(ws));
                 peer = SocketAddr::new(client, peer.port());
@@ -131,20 +145,29 @@ async fn negotiate(
             }
         }
     } else if entry == Entry::DirectTls {
-        match super::conn::until(deadline, async { TlsStream::accept(stream, core.tls.clone()).await.map_err(ConnEnd::Io) }).await {
-            Ok(tls) => Transport::Tls(Box::new(tls)),
-            // A port probe (a health check, a scan) connects and closes: not worth a line.
-            Err(ConnEnd::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return None,
-            Err(e) => {
-                // No XMPP stream yet to carry an error: the log alone says why.
-                crate::security_log::event(log::Level::Info, format_args!("{peer}: Direct TLS handshake failed: {}", describe_end(&e)));
-                return None;
-            }
-        }
+        Transport::Tls(Box::new(tls_handshake(core, stream, peer, deadline, entry).await?))
     } else {
         Transport::Plain(stream)
     };
     Box::pin(phases(core, transport, peer, slot?, deadline)).await
+}
+
+/// TLS from the first byte (XEP-0368, or HTTPS) with the `[tls]` certificate, by the
+/// handshake deadline; `None` when it failed (logged: there is no stream to carry an error).
+async fn tls_handshake(core: &CoreState, stream: TcpStream, peer: SocketAddr, deadline: Instant, entry: Entry) -> Option<TlsStream> {
+    let (config, what) = match entry {
+        Entry::Https => (core.tls.http.clone(), "HTTPS"),
+        _ => (core.tls.xmpp.clone(), "Direct TLS"),
+    };
+    match super::conn::until(deadline, async { TlsStream::accept(stream, config).await.map_err(ConnEnd::Io) }).await {
+        Ok(tls) => Some(tls),
+        // A port probe (a health check, a scan) connects and closes: not worth a line.
+        Err(ConnEnd::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => None,
+        Err(e) => {
+            crate::security_log::event(log::Level::Info, format_args!("{peer}: {what} handshake failed: {}", describe_end(&e)));
+            None
+        }
+    }
 }
 
 /// A stream on a transport made elsewhere (a XEP-0206 BOSH session, `super::bosh`):

@@ -32,7 +32,6 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite};
-use glommio::net::TcpStream;
 use serde::{Deserialize, Serialize};
 
 use super::conn::{ConnEnd, ConnectionSlot};
@@ -155,7 +154,17 @@ pub struct Sessions {
 
 /// Answers one HTTP request for `/http-bind` (its head parsed, `body` what came after it)
 /// and lets the connection close: one request per connection, so each may land on any core.
-pub async fn serve(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request<'_, '_>, body: Vec<u8>, deadline: Instant, client: SocketAddr) {
+/// `secure`: the request came over TLS, here or at a proxy; a session it starts counts as
+/// encrypted.
+pub async fn serve(
+    core: &Rc<CoreState>,
+    tcp: &mut Transport,
+    req: &httparse::Request<'_, '_>,
+    body: Vec<u8>,
+    deadline: Instant,
+    client: SocketAddr,
+    secure: bool,
+) {
     use futures_lite::AsyncWriteExt;
     let answer = match req.method {
         // CORS preflight: browsers ask before posting text/xml from a page of another origin.
@@ -167,7 +176,7 @@ pub async fn serve(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Re
         ),
         Some("POST") => {
             core.counters.bosh_requests.inc();
-            match Box::pin(post(core, tcp, req, body, deadline, client)).await {
+            match Box::pin(post(core, tcp, req, body, deadline, client, secure)).await {
                 Ok(xml) => super::websocket::http_response("200 OK", "text/xml; charset=utf-8", "Cache-Control: no-store\r\n", &xml),
                 Err(None) => return, // the client went, or took too long to send its body
                 Err(Some((status, why))) => {
@@ -185,7 +194,15 @@ type HttpRefusal = Option<(&'static str, &'static str)>;
 
 /// Reads the body, then answers it: a new session, or one of this core's sessions, or
 /// one forwarded to the core whose session it is.
-async fn post(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request<'_, '_>, mut bytes: Vec<u8>, deadline: Instant, client: SocketAddr) -> Result<String, HttpRefusal> {
+async fn post(
+    core: &Rc<CoreState>,
+    tcp: &mut Transport,
+    req: &httparse::Request<'_, '_>,
+    mut bytes: Vec<u8>,
+    deadline: Instant,
+    client: SocketAddr,
+    secure: bool,
+) -> Result<String, HttpRefusal> {
     let Some(length) = super::websocket::header_of(req, "content-length").and_then(|v| v.trim().parse::<usize>().ok()) else {
         return Err(Some(("411 Length Required", "a BOSH request states its Content-Length")));
     };
@@ -208,7 +225,7 @@ async fn post(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &httparse::Request
             return Ok(terminate(core, Some("bad-request"), ""));
         }
     };
-    let Some(sid) = body.sid.as_deref() else { return Ok(create(core, body, client).await) };
+    let Some(sid) = body.sid.as_deref() else { return Ok(create(core, body, client, secure).await) };
     let owner = sid.split_once('.').and_then(|(c, _)| usize::from_str_radix(c, 16).ok());
     let answer = match owner {
         Some(owner) if owner == core.id => Some(answer(core, body).await),
@@ -249,7 +266,7 @@ async fn answer(core: &Rc<CoreState>, body: Body) -> String {
 /// XEP-0124 §7: a new session, here; its stream negotiation starts at once, and this
 /// request is answered like any other, with the session's parameters and what the server
 /// sent first (its stream features).
-async fn create(core: &Rc<CoreState>, mut body: Body, client: SocketAddr) -> String {
+async fn create(core: &Rc<CoreState>, mut body: Body, client: SocketAddr, secure: bool) -> String {
     let (cfg, http) = (&core.cfg, &core.cfg.http);
     match body.to.as_deref() {
         None | Some("") => return terminate(core, Some("improper-addressing"), ""),
@@ -275,7 +292,7 @@ async fn create(core: &Rc<CoreState>, mut body: Body, client: SocketAddr) -> Str
     });
     core.bosh.by_sid.borrow_mut().insert(sid.clone(), session.clone());
     core.counters.bosh_sessions.add(1);
-    let stream = BoshStream { session: session.clone(), core: core.clone(), secure: http.behind_tls_proxy };
+    let stream = BoshStream { session: session.clone(), core: core.clone(), secure };
     super::accept::spawn_stream(core.clone(), Transport::Bosh(stream), client, slot);
     glommio::spawn_local(session.clone().watch()).detach();
     let attrs = format!(
@@ -523,7 +540,8 @@ impl Session {
 pub struct BoshStream {
     session: Rc<Session>,
     core: Rc<CoreState>,
-    /// Behind a reverse proxy that terminates TLS (`[http] behind_tls_proxy`).
+    /// Started over TLS (`[http] tls_listen`), or behind a reverse proxy that terminates
+    /// it (`[http] behind_tls_proxy`).
     pub secure: bool,
 }
 

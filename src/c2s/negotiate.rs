@@ -209,7 +209,7 @@ impl Unauthenticated {
         let Transport::Plain(tcp) = self.conn.take_transport() else {
             return Err(end(StreamError::BadFormat, "TLS is already on"));
         };
-        let accept = async { TlsStream::accept(tcp, self.core.tls.clone()).await.map_err(ConnEnd::Io) };
+        let accept = async { TlsStream::accept(tcp, self.core.tls.xmpp.clone()).await.map_err(ConnEnd::Io) };
         let tls = match self.conn.deadline {
             Some(deadline) => until(deadline, accept).await?,
             None => accept.await?,

@@ -16,10 +16,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use glommio::net::TcpStream;
 use tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tungstenite::protocol::frame::FrameHeader;
 
+use super::transport::Transport;
 use super::ws_framing::{self, Outbound};
 
 /// The path clients connect to (XEP-0156 lists it).
@@ -35,17 +35,18 @@ const MESSAGE_SLACK_BYTES: usize = 1024;
 
 /// Reads the client's upgrade request and answers it: `Ok` with the stream once the
 /// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
+/// `tcp` is the connection, plain or already under TLS (`[http] tls_listen`).
 /// The request head must arrive by `deadline` (the handshake's); an upload's body then has
 /// its own bound (`crate::modules::upload`), a large file on a slow link taking longer.
 /// Also returns the client's address: `peer`'s, or for a peer in `[http] trusted_proxies`,
 /// the one its `X-Forwarded-For` names ([`forwarded_client`]).
 pub async fn upgrade(
-    mut tcp: TcpStream,
+    mut tcp: Transport,
     core: &std::rc::Rc<crate::router::CoreState>,
     deadline: std::time::Instant,
     peer: IpAddr,
 ) -> io::Result<(WsStream, IpAddr)> {
-    let (message_bytes_max, secure) = (core.cfg.limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy);
+    let (message_bytes_max, secure) = (core.cfg.limits.stanza_bytes_max, core.cfg.http.behind_tls_proxy || tcp.is_tls());
     let trusted = &core.cfg.http.trusted_proxies;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
@@ -77,7 +78,7 @@ pub async fn upgrade(
                 }
                 if super::bosh::handles(path) {
                     let client = SocketAddr::new(forwarded_client(peer, header_of(&req, "x-forwarded-for"), trusted), 0);
-                    super::bosh::serve(core, &mut tcp, &req, head[len..].to_vec(), deadline, client).await;
+                    super::bosh::serve(core, &mut tcp, &req, head[len..].to_vec(), deadline, client, secure).await;
                     return Err(io::Error::other("XEP-0206 request answered"));
                 }
                 if len != head.len() {
@@ -196,16 +197,17 @@ fn check(req: &httparse::Request) -> Result<String, (&'static str, &'static str)
     header("sec-websocket-key").map(str::to_owned).ok_or(("400 Bad Request", "no Sec-WebSocket-Key"))
 }
 
-async fn refuse(tcp: &mut TcpStream, status: &str, why: &str) -> io::Result<(WsStream, IpAddr)> {
+async fn refuse(tcp: &mut Transport, status: &str, why: &str) -> io::Result<(WsStream, IpAddr)> {
     let answer = http_response(status, "text/plain", "", &format!("{why}\n"));
     let _ = tcp.write_all(answer.as_bytes()).await;
     Err(io::Error::new(io::ErrorKind::InvalidData, why.to_owned()))
 }
 
 pub struct WsStream {
-    tcp: TcpStream,
-    /// Behind a reverse proxy that terminates TLS (`[http] behind_tls_proxy`): the stream
-    /// counts as encrypted, and STARTTLS is not offered.
+    /// The connection under the frames: plain TCP, or TLS on `[http] tls_listen`.
+    tcp: Transport,
+    /// Over TLS, here or at a reverse proxy that terminates it (`[http] behind_tls_proxy`):
+    /// the stream counts as encrypted, and STARTTLS is not offered.
     pub secure: bool,
     message_bytes_max: usize,
     /// Bytes read from the socket, not yet whole frames.

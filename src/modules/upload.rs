@@ -18,8 +18,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use minidom::Element;
 
 use crate::router::CoreState;
@@ -153,7 +152,7 @@ pub fn handles(path: &str) -> bool {
 }
 
 /// Serves one PUT or GET (or HEAD), then the connection closes.
-pub async fn serve(core: &Rc<CoreState>, tcp: &mut TcpStream, req: Request<'_>, body_start: Vec<u8>) {
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut S, req: Request<'_>, body_start: Vec<u8>) {
     let answer = match req.method {
         "PUT" => put(core, tcp, &req, body_start).await,
         "GET" | "HEAD" => return get(core, tcp, &req).await,
@@ -166,7 +165,7 @@ pub async fn serve(core: &Rc<CoreState>, tcp: &mut TcpStream, req: Request<'_>, 
     let _ = respond(tcp, status, "text/plain", text.as_bytes()).await;
 }
 
-async fn respond(tcp: &mut TcpStream, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(tcp: &mut S, status: &str, content_type: &str, body: &[u8]) -> std::io::Result<()> {
     let head = format!(
         "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nAccess-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n",
         body.len()
@@ -192,7 +191,7 @@ fn query_param<'a>(path: &'a str, name: &str) -> Option<&'a str> {
 
 type HttpError = (&'static str, &'static str);
 
-async fn put(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>, mut body_start: Vec<u8>) -> Result<(), HttpError> {
+async fn put<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut S, req: &Request<'_>, mut body_start: Vec<u8>) -> Result<(), HttpError> {
     let (account, id, name) = parse_path(req.path).ok_or(("404 Not Found", "no such slot"))?;
     let size: u64 = query_param(req.path, "size").and_then(|s| s.parse().ok()).ok_or(("403 Forbidden", "not a slot's URL"))?;
     let expires: u64 = query_param(req.path, "expires").and_then(|s| s.parse().ok()).ok_or(("403 Forbidden", "not a slot's URL"))?;
@@ -260,7 +259,7 @@ fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
     f.write_all(data)
 }
 
-async fn get(core: &Rc<CoreState>, tcp: &mut TcpStream, req: &Request<'_>) {
+async fn get<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut S, req: &Request<'_>) {
     let Some((account, id, name)) = parse_path(req.path) else {
         let _ = respond(tcp, "404 Not Found", "text/plain", b"no such file").await;
         return;

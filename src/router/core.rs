@@ -48,8 +48,8 @@ pub struct CoreState {
     ring: RefCell<TwoLevelRing>,
     link: Option<Box<dyn NodeLink>>,
     pub storage: Storage,
-    /// STARTTLS and Direct TLS (`c2s::tls_stream`).
-    pub tls: Arc<rustls::ServerConfig>,
+    /// STARTTLS and Direct TLS, and HTTPS (`c2s::tls_stream`).
+    pub tls: crate::tls::ServerTls,
     pub counters: Arc<CoreCounters>,
     /// Node-wide, shared with the other cores (see `c2s::limits`).
     pub peers: Arc<PeerLimits>,
@@ -104,7 +104,7 @@ impl CoreState {
         ring: TwoLevelRing,
         link: Option<Box<dyn NodeLink>>,
         storage: Storage,
-        tls: Arc<rustls::ServerConfig>,
+        tls: crate::tls::ServerTls,
         counters: Arc<CoreCounters>,
         peers: Arc<PeerLimits>,
         registrations: Arc<RegistrationLimit>,

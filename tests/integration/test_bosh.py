@@ -10,6 +10,7 @@ import base64
 import http.client
 import random
 import socket
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -26,9 +27,13 @@ BIND = "urn:ietf:params:xml:ns:xmpp-bind"
 STREAM = "http://etherx.jabber.org/streams"
 
 
-def post(port, data, headers=None, timeout=90):
-    """One POST on a fresh connection: (status, body text, headers)."""
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def post(port, data, headers=None, timeout=90, ca=None):
+    """One POST on a fresh connection: (status, body text, headers); over TLS to
+    `localhost` when `ca` (the server's certificate) is given."""
+    if ca:
+        c = http.client.HTTPSConnection("localhost", port, timeout=timeout, context=ssl.create_default_context(cafile=ca))
+    else:
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     c.request("POST", "/http-bind", body=data, headers={"Content-Type": "text/xml; charset=utf-8", **(headers or {})})
     r = c.getresponse()
     out = r.status, r.read().decode(), r.headers
@@ -39,8 +44,8 @@ def post(port, data, headers=None, timeout=90):
 class Bosh:
     """A BOSH client one request at a time: each waits for its answer."""
 
-    def __init__(self, port, wait=5):
-        self.port, self.wait, self.sid = port, wait, None
+    def __init__(self, port, wait=5, ca=None):
+        self.port, self.wait, self.sid, self.ca = port, wait, None, ca
         self.rid = random.randint(1 << 20, 1 << 40)
 
     def body(self, payload="", rid=None, **attrs):
@@ -49,7 +54,7 @@ class Bosh:
         return f"<body xmlns='{NS}' xmlns:xmpp='{XBOSH}' {text}>{payload}</body>"
 
     def raw(self, data):
-        status, text, _ = post(self.port, data)
+        status, text, _ = post(self.port, data, ca=self.ca)
         assert status == 200, (status, text)
         return text
 

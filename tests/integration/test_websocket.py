@@ -19,17 +19,18 @@ def ws_server(martlet_server, http=None, **kw):
     return server
 
 
-def test_xmpp_client_over_websocket_chats_with_a_tcp_client(martlet_server):
-    server = ws_server(martlet_server)
-    env = dict(os.environ, NODE_EXTRA_CA_CERTS=server.ca, XMPP_SERVICE=f"ws://127.0.0.1:{server.http_port}/xmpp-websocket")
+def js_client_chats_with_a_tcp_client(server, service, body):
+    """@xmpp/client as alice at `service` (ws:// or wss://) sends bob, on TCP, `body`;
+    bob answers, and the answer must reach it."""
+    env = dict(os.environ, NODE_EXTRA_CA_CERTS=server.ca, XMPP_SERVICE=service)
 
     async def run():
         bob = await login(server, "bob")
         proc = await asyncio.create_subprocess_exec(
-            "node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "chat.mjs"), "0", "alice", PASSWORD, "bob@localhost", "hello over websocket",
+            "node", "--experimental-websocket", "--no-warnings", str(JS_DIR / "chat.mjs"), "0", "alice", PASSWORD, "bob@localhost", body,
             cwd=JS_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         msg = await bob.next_message(timeout=20)
-        assert msg["body"] == "hello over websocket" and str(msg["from"]).startswith("alice@localhost/")
+        assert msg["body"] == body and str(msg["from"]).startswith("alice@localhost/")
         bob.send_message(mto=str(msg["from"]), mbody="hello back", mtype="chat")
         out, err = await asyncio.wait_for(proc.communicate(), 20)
         assert proc.returncode == 0, err.decode()
@@ -37,6 +38,11 @@ def test_xmpp_client_over_websocket_chats_with_a_tcp_client(martlet_server):
         await close(bob)
 
     asyncio.run(run())
+
+
+def test_xmpp_client_over_websocket_chats_with_a_tcp_client(martlet_server):
+    server = ws_server(martlet_server)
+    js_client_chats_with_a_tcp_client(server, f"ws://127.0.0.1:{server.http_port}/xmpp-websocket", "hello over websocket")
 
 
 def handshake(port, path="/xmpp-websocket", protocol="xmpp", headers=()):
