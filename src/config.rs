@@ -99,6 +99,7 @@ path = ""                     # where files are kept; "" -> <storage path>/uploa
 file_bytes_max = 104857600    # one file (100 MiB); a larger slot request -> <not-acceptable/> with <file-too-large/>
 quota_bytes_per_user = 1073741824  # bytes one account keeps at once (1 GiB); past it -> <resource-constraint/>
 expiry_secs = 2592000         # files are deleted this long after upload (30 days), checked hourly
+bytes_per_sec_min = 1024      # an upload slower than this on average, past its first 10 s, is cut (408) and its part deleted
 
 # XEP-0215: STUN/TURN servers for calls, one [[external_services]] table each (none by default), e.g.
 # [[external_services]]
@@ -367,6 +368,9 @@ pub struct Upload {
     pub file_bytes_max: u64,
     pub quota_bytes_per_user: u64,
     pub expiry_secs: u64,
+    /// A slower upload holds a connection slot and a file open for nothing: cut after
+    /// `modules::upload::RATE_GRACE`.
+    pub bytes_per_sec_min: u64,
 }
 
 impl Default for Upload {
@@ -379,6 +383,7 @@ impl Default for Upload {
             file_bytes_max: 104_857_600,
             quota_bytes_per_user: 1_073_741_824,
             expiry_secs: 2_592_000,
+            bytes_per_sec_min: 1024,
         }
     }
 }

@@ -9,14 +9,16 @@
 //! pool, never whole in memory, next to a `.meta` with the content type and time. GET URLs
 //! are the path alone (the id is 128 random bits). Files older than `expiry_secs` are
 //! purged hourly. An upload has no total time limit (a large file on a slow link is slow),
-//! but each read of its body and each write of a download must make progress within
-//! `send_stall_secs`, as any client write does. In a cluster, every node must see the same upload dir (a shared mount):
-//! the file is wherever the PUT landed otherwise.
+//! but once past `RATE_GRACE` it must average `[upload] bytes_per_sec_min`, and each read
+//! of its body and each write of a download must make progress within `send_stall_secs`,
+//! as any client write does. In a cluster every node sees the same upload
+//! dir (a shared mount) and the same secret (shared storage), so every node serves every
+//! file; the README says why this and not redirects, and why no S3 store.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use minidom::Element;
@@ -33,6 +35,10 @@ const NAME_BYTES_MAX: usize = 100;
 /// Bytes moved per disk write or read.
 const CHUNK_BYTES: usize = 64 * 1024;
 /// How often expired files are looked for.
+/// How long an upload may run before `[upload] bytes_per_sec_min` applies: a connection's
+/// slow start, and a client that asks then pauses before the body (as some do for a
+/// `100 Continue` they will not get).
+const RATE_GRACE: Duration = Duration::from_secs(10);
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// An IQ to the upload service: its disco#info (§3, with `max-file-size`) and slot
@@ -216,6 +222,7 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut 
         return Err(("409 Conflict", "this slot was used already"));
     }
     let part = dir.join(".part");
+    let started = Instant::now();
     let mut written = 0u64;
     let mut chunk = vec![0u8; CHUNK_BYTES];
     body_start.truncate(size as usize);
@@ -238,13 +245,19 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut 
             glommio::timer::sleep(stall).await;
             None
         });
-        match read.await {
-            None | Some(Ok(0)) | Some(Err(_)) => {
-                let path = dir.clone();
-                glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await.ok();
-                return Err(("400 Bad Request", "the body ended early"));
+        let refusal = match read.await {
+            None | Some(Ok(0)) | Some(Err(_)) => Some(("400 Bad Request", "the body ended early")),
+            Some(Ok(n)) => {
+                pending.extend_from_slice(&chunk[..n]);
+                let received = written + pending.len() as u64;
+                too_slow(started.elapsed(), received, core.cfg.upload.bytes_per_sec_min)
+                    .then_some(("408 Request Timeout", "the body came slower than the server's minimum rate"))
             }
-            Some(Ok(n)) => pending.extend_from_slice(&chunk[..n]),
+        };
+        if let Some(refusal) = refusal {
+            let path = dir.clone();
+            glommio::executor().spawn_blocking(move || std::fs::remove_dir_all(path)).await.ok();
+            return Err(refusal);
         }
     }
     let meta_json = serde_json::json!({ "content_type": content_type, "created": now_secs() }).to_string();
@@ -252,6 +265,13 @@ async fn put<S: AsyncRead + AsyncWrite + Unpin>(core: &Rc<CoreState>, tcp: &mut 
         .spawn_blocking(move || std::fs::write(&meta, meta_json).and_then(|_| std::fs::rename(&part, &file_path)))
         .await;
     done.map_err(|_| ("500 Internal Server Error", "the file could not be stored"))
+}
+
+/// Past `RATE_GRACE`, an upload that has averaged less than `bytes_per_sec_min` since it
+/// started: one byte now and then would otherwise hold its connection for as long as
+/// each read comes within `send_stall_secs`.
+fn too_slow(elapsed: Duration, received: u64, bytes_per_sec_min: u64) -> bool {
+    elapsed > RATE_GRACE && (received as f64) < bytes_per_sec_min as f64 * elapsed.as_secs_f64()
 }
 
 fn append(path: &Path, data: &[u8]) -> std::io::Result<()> {
@@ -349,6 +369,15 @@ fn purge(root: &Path, expiry_secs: u64, now: u64) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_upload_is_too_slow_only_past_the_grace_and_below_the_rate() {
+        let secs = Duration::from_secs;
+        assert!(!too_slow(secs(9), 0, 1024), "nothing yet, within the grace");
+        assert!(too_slow(secs(11), 11 * 1024 - 1, 1024));
+        assert!(!too_slow(secs(11), 11 * 1024, 1024));
+        assert!(!too_slow(secs(3600), 0, 0), "0 turns the check off");
+    }
 
     #[test]
     fn names_and_types_are_sanitised() {

@@ -40,8 +40,9 @@ def wait_members(node, expected, secs=CONVERGE_SECS + 10):
 @pytest.fixture
 def cluster(martlet_server, postgres_storage):
     """`cluster(n)`: n nodes, node0 provisioning the accounts, each seeded with the others;
-    returns once every node sees every other up."""
-    def make(n=3, users=("alice", "bob", "carol"), secret=SECRET, wait=True, suspicion_ms=SUSPICION_MS, limits=None):
+    returns once every node sees every other up. `per_node(i)`: more sections for node i."""
+    def make(n=3, users=("alice", "bob", "carol"), secret=SECRET, wait=True, suspicion_ms=SUSPICION_MS, limits=None,
+             per_node=lambda i: {}):
         mesh_ports = [free_port() for _ in range(n)]
         nodes = []
         for i in range(n):
@@ -56,6 +57,7 @@ def cluster(martlet_server, postgres_storage):
                     "suspicion_timeout_ms": suspicion_ms,
                 },
                 limits=limits or {},
+                **per_node(i),
             )
             node.name = f"node{i}"
             node.mesh_port = mesh_ports[i]

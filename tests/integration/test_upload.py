@@ -3,7 +3,9 @@ server's disco#items, asks for a slot (slixmpp's own xep_0363 needs aiohttp, so 
 request is built here); the file goes up with an HTTP PUT to the [http] listener and
 comes back with a GET, byte for byte; the limits answer as the XEP says."""
 import asyncio
+import http.client as http_client
 import os
+import time
 import xml.etree.ElementTree as ET
 import urllib.error
 import urllib.request
@@ -13,6 +15,7 @@ from slixmpp.exceptions import IqError
 
 from clients import close, login
 from conftest import free_port
+from test_cluster import cluster  # noqa: F401 (a fixture)
 
 PLUGINS = ("xep_0004",)
 NS = "urn:xmpp:http:upload:0"
@@ -81,3 +84,65 @@ def test_a_file_goes_up_and_comes_back_byte_for_byte(martlet_server):
         await close(alice)
 
     asyncio.run(run())
+
+
+def test_every_node_of_a_cluster_serves_every_file(cluster, tmp_path):
+    """The cluster shares the upload directory (a shared mount in production) and the
+    server secret (in the shared PostgreSQL): a slot one node signs is good for a PUT to
+    any node, and a file one node took in, any node serves."""
+    shared = tmp_path / "uploads"
+    ports = [free_port(), free_port()]
+    nodes = cluster(2, per_node=lambda i: {"http": {"listen": f"127.0.0.1:{ports[i]}", "behind_tls_proxy": True},
+                                           "upload": {"path": str(shared), "public_url": f"http://127.0.0.1:{ports[i]}"}})
+    content = os.urandom(100_000)
+
+    async def run():
+        alice = await login(nodes[0], "alice", plugins=PLUGINS)
+        put, get = await request_slot(alice, "map.png", len(content), "image/png")
+        assert put.startswith(f"http://127.0.0.1:{ports[0]}/upload/")
+        other = lambda url: url.replace(str(ports[0]), str(ports[1]))  # noqa: E731
+        status, _, _ = await asyncio.to_thread(http, "PUT", other(put), content, {"Content-Type": "image/png"})
+        assert status == 201, "node1 checks node0's slot"
+        for url in (get, other(get)):
+            status, headers, body = await asyncio.to_thread(http, "GET", url)
+            assert (status, body, headers["Content-Type"]) == (200, content, "image/png"), url
+        await close(alice)
+
+    asyncio.run(run())
+
+
+def test_an_upload_below_the_minimum_rate_is_cut_and_its_part_deleted(martlet_server, tmp_path):
+    port = free_port()
+    server = martlet_server(
+        http={"listen": f"127.0.0.1:{port}", "behind_tls_proxy": True},
+        upload={"public_url": f"http://127.0.0.1:{port}", "bytes_per_sec_min": 10_000, "path": str(tmp_path / "up")},
+    )
+    size = 200_000
+
+    async def run():
+        alice = await login(server, "alice", plugins=PLUGINS)
+        put, get = await request_slot(alice, "slow.bin", size, "application/octet-stream")
+        await close(alice)
+        return put, get
+
+    put, get = asyncio.run(run())
+    path = put.split(str(port), 1)[1]
+    c = http_client.HTTPConnection("127.0.0.1", port, timeout=30)
+    c.putrequest("PUT", path)
+    c.putheader("Content-Type", "application/octet-stream")
+    c.putheader("Content-Length", str(size))
+    c.endheaders()
+    started, sent = time.time(), 0
+    try:
+        # 2,000 B/s: a fifth of the minimum, and each read well within send_stall_secs.
+        while time.time() - started < 20 and sent < size:
+            c.send(b"x" * 1000)
+            sent += 1000
+            time.sleep(0.5)
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    r = c.getresponse()
+    assert r.status == 408, (r.status, r.read())
+    assert 10 <= time.time() - started < 20, "cut after the grace, not before"
+    assert http("GET", get)[0] == 404
+    assert not any((tmp_path / "up").rglob(".part")), "the partial file is deleted"
