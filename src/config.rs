@@ -86,6 +86,7 @@ members_max = 256             # nodes this node keeps track of; a new one past i
 listen = []                   # HTTP/1.1 for web clients: RFC 7395 WebSocket at /xmpp-websocket, XEP-0206 BOSH at /http-bind; one "IP:port" or a list; [] disables
 tls_listen = []               # the same over TLS (https://, wss://) with the [tls] certificate; one "IP:port" or a list; [] disables
 behind_tls_proxy = false      # true: a reverse proxy in front terminates TLS (wss://), so these streams count as encrypted; never expose such a listener directly
+see_other_uri = ""            # RFC 7395 §3.6.1: when this node stops, its WebSocket clients are told to reconnect here (another node's or a balancer's wss:// URL) instead of <system-shutdown/>; "" -> not sent
 trusted_proxies = []          # addresses of reverse proxies whose X-Forwarded-For names the client, for its per-IP limits and the logs; from anyone else the header is ignored
 bosh_wait_secs_max = 60       # XEP-0124: longest a BOSH request is held waiting for stanzas; a client asking more gets this
 bosh_inactivity_secs = 60     # a BOSH session with no request held for this long ends, as if its TCP connection dropped
@@ -429,6 +430,8 @@ pub struct Http {
     /// HTTPS: the same endpoints, TLS from `[tls]` (`c2s::accept::Entry::Https`).
     pub tls_listen: Listen,
     pub behind_tls_proxy: bool,
+    /// Where WebSocket clients are sent when this node stops (`c2s::websocket`).
+    pub see_other_uri: String,
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// XEP-0206 BOSH (`c2s::bosh`): the longest `wait`, the inactivity timeout and the
     /// longest pause, in seconds.
@@ -450,6 +453,7 @@ impl Default for Http {
             listen: Listen::Many(Vec::new()),
             tls_listen: Listen::Many(Vec::new()),
             behind_tls_proxy: false,
+            see_other_uri: String::new(),
             trusted_proxies: Vec::new(),
             bosh_wait_secs_max: 60,
             bosh_inactivity_secs: 60,

@@ -218,7 +218,13 @@ impl Conn {
             let header = self.header(domain, &new_stream_id(), "en");
             let _ = self.send(header.as_bytes()).await;
         }
-        let _ = self.send(err.to_xml(text).as_bytes()).await;
+        let moved = match &mut self.transport {
+            Transport::WebSocket(ws) if err == StreamError::SystemShutdown => ws.send_see_other(),
+            _ => false,
+        };
+        if !moved {
+            let _ = self.send(err.to_xml(text).as_bytes()).await;
+        }
         self.close_transport().await;
     }
 

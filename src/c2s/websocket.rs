@@ -104,9 +104,11 @@ pub async fn upgrade(
         tungstenite::handshake::derive_accept_key(key.as_bytes())
     );
     tcp.write_all(answer.as_bytes()).await?;
+    let see_other_uri = &core.cfg.http.see_other_uri;
     let ws = WsStream {
         tcp,
         secure,
+        see_other_uri: (!see_other_uri.is_empty()).then(|| Box::from(see_other_uri.as_str())),
         message_bytes_max: message_bytes_max + MESSAGE_SLACK_BYTES,
         raw: Vec::new(),
         message: Vec::new(),
@@ -209,6 +211,8 @@ pub struct WsStream {
     /// Over TLS, here or at a reverse proxy that terminates it (`[http] behind_tls_proxy`):
     /// the stream counts as encrypted, and STARTTLS is not offered.
     pub secure: bool,
+    /// `[http] see_other_uri`: where the client is sent when the server stops.
+    see_other_uri: Option<Box<str>>,
     message_bytes_max: usize,
     /// Bytes read from the socket, not yet whole frames.
     raw: Vec<u8>,
@@ -265,6 +269,16 @@ impl WsStream {
                 _ => return Err(invalid("binary and reserved frames have no place in RFC 7395")),
             }
         }
+    }
+
+    /// RFC 7395 §3.6.1: at shutdown, a `<close/>` naming `[http] see_other_uri` (which
+    /// stands in for RFC 6120's `<see-other-host/>` on this transport) instead of the
+    /// stream error; false when none is configured. The caller closes the connection.
+    pub fn send_see_other(&mut self) -> bool {
+        let Some(uri) = self.see_other_uri.take() else { return false };
+        let close = format!("<close xmlns='{}' see-other-uri='{}'/>", ws_framing::FRAMING, super::stream_error::escape(&uri));
+        self.frame(OpCode::Data(Data::Text), close.as_bytes());
+        true
     }
 
     fn frame(&mut self, opcode: OpCode, payload: &[u8]) {

@@ -185,3 +185,31 @@ def test_x_forwarded_for_from_an_untrusted_peer_is_ignored(martlet_server):
     assert held[0] and held[1] and held[2] is None, "a client escaped its per-IP limit by naming others"
     for s in held[:2]:
         s.close()
+
+
+def test_at_shutdown_a_websocket_client_is_sent_to_see_other_uri(martlet_server):
+    # RFC 7395 §3.6.1: the <close/> names where to go, in place of <system-shutdown/>.
+    uri = "wss://other.example:5443/xmpp-websocket?a=1&b=2"
+    server = ws_server(martlet_server, http={"see_other_uri": uri})
+    s, head = handshake(server.http_port)
+    assert head.startswith("HTTP/1.1 101"), head
+    # Bound first: shutdown tells sessions, and drops streams still negotiating.
+    opening = frame("<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='localhost' version='1.0'/>")
+    s.sendall(opening)
+    assert [read_message(s)[1][:8] for _ in range(2)] == ["<open xm", "<stream:"]
+    plain = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+    s.sendall(frame(f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{plain}</auth>"))
+    assert read_message(s)[1].startswith("<success")
+    s.sendall(opening)
+    assert [read_message(s)[1][:8] for _ in range(2)] == ["<open xm", "<stream:"]
+    s.sendall(frame("<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/></iq>"))
+    assert "<jid>alice@localhost/" in read_message(s)[1]
+    server.stop()
+    s.settimeout(5)
+    messages = []
+    try:
+        while True:
+            messages.append(read_message(s)[1])
+    except (ConnectionError, OSError):
+        pass
+    assert messages == ["<close xmlns='urn:ietf:params:xml:ns:xmpp-framing' see-other-uri='wss://other.example:5443/xmpp-websocket?a=1&amp;b=2'/>"], messages
