@@ -9,7 +9,9 @@
 # MARTLET_BIN: a prebuilt martlet to run instead (then nothing is built, and lg needs a
 # loadgen built before). BENCH_CORES: `cores` for the node (default: one per CPU);
 # BENCH_PIN: a CPU list the server is pinned to (`taskset -c`). BENCH_METRICS_PORT: serve
-# the Prometheus metrics on 127.0.0.1 at that port.
+# the Prometheus metrics on 127.0.0.1 at that port. BENCH_HTTP_PORT: the HTTP listener
+# (WebSocket, BOSH, uploads) on 127.0.0.1 at that port, counted as behind a TLS proxy so
+# SASL PLAIN is offered there as on the TCP port.
 martlet_bin=${MARTLET_BIN:-target/release/martlet}
 
 start_bench_node() {
@@ -30,6 +32,11 @@ listen = "${direct_tls:+127.0.0.1:$direct_tls}"
 path = "$work/data"
 ${BENCH_METRICS_PORT:+[metrics]
 listen = \"127.0.0.1:$BENCH_METRICS_PORT\"}
+${BENCH_HTTP_PORT:+[http]
+listen = \"127.0.0.1:$BENCH_HTTP_PORT\"
+behind_tls_proxy = true
+[upload]
+public_url = \"http://127.0.0.1:$BENCH_HTTP_PORT\"}
 [limits]
 connections_per_ip_max = 1000000
 auth_failures_per_ip_per_minute = 1000000
