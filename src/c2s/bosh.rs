@@ -55,7 +55,8 @@ const BODY_SLACK_BYTES: usize = 1024;
 /// Response payload the client has not fetched yet, in bytes; past it the session's
 /// writes wait.
 const OUTBOUND_BYTES_MAX: usize = 256 * 1024;
-/// The shortest interval between polls advertised (`polling`), in seconds.
+/// The shortest interval between polls (`polling`), in seconds: a session with `hold`
+/// 0 whose empty requests come closer than this is ended (XEP-0124 §12).
 const POLLING_SECS: u64 = 2;
 /// The largest rid (XEP-0124 §14: 2^53 - 1, what every client's arithmetic holds).
 const RID_MAX: u64 = (1 << 53) - 1;
@@ -348,6 +349,9 @@ struct State {
     idle_since: Option<Instant>,
     /// The inactivity a pause asked for, until the next request.
     paused: Option<Duration>,
+    /// When the last request came, if it was empty: with `hold` 0 every request is
+    /// answered at once, so empty ones are polls, and `polling` apart at least.
+    last_poll: Option<Instant>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -432,6 +436,13 @@ impl Session {
         }
         st.next_rid = rid + 1;
         st.paused = None;
+        let poll = self.hold == 0 && body.payload.is_empty() && !body.restart && !body.terminate && body.pause.is_none();
+        let now = Instant::now();
+        if poll && st.last_poll.is_some_and(|at| now.duration_since(at) < Duration::from_secs(POLLING_SECS)) {
+            st.end(Ended::ByClient);
+            return terminate(core, Some("policy-violation"), "");
+        }
+        st.last_poll = poll.then_some(now);
         if body.restart {
             let lang = body.lang.as_deref().unwrap_or("en");
             let header = stream_header([("to", core.cfg.domain.as_str()), ("version", "1.0"), ("xml:lang", lang)].into_iter());

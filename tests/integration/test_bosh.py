@@ -292,3 +292,24 @@ def test_pause_keeps_the_session_past_inactivity_then_it_ends(martlet_server):
     time.sleep(5)  # past maxpause, which the pause asked was cut to
     answer = b.send()
     assert answer.get("type") == "terminate" and answer.get("condition") == "item-not-found"
+
+
+def test_polling_faster_than_advertised_ends_a_hold_0_session(martlet_server):
+    # XEP-0124 §12: with hold 0 every request is answered at once, so empty ones are polls;
+    # two closer than `polling` seconds end the session with policy-violation.
+    server = bosh_server(martlet_server)
+    bosh = Bosh(server.http_port)
+    created = bosh.start(hold="0")
+    assert created.get("hold") == "0" and created.get("polling") == "2", ET.tostring(created)
+    polling = int(created.get("polling"))
+    time.sleep(polling + 0.2)
+    assert bosh.send().get("type") is None, "a poll after the interval is answered"
+    time.sleep(polling + 0.2)
+    plain = base64.b64encode(f"\0alice\0{PASSWORD}".encode()).decode()
+    answer = bosh.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{plain}</auth>")
+    assert answer.get("type") is None, "not a poll: it carries an element"
+    assert bosh.send().get("type") is None, "the first poll after a request with payload"
+    too_soon = bosh.send()
+    assert (too_soon.get("type"), too_soon.get("condition")) == ("terminate", "policy-violation"), ET.tostring(too_soon)
+    after = bosh.send()
+    assert (after.get("type"), after.get("condition")) == ("terminate", "item-not-found"), "the session is gone"
