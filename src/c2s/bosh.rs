@@ -19,8 +19,9 @@
 //! wait), bytes the client has not fetched ([`OUTBOUND_BYTES_MAX`]: the session's writes
 //! then wait, as on TCP, until `send_stall_secs` ends it), `[http] bosh_wait_secs_max`,
 //! `bosh_inactivity_secs` and `bosh_pause_secs_max`. Each session holds a connection slot
-//! (`connections_per_ip_max`), as a TCP stream does. `key`/`newkey` (§15) are not
-//! supported and not advertised; `polling` is advertised but not enforced.
+//! (`connections_per_ip_max`), as a TCP stream does; an HTTP connection kept alive
+//! between requests waits at most `websocket::KEEP_ALIVE_IDLE` for the next. `key`/`newkey`
+//! (§15) are not supported and not advertised; `polling` binds `hold` 0 sessions (§12).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
@@ -153,53 +154,66 @@ pub struct Sessions {
     pub forwarded: Tickets<String>,
 }
 
-/// Answers one HTTP request for `/http-bind` (its head parsed, `body` what came after it)
-/// and lets the connection close: one request per connection, so each may land on any core.
-/// `secure`: the request came over TLS, here or at a proxy; a session it starts counts as
-/// encrypted.
+/// Answers one HTTP request for `/http-bind` (its head parsed, `bytes` what came after it).
+/// HTTP/1.1 keeps the connection unless the client says `Connection: close`: then the
+/// bytes after this request are returned, the start of the next one; `None` when the
+/// connection is to close (asked, or after an error). A session's requests may still come
+/// on several connections, each on any core. `secure`: the request came over TLS, here
+/// or at a proxy; a session it starts counts as encrypted.
 pub async fn serve(
     core: &Rc<CoreState>,
     tcp: &mut Transport,
     req: &httparse::Request<'_, '_>,
-    body: Vec<u8>,
+    mut bytes: Vec<u8>,
     deadline: Instant,
     client: SocketAddr,
     secure: bool,
-) {
+) -> Option<Vec<u8>> {
     use futures_lite::AsyncWriteExt;
-    let answer = match req.method {
+    let close_asked = super::websocket::header_of(req, "connection").is_some_and(|v| v.to_ascii_lowercase().contains("close"));
+    let keep_alive = req.version == Some(1) && !close_asked;
+    let (answer, kept) = match req.method {
         // CORS preflight: browsers ask before posting text/xml from a page of another origin.
-        Some("OPTIONS") => super::websocket::http_response(
-            "200 OK",
-            "text/plain",
-            "Access-Control-Allow-Methods: POST, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type\r\nAccess-Control-Max-Age: 86400\r\n",
-            "",
+        Some("OPTIONS") => (
+            super::websocket::http_response_kept(
+                "200 OK",
+                "text/plain",
+                "Access-Control-Allow-Methods: POST, OPTIONS\r\nAccess-Control-Allow-Headers: Content-Type\r\nAccess-Control-Max-Age: 86400\r\n",
+                "",
+                keep_alive,
+            ),
+            keep_alive,
         ),
         Some("POST") => {
             core.counters.bosh_requests.inc();
-            match Box::pin(post(core, tcp, req, body, deadline, client, secure)).await {
-                Ok(xml) => super::websocket::http_response("200 OK", "text/xml; charset=utf-8", "Cache-Control: no-store\r\n", &xml),
-                Err(None) => return, // the client went, or took too long to send its body
+            match Box::pin(post(core, tcp, req, &mut bytes, deadline, client, secure)).await {
+                Ok(xml) => (
+                    super::websocket::http_response_kept("200 OK", "text/xml; charset=utf-8", "Cache-Control: no-store\r\n", &xml, keep_alive),
+                    keep_alive,
+                ),
+                Err(None) => return None, // the client went, or took too long to send its body
                 Err(Some((status, why))) => {
                     core.counters.bosh_errors.inc();
-                    super::websocket::http_response(status, "text/plain", "", &format!("{why}\n"))
+                    (super::websocket::http_response(status, "text/plain", "", &format!("{why}\n")), false)
                 }
             }
         }
-        _ => super::websocket::http_response("405 Method Not Allowed", "text/plain", "Allow: POST, OPTIONS\r\n", "BOSH takes POST\n"),
+        _ => (super::websocket::http_response("405 Method Not Allowed", "text/plain", "Allow: POST, OPTIONS\r\n", "BOSH takes POST\n"), false),
     };
-    let _ = tcp.write_all(answer.as_bytes()).await;
+    let written = tcp.write_all(answer.as_bytes()).await;
+    (kept && written.is_ok()).then_some(bytes)
 }
 
 type HttpRefusal = Option<(&'static str, &'static str)>;
 
 /// Reads the body, then answers it: a new session, or one of this core's sessions, or
-/// one forwarded to the core whose session it is.
+/// one forwarded to the core whose session it is. `bytes` holds what came after the head;
+/// it is left holding what came after the body.
 async fn post(
     core: &Rc<CoreState>,
     tcp: &mut Transport,
     req: &httparse::Request<'_, '_>,
-    mut bytes: Vec<u8>,
+    bytes: &mut Vec<u8>,
     deadline: Instant,
     client: SocketAddr,
     secure: bool,
@@ -218,8 +232,9 @@ async fn post(
             _ => return Err(None),
         }
     }
-    bytes.truncate(length);
-    let body = match parse(&bytes, super::conn::parser_limits(&core.cfg.limits)) {
+    let rest = bytes.split_off(length);
+    let body = std::mem::replace(bytes, rest);
+    let body = match parse(&body, super::conn::parser_limits(&core.cfg.limits)) {
         Ok(body) => body,
         Err(why) => {
             log::debug!("{client}: BOSH body refused: {why}");

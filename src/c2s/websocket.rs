@@ -32,6 +32,9 @@ const REQUEST_HEADERS_MAX: usize = 32;
 const OUTBOUND_BYTES_MAX: usize = 256 * 1024;
 /// Room for the framing around the largest stanza in one message, in bytes.
 const MESSAGE_SLACK_BYTES: usize = 1024;
+/// How long a kept-alive HTTP connection may sit between a BOSH answer and the next
+/// request's head; a browser reuses it well within this, and then closes it itself.
+const KEEP_ALIVE_IDLE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Reads the client's upgrade request and answers it: `Ok` with the stream once the
 /// handshake is done, `Err` (after an HTTP error answer where one is due) otherwise.
@@ -50,15 +53,22 @@ pub async fn upgrade(
     let trusted = &core.cfg.http.trusted_proxies;
     let mut head = Vec::with_capacity(1024);
     let mut chunk = [0u8; 1024];
+    // The next request head must be whole by `deadline`: the handshake's for the first,
+    // `KEEP_ALIVE_IDLE` after the last answer for one on a kept connection (BOSH).
+    let (mut deadline, mut kept) = (deadline, false);
+    let mut read_more = true;
     let (key, client) = loop {
-        let n = match super::conn::until(deadline, async { tcp.read(&mut chunk).await.map_err(super::conn::ConnEnd::Io) }).await {
-            Ok(n) => n,
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-        };
-        if n == 0 {
-            return Err(io::ErrorKind::UnexpectedEof.into());
+        if read_more {
+            let n = match super::conn::until(deadline, async { tcp.read(&mut chunk).await.map_err(super::conn::ConnEnd::Io) }).await {
+                Ok(n) => n,
+                Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            };
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+            head.extend_from_slice(&chunk[..n]);
         }
-        head.extend_from_slice(&chunk[..n]);
+        read_more = true;
         let mut headers = [httparse::EMPTY_HEADER; REQUEST_HEADERS_MAX];
         let mut req = httparse::Request::new(&mut headers);
         match req.parse(&head) {
@@ -78,8 +88,15 @@ pub async fn upgrade(
                 }
                 if super::bosh::handles(path) {
                     let client = SocketAddr::new(forwarded_client(peer, header_of(&req, "x-forwarded-for"), trusted), 0);
-                    super::bosh::serve(core, &mut tcp, &req, head[len..].to_vec(), deadline, client, secure).await;
-                    return Err(io::Error::other("XEP-0206 request answered"));
+                    let handshake = std::time::Duration::from_secs(core.cfg.limits.handshake_timeout_secs);
+                    let body_deadline = if kept { std::time::Instant::now() + handshake } else { deadline };
+                    let next = super::bosh::serve(core, &mut tcp, &req, head[len..].to_vec(), body_deadline, client, secure).await;
+                    let Some(next) = next else { return Err(io::Error::other("XEP-0206 request answered")) };
+                    // Kept alive: what came after this request starts the next one.
+                    read_more = next.is_empty();
+                    (head, kept) = (next, true);
+                    deadline = std::time::Instant::now() + KEEP_ALIVE_IDLE;
+                    continue;
                 }
                 if len != head.len() {
                     // A client sends nothing before our 101.
@@ -168,8 +185,14 @@ fn host_meta(req: &httparse::Request, secure: bool) -> Option<String> {
 /// web clients are served from elsewhere; nothing here reads cookies). `headers` are
 /// further header lines, each ending in CRLF.
 pub fn http_response(status: &str, content_type: &str, headers: &str, body: &str) -> String {
+    http_response_kept(status, content_type, headers, body, false)
+}
+
+/// The same, keeping the connection for the next request when `keep_alive`.
+pub fn http_response_kept(status: &str, content_type: &str, headers: &str, body: &str, keep_alive: bool) -> String {
+    let connection = if keep_alive { "keep-alive" } else { "close" };
     format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nAccess-Control-Allow-Origin: *\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nAccess-Control-Allow-Origin: *\r\n{headers}Content-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
         body.len()
     )
 }

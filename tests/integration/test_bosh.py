@@ -313,3 +313,48 @@ def test_polling_faster_than_advertised_ends_a_hold_0_session(martlet_server):
     assert (too_soon.get("type"), too_soon.get("condition")) == ("terminate", "policy-violation"), ET.tostring(too_soon)
     after = bosh.send()
     assert (after.get("type"), after.get("condition")) == ("terminate", "item-not-found"), "the session is gone"
+
+
+class KeptBosh(Bosh):
+    """A BOSH client on one HTTP/1.1 connection, kept alive between requests."""
+
+    def __init__(self, port):
+        super().__init__(port)
+        self.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        self.sockets = []
+
+    def raw(self, data):
+        self.conn.request("POST", "/http-bind", body=data, headers={"Content-Type": "text/xml; charset=utf-8"})
+        r = self.conn.getresponse()
+        text = r.read().decode()
+        assert (r.status, r.getheader("Connection")) == (200, "keep-alive"), (r.status, r.headers, text)
+        self.sockets.append(self.conn.sock)
+        return text
+
+
+def test_one_kept_alive_connection_carries_a_whole_session(martlet_server):
+    # Browsers reuse their connections: with TLS each new one would cost a handshake.
+    server = bosh_server(martlet_server)
+    bosh = KeptBosh(server.http_port)
+    assert bosh.login().startswith("alice@localhost/bosh")
+    assert len(bosh.sockets) >= 4 and all(s is bosh.sockets[0] for s in bosh.sockets), "one TCP connection throughout"
+    # Asked to close, it closes after the answer.
+    bosh.conn.request("POST", "/http-bind", body=bosh.body(), headers={"Connection": "close"})
+    r = bosh.conn.getresponse()
+    r.read()
+    assert r.getheader("Connection") == "close"
+
+
+def test_requests_sent_back_to_back_on_one_connection_are_answered_in_order(martlet_server):
+    server = bosh_server(martlet_server)
+    create = Bosh(server.http_port).body(to="localhost", wait="5", hold="1", ver="1.11", **{"xmpp:version": "1.0"})
+    s = socket.create_connection(("127.0.0.1", server.http_port), timeout=10)
+    s.sendall(b"OPTIONS /http-bind HTTP/1.1\r\nHost: localhost\r\nOrigin: http://elsewhere\r\n\r\n"
+              + f"POST /http-bind HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/xml\r\nContent-Length: {len(create)}\r\nConnection: close\r\n\r\n{create}".encode())
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    s.close()
+    answers = data.split(b"HTTP/1.1 ")[1:]
+    assert [a[:6] for a in answers] == [b"200 OK", b"200 OK"], data
+    assert b"Access-Control-Allow-Methods" in answers[0] and b"sid=" in answers[1], data
