@@ -365,6 +365,11 @@ pub fn as_full(jid: &Jid) -> Option<FullJid> {
     jid.clone().try_into_full().ok()
 }
 
+/// The resource part, shared by a session and its UserChannel.
+pub fn resource_of(jid: &FullJid) -> Arc<str> {
+    jid.resource().as_str().into()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -471,7 +471,3 @@ enum Bound {
 }
 
 
-/// The resource part, shared by the session and its UserChannel.
-pub fn resource_of(jid: &FullJid) -> Arc<str> {
-    jid.resource().as_str().into()
-}

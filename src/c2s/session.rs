@@ -14,7 +14,6 @@ use shards::contain::{contained, Panicked};
 use shards::mailbox;
 
 use super::conn::{Conn, ConnEnd};
-use super::negotiate::resource_of;
 use super::stream_error::{self, StreamError};
 use crate::modules::blocking::BlockList;
 use crate::modules::csi::{self, Held, Verdict};
@@ -24,7 +23,7 @@ use crate::modules::stream_mgmt::{self as sm, ClientSm, SmState, Unacked};
 use crate::modules::{self, offline, IqAnswer};
 use crate::router::credit::Credit;
 use crate::router::{CoreState, Handover, RoomMsg, SessionAddr, SessionMsg, UserMsg};
-use crate::stanza::{build, may_answer_with_error, to_xml, Kind, Stanza, StanzaError};
+use crate::stanza::{build, may_answer_with_error, resource_of, to_xml, Kind, Stanza, StanzaError};
 use crate::xml::{ns, stream_parser::StreamEvent};
 
 /// Stanzas written in one go when several are queued: fewer syscalls and TLS records under

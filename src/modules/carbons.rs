@@ -22,7 +22,7 @@ pub fn handle(req: IqRequest<'_>) -> IqFuture<'_> {
             (Some("set"), "disable") => false,
             _ => return IqAnswer::Error(StanzaError::BadRequest),
         };
-        let resource = crate::c2s::negotiate::resource_of(req.user);
+        let resource = crate::stanza::resource_of(req.user);
         let bare = req.user.to_bare().to_string().into();
         req.core.request_user(bare, req.credit, UserMsg::Carbons { resource, enabled }).await;
         IqAnswer::Result(None)
