@@ -1,10 +1,13 @@
 """Converse.js, a web client nobody here wrote, in Debian's Chromium (headless, driven by
-puppeteer-core) over martlet's RFC 7395 WebSocket endpoint and over its XEP-0206 BOSH
-endpoint (from a page of another origin, so through CORS): it logs in, sees a contact's
+puppeteer-core) over martlet's RFC 7395 WebSocket endpoint, plain and over TLS
+(`[http] tls_listen`, wss://), and over its XEP-0206 BOSH endpoint (from a page of another
+origin, so through CORS): it logs in, sees a contact's
 presence, exchanges messages with a slixmpp user, and logs in again after a page reload.
 A screenshot is kept (and its path printed) when a step fails."""
 import asyncio
+import base64
 import functools
+import hashlib
 import http.server
 import json
 import os
@@ -15,12 +18,20 @@ import threading
 import pytest
 
 from clients import close, login
-from conftest import PASSWORD
+from conftest import PASSWORD, free_port
 from test_other_clients import JS_DIR
 from test_presence import subscribe_both_ways
 from test_websocket import ws_server
 
 CHROMIUM = shutil.which("chromium")
+
+
+def spki_sha256(cert_pem):
+    """What Chromium's --ignore-certificate-errors-spki-list takes: base64 SHA-256 of the
+    certificate's SubjectPublicKeyInfo."""
+    pub = subprocess.run(["openssl", "x509", "-pubkey", "-noout", "-in", cert_pem], capture_output=True, check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "der"], input=pub, capture_output=True, check=True).stdout
+    return base64.b64encode(hashlib.sha256(der).digest()).decode()
 
 
 def serve_page(directory, option, url, jid):
@@ -39,15 +50,21 @@ def serve_page(directory, option, url, jid):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="scripts/test.sh installs Debian's chromium")
-@pytest.mark.parametrize("transport", ["websocket", "bosh"])
+@pytest.mark.parametrize("transport", ["websocket", "bosh", "wss"])
 def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_server, tmp_path, transport):
-    server = ws_server(martlet_server)
+    tls_port = free_port()
+    server = ws_server(martlet_server, http={"tls_listen": f"127.0.0.1:{tls_port}"})
     site = tmp_path / "site"
     site.mkdir()
+    env = dict(os.environ, CHROMIUM=CHROMIUM)
     if transport == "websocket":
         option, endpoint = "websocket_url", f"ws://127.0.0.1:{server.http_port}/xmpp-websocket"
-    else:
+    elif transport == "bosh":
         option, endpoint = "bosh_service_url", f"http://127.0.0.1:{server.http_port}/http-bind"
+    else:
+        # [http] tls_listen, its self-signed certificate trusted by its key alone.
+        option, endpoint = "websocket_url", f"wss://localhost:{tls_port}/xmpp-websocket"
+        env["TRUSTED_SPKI"] = spki_sha256(server.ca)
     httpd, url = serve_page(site, option, endpoint, "alice@localhost")
     shot = tmp_path / "converse-failure.png"
 
@@ -61,7 +78,7 @@ def test_converse_in_chromium_chats_sees_presence_and_survives_a_reload(martlet_
 
         proc = await asyncio.create_subprocess_exec(
             "node", str(JS_DIR / "converse.mjs"), url, str(shot), cwd=JS_DIR,
-            env=dict(os.environ, CHROMIUM=CHROMIUM), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         async def step(name, timeout=60):
             while True:

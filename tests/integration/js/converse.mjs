@@ -1,7 +1,8 @@
 // Drives Converse.js in Debian's Chromium, headless (puppeteer-core; no browser download):
 // opens PAGE (which logs alice in over WebSocket or BOSH), then walks the steps below, printing one
 // JSON line per step reached. On a failure it saves a screenshot to SHOT and exits 1.
-// usage: node converse.mjs PAGE SHOT     (CHROMIUM: the browser binary, /usr/bin/chromium)
+// usage: node converse.mjs PAGE SHOT     (CHROMIUM: the browser binary, /usr/bin/chromium;
+// TRUSTED_SPKI: the base64 SHA-256 of a self-signed certificate's key to trust, for wss://)
 import puppeteer from "puppeteer-core";
 
 const [page_url, shot] = process.argv.slice(2);
@@ -9,7 +10,8 @@ const say = (event, extra = {}) => console.log(JSON.stringify({ event, ...extra 
 const browser = await puppeteer.launch({
   executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
   headless: true,
-  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"],
+  args: ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+    ...(process.env.TRUSTED_SPKI ? [`--ignore-certificate-errors-spki-list=${process.env.TRUSTED_SPKI}`] : [])],
 });
 const page = await browser.newPage();
 page.on("console", (m) => console.error("page:", m.text()));
