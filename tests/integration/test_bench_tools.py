@@ -1,6 +1,7 @@
 """The measuring tools: benches/relay (the raw relay martlet's throughput is read against),
 and loadgen's `--protocol raw`, knee / cpu-per-msg over several load processes with the
-server's CPU read at every step, and presence with the server's CPU per round. Binaries from
+server's CPU read at every step, presence with the server's CPU per round, and the paper
+scenario over RFC 7395 WebSocket (`--transport websocket`). Binaries from
 target/release (RELAY_BINARY / LOADGEN_BINARY override them, to see these tests fail against
 older builds)."""
 import json
@@ -163,6 +164,32 @@ def test_loadgen_presence_reads_the_servers_cpu_every_round(martlet_with_users, 
     assert [x["round"] for x in r["server_cpu_per_round"]] == [0, 1]
     assert all(x["unavailable_delivered"] == 16 for x in r["server_cpu_per_round"])
     assert r["server_cpu_us_per_unavailable_delivered"] >= 0 and r["server_cpu_pct_of_core_rounds"] >= 0
+
+
+@pytest.fixture
+def martlet_over_websocket(martlet_server):
+    """A martlet with user1..user40 and WebSocket at [http] listen, as behind a TLS proxy
+    (so PLAIN is offered over ws://); its HTTP port as `http_port`."""
+    http_port = free_port()
+    server = martlet_server(users=(), http={"listen": f"127.0.0.1:{http_port}", "behind_tls_proxy": True})
+    server.stop()  # the store is the running server's while it runs
+    server.cli("user", "bulk-add", "--prefix", "user", "--count", "40", "--password", PASSWORD)
+    server.http_port = http_port
+    return server.start()
+
+
+@pytest.mark.parametrize("sasl", ["plain", "scram-sha-256"])
+def test_loadgen_paper_over_websocket_delivers_every_message(martlet_over_websocket, tmp_path, sasl):
+    server = martlet_over_websocket
+    # --server is the HTTP port: a session that spoke XMPP over plain TCP there would get
+    # an HTTP error, not a login.
+    r = loadgen(server.http_port, tmp_path / "paper.json", "--transport", "websocket", "--sasl", sasl, "paper",
+                "--messages", "3", "--interval-ms", "500", "--drain-secs", "2", "--server-pid", str(server.proc.pid),
+                protocol="xmpp", procs=1)
+    assert r["users_online"] == 40 and r["login_errors"] == 0 and r["send_errors"] == 0
+    assert r["sent"] == 40 * 3 and r["delivered"] == r["sent"] and r["delivery_ratio"] == 1.0
+    assert 0 < r["latency_p99_ms"] < 2000
+    assert r["server_cpu_pct_of_core"] is not None and r["generator_cpu_pct_of_core"] is not None
 
 
 def room(server, out, *args):

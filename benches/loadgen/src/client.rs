@@ -1,8 +1,9 @@
-//! The lean XMPP client: TCP, optionally TLS (STARTTLS or Direct TLS, XEP-0368), SASL PLAIN
-//! or SCRAM, bind, initial presence — just enough to be a real session on any server, with
-//! one small buffer per connection. Peers are compared on equal terms by giving each the
-//! same transport and mechanism (`--tls`, `--sasl`). With `--protocol raw` a session is
-//! a plain line protocol to benches/relay instead (client/raw.rs).
+//! The lean XMPP client: TCP, optionally TLS (STARTTLS or Direct TLS, XEP-0368), or
+//! WebSocket (RFC 7395, client/websocket.rs), SASL PLAIN or SCRAM, bind, initial presence —
+//! just enough to be a real session on any server, with one small buffer per connection.
+//! Peers are compared on equal terms by giving each the same transport and mechanism
+//! (`--transport`, `--tls`, `--sasl`). With `--protocol raw` a session is a plain line
+//! protocol to benches/relay instead (client/raw.rs).
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -18,8 +19,12 @@ use crate::tls::{Tls, TlsMode};
 mod control;
 mod raw;
 mod stream;
+mod websocket;
+mod ws_framing;
+mod ws_stream;
 pub use control::spawn_receiver;
 pub use stream::{bytes_so_far, Reader, Writer};
+pub use websocket::WsUrl;
 
 /// Bytes read per call while logging in.
 const LOGIN_READ_BYTES: usize = 2048;
@@ -31,6 +36,14 @@ const LOGIN_REPLY_BYTES_MAX: usize = 64 * 1024;
 pub enum Protocol {
     Xmpp,
     Raw,
+}
+
+/// What carries the XMPP stream: TCP (with or without TLS, `--tls`), or WebSocket.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    #[value(name = "websocket")]
+    WebSocket,
 }
 
 pub struct Account<'a> {
@@ -48,6 +61,8 @@ pub struct Account<'a> {
     pub protocol: Protocol,
     /// The local address to connect from (`--source-addresses`); `None`: the kernel's choice.
     pub source: Option<IpAddr>,
+    /// Upgrade the connection to WebSocket at this URL (`server` is its address).
+    pub websocket: Option<&'a WsUrl>,
 }
 
 pub struct Session {
@@ -80,13 +95,18 @@ async fn login_inner(acct: &Account<'_>) -> io::Result<Session> {
     if acct.protocol == Protocol::Raw {
         return raw::hello(acct).await;
     }
-    let tcp = connect(acct).await?;
+    let mut tcp = connect(acct).await?;
     tcp.set_nodelay(true)?;
-    let (reader, writer) = match acct.tls.mode {
-        TlsMode::None => stream::split_tcp(tcp),
+    let (reader, writer) = match (acct.websocket, acct.tls.mode) {
+        // Boxed like the TLS handshake below.
+        (Some(url), _) => {
+            let first_bytes = Box::pin(websocket::upgrade(&mut tcp, url)).await?;
+            stream::split_ws(tcp, first_bytes)
+        }
+        (None, TlsMode::None) => stream::split_tcp(tcp),
         // Boxed: the handshake's state inline would grow every login future, plain ones too,
         // and all of a run's login tasks are spawned at once.
-        TlsMode::StartTls | TlsMode::Direct => stream::split_tls(Box::pin(secure(acct, tcp)).await?),
+        (None, TlsMode::StartTls | TlsMode::Direct) => stream::split_tls(Box::pin(secure(acct, tcp)).await?),
     };
     negotiate(acct, Session { reader, writer }).await
 }

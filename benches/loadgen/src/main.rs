@@ -17,6 +17,9 @@
 //! Latency is end to end: the send time travels in the message body and the receiver reads
 //! it, so both ends must share a clock (same host).
 //!
+//! `--transport websocket` carries the XMPP stream over RFC 7395 WebSocket (`--ws-url`)
+//! instead of TCP, the scenarios unchanged.
+//!
 //! `--protocol raw` speaks benches/relay's line protocol instead of XMPP (paper, rate, knee,
 //! cpu-per-msg): the same connections and messages through a server that only relays.
 
@@ -69,6 +72,14 @@ pub struct Common {
     /// Transport: plain TCP, STARTTLS on the client port, or Direct TLS (XEP-0368).
     #[arg(long, value_enum, default_value = "none", global = true)]
     pub tls: tls::TlsMode,
+    /// What carries the stream: TCP (with `--tls`), or WebSocket (RFC 7395) to `--ws-url`,
+    /// plain ws:// (SASL PLAIN then needs a server that allows it, e.g. behind a TLS proxy).
+    #[arg(long, value_enum, default_value = "tcp", global = true)]
+    pub transport: client::Transport,
+    /// The WebSocket endpoint, ws://HOST:PORT/PATH; default ws://SERVER/xmpp-websocket
+    /// (`--server` then being the HTTP listener). Set only with `--transport websocket`.
+    #[arg(long, value_parser = client::WsUrl::parse, global = true)]
+    pub ws_url: Option<client::WsUrl>,
     /// PEM file of the CA (or self-signed certificate) the server's certificate must chain to;
     /// without it, any certificate is accepted (a dev server's), and loadgen says so.
     #[arg(long, global = true)]
@@ -135,6 +146,10 @@ enum Scenario {
         interval_ms: u64,
         #[arg(long, default_value_t = 5)]
         drain_secs: u64,
+        /// The server's processes (comma-separated): their CPU over the sending, in % of a
+        /// core and per message (one load process only).
+        #[arg(long = "server-pid", value_delimiter = ',')]
+        server_pids: Vec<u32>,
     },
     /// N users offering RATE messages/s in total for SECS seconds.
     Rate {
@@ -264,6 +279,27 @@ fn emit(report: &stats::Report, common: &Common) {
     }
 }
 
+/// Checks `--transport` against the other options; for WebSocket, settles the URL
+/// (`ws_url` is `Some` exactly when sessions use it) and connects to its address.
+fn settle_transport(common: &mut Common) -> Result<(), String> {
+    match common.transport {
+        client::Transport::Tcp if common.ws_url.is_some() => Err("--ws-url needs --transport websocket".into()),
+        client::Transport::Tcp => Ok(()),
+        client::Transport::WebSocket => {
+            if common.tls != tls::TlsMode::None || common.protocol != client::Protocol::Xmpp || !common.servers.is_empty() {
+                return Err("--transport websocket is plain ws:// to one server, XMPP: no --tls, --protocol raw or --servers".into());
+            }
+            let url = match common.ws_url.take() {
+                Some(url) => url,
+                None => client::WsUrl::parse(&format!("ws://{}/xmpp-websocket", common.server))?,
+            };
+            common.server = url.addr;
+            common.ws_url = Some(url);
+            Ok(())
+        }
+    }
+}
+
 fn main() {
     let mut cli = Cli::parse();
     match tls::Tls::new(cli.common.tls, cli.common.ca.as_deref()) {
@@ -275,12 +311,20 @@ fn main() {
     }
     cli.common.peers_first = cli.common.first;
     cli.common.peers_count = cli.common.users;
+    if let Err(e) = settle_transport(&mut cli.common) {
+        eprintln!("loadgen: {e}");
+        std::process::exit(2);
+    }
     if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Presence { .. }) {
         eprintln!("loadgen: presence runs in one process (subscriptions need one view)");
         std::process::exit(2);
     }
     if cli.common.procs > 1 && matches!(cli.scenario, Scenario::Room { .. }) {
         eprintln!("loadgen: room runs in one process (a message's last copy is seen in one place)");
+        std::process::exit(2);
+    }
+    if cli.common.procs > 1 && matches!(&cli.scenario, Scenario::Paper { server_pids, .. } if !server_pids.is_empty()) {
+        eprintln!("loadgen: paper --server-pid runs in one process (one reading of the server per offer)");
         std::process::exit(2);
     }
     if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. } | Scenario::Room { .. }) {
@@ -346,13 +390,13 @@ fn main() {
     }
     let report = local.block_on(&rt, async {
         match cli.scenario {
-            Scenario::Paper { messages, interval_ms, drain_secs } => {
-                scenario::traffic::run(&cli.common, "paper", interval_ms as f64 / 1000.0, messages, drain_secs).await
+            Scenario::Paper { messages, interval_ms, drain_secs, server_pids } => {
+                scenario::traffic::run(&cli.common, "paper", interval_ms as f64 / 1000.0, messages, drain_secs, &server_pids).await
             }
             Scenario::Rate { rate, secs, drain_secs } => {
                 let interval_secs = cli.common.users as f64 / rate as f64;
                 let per_user = ((rate as u64 * secs) / cli.common.users as u64).max(1) as u32;
-                scenario::traffic::run(&cli.common, "rate", interval_secs, per_user, drain_secs).await
+                scenario::traffic::run(&cli.common, "rate", interval_secs, per_user, drain_secs, &[]).await
             }
             Scenario::Connections { hold_secs, server_pid, storm } => {
                 scenario::connections::run(&cli.common, hold_secs, server_pid, storm).await

@@ -30,7 +30,7 @@ const SUMMED: &[&str] = &[
 ];
 /// Fields whose largest value across processes is the whole run's (the storm is over when
 /// the slowest process is back).
-const MAXED: &[&str] = &["storm_secs", "hold_secs"];
+const MAXED: &[&str] = &["storm_secs", "hold_secs", "generator_cpu_pct_of_core"];
 
 /// This process's slice of the range, as child `index` of `common.procs`.
 pub fn take_slice(common: &mut Common, index: u32) {

@@ -1,8 +1,9 @@
-//! The two halves of a session's connection, over plain TCP or TLS. Enums rather than boxed
-//! trait objects: a plain session then holds its socket halves as it did before TLS came
-//! in, with no heap allocation per half, which counts at tens of thousands of sessions.
-//! Every byte read or written through them is counted for the process (after TLS, if any:
-//! with plain TCP, the bytes of the wire above TCP).
+//! The two halves of a session's connection, over plain TCP, TLS or WebSocket. Enums rather
+//! than boxed trait objects: a plain session then holds its socket halves as it did before
+//! TLS came in, with no heap allocation per half, which counts at tens of thousands of
+//! sessions (the WebSocket halves, with their buffers, are boxed so as not to grow the
+//! others). Every byte read or written through them is counted for the process (after TLS,
+//! if any: with plain TCP or WebSocket, the bytes of the wire above TCP).
 //!
 //! A plain TCP reader may have the kernel stamp what it receives (`stamp_arrivals`): one
 //! thread reading thousands of sockets gets to the last of them long after its bytes
@@ -19,18 +20,23 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 
+use super::ws_stream::{self, WsReader, WsWriter};
+
 pub enum Reader {
     Tcp(OwnedReadHalf),
     Tls(ReadHalf<TlsStream<TcpStream>>),
+    Ws(Box<WsReader>),
 }
 
 pub enum Writer {
     Tcp(OwnedWriteHalf),
     Tls(WriteHalf<TlsStream<TcpStream>>),
+    Ws(Box<WsWriter>),
 }
 
-static READ: AtomicU64 = AtomicU64::new(0);
-static WRITTEN: AtomicU64 = AtomicU64::new(0);
+/// Counted here for TCP and TLS, in client/ws_stream.rs for WebSocket (its wire bytes).
+pub(super) static READ: AtomicU64 = AtomicU64::new(0);
+pub(super) static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes read and written so far by every session of this process, in that order.
 pub fn bytes_so_far() -> (u64, u64) {
@@ -47,9 +53,16 @@ pub fn split_tls(tls: TlsStream<TcpStream>) -> (Reader, Writer) {
     (Reader::Tls(r), Writer::Tls(w))
 }
 
+/// After the upgrade: `first_bytes` are what came after the server's answer head.
+pub fn split_ws(tcp: TcpStream, first_bytes: Vec<u8>) -> (Reader, Writer) {
+    let (r, w) = ws_stream::halves(tcp, first_bytes);
+    (Reader::Ws(Box::new(r)), Writer::Ws(Box::new(w)))
+}
+
 impl Reader {
     /// Has the kernel stamp every segment this plain TCP socket receives (SO_TIMESTAMPNS),
-    /// for `read_stamped`; a TLS reader is left as it is (its reads are stamped on return).
+    /// for `read_stamped`; a TLS or WebSocket reader is left as it is (its reads are stamped
+    /// on return).
     pub fn stamp_arrivals(&self) -> io::Result<()> {
         let Reader::Tcp(r) = self else { return Ok(()) };
         let on: libc::c_int = 1;
@@ -126,6 +139,7 @@ impl AsyncRead for Reader {
         let polled = match self.get_mut() {
             Reader::Tcp(r) => Pin::new(r).poll_read(cx, buf),
             Reader::Tls(r) => Pin::new(r).poll_read(cx, buf),
+            Reader::Ws(r) => return Pin::new(r.as_mut()).poll_read(cx, buf),
         };
         READ.fetch_add((buf.filled().len() - before) as u64, Ordering::Relaxed);
         polled
@@ -137,6 +151,7 @@ impl AsyncWrite for Writer {
         let polled = match self.get_mut() {
             Writer::Tcp(w) => Pin::new(w).poll_write(cx, buf),
             Writer::Tls(w) => Pin::new(w).poll_write(cx, buf),
+            Writer::Ws(w) => return Pin::new(w.as_mut()).poll_write(cx, buf),
         };
         if let Poll::Ready(Ok(n)) = polled {
             WRITTEN.fetch_add(n as u64, Ordering::Relaxed);
@@ -148,6 +163,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Tcp(w) => Pin::new(w).poll_flush(cx),
             Writer::Tls(w) => Pin::new(w).poll_flush(cx),
+            Writer::Ws(w) => Pin::new(w.as_mut()).poll_flush(cx),
         }
     }
 
@@ -155,6 +171,7 @@ impl AsyncWrite for Writer {
         match self.get_mut() {
             Writer::Tcp(w) => Pin::new(w).poll_shutdown(cx),
             Writer::Tls(w) => Pin::new(w).poll_shutdown(cx),
+            Writer::Ws(w) => Pin::new(w.as_mut()).poll_shutdown(cx),
         }
     }
 }

@@ -43,7 +43,7 @@ pub async fn login_all(common: &Common) -> LoggedIn {
         tasks.push(tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await.expect("semaphore open");
             let user = format!("{}{}", common.prefix, common.first + i);
-            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into(), sasl: common.sasl, tls: crate::tls::get(), sm: common.sm, protocol: common.protocol, source: common.source_for(i) };
+            let acct = Account { server: common.server, domain: &common.domain, user, password: &common.password, resource: format!("lg{i}"), presence: "<presence/>".into(), sasl: common.sasl, tls: crate::tls::get(), sm: common.sm, protocol: common.protocol, source: common.source_for(i), websocket: common.ws_url.as_ref() };
             let began = Instant::now();
             let mut retries_left = common.login_retries;
             loop {

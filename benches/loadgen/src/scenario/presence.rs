@@ -144,6 +144,7 @@ pub async fn run(common: &Common, plan: Plan, server_pids: &[u32]) -> Report {
                 sm: common.sm,
                 protocol: common.protocol,
                 source: common.source_for(i),
+                websocket: common.ws_url.as_ref(),
             };
             match login(&acct, timeout).await {
                 Ok(mut s) => {

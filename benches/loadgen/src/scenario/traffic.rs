@@ -4,7 +4,7 @@
 //! interval and 100 messages this is the paper's experiment (seed 001 §5.1); the knee search
 //! offers one step after another over the same sessions.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::Mutex;
 
 use super::login_all;
+use crate::cpu::cpu_secs;
 use crate::client::{bytes_so_far, message, spawn_receiver, Writer};
 use crate::scan::{MarkScanner, BODY};
 use crate::stats::{latency_histogram, unix_nanos, Report};
@@ -137,9 +138,18 @@ impl Traffic {
     }
 }
 
-pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, per_user: u32, drain_secs: u64) -> Report {
+/// With `server_pids`, the server's CPU during the offer is reported too; this load
+/// process's own CPU always is, to tell whether the generator was the limit.
+pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, per_user: u32, drain_secs: u64, server_pids: &[u32]) -> Report {
     let mut traffic = Traffic::start(common).await;
-    let step = traffic.offer(common, interval_secs, per_user, drain_secs, || {}).await;
+    let cpu = || (cpu_secs(server_pids), cpu_secs(&[std::process::id()]));
+    let before = cpu();
+    let at_sent = Cell::new((None, None));
+    let step = traffic.offer(common, interval_secs, per_user, drain_secs, || at_sent.set(cpu())).await;
+    let (server_after, _) = cpu();
+    let ((server_before, own_before), (server_sent, own_sent)) = (before, at_sent.get());
+    let send_secs = step.send_secs.max(1e-3);
+    let pct_of_core = |a: Option<f64>, b: Option<f64>| a.zip(b).map(|(a, b)| round1(100.0 * (a - b) / send_secs));
     let mut report = Report::new(scenario);
     report
         .add("users_online", traffic.users_online)
@@ -151,7 +161,14 @@ pub async fn run(common: &Common, scenario: &'static str, interval_secs: f64, pe
         .add("delivery_ratio", step.delivery_ratio())
         .add("send_secs", (step.send_secs * 100.0).round() / 100.0)
         .add("offered_msgs_per_sec", (step.sent as f64 / step.send_secs).round())
-        .latency(&step.histogram);
+        .latency(&step.histogram)
+        .add("generator_cpu_pct_of_core", pct_of_core(own_sent, own_before));
+    if !server_pids.is_empty() {
+        // Over the send window, as in the stepped scenarios; per message with the drain,
+        // when the window's backlog is routed.
+        let per_msg = server_after.zip(server_before).filter(|_| step.delivered > 0).map(|(a, b)| round1((a - b) * 1e6 / step.delivered as f64));
+        report.add("server_cpu_pct_of_core", pct_of_core(server_sent, server_before)).add("server_cpu_us_per_msg", per_msg);
+    }
     wire_bytes(&mut report, step.bytes_read, step.bytes_written);
     if common.proc_index.is_some() {
         report.histogram(&step.histogram);
@@ -177,8 +194,11 @@ pub fn wire_bytes(report: &mut Report, read: u64, written: u64) {
 pub fn per_delivered(report: &mut Report) {
     let delivered = report.number("delivered").max(1.0);
     let (read, written) = (report.number("bytes_read"), report.number("bytes_written"));
-    let round = |x: f64| (x * 10.0).round() / 10.0;
-    report.set("bytes_read_per_delivered", round(read / delivered));
-    report.set("bytes_written_per_delivered", round(written / delivered));
-    report.set("bytes_per_delivered", round((read + written) / delivered));
+    report.set("bytes_read_per_delivered", round1(read / delivered));
+    report.set("bytes_written_per_delivered", round1(written / delivered));
+    report.set("bytes_per_delivered", round1((read + written) / delivered));
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
 }
