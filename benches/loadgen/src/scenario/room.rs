@@ -464,7 +464,8 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
         .add("users_online", writers.iter().flatten().count())
         .add("login_errors", online.errors)
         .add("room", &*room)
-        .add("copies_timed_by", if common.tls == crate::tls::TlsMode::None { "kernel receive stamp" } else { "loadgen's read" });
+        // Only a plain TCP reader takes kernel stamps (`Reader::stamp_arrivals`).
+        .add("copies_timed_by", if common.tls == crate::tls::TlsMode::None && common.ws_url.is_none() { "kernel receive stamp" } else { "loadgen's read" });
 
     // The first user creates the room and configures it; without it there is no room.
     let Some(owner) = writers.iter().position(Option::is_some) else { return report };
