@@ -250,6 +250,15 @@ pub struct WsStream {
     closed: bool,
 }
 
+/// An emptied buffer is given back rather than kept at its largest: an idle WebSocket
+/// session then holds none (issue 13: memory per idle session), at the price of an
+/// allocation per busy read or write, as `tls_stream` pays.
+fn release_if_empty(buf: &mut Vec<u8>) {
+    if buf.is_empty() {
+        *buf = Vec::new();
+    }
+}
+
 fn invalid(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_owned())
 }
@@ -270,6 +279,7 @@ impl WsStream {
             }
             let mut payload = self.raw[start..end].to_vec();
             self.raw.drain(..end);
+            release_if_empty(&mut self.raw);
             let Some(mask) = header.mask else { return Err(invalid("client frames are masked (RFC 6455 §5.1)")) };
             payload.iter_mut().enumerate().for_each(|(i, b)| *b ^= mask[i % 4]);
             match header.opcode {
@@ -279,7 +289,7 @@ impl WsStream {
                         let text = std::str::from_utf8(&self.message).map_err(|_| invalid("a text message that is not UTF-8"))?;
                         let translated = ws_framing::inbound(text).map_err(invalid)?;
                         self.readable.extend_from_slice(translated.as_bytes());
-                        self.message.clear();
+                        self.message = Vec::new();
                         return Ok(true);
                     }
                 }
@@ -317,6 +327,7 @@ impl WsStream {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
                     self.frames.drain(..n);
+                    release_if_empty(&mut self.frames);
                 }
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => return Poll::Pending,
@@ -334,6 +345,7 @@ impl AsyncRead for WsStream {
                 let n = buf.len().min(this.readable.len());
                 buf[..n].copy_from_slice(&this.readable[..n]);
                 this.readable.drain(..n);
+                release_if_empty(&mut this.readable);
                 return Poll::Ready(Ok(n));
             }
             if this.closed {

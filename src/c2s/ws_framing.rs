@@ -72,6 +72,10 @@ impl Units {
             let skipped = self.pending.len() - rest.len();
             let Some(len) = unit_len(rest) else {
                 self.pending.drain(..skipped);
+                if self.pending.is_empty() {
+                    // Given back, as the WebSocket's own buffers are: an idle session keeps none.
+                    self.pending = String::new();
+                }
                 return units;
             };
             units.push(rest[..len].to_owned());
