@@ -177,7 +177,9 @@ def test_the_dev_server_config_listens_on_loopback_only():
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "on 127.0.0.1:5222, [::1]:5222" in done.stdout, done.stdout
-    listens = [a for section in tomllib.loads(config.read_text()).values() for a in section["listen"]]
+    listens = [a for section in tomllib.loads(config.read_text()).values()
+               for key in ("listen", "tls_listen") for a in section.get(key, [])]
+    assert any(a.endswith(":5281") for a in listens), "web clients too, over TLS"
     hosts = {a.rsplit(":", 1)[0].strip("[]") for a in listens}
     assert hosts == {"127.0.0.1", "::1"} and all(ipaddress.ip_address(h).is_loopback for h in hosts), listens
 
