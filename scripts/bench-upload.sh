@@ -9,8 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -gt 0 ] || set -- 1000000:100 100000000:5
-port=${BENCH_PORT:-26240}   # below the ephemeral range; +1 HTTP
-export BENCH_HTTP_PORT=$((port + 1))
+port=${BENCH_PORT:-26240}   # below the ephemeral range; HTTP on BENCH_HTTP_PORT, else +1
+export BENCH_HTTP_PORT=${BENCH_HTTP_PORT:-$((port + 1))}
 . scripts/lib/bench-node.sh
 start_bench_node "$port" 1
 echo "commit $(git rev-parse --short HEAD), $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
