@@ -2,9 +2,10 @@
 # What an idle session costs in memory, on one node (issue 13: memory per idle session):
 #   scripts/bench-idle-memory.sh [SESSIONS] [none|starttls|direct]   # default: 15000 none
 #   MARTLET_BIN=path/to/martlet scripts/bench-idle-memory.sh          # another build
+#   LOGINS_IN_FLIGHT=2 scripts/bench-idle-memory.sh                  # logins in flight per process
 # A fresh martlet (`cores = 1`, pinned to CPU 0; embedded storage, SASL PLAIN, defaults
 # otherwise) takes SESSIONS logins from `loadgen connections` (two processes, 500 logins
-# in flight, pinned to CPU 1), which holds them idle for 20 s. Prints the server's RSS
+# in flight each unless LOGINS_IN_FLIGHT says otherwise, pinned to CPU 1), which holds them idle for 20 s. Prints the server's RSS
 # before and with every session held, and the delta per session (loadgen `--server-pid`),
 # then the two futures an idle session is made of (`martlet_session_task_bytes`,
 # `martlet_user_task_bytes`) and the kernel's slab growth for the connections (both ends).
@@ -21,7 +22,7 @@ server=127.0.0.1:$port
 [ "$tls" = direct ] && server=127.0.0.1:$((port + 1))
 slab_kb() { awk '/^Slab:/ {print $2}' /proc/meminfo; }
 slab_before=$(slab_kb)
-taskset -c 1 target/release/loadgen --server "$server" --tls "$tls" --users "$sessions" --login-concurrency 500 \
+taskset -c 1 target/release/loadgen --server "$server" --tls "$tls" --users "$sessions" --login-concurrency "${LOGINS_IN_FLIGHT:-500}" \
   --procs 2 connections --hold-secs 20 --server-pid "$server_pid" >"$work/held.log" 2>&1 &
 holder=$!
 wait_for_sessions "$sessions"

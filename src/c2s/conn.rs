@@ -14,9 +14,9 @@ use crate::xml::stream_parser::{ParserLimits, StreamEvent, StreamParser};
 
 /// Bytes read per read call while a connection is busy.
 const READ_CHUNK_BYTES: usize = 4096;
-/// Read buffer of an idle connection. A waiting read needs its buffer, and a million idle
-/// sessions each holding a busy-sized one is most of the server's memory; the first read
-/// after a quiet spell fills this, and a full read grows it back to the busy size.
+/// Read buffer after a quiet spell. An idle connection holds none: it waits for readiness
+/// (`Transport::poll_readable`), then reads into this much; a full read grows it back to
+/// the busy size.
 const IDLE_READ_BYTES: usize = 128;
 
 /// Why a connection stops.
@@ -42,7 +42,6 @@ pub struct Conn {
     pub transport: Transport,
     parser: StreamParser,
     read_buf: Vec<u8>,
-    parser_limits: ParserLimits,
     header_sent: bool,
     /// When bytes last arrived: whitespace pings count (RFC 6120 §4.6.1).
     pub last_rx: Instant,
@@ -50,7 +49,8 @@ pub struct Conn {
     /// deadline, so a client that opens a stream and stalls (slowloris) is dropped.
     pub deadline: Option<Instant>,
     pub peer: std::net::SocketAddr,
-    send_stall: std::time::Duration,
+    /// `send_stall_secs`; seconds, not a `Duration`: 4 bytes of every idle session, not 16.
+    send_stall_secs: u32,
     /// The core's stop flag (`CoreState::stopping`): once set, a write or close that cannot
     /// complete gives up at once, so shutdown is not held by a client that does not read.
     stopping: std::rc::Rc<std::cell::Cell<bool>>,
@@ -91,17 +91,15 @@ impl Conn {
         limits: &crate::config::Limits,
         stopping: std::rc::Rc<std::cell::Cell<bool>>,
     ) -> Self {
-        let parser_limits = parser_limits(limits);
         Conn {
             transport,
-            parser: StreamParser::new(parser_limits),
+            parser: StreamParser::new(parser_limits(limits)),
             read_buf: vec![0; READ_CHUNK_BYTES],
-            parser_limits,
             header_sent: false,
             last_rx: Instant::now(),
             deadline: None,
             peer,
-            send_stall: std::time::Duration::from_secs(limits.send_stall_secs),
+            send_stall_secs: u32::try_from(limits.send_stall_secs).unwrap_or(u32::MAX),
             stopping,
             slot: None,
         }
@@ -120,7 +118,7 @@ impl Conn {
 
     /// A stream restart (RFC 6120 §4.3.3, after TLS and after SASL): a fresh parser.
     pub fn restart(&mut self) {
-        self.parser = StreamParser::new(self.parser_limits);
+        self.parser = StreamParser::new(self.parser.limits());
         self.header_sent = false;
     }
 
@@ -156,6 +154,10 @@ impl Conn {
     /// Reads once and feeds the parser. Cancel-safe: a read dropped before completion loses
     /// nothing (glommio's non-buffered TCP stream reads only when polled to completion).
     async fn read_some(&mut self) -> Result<(), ConnEnd> {
+        if self.read_buf.is_empty() {
+            std::future::poll_fn(|cx| self.transport.poll_readable(cx)).await?;
+            self.read_buf.resize(IDLE_READ_BYTES, 0);
+        }
         let n = self.transport.read(&mut self.read_buf).await?;
         if n == 0 {
             return Err(ConnEnd::Io(io::ErrorKind::UnexpectedEof.into()));
@@ -174,18 +176,23 @@ impl Conn {
     /// The stall timer is only armed when the write does not complete at once (the common
     /// case costs no timer).
     pub async fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        let stall = self.send_stall();
         let transport = &mut self.transport;
         let write = async move {
             transport.write_all(bytes).await?;
             transport.flush().await
         };
-        stall_bounded(self.send_stall, &self.stopping, write).await
+        stall_bounded(stall, &self.stopping, write).await
     }
 
     /// Closes the transport (for TLS, its close_notify is a write like any other) within
     /// the same bound as a write: `send_stall_secs`, or at once while the server stops.
     async fn close_transport(&mut self) {
-        let _ = stall_bounded(self.send_stall, &self.stopping, self.transport.close()).await;
+        let _ = stall_bounded(self.send_stall(), &self.stopping, self.transport.close()).await;
+    }
+
+    fn send_stall(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.send_stall_secs.into())
     }
 
     pub async fn send_el(&mut self, el: &Element) -> io::Result<()> {
@@ -245,11 +252,11 @@ impl Conn {
     }
 
     /// Gives back what only a busy connection needs: the parser's scratch space (rxml
-    /// reserves a whole token's worth) and most of the read buffer.
+    /// reserves a whole token's worth) and the read buffer (the next read waits for
+    /// readiness without one).
     pub fn release_idle_memory(&mut self) {
         self.parser.release_temporaries();
-        self.read_buf.truncate(IDLE_READ_BYTES);
-        self.read_buf.shrink_to_fit();
+        self.read_buf = Vec::new();
     }
 }
 

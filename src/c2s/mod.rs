@@ -14,6 +14,7 @@ pub mod accept;
 pub mod bind2;
 pub mod bosh;
 pub mod conn;
+pub mod directed;
 pub mod fast;
 pub mod features;
 pub mod limits;

@@ -49,6 +49,19 @@ impl Transport {
     }
 }
 
+impl Transport {
+    /// Ready once a read would not block, so a connection waiting for its next bytes needs
+    /// no buffer to wait with (`Conn::read_some`). WebSocket and BOSH frames are read into
+    /// their own buffers first, so those sides are always ready and wait in the read itself.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(s) => s.poll_readable(cx),
+            Transport::Tls(s) => s.poll_readable(cx),
+            Transport::WebSocket(_) | Transport::Bosh(_) | Transport::Closed => Poll::Ready(Ok(())),
+        }
+    }
+}
+
 impl AsyncRead for Transport {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {

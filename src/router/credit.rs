@@ -14,7 +14,7 @@ use super::{CoreState, SessionAddr, UserMsg};
 /// A session's requests in flight to its user's actor.
 pub struct Credit {
     addr: SessionAddr,
-    inflight: Cell<usize>,
+    inflight: Cell<u32>,
 }
 
 impl Credit {
@@ -24,7 +24,7 @@ impl Credit {
 
     /// At `max` in flight: the session reads no more until credit comes back.
     pub fn exhausted(&self, max: usize) -> bool {
-        self.inflight.get() >= max
+        self.inflight.get() as usize >= max
     }
 
     pub fn returned(&self) {

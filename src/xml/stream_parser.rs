@@ -58,8 +58,9 @@ pub struct StreamParser {
     /// neither is there between stanzas.
     header: Option<Box<HeaderInProgress>>,
     /// The stream's default namespace (normally jabber:client), declared on the header and
-    /// inherited by every stanza.
-    content_ns: String,
+    /// inherited by every stanza. A `Box<str>`, not a `String`: the parser lives in every
+    /// idle session, and its capacity word would be 8 bytes of each.
+    content_ns: Box<str>,
     /// Builds the stanza being read; `None` between stanzas. A fresh builder per stanza keeps
     /// an idle stream's parser free of the stream element and its attribute maps (about
     /// 2 KiB per connection when kept).
@@ -86,12 +87,17 @@ impl StreamParser {
             raw: RawParser::new(),
             depth: 0,
             header: None,
-            content_ns: String::new(),
+            content_ns: Box::default(),
             stanza: None,
             element_bytes: 0,
             limits,
             ready: Default::default(),
         }
+    }
+
+    /// The limits it enforces, for the parser of a restarted stream (RFC 6120 §4.3.3).
+    pub fn limits(&self) -> ParserLimits {
+        self.limits
     }
 
     /// Feeds bytes; completed events are then available from [`Self::next_event`].
@@ -139,7 +145,7 @@ impl StreamParser {
                     return Ok(());
                 }
                 RawEvent::ElementHeadOpen(..) => {
-                    let inherited = vec![self.content_ns.clone().into()];
+                    let inherited = vec![self.content_ns.to_string().into()];
                     self.stanza = Some(Box::new(TreeBuilder::new().with_prefixes_stack(inherited)));
                     self.element_bytes = 0;
                 }
@@ -197,7 +203,7 @@ impl StreamParser {
             RawEvent::ElementHeadClose(_) => {
                 let h = self.header.take().expect("a start tag is open");
                 let header = build_header(&h)?;
-                self.content_ns = h.ns_decls.iter().find(|(p, _)| p.is_none()).map(|(_, ns)| ns.clone()).unwrap_or_default();
+                self.content_ns = h.ns_decls.iter().find(|(p, _)| p.is_none()).map(|(_, ns)| ns.as_str().into()).unwrap_or_default();
                 self.depth = 1;
                 self.element_bytes = 0;
                 self.ready.push_back(StreamEvent::Header(header));

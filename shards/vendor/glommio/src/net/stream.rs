@@ -298,6 +298,29 @@ impl<S: AsRawFd> NonBufferedStream<S> {
         Poll::Pending
     }
 
+    /// martlet: ready once a read would not block (bytes, end of stream or an error are
+    /// waiting), holding no buffer while it waits: an idle connection's armed poll is all
+    /// it costs. Consumes nothing; the read that follows finds what made it ready.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let reactor = self.reactor.upgrade().unwrap();
+        let reactor = reactor.as_ref();
+        match self.source_rx.as_ref().map(|src| src.result().is_some()) {
+            Some(true) => return Poll::Ready(Ok(())),
+            Some(false) => {}
+            None => {
+                if let Some(result) = super::yolo_peek(self.stream.as_raw_fd(), &mut [0u8; 1]) {
+                    return Poll::Ready(result.map(|_| ()));
+                }
+                self.source_rx = Some(reactor.poll_read_ready(self.stream.as_raw_fd()));
+            }
+        }
+        poll_err!(self.read_timeout.check(reactor));
+        let source = self.source_rx.as_ref().unwrap();
+        source.add_waiter_single(cx.waker());
+        self.read_timeout.maybe_set_timer(reactor, cx.waker());
+        Poll::Pending
+    }
+
     pub(crate) fn poll_write(&mut self, cx: &Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         // On the write path, we always start with calling `yolo_send`, because
         // it is very likely to success. It could be a waste if it already timed
@@ -446,6 +469,14 @@ impl<S: AsRawFd, B: RxBuf> GlommioStream<S, B> {
             }
         }
         Poll::Ready(Ok(self.rx_buf.read(buf)))
+    }
+
+    /// martlet: see [`NonBufferedStream::poll_readable`]; bytes already buffered count.
+    pub(crate) fn poll_readable(&mut self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        if !self.rx_buf.is_empty() || self.rx_done.get() {
+            return Poll::Ready(Ok(()));
+        }
+        self.stream.poll_readable(cx)
     }
 
     fn poll_replenish_buffer(&mut self, cx: &Context<'_>) -> Poll<io::Result<usize>> {

@@ -701,6 +701,15 @@ impl<B: Buffered + Unpin> AsyncBufRead for TcpStream<B> {
     }
 }
 
+impl<B: RxBuf> TcpStream<B> {
+    /// martlet: ready once a read would not block (bytes, end of stream or an error are
+    /// waiting), without a buffer to read into: a connection that waits long for its
+    /// next bytes holds none. Nothing is consumed.
+    pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.stream.poll_readable(cx)
+    }
+}
+
 impl<B: RxBuf + Unpin> AsyncRead for TcpStream<B> {
     fn poll_read(
         mut self: Pin<&mut Self>,

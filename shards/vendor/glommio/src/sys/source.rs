@@ -62,8 +62,10 @@ pub(crate) enum SourceType {
     ForeignNotifier(u64, bool),
     Statx(CString, Box<RefCell<Statx>>),
     Timeout(TimeSpec64, u32),
-    Connect(nix::sys::socket::SockaddrStorage),
-    Accept(SockAddrStorage),
+    // martlet: boxed like the datagram variants. Inline, a socket address (136 bytes) sized
+    // every source, one per idle TCP connection; a connect or accept is one allocation more.
+    Connect(Box<nix::sys::socket::SockaddrStorage>),
+    Accept(Box<SockAddrStorage>),
     Rename(PathBuf, PathBuf),
     CreateDir(PathBuf),
     Remove(PathBuf),
@@ -352,4 +354,10 @@ impl Drop for Source {
             }
         }
     }
+}
+
+/// martlet: what one source allocates (`Rc` counts, `RefCell` flag, `InnerSource`). A TCP
+/// connection keeps one armed for its next read, idle or not, so this is per connection.
+pub(crate) fn allocation_bytes() -> usize {
+    2 * std::mem::size_of::<usize>() + std::mem::size_of::<RefCell<InnerSource>>()
 }
