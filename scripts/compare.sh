@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # martlet against ejabberd, Prosody and benches/relay (a raw relay, no XMPP: the box's
 # ceiling) on this machine: one load scenario, side by side, written to
-# tuning/results/<date>-compare-<scenario>[-plain].md.
+# tuning/results/<date>-compare-<scenario>[-N for room][-plain][-<servers> when --servers is given].md.
 #
 #   scripts/compare.sh [OPTIONS] paper N [M]
 #       N users online, each sends M chat messages (default 10) at 1 msg/s to random users
@@ -23,11 +23,12 @@
 #       groupchat messages at 10,000/N msg/s (N × that = 10,000 copies/s; fan-out latency from
 #       send to the last occupant, delivery), then at a doubling rate while the room keeps up
 #       (send-to-last p99 <= 1 s, delivery >= 99.9 %, no error): the sustained room rate.
-#       martlet, ejabberd and Prosody only (the relay has no rooms)
+#       The relay's room is a group of its own line protocol: the floor of the fan-out
+#       (one write per copy, no XMPP), for martlet's figures to be read against
 # OPTIONS:
 #   --servers martlet,ejabberd,prosody,relay   which servers, in this order (default: all
-#       four for paper, knee and cpu; the relay has no logins, presence or TLS, so memory,
-#       presence, storm and --tls run the three XMPP servers)
+#       four for paper, knee, cpu and room; the relay has no logins, presence or TLS, so
+#       memory, presence, storm and --tls run the three XMPP servers)
 #   --peer-passwords scram|plain         how the peers store passwords (default scram: the
 #       same PBKDF2 per PLAIN login as martlet, which keeps no plaintext; plain: the peers
 #       compare plaintext, so their logins cost nothing, while martlet still derives)
@@ -90,20 +91,22 @@ log() { printf '%s %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 usage() {
-  sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//' >&2
+  # The header down to its OPTIONS, whatever its length.
+  sed -n '2,/^# OPTIONS:/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//' >&2
   exit 2
 }
 
 # ---------------------------------------------------------------- arguments
 
 servers=()
+servers_given=false
 peer_passwords=scram
 sasl=plain
 tls=none
 parse_args() {
   while [ $# -gt 0 ]; do
     case $1 in
-      --servers) IFS=, read -r -a servers <<<"${2:?--servers needs a list}"; shift 2 ;;
+      --servers) IFS=, read -r -a servers <<<"${2:?--servers needs a list}"; servers_given=true; shift 2 ;;
       --peer-passwords) peer_passwords=${2:-}; shift 2 ;;
       --sasl) sasl=${2:-}; shift 2 ;;
       --tls) tls=${2:-}; shift 2 ;;
@@ -131,13 +134,13 @@ parse_args() {
   esac
   # The relay speaks no XMPP: it takes part where only messages are measured, over TCP.
   local relay_fits=false
-  [[ $scenario =~ ^(paper|knee|cpu)$ ]] && [ "$tls" = none ] && relay_fits=true
+  [[ $scenario =~ ^(paper|knee|cpu|room)$ ]] && [ "$tls" = none ] && relay_fits=true
   if [ ${#servers[@]} -eq 0 ]; then
     servers=(martlet ejabberd prosody)
     [ "$relay_fits" = false ] || servers+=(relay)
   fi
   for s in "${servers[@]}"; do [ -n "${port[$s]:-}" ] || die "unknown server '$s'"; done
-  [[ " ${servers[*]} " != *" relay "* ]] || [ "$relay_fits" = true ] || die "the relay runs paper, knee and cpu over plain TCP only"
+  [[ " ${servers[*]} " != *" relay "* ]] || [ "$relay_fits" = true ] || die "the relay runs paper, knee, cpu and room over plain TCP only"
   [[ $users =~ ^[1-9][0-9]*$ ]] || usage
   [ "$scenario" != paper ] || [[ $messages =~ ^[1-9][0-9]*$ ]] || usage
   # loadgen holds every session in one process; the server needs as many sockets again.
@@ -382,10 +385,11 @@ stop_server() {
 
 # ---------------------------------------------------------------- scenarios
 
+# What loadgen speaks to SERVER: the relay's line protocol, or XMPP.
+protocol_of() { if [ "$1" = relay ]; then echo raw; else echo xmpp; fi; }
+
 loadgen() {
-  local protocol=xmpp
-  [ "$1" = relay ] && protocol=raw
-  target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw --protocol "$protocol" \
+  target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw --protocol "$(protocol_of "$1")" \
     --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} "${@:2}"
 }
 
@@ -419,7 +423,7 @@ run_room() {
   local rate=$((room_copies_per_sec / users))
   [ "$rate" -ge 1 ] || rate=1
   timeout "$room_run_secs_max" target/release/loadgen --server "127.0.0.1:${port[$1]}" --domain localhost --password pw \
-    --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} --users "$users" --login-concurrency "$room_login_concurrency" \
+    --protocol "$(protocol_of "$1")" --sasl "$sasl" --tls "$tls" ${ca:+--ca "$ca"} --users "$users" --login-concurrency "$room_login_concurrency" \
     --connect-timeout-secs 120 --out "$work/results/$1/room.json" \
     room --server-pid "$server_pid" --server-cores "${server_cores[$1]}" --room-config "$room_config" \
     --join-concurrency "$room_join_concurrency" --senders "$room_senders" --rate "$rate" --rate-max "$room_rate_max" \
@@ -533,7 +537,7 @@ main() {
   done
   mkdir -p tuning/results
   local out
-  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$scenario" != room ] || echo "-$users")$([ "$peer_passwords" = scram ] || echo "-$peer_passwords")$([ "$tls" = none ] || echo "-$tls")$([ "$sasl" = plain ] || echo "-$sasl").md
+  out=tuning/results/$(date -u +%Y-%m-%d)-compare-$scenario$([ "$scenario" != room ] || echo "-$users")$([ "$peer_passwords" = scram ] || echo "-$peer_passwords")$([ "$tls" = none ] || echo "-$tls")$([ "$sasl" = plain ] || echo "-$sasl")$([ "$servers_given" = false ] || (IFS=-; echo "-${servers[*]}")).md
   write_report "$out"
   cat "$out"
   log "written to $out"

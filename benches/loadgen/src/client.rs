@@ -23,6 +23,7 @@ mod websocket;
 mod ws_framing;
 mod ws_stream;
 pub use control::spawn_receiver;
+pub use raw::join as raw_join;
 pub use stream::{bytes_so_far, Reader, Writer};
 pub use websocket::WsUrl;
 
@@ -187,16 +188,21 @@ fn mark_body(sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
 /// A chat message whose body carries the sender, sequence and send time; with the raw
 /// protocol, framed for the relay.
 pub fn message(protocol: Protocol, to: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
-    let stanza = format!("<message to='{to}' type='chat'>{}</message>", mark_body(sender, seq, sent_unix_nanos));
+    marked_message(protocol, to, "chat", sender, seq, sent_unix_nanos)
+}
+
+/// A groupchat message to `room` (XEP-0045 §7.4), marked like a chat message; with the raw
+/// protocol, a line to the relay's group of that name.
+pub fn groupchat(protocol: Protocol, room: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
+    marked_message(protocol, room, "groupchat", sender, seq, sent_unix_nanos)
+}
+
+fn marked_message(protocol: Protocol, to: &str, kind: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
+    let stanza = format!("<message to='{to}' type='{kind}'>{}</message>", mark_body(sender, seq, sent_unix_nanos));
     match protocol {
         Protocol::Xmpp => stanza,
         Protocol::Raw => raw::frame(to, &stanza),
     }
-}
-
-/// A groupchat message to `room` (XEP-0045 §7.4), marked like a chat message.
-pub fn groupchat(room: &str, sender: u32, seq: u32, sent_unix_nanos: u128) -> String {
-    format!("<message to='{room}' type='groupchat'>{}</message>", mark_body(sender, seq, sent_unix_nanos))
 }
 
 /// An available presence whose status carries the sender and send time.

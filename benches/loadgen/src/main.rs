@@ -21,7 +21,8 @@
 //! instead of TCP, the scenarios unchanged.
 //!
 //! `--protocol raw` speaks benches/relay's line protocol instead of XMPP (paper, rate, knee,
-//! cpu-per-msg): the same connections and messages through a server that only relays.
+//! cpu-per-msg, room: a room is the relay's group): the same connections and messages
+//! through a server that only relays.
 
 mod client;
 mod cpu;
@@ -104,7 +105,8 @@ pub struct Common {
     /// Measurements of login errors leave it at 0.
     #[arg(long, default_value_t = 0, global = true)]
     pub login_retries: u32,
-    /// XMPP, or the line protocol of benches/relay (no login: `HELLO <user>@<domain>`).
+    /// XMPP, or the line protocol of benches/relay (no login: `HELLO <user>@<domain>`; a
+    /// room is a relay group).
     #[arg(long, value_enum, default_value = "xmpp", global = true)]
     pub protocol: client::Protocol,
     /// Write the result as JSON here too.
@@ -327,8 +329,8 @@ fn main() {
         eprintln!("loadgen: paper --server-pid runs in one process (one reading of the server per offer)");
         std::process::exit(2);
     }
-    if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. } | Scenario::Room { .. }) {
-        eprintln!("loadgen: the raw protocol has no presence or rooms");
+    if cli.common.protocol == client::Protocol::Raw && matches!(cli.scenario, Scenario::Presence { .. }) {
+        eprintln!("loadgen: the raw protocol has no presence");
         std::process::exit(2);
     }
     if let Scenario::CpuPerMsg { server, .. } = &cli.scenario {

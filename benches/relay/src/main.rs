@@ -4,8 +4,14 @@
 //!
 //! Wire protocol, all lines end in `\n`:
 //! - the client's first line is `HELLO <id>` (any bytes but space and newline);
-//! - every later line is `<to-id> <payload>`: the relay writes `<payload>\n` to the
-//!   connection that said `HELLO <to-id>` (the latest one, if several did).
+//! - `JOIN <group>` or `JOIN <group> <ack>` makes the connection a member of the group
+//!   (group.rs; `<group>` any bytes but space and newline, at most
+//!   `GROUPS_PER_CONNECTION_MAX` groups per connection, joining twice is joining once);
+//!   with `<ack>` the relay then writes `<ack>\n` back, so the client knows that lines to
+//!   the group reach it from then on. `JOIN` is a verb: no id named so can be written to;
+//! - every other line is `<to> <payload>`: the relay writes `<payload>\n` to the connection
+//!   that said `HELLO <to>` (the latest one, if several did), or else, if `<to>` is a group,
+//!   to every member of it, the sender too if it is one.
 //!
 //! loadgen's payload is the very `<message to='…' type='chat'><body>lg …</body></message>`
 //! it sends to an XMPP server (about 100 bytes), so the kernel's TCP work per message is
@@ -15,26 +21,33 @@
 //! Event loop: one thread per `--threads`, each with its own epoll (mio, edge-triggered),
 //! all accepting from the same listening socket. A frame for a connection another thread
 //! owns is written straight to that socket from the reading thread, under the connection's
-//! outbox lock; what does not fit waits in the outbox until the owner sees the socket
-//! writable. Nothing is batched across frames: one write per message, as a server would.
+//! outbox lock (conn.rs); what does not fit waits in the outbox until the owner sees the
+//! socket writable. A group's copies are written by the threads owning its members, all at
+//! once (group.rs). Nothing is batched across frames: one write per copy, as a server would.
 //!
 //! Every byte read is hostile: a line longer than `--line-bytes-max` closes its connection,
 //! an outbox over `--outbox-bytes-max` drops frames (counted), malformed lines close the
 //! connection (counted). Counts go to stderr every 10 s while they change.
 
+mod conn;
+mod group;
+
 use std::collections::HashMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Parser;
-use mio::net::{TcpListener, TcpStream};
-use mio::{Events, Interest, Poll, Token};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use conn::Conn;
+use group::{Groups, GROUPS_PER_CONNECTION_MAX};
 
 #[derive(Parser, Clone)]
-#[command(about = "Raw TCP relay: HELLO <id>, then <to-id> <payload> lines forwarded as <payload>")]
+#[command(about = "Raw TCP relay: HELLO <id>, JOIN <group>, then <to-id-or-group> <payload> lines forwarded as <payload>")]
 struct Args {
     #[arg(long, default_value = "127.0.0.1:25235")]
     listen: SocketAddr,
@@ -44,7 +57,8 @@ struct Args {
     /// Longest line accepted, in bytes; a longer one closes its connection.
     #[arg(long, default_value_t = 64 * 1024)]
     line_bytes_max: usize,
-    /// Bytes waiting for one slow receiver beyond which frames to it are dropped (counted).
+    /// Bytes waiting for one slow receiver (or for one thread's share of group copies) beyond
+    /// which frames to it are dropped (counted).
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     outbox_bytes_max: usize,
 }
@@ -52,26 +66,25 @@ struct Args {
 /// Bytes read per call.
 const READ_BYTES: usize = 64 * 1024;
 const LISTENER: Token = Token(0);
+/// Another thread handed this one group copies to write (group.rs).
+const WAKER: Token = Token(usize::MAX);
 const STATS_EVERY: Duration = Duration::from_secs(10);
-
-/// A connection as every thread sees it: its socket, for writing, and what waits to be written.
-struct Conn {
-    stream: TcpStream,
-    outbox: Mutex<Vec<u8>>,
-}
 
 /// What the owning thread alone keeps of a connection.
 struct Owned {
     conn: Arc<Conn>,
     inbox: Vec<u8>,
     id: Option<Vec<u8>>,
+    /// The groups it joined, to leave when it closes.
+    groups: Vec<Vec<u8>>,
 }
 
 #[derive(Default)]
 struct Counts {
     connections: AtomicU64,
+    /// Frames written or queued, each copy of a group's line counted.
     forwarded: AtomicU64,
-    /// Frames to an id nobody said HELLO with (or whose connection is gone).
+    /// Frames to an id nobody said HELLO with (or whose connection is gone), and no group.
     unknown_peer: AtomicU64,
     /// Frames dropped because the receiver's outbox was full or its socket failed.
     receiver_full_or_gone: AtomicU64,
@@ -81,28 +94,43 @@ struct Counts {
 
 struct Shared {
     routes: RwLock<HashMap<Vec<u8>, Arc<Conn>>>,
+    groups: Groups,
     counts: Counts,
     args: Args,
 }
 
 fn main() {
     let args = Args::parse();
-    let listener = match std::net::TcpListener::bind(args.listen) {
-        Ok(l) => l,
+    match start(args) {
+        Ok((shared, _)) => report_counts(&shared.counts),
         Err(e) => {
-            eprintln!("relay: cannot listen on {}: {e}", args.listen);
+            eprintln!("relay: {e}");
             std::process::exit(2);
         }
-    };
-    listener.set_nonblocking(true).expect("non-blocking listener");
-    eprintln!("relay: listening on {} with {} threads", args.listen, args.threads);
-    let shared = Arc::new(Shared { routes: RwLock::new(HashMap::new()), counts: Counts::default(), args: args.clone() });
-    for i in 0..args.threads.max(1) {
-        let (shared, listener) = (shared.clone(), listener.try_clone().expect("listener clone"));
-        let spawned = std::thread::Builder::new().name(format!("relay-{i}")).spawn(move || event_loop(&shared, TcpListener::from_std(listener)));
-        spawned.expect("spawning an event loop");
     }
-    report_counts(&shared.counts);
+}
+
+/// Listens and runs the event loops on threads of their own; the address listened on.
+fn start(args: Args) -> io::Result<(Arc<Shared>, SocketAddr)> {
+    let listener = std::net::TcpListener::bind(args.listen).map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {}: {e}", args.listen)))?;
+    listener.set_nonblocking(true)?;
+    let threads = args.threads.max(1);
+    let addr = listener.local_addr()?;
+    eprintln!("relay: listening on {addr} with {threads} threads");
+    // Every thread's epoll is made first: each thread's waker is in Shared for the others.
+    let mut polls = Vec::with_capacity(threads);
+    let mut wakers = Vec::with_capacity(threads);
+    for _ in 0..threads {
+        let poll = Poll::new()?;
+        wakers.push(Waker::new(poll.registry(), WAKER)?);
+        polls.push(poll);
+    }
+    let shared = Arc::new(Shared { routes: RwLock::new(HashMap::new()), groups: Groups::new(wakers), counts: Counts::default(), args });
+    for (i, poll) in polls.into_iter().enumerate() {
+        let (shared, listener) = (shared.clone(), TcpListener::from_std(listener.try_clone()?));
+        std::thread::Builder::new().name(format!("relay-{i}")).spawn(move || event_loop(&shared, listener, poll, i))?;
+    }
+    Ok((shared, addr))
 }
 
 fn report_counts(c: &Counts) {
@@ -120,8 +148,7 @@ fn report_counts(c: &Counts) {
     }
 }
 
-fn event_loop(shared: &Shared, mut listener: TcpListener) {
-    let mut poll = Poll::new().expect("epoll");
+fn event_loop(shared: &Shared, mut listener: TcpListener, mut poll: Poll, thread: usize) {
     poll.registry().register(&mut listener, LISTENER, Interest::READABLE).expect("registering the listener");
     let mut events = Events::with_capacity(1024);
     let mut owned: HashMap<Token, Owned> = HashMap::new();
@@ -135,18 +162,19 @@ fn event_loop(shared: &Shared, mut listener: TcpListener) {
             panic!("epoll_wait: {e}");
         }
         for event in events.iter() {
-            if event.token() == LISTENER {
-                accept_all(shared, &listener, &poll, &mut owned, &mut next_token);
-                continue;
-            }
-            let token = event.token();
-            let Some(o) = owned.get_mut(&token) else { continue };
-            if event.is_writable() {
-                flush(&o.conn);
-            }
-            if (event.is_readable() || event.is_read_closed() || event.is_error()) && !read_and_route(shared, o, &mut buf) {
-                if let Some(o) = owned.remove(&token) {
-                    close(shared, o);
+            match event.token() {
+                LISTENER => accept_all(shared, &listener, &poll, &mut owned, &mut next_token),
+                WAKER => group::deliver_hops(shared, thread),
+                token => {
+                    let Some(o) = owned.get_mut(&token) else { continue };
+                    if event.is_writable() {
+                        o.conn.flush();
+                    }
+                    if (event.is_readable() || event.is_read_closed() || event.is_error()) && !read_and_route(shared, thread, o, &mut buf) {
+                        if let Some(o) = owned.remove(&token) {
+                            close(shared, thread, o);
+                        }
+                    }
                 }
             }
         }
@@ -164,8 +192,7 @@ fn accept_all(shared: &Shared, listener: &TcpListener, poll: &Poll, owned: &mut 
                     continue;
                 }
                 shared.counts.connections.fetch_add(1, Relaxed);
-                let conn = Arc::new(Conn { stream, outbox: Mutex::new(Vec::new()) });
-                owned.insert(token, Owned { conn, inbox: Vec::new(), id: None });
+                owned.insert(token, Owned { conn: Arc::new(Conn::new(stream)), inbox: Vec::new(), id: None, groups: Vec::new() });
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             // Out of descriptors or a connection reset before accept: try again on the next event.
@@ -176,13 +203,13 @@ fn accept_all(shared: &Shared, listener: &TcpListener, poll: &Poll, owned: &mut 
 
 /// Reads until the socket is drained (edge-triggered) and routes every complete line.
 /// Returns false when the connection is to be closed.
-fn read_and_route(shared: &Shared, o: &mut Owned, buf: &mut [u8]) -> bool {
+fn read_and_route(shared: &Shared, thread: usize, o: &mut Owned, buf: &mut [u8]) -> bool {
     loop {
         match (&o.conn.stream).read(buf) {
             Ok(0) => return false,
             Ok(n) => {
                 o.inbox.extend_from_slice(&buf[..n]);
-                if !route_lines(shared, o) {
+                if !route_lines(shared, thread, o) {
                     shared.counts.malformed.fetch_add(1, Relaxed);
                     return false;
                 }
@@ -196,11 +223,12 @@ fn read_and_route(shared: &Shared, o: &mut Owned, buf: &mut [u8]) -> bool {
 
 /// Routes the complete lines of the inbox and keeps the unfinished rest. False when a line
 /// is malformed or too long.
-fn route_lines(shared: &Shared, o: &mut Owned) -> bool {
+fn route_lines(shared: &Shared, thread: usize, o: &mut Owned) -> bool {
     let mut start = 0;
     let mut ok = true;
-    while let Some(len) = o.inbox[start..].iter().position(|&b| b == b'\n') {
-        let line = &o.inbox[start..start + len + 1];
+    let mut inbox = std::mem::take(&mut o.inbox);
+    while let Some(len) = inbox[start..].iter().position(|&b| b == b'\n') {
+        let line = &inbox[start..start + len + 1];
         start += len + 1;
         if line.len() > shared.args.line_bytes_max {
             ok = false;
@@ -211,79 +239,67 @@ fn route_lines(shared: &Shared, o: &mut Owned) -> bool {
             break;
         };
         let (head, rest) = (&line[..space], &line[space + 1..]);
-        match &o.id {
-            None if head == b"HELLO" && rest.len() > 1 => {
+        match (o.id.is_some(), head) {
+            (false, b"HELLO") if rest.len() > 1 => {
                 let id = rest[..rest.len() - 1].to_vec();
                 shared.routes.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), o.conn.clone());
                 o.id = Some(id);
             }
-            None => {
+            (true, b"JOIN") if join(shared, thread, o, rest) => {}
+            (true, to) if to != b"JOIN" => forward(shared, thread, to, rest),
+            _ => {
                 ok = false;
                 break;
             }
-            Some(_) => forward(shared, head, rest),
         }
     }
-    o.inbox.drain(..start);
+    inbox.drain(..start);
+    o.inbox = inbox;
     ok && o.inbox.len() <= shared.args.line_bytes_max
 }
 
-fn forward(shared: &Shared, to: &[u8], frame: &[u8]) {
-    let conn = shared.routes.read().unwrap_or_else(|p| p.into_inner()).get(to).cloned();
-    let Some(conn) = conn else {
-        shared.counts.unknown_peer.fetch_add(1, Relaxed);
-        return;
+/// `JOIN <group>[ <ack>]\n`'s `rest`, after the verb: false if malformed or one group too many.
+fn join(shared: &Shared, thread: usize, o: &mut Owned, rest: &[u8]) -> bool {
+    let line = &rest[..rest.len() - 1];
+    let (group, ack) = match line.iter().position(|&b| b == b' ') {
+        Some(space) => (&line[..space], Some(&rest[space + 1..])),
+        None => (line, None),
     };
-    let mut outbox = conn.outbox.lock().unwrap_or_else(|p| p.into_inner());
-    // Frames keep their order: with bytes already waiting, this one waits behind them.
-    let mut written = 0;
-    if outbox.is_empty() {
-        loop {
-            match (&conn.stream).write(&frame[written..]) {
-                Ok(n) => {
-                    written += n;
-                    if written == frame.len() {
-                        shared.counts.forwarded.fetch_add(1, Relaxed);
-                        return;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    shared.counts.receiver_full_or_gone.fetch_add(1, Relaxed);
-                    return;
-                }
-            }
-        }
-    } else if outbox.len() + frame.len() > shared.args.outbox_bytes_max {
-        shared.counts.receiver_full_or_gone.fetch_add(1, Relaxed);
-        return;
+    if group.is_empty() {
+        return false;
     }
-    // A frame begun on the wire is always finished, so the stream stays framed.
-    outbox.extend_from_slice(&frame[written..]);
-    shared.counts.forwarded.fetch_add(1, Relaxed);
+    if !o.groups.iter().any(|g| g == group) {
+        if o.groups.len() >= GROUPS_PER_CONNECTION_MAX {
+            return false;
+        }
+        shared.groups.join(thread, &o.conn, group);
+        o.groups.push(group.to_vec());
+    }
+    if let Some(ack) = ack {
+        send(shared, &o.conn, ack);
+    }
+    true
 }
 
-/// The owner's writable edge: what waits in the outbox goes out.
-fn flush(conn: &Conn) {
-    let mut outbox = conn.outbox.lock().unwrap_or_else(|p| p.into_inner());
-    let mut written = 0;
-    while written < outbox.len() {
-        match (&conn.stream).write(&outbox[written..]) {
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            // The reading side sees the failure too and closes the connection.
-            Err(_) => {
-                written = outbox.len();
-                break;
-            }
+/// A line to `to`: the connection that said `HELLO <to>`, else the members of group `to`.
+fn forward(shared: &Shared, thread: usize, to: &[u8], frame: &[u8]) {
+    let conn = shared.routes.read().unwrap_or_else(|p| p.into_inner()).get(to).cloned();
+    match conn {
+        Some(conn) => send(shared, &conn, frame),
+        None if group::fan_out(shared, thread, to, frame) => {}
+        None => {
+            shared.counts.unknown_peer.fetch_add(1, Relaxed);
         }
     }
-    outbox.drain(..written);
 }
 
-fn close(shared: &Shared, mut o: Owned) {
+/// One copy of a frame to one connection, counted.
+fn send(shared: &Shared, conn: &Conn, frame: &[u8]) {
+    let counter = if conn.send(frame, shared.args.outbox_bytes_max) { &shared.counts.forwarded } else { &shared.counts.receiver_full_or_gone };
+    counter.fetch_add(1, Relaxed);
+}
+
+fn close(shared: &Shared, thread: usize, mut o: Owned) {
     if let Some(id) = o.id.take() {
         let mut routes = shared.routes.write().unwrap_or_else(|p| p.into_inner());
         // A later HELLO with the same id owns the route now: leave it.
@@ -291,9 +307,67 @@ fn close(shared: &Shared, mut o: Owned) {
             routes.remove(&id);
         }
     }
+    shared.groups.leave(thread, &o.conn, &o.groups);
     // Writes racing in from other threads fail from here on; the descriptor (and with it
     // its epoll registration) goes once the last of them lets go of the connection, and
     // an event for it meanwhile finds no owner and is ignored.
     let _ = o.conn.stream.shutdown(std::net::Shutdown::Both);
     shared.counts.connections.fetch_sub(1, Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpStream;
+
+    use super::*;
+
+    /// A client that said HELLO and joined `group`, once the relay acknowledged the join.
+    fn member(addr: SocketAddr, id: &str, group: &str) -> (TcpStream, BufReader<TcpStream>) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(format!("HELLO {id}\nJOIN {group} joined {id}\n").as_bytes()).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        assert_eq!(line(&mut r), format!("joined {id}\n"));
+        (s, r)
+    }
+
+    fn line(r: &mut BufReader<TcpStream>) -> String {
+        let mut l = String::new();
+        r.read_line(&mut l).unwrap();
+        l
+    }
+
+    #[test]
+    fn a_line_to_a_group_reaches_every_member_once_over_both_threads() {
+        let args = Args { listen: "127.0.0.1:0".parse().unwrap(), threads: 2, line_bytes_max: 1024, outbox_bytes_max: 1 << 20 };
+        let (_shared, addr) = start(args).unwrap();
+        let mut members: Vec<_> = (0..8).map(|i| member(addr, &format!("c{i}"), "room@x")).collect();
+        // Joining again is joining once: still one copy each.
+        members[1].0.write_all(b"JOIN room@x again\n").unwrap();
+        assert_eq!(line(&mut members[1].1), "again\n");
+        for m in ["<message>one</message>", "<message>two</message>"] {
+            members[0].0.write_all(format!("room@x {m}\n").as_bytes()).unwrap();
+            for (_, r) in &mut members {
+                assert_eq!(line(r), format!("{m}\n"), "each member, the sender too, gets each line once and in order");
+            }
+        }
+        // One-to-one lines still go to one connection.
+        members[2].0.write_all(b"c5 direct\n").unwrap();
+        assert_eq!(line(&mut members[5].1), "direct\n");
+    }
+
+    #[test]
+    fn a_join_before_hello_or_without_a_group_closes_the_connection() {
+        let args = Args { listen: "127.0.0.1:0".parse().unwrap(), threads: 1, line_bytes_max: 1024, outbox_bytes_max: 1 << 20 };
+        let (shared, addr) = start(args).unwrap();
+        for bad in ["JOIN g ack\n", "HELLO a\nJOIN \n"] {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            s.write_all(bad.as_bytes()).unwrap();
+            let mut r = BufReader::new(s);
+            assert_eq!(line(&mut r), "", "closed without an answer: {bad:?}");
+        }
+        assert_eq!(shared.counts.malformed.load(Relaxed), 2);
+    }
 }

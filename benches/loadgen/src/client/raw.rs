@@ -2,6 +2,8 @@
 //! pattern. A session is a TCP connection that said `HELLO <user>@<domain>`; a message is
 //! the line `<to> <the XMPP message>`, which the relay delivers as `<the XMPP message>`,
 //! so the receiver finds the same mark in it and the bytes on the wire are about the same.
+//! A room is the relay's group: `JOIN <group> <ack>`, answered with `<ack>`, and a line to
+//! the group goes to every member.
 
 use std::io;
 
@@ -20,4 +22,10 @@ pub async fn hello(acct: &Account<'_>) -> io::Result<Session> {
 /// `payload` (one line: the XMPP message has no newline) addressed to `to`.
 pub fn frame(to: &str, payload: &str) -> String {
     format!("{to} {payload}\n")
+}
+
+/// Joins `group`; the relay answers with `ack` (one line: an XMPP stanza has no newline)
+/// once lines to the group reach this connection.
+pub fn join(group: &str, ack: &str) -> String {
+    format!("JOIN {group} {ack}\n")
 }

@@ -19,6 +19,13 @@
 //!   then one step halfway back (scenario/knee.rs's search): the rate the room sustains.
 //!   The server's CPU (`--server-pid`) and this process's are read around every step.
 //!
+//! - `--protocol raw` (benches/relay): the same run through a relay's group, for the floor
+//!   of a fan-out on this box. No login beyond `HELLO`; a join is the relay's `JOIN <room>
+//!   <ack>` line, the ack being the self-presence (status 110) a room would answer with, so
+//!   the relay echoes what the occupant's reader waits for; nobody creates or configures
+//!   anything; each message is the same groupchat stanza as a line to the group. The steps,
+//!   the stamps and the figures are this same code's.
+//!
 //! One process holds the whole room: the last copy of a message must be seen in one place.
 //! 10,000 sessions fit (20,000 open files here). A copy's time is the kernel's receive stamp
 //! of its bytes (SO_TIMESTAMPNS, over plain TCP; with TLS, when this process read it): one
@@ -40,13 +47,14 @@ use tokio::sync::{oneshot, Mutex, Semaphore};
 use super::knee;
 use super::login_all;
 use super::steps::{Server, SATURATED_PCT_MIN};
-use crate::client::{groupchat, spawn_receiver, Writer};
+use crate::client::{groupchat, raw_join, spawn_receiver, Protocol, Writer};
 use crate::cpu::cpu_secs;
 use crate::scan::{attr, Tags};
 use crate::stats::{latency_histogram, unix_nanos, Report};
 use crate::Common;
 
 const MUC: &str = "http://jabber.org/protocol/muc";
+const MUC_USER: &str = "http://jabber.org/protocol/muc#user";
 const MUC_OWNER: &str = "http://jabber.org/protocol/muc#owner";
 const ROOMCONFIG: &str = "http://jabber.org/protocol/muc#roomconfig";
 const STANZA_ERRORS: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -293,6 +301,7 @@ impl Step {
 /// The occupants, joined, with their readers.
 struct Room {
     name: Rc<str>,
+    protocol: Protocol,
     /// Per user; `None` where the login or the join failed.
     writers: Vec<Option<Rc<Mutex<Writer>>>>,
     seen: Rc<RefCell<Seen>>,
@@ -322,7 +331,7 @@ impl Room {
         let send_errors = Rc::new(RefCell::new(0u64));
         let mut tasks = Vec::new();
         for (sender, writer) in writers {
-            let (seen, room, send_errors) = (self.seen.clone(), self.name.clone(), send_errors.clone());
+            let (seen, room, send_errors, protocol) = (self.seen.clone(), self.name.clone(), send_errors.clone(), self.protocol);
             tasks.push(tokio::task::spawn_local(async move {
                 let start = tokio::time::Instant::now() + interval.mul_f64(rand::thread_rng().gen::<f64>());
                 for seq in 0..per_sender {
@@ -330,7 +339,7 @@ impl Room {
                     let sent_nanos = unix_nanos();
                     // Known before it is sent: its first copy may come back before the write returns.
                     seen.borrow_mut().messages.insert((sender, seq), Sent { sent_nanos, copies: 0, last_copy_nanos: 0 });
-                    if writer.lock().await.write_all(groupchat(&room, sender, seq, sent_nanos).as_bytes()).await.is_err() {
+                    if writer.lock().await.write_all(groupchat(protocol, &room, sender, seq, sent_nanos).as_bytes()).await.is_err() {
                         seen.borrow_mut().messages.remove(&(sender, seq));
                         *send_errors.borrow_mut() += 1;
                     }
@@ -381,6 +390,10 @@ impl Room {
     }
 
     async fn close(self) {
+        // The relay's connections just close (a stream end would be half a line to it).
+        if self.protocol == Protocol::Raw {
+            return;
+        }
         for w in self.writers.into_iter().flatten() {
             let _ = w.lock().await.write_all(b"</stream:stream>").await;
         }
@@ -412,13 +425,21 @@ fn verdict(held: Option<&Busy>, failed: Option<&Busy>, any_failed: bool) -> &'st
     }
 }
 
+/// What joins `room` under `nick`: the join presence (§7.2.1, no history), or the relay's
+/// join line whose ack is the self-presence a room answers with.
+fn join_request(protocol: Protocol, room: &str, nick: &str) -> String {
+    match protocol {
+        Protocol::Xmpp => format!("<presence to='{room}/{nick}'><x xmlns='{MUC}'><history maxstanzas='0'/></x></presence>"),
+        Protocol::Raw => raw_join(room, &format!("<presence from='{room}/{nick}'><x xmlns='{MUC_USER}'><status code='110'/></x></presence>")),
+    }
+}
+
 /// Joins user `i` under `nick`: its latency to the self-presence, and whether it created the room.
-async fn join(writer: &Rc<Mutex<Writer>>, seen: &RefCell<Seen>, i: usize, room: &str, nick: &str, timeout: Duration) -> Result<(bool, Duration), String> {
+async fn join(writer: &Rc<Mutex<Writer>>, seen: &RefCell<Seen>, i: usize, request: String, timeout: Duration) -> Result<(bool, Duration), String> {
     let (tx, rx) = oneshot::channel();
     seen.borrow_mut().joins[i] = Some(tx);
     let began = Instant::now();
-    let presence = format!("<presence to='{room}/{nick}'><x xmlns='{MUC}'><history maxstanzas='0'/></x></presence>");
-    writer.lock().await.write_all(presence.as_bytes()).await.map_err(|e| e.to_string())?;
+    writer.lock().await.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(answer)) => answer.map(|created| (created, began.elapsed())),
         Ok(Err(_)) => Err("the session ended".into()),
@@ -457,7 +478,7 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
     }
     // Progress on stderr: a run cut short by a time bound still tells how far it got.
     eprintln!("room: {} of {users} logged in in {:.1} s", users - online.errors as usize, online.secs);
-    let nick = |i: usize| format!("{}{}", common.prefix, common.first + i as u32);
+    let request = |i: usize| join_request(common.protocol, &room, &format!("{}{}", common.prefix, common.first + i as u32));
     let timeout = Duration::from_secs(common.connect_timeout_secs);
     let mut report = Report::new("room");
     report
@@ -472,7 +493,7 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
     let mut join_latency = latency_histogram();
     let mut join_errors: BTreeMap<String, u64> = BTreeMap::new();
     let joins_started = Instant::now();
-    let created = match join(writers[owner].as_ref().expect("online"), &seen, owner, &room, &nick(owner), timeout).await {
+    let created = match join(writers[owner].as_ref().expect("online"), &seen, owner, request(owner), timeout).await {
         Ok((created, took)) => {
             let _ = join_latency.record((took.as_micros() as u64).max(1));
             created
@@ -502,10 +523,10 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
     let mut tasks = Vec::new();
     for (i, w) in writers.iter().enumerate().filter(|(i, _)| *i != owner) {
         let Some(w) = w.clone() else { continue };
-        let (gate, seen, room, nick) = (gate.clone(), seen.clone(), room.clone(), nick(i));
+        let (gate, seen, request) = (gate.clone(), seen.clone(), request(i));
         let task = tokio::task::spawn_local(async move {
             let _permit = gate.acquire().await.expect("semaphore open");
-            join(&w, &seen, i, &room, &nick, timeout).await
+            join(&w, &seen, i, request, timeout).await
         });
         tasks.push((i, task));
     }
@@ -535,7 +556,7 @@ pub async fn run(common: &Common, plan: Plan, server: &Server) -> Report {
         .add("join_p99_ms", ms(&join_latency, 0.99))
         .add("join_max_ms", join_latency.max() as f64 / 1000.0);
 
-    let room = Room { name: room, writers, seen, occupants };
+    let room = Room { name: room, protocol: common.protocol, writers, seen, occupants };
     let (mut held, mut failed, mut bisected) = (None::<u32>, None::<u32>, false);
     let mut steps: Vec<(u32, Busy, Value)> = Vec::new();
     let mut rate = plan.steps.start_rate;
@@ -611,6 +632,13 @@ mod tests {
         tags.feed(stream.as_bytes(), |tag, name, text| o.tag(seen, 1000, tag, name, text));
     }
 
+    /// A join of user 0 waiting for its answer.
+    fn awaiting_join(s: &RefCell<Seen>) -> oneshot::Receiver<Result<bool, String>> {
+        let (tx, rx) = oneshot::channel();
+        s.borrow_mut().joins[0] = Some(tx);
+        rx
+    }
+
     fn occupant() -> Occupant {
         Occupant { me: 0, room: "r@c".into(), current: Current::default(), step: 0, last_seq: HashMap::new() }
     }
@@ -629,17 +657,38 @@ mod tests {
     fn a_join_ends_at_the_self_presence_or_the_rooms_error() {
         let s = seen(1);
         let mut o = occupant();
-        let (tx, mut rx) = oneshot::channel();
-        s.borrow_mut().joins[0] = Some(tx);
+        let mut rx = awaiting_join(&s);
         // Another occupant's presence, then ours with 201 and 110.
         feed(&mut o, &s, "<presence from='r@c/a'><x><item role='moderator'/></x></presence>");
         assert!(rx.try_recv().is_err());
         feed(&mut o, &s, "<presence from='r@c/u1'><x><status code='110'/><status code='201'/></x></presence>");
         assert_eq!(rx.try_recv().unwrap(), Ok(true));
-        let (tx, mut rx) = oneshot::channel();
-        s.borrow_mut().joins[0] = Some(tx);
+        let mut rx = awaiting_join(&s);
         feed(&mut o, &s, "<presence from='r@c/u1' type='error'><error type='cancel'><service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></presence>");
         assert_eq!(rx.try_recv().unwrap(), Err("service-unavailable".to_owned()));
+    }
+
+    /// What the relay writes back for a line (benches/relay: a JOIN's ack, a group line's
+    /// payload), as loadgen's reader would get it.
+    fn relayed(line: &str) -> &str {
+        let rest = line.strip_suffix('\n').expect("one line");
+        match rest.strip_prefix("JOIN r@c ") {
+            Some(ack) => ack,
+            None => rest.strip_prefix("r@c ").expect("a line to the group"),
+        }
+    }
+
+    #[test]
+    fn through_the_relay_a_join_ends_at_its_ack_and_a_line_is_a_copy() {
+        let s = seen(1);
+        let mut o = occupant();
+        let mut rx = awaiting_join(&s);
+        feed(&mut o, &s, relayed(&join_request(Protocol::Raw, "r@c", "u1")));
+        assert_eq!(rx.try_recv().unwrap(), Ok(false), "joined; nobody created the group");
+        s.borrow_mut().messages.insert((3, 0), Sent { sent_nanos: 100, copies: 0, last_copy_nanos: 0 });
+        feed(&mut o, &s, relayed(&groupchat(Protocol::Raw, "r@c", 3, 0, 100)));
+        assert_eq!(s.borrow().messages[&(3, 0)].copies, 1);
+        assert_eq!(groupchat(Protocol::Xmpp, "r@c", 3, 0, 100), relayed(&groupchat(Protocol::Raw, "r@c", 3, 0, 100)), "the same stanza either way");
     }
 
     #[test]
