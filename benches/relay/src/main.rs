@@ -20,11 +20,12 @@
 //!
 //! Event loop: one thread per `--threads`, each with its own epoll (mio, edge-triggered)
 //! and its own listening socket on the address (SO_REUSEPORT: the kernel spreads the
-//! connections over the threads by hash, as over martlet's per-core listeners). A frame for a connection another thread
-//! owns is written straight to that socket from the reading thread, under the connection's
-//! outbox lock (conn.rs); what does not fit waits in the outbox until the owner sees the
-//! socket writable. A group's copies are written by the threads owning its members, all at
-//! once (group.rs). Nothing is batched across frames: one write per copy, as a server would.
+//! connections over the threads by hash, as over martlet's per-core listeners). A frame
+//! for a connection another thread owns is written straight to that socket from the
+//! reading thread, under the connection's outbox lock (conn.rs); what does not fit waits in
+//! the outbox until the owner sees the socket writable. A group's copies are written by the
+//! threads owning its members, all at once (group.rs). Nothing is batched across frames:
+//! one write per copy, as a server would.
 //!
 //! Every byte read is hostile: a line longer than `--line-bytes-max` closes its connection,
 //! an outbox over `--outbox-bytes-max` drops frames (counted), malformed lines close the
