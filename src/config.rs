@@ -39,6 +39,7 @@ password_hash_threads = 2     # threads running PBKDF2 (PLAIN checks, registrati
 password_hash_queue_jobs_max = 2048  # PBKDF2 jobs waiting (about a second of work on two threads: a reconnect storm queues, not fails); full -> logins get <temporary-auth-failure/>, registrations <resource-constraint/>
 job_queue_jobs_max = 4096     # storage reads and writes waiting for the storage threads, node-wide; full -> the asking actor waits
 archive_queue_messages_max = 16384  # XEP-0313 archive rows waiting for the archive writer; full -> the archiving actor waits
+cache_bytes_max = 67108864    # embedded backend: pages redb keeps in memory (redb's own default is 1 GiB, filled by every account read); past it, reads go to the file
 
 [registration]
 enabled = false               # XEP-0077 in-band registration
@@ -220,6 +221,9 @@ pub struct StorageConfig {
     pub password_hash_threads: usize,
     pub password_hash_queue_jobs_max: usize,
     pub job_queue_jobs_max: usize,
+    /// The embedded backend's page cache (redb), in bytes: without a bound, every account a
+    /// login reads stays cached up to redb's default of 1 GiB.
+    pub cache_bytes_max: usize,
     pub archive_queue_messages_max: usize,
 }
 
@@ -624,6 +628,7 @@ impl Default for StorageConfig {
             password_hash_threads: 2,
             password_hash_queue_jobs_max: 2048,
             job_queue_jobs_max: 4096,
+            cache_bytes_max: 64 * 1024 * 1024,
             archive_queue_messages_max: 16_384,
         }
     }

@@ -11,7 +11,8 @@
 # BENCH_PIN: a CPU list the server is pinned to (`taskset -c`). BENCH_METRICS_PORT: serve
 # the Prometheus metrics on 127.0.0.1 at that port. BENCH_HTTP_PORT: the HTTP listener
 # (WebSocket, BOSH, uploads) on 127.0.0.1 at that port, counted as behind a TLS proxy so
-# SASL PLAIN is offered there as on the TCP port.
+# SASL PLAIN is offered there as on the TCP port. BENCH_CACHE_BYTES: `[storage] cache_bytes_max`
+# (redb's page cache, which a login fills with its account's pages).
 martlet_bin=${MARTLET_BIN:-target/release/martlet}
 
 start_bench_node() {
@@ -30,6 +31,7 @@ plain_without_tls = true
 listen = "${direct_tls:+127.0.0.1:$direct_tls}"
 [storage]
 path = "$work/data"
+${BENCH_CACHE_BYTES:+cache_bytes_max = $BENCH_CACHE_BYTES}
 ${BENCH_METRICS_PORT:+[metrics]
 listen = \"127.0.0.1:$BENCH_METRICS_PORT\"}
 ${BENCH_HTTP_PORT:+[http]

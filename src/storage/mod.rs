@@ -158,7 +158,7 @@ impl Storage {
     /// Opens the configured backend and starts the workers.
     pub fn open(cfg: &StorageConfig) -> Result<Storage, StorageError> {
         let store: Arc<dyn Store> = match cfg.backend {
-            Backend::Embedded => Arc::new(RedbStore::open(&cfg.path)?),
+            Backend::Embedded => Arc::new(RedbStore::open(&cfg.path, cfg.cache_bytes_max)?),
             // One connection per worker: a worker runs one call at a time.
             Backend::Postgres => Arc::new(PostgresStore::open(cfg, WORKERS as u32)?),
         };

@@ -205,15 +205,16 @@ pub struct RedbStore {
 }
 
 impl RedbStore {
-    /// Opens `<dir>/martlet.redb`, creating the directory and file if missing.
-    pub fn open(dir: &Path) -> Result<RedbStore, StorageError> {
+    /// Opens `<dir>/martlet.redb`, creating the directory and file if missing, with at most
+    /// `cache_bytes_max` of its pages cached in memory.
+    pub fn open(dir: &Path, cache_bytes_max: usize) -> Result<RedbStore, StorageError> {
         let path = dir.join(FILE_NAME);
         let open_error = |reason: String| StorageError::Open {
             path: path.clone(),
             reason,
         };
         fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| {
+        let db = redb::Builder::new().set_cache_size(cache_bytes_max).create(&path).map_err(|e| {
             open_error(match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => {
                     "in use by another process (is the server running?)".into()
@@ -538,5 +539,29 @@ impl Store for RedbStore {
             secrets.insert(name, fresh)?;
             Ok(fresh.to_vec())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes 3,000 documents of 200 bytes and reads them back: redb's cache evictions.
+    fn evictions_with_cache_of(cache_bytes_max: usize) -> u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(dir.path(), cache_bytes_max).unwrap();
+        let value = "x".repeat(200);
+        let docs: Vec<(String, Option<String>)> = (0..3000).map(|i| (format!("doc{i}"), Some(value.clone()))).collect();
+        store.docs_put("owner@localhost", &docs).unwrap();
+        for (key, _) in &docs {
+            assert!(store.doc_get("owner@localhost", key).unwrap().is_some());
+        }
+        store.db.cache_stats().evictions()
+    }
+
+    #[test]
+    fn the_page_cache_stays_within_cache_bytes_max() {
+        assert!(evictions_with_cache_of(16 * 1024) > 0);
+        assert_eq!(evictions_with_cache_of(crate::config::StorageConfig::default().cache_bytes_max), 0);
     }
 }
