@@ -12,7 +12,8 @@
 # the Prometheus metrics on 127.0.0.1 at that port. BENCH_HTTP_PORT: the HTTP listener
 # (WebSocket, BOSH, uploads) on 127.0.0.1 at that port, counted as behind a TLS proxy so
 # SASL PLAIN is offered there as on the TCP port. BENCH_CACHE_BYTES: `[storage] cache_bytes_max`
-# (redb's page cache, which a login fills with its account's pages).
+# (redb's page cache, which a login fills with its account's pages). BENCH_ARCHIVE_OFF=1: no
+# XEP-0313 archive (as compare.sh runs every server), so a message costs its routing alone.
 martlet_bin=${MARTLET_BIN:-target/release/martlet}
 
 start_bench_node() {
@@ -42,6 +43,8 @@ public_url = \"http://127.0.0.1:$BENCH_HTTP_PORT\"}
 [limits]
 connections_per_ip_max = 1000000
 auth_failures_per_ip_per_minute = 1000000
+${BENCH_ARCHIVE_OFF:+[archive]
+enabled = false}
 TOML
   "$martlet_bin" --config "$work/martlet.toml" user bulk-add --prefix user --count "$accounts" --password pw >/dev/null
   ${BENCH_PIN:+taskset -c "$BENCH_PIN"} "$martlet_bin" serve --config "$work/martlet.toml" >"$work/server.log" 2>&1 &
