@@ -155,8 +155,6 @@ impl TlsStream {
         }
     }
 
-    /// Reads what the socket has into `incoming` and processes it. `Ok(false)` at the end
-    /// of the TCP stream.
     /// Ready when a read would not wait on the socket: decrypted bytes, the peer's close or
     /// records of ours to send are pending, or the socket has bytes.
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -166,6 +164,8 @@ impl TlsStream {
         self.tcp.poll_readable(cx)
     }
 
+    /// Reads what the socket has into `incoming` and processes it. `Ok(false)` at the end
+    /// of the TCP stream.
     fn poll_read_socket(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
         let mut chunk = [0u8; SOCKET_READ_BYTES];
         let n = match std::task::ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut chunk)) {

@@ -47,9 +47,7 @@ impl Transport {
     pub fn may_starttls(&self) -> bool {
         matches!(self, Transport::Plain(_))
     }
-}
 
-impl Transport {
     /// Ready once a read would not block, so a connection waiting for its next bytes needs
     /// no buffer to wait with (`Conn::read_some`). WebSocket and BOSH frames are read into
     /// their own buffers first, so those sides are always ready and wait in the read itself.
